@@ -1,0 +1,252 @@
+//! The catalogue endpoints: concerts, their schedules, and seats.
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use marquee_domain::{
+    Concert, ConcertId, Page, PageRequest, ScheduleAvailability, ScheduleId, Seat, SeatFilter,
+    SeatStatus,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::AppState;
+use crate::error::{ApiError, Problem};
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConcertBody {
+    pub id: i64,
+    pub title: String,
+    pub artist: String,
+    pub venue: String,
+    pub description: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConcertPageBody {
+    pub items: Vec<ConcertBody>,
+    /// The page number, from 0.
+    pub page: i64,
+    /// The page size asked for.
+    pub size: i64,
+    /// How many concerts there are in all.
+    pub total: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleBody {
+    pub id: i64,
+    pub concert_id: i64,
+    pub starts_at: DateTime<Utc>,
+    /// Seats can be held from this instant...
+    pub booking_opens_at: DateTime<Utc>,
+    /// ...until this one (exclusive).
+    pub booking_closes_at: DateTime<Utc>,
+    pub total_seats: i64,
+    /// Seats free to hold now, counting holds that have run out as free.
+    pub available_seats: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SeatStatusBody {
+    Available,
+    Held,
+    Sold,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SeatBody {
+    pub id: i64,
+    pub number: i32,
+    /// Price in minor currency units.
+    pub price: i64,
+    pub status: SeatStatusBody,
+}
+
+impl From<Concert> for ConcertBody {
+    fn from(concert: Concert) -> Self {
+        Self {
+            id: concert.id.get(),
+            title: concert.title,
+            artist: concert.artist,
+            venue: concert.venue,
+            description: concert.description,
+        }
+    }
+}
+
+impl From<Page<Concert>> for ConcertPageBody {
+    fn from(page: Page<Concert>) -> Self {
+        Self {
+            items: page.items.into_iter().map(ConcertBody::from).collect(),
+            page: page.request.page(),
+            size: page.request.size(),
+            total: page.total,
+        }
+    }
+}
+
+impl From<ScheduleAvailability> for ScheduleBody {
+    fn from(entry: ScheduleAvailability) -> Self {
+        let schedule = entry.schedule;
+        Self {
+            id: schedule.id.get(),
+            concert_id: schedule.concert_id.get(),
+            starts_at: schedule.starts_at,
+            booking_opens_at: schedule.booking_opens_at,
+            booking_closes_at: schedule.booking_closes_at,
+            total_seats: entry.total_seats,
+            available_seats: entry.available_seats,
+        }
+    }
+}
+
+impl From<Seat> for SeatBody {
+    fn from(seat: Seat) -> Self {
+        Self {
+            id: seat.id.get(),
+            number: seat.number,
+            price: seat.price,
+            status: match seat.status {
+                SeatStatus::Available => SeatStatusBody::Available,
+                SeatStatus::Held => SeatStatusBody::Held,
+                SeatStatus::Sold => SeatStatusBody::Sold,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Page number, from 0.
+    #[param(minimum = 0, default = 0)]
+    pub page: Option<i64>,
+    /// Page size.
+    #[param(minimum = 1, maximum = 100, default = 20)]
+    pub size: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SeatParams {
+    /// Only seats in this state: `available`, `held`, `sold` or `all` (the default).
+    /// Case-insensitive.
+    pub status: Option<String>,
+}
+
+fn parse_id<T: std::str::FromStr<Err = marquee_domain::IdError>>(
+    parameter: &'static str,
+    raw: &str,
+) -> Result<T, ApiError> {
+    raw.parse()
+        .map_err(|source| ApiError::InvalidId { parameter, source })
+}
+
+/// List concerts, a page at a time.
+#[utoipa::path(
+    get, path = "/api/v1/concerts", tag = "catalogue", params(PageParams),
+    responses(
+        (status = 200, description = "One page of concerts, in id order", body = ConcertPageBody),
+        (status = 400, description = "`invalid-query` or `invalid-page`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`database-busy` or `database-unavailable`; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_concerts(
+    state: web::Data<AppState>,
+    params: web::Query<PageParams>,
+) -> Result<HttpResponse, ApiError> {
+    let request = PageRequest::new(
+        params.page.unwrap_or(0),
+        params.size.unwrap_or(PageRequest::DEFAULT_SIZE),
+    )?;
+    let page = state.catalogue.list_concerts(request).await?;
+    Ok(HttpResponse::Ok().json(ConcertPageBody::from(page)))
+}
+
+/// Get one concert.
+#[utoipa::path(
+    get, path = "/api/v1/concerts/{concertId}", tag = "catalogue",
+    params(("concertId" = i64, Path, description = "A positive integer", minimum = 1)),
+    responses(
+        (status = 200, description = "The concert", body = ConcertBody),
+        (status = 400, description = "`invalid-id`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`concert-not-found`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`database-busy` or `database-unavailable`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_concert(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id: ConcertId = parse_id("concertId", &path)?;
+    let concert = state
+        .catalogue
+        .find_concert(id)
+        .await?
+        .ok_or(ApiError::ConcertNotFound(id))?;
+    Ok(HttpResponse::Ok().json(ConcertBody::from(concert)))
+}
+
+/// List a concert's schedules with their seat counts, in start order.
+#[utoipa::path(
+    get, path = "/api/v1/concerts/{concertId}/schedules", tag = "catalogue",
+    params(("concertId" = i64, Path, description = "A positive integer", minimum = 1)),
+    responses(
+        (status = 200, description = "The schedules", body = [ScheduleBody]),
+        (status = 400, description = "`invalid-id`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`concert-not-found`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`database-busy` or `database-unavailable`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_schedules(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id: ConcertId = parse_id("concertId", &path)?;
+    let schedules = state
+        .catalogue
+        .list_schedules(id)
+        .await?
+        .ok_or(ApiError::ConcertNotFound(id))?;
+    let body: Vec<ScheduleBody> = schedules.into_iter().map(ScheduleBody::from).collect();
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// List a schedule's seats in number order.
+#[utoipa::path(
+    get, path = "/api/v1/schedules/{scheduleId}/seats", tag = "catalogue",
+    params(("scheduleId" = i64, Path, description = "A positive integer", minimum = 1), SeatParams),
+    responses(
+        (status = 200, description = "The seats", body = [SeatBody]),
+        (status = 400, description = "`invalid-id` or `invalid-query`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`schedule-not-found`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`database-busy` or `database-unavailable`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_seats(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    params: web::Query<SeatParams>,
+) -> Result<HttpResponse, ApiError> {
+    let id: ScheduleId = parse_id("scheduleId", &path)?;
+    let filter = match params.status.as_deref() {
+        None => SeatFilter::All,
+        Some(value) => SeatFilter::parse(value).ok_or_else(|| {
+            ApiError::InvalidQuery(format!(
+                "status must be one of available, held, sold or all, got {value:?}"
+            ))
+        })?,
+    };
+    let seats = state
+        .catalogue
+        .list_seats(id, filter)
+        .await?
+        .ok_or(ApiError::ScheduleNotFound(id))?;
+    let body: Vec<SeatBody> = seats.into_iter().map(SeatBody::from).collect();
+    Ok(HttpResponse::Ok().json(body))
+}

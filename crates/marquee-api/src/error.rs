@@ -1,0 +1,205 @@
+//! Every error the API can answer with, and the one table that maps each to a stable
+//! machine `code` and an HTTP status.
+//!
+//! Handlers return `Result<_, ApiError>`; extractor failures (bad JSON, query or path) are
+//! turned into `ApiError` by the handlers registered in [`crate::configure`]. The body is
+//! always RFC 9457 `application/problem+json`. Codes are a contract: clients branch on them,
+//! so a code is never renamed or reused (see docs/api-errors.md).
+
+use std::fmt;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use marquee_domain::{ConcertId, IdError, PageRequestError, RepositoryError, ScheduleId};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("path parameter {parameter} {source}")]
+    InvalidId {
+        parameter: &'static str,
+        source: IdError,
+    },
+    #[error("{0}")]
+    InvalidQuery(String),
+    #[error(transparent)]
+    InvalidPage(#[from] PageRequestError),
+    #[error("{0}")]
+    InvalidJson(String),
+    #[error("the request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("the request body must be sent as application/json")]
+    UnsupportedMediaType,
+    #[error("concert {0} does not exist")]
+    ConcertNotFound(ConcertId),
+    #[error("schedule {0} does not exist")]
+    ScheduleNotFound(ScheduleId),
+    #[error("no resource at {path}")]
+    RouteNotFound { path: String },
+    #[error("{method} is not allowed on this resource; use {allowed}")]
+    MethodNotAllowed {
+        method: String,
+        allowed: &'static str,
+    },
+    #[error("not ready: {failing}")]
+    NotReady {
+        failing: String,
+        checks: serde_json::Value,
+    },
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+}
+
+/// The row of the table for one error.
+struct Entry {
+    status: StatusCode,
+    code: &'static str,
+    title: &'static str,
+}
+
+impl ApiError {
+    /// The table: error -> stable code -> HTTP status. The only place that knows it.
+    fn entry(&self) -> Entry {
+        use StatusCode as S;
+        let (status, code, title) = match self {
+            Self::InvalidId { .. } => (S::BAD_REQUEST, "invalid-id", "Invalid identifier"),
+            Self::InvalidQuery(_) => (S::BAD_REQUEST, "invalid-query", "Invalid query parameter"),
+            Self::InvalidPage(_) => (S::BAD_REQUEST, "invalid-page", "Invalid page request"),
+            Self::InvalidJson(_) => (S::BAD_REQUEST, "invalid-json", "Malformed JSON body"),
+            Self::PayloadTooLarge { .. } => (
+                S::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Request body too large",
+            ),
+            Self::UnsupportedMediaType => (
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+            ),
+            Self::ConcertNotFound(_) => (S::NOT_FOUND, "concert-not-found", "Concert not found"),
+            Self::ScheduleNotFound(_) => (S::NOT_FOUND, "schedule-not-found", "Schedule not found"),
+            Self::RouteNotFound { .. } => (S::NOT_FOUND, "route-not-found", "Not found"),
+            Self::MethodNotAllowed { .. } => (
+                S::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            ),
+            Self::NotReady { .. } => (S::SERVICE_UNAVAILABLE, "not-ready", "Not ready"),
+            Self::Repository(RepositoryError::Busy { .. }) => {
+                (S::SERVICE_UNAVAILABLE, "database-busy", "Database busy")
+            }
+            Self::Repository(RepositoryError::Unavailable { .. }) => (
+                S::SERVICE_UNAVAILABLE,
+                "database-unavailable",
+                "Database unavailable",
+            ),
+            Self::Repository(RepositoryError::Query { .. }) => {
+                (S::INTERNAL_SERVER_ERROR, "internal", "Internal error")
+            }
+        };
+        Entry {
+            status,
+            code,
+            title,
+        }
+    }
+
+    /// Seconds a client should wait before retrying, for errors that are worth retrying.
+    fn retry_after(&self) -> Option<u32> {
+        match self {
+            // A burst: connections free up within moments.
+            Self::Repository(RepositoryError::Busy { .. }) => Some(1),
+            // An outage: retrying at once only adds load to a recovering database.
+            Self::Repository(RepositoryError::Unavailable { .. }) | Self::NotReady { .. } => {
+                Some(5)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.entry().code
+    }
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "type": "https://marquee.dev/problems/concert-not-found",
+    "title": "Concert not found",
+    "status": 404,
+    "detail": "concert 42 does not exist",
+    "code": "concert-not-found"
+}))]
+pub struct Problem {
+    /// A URI naming the problem type; it ends with `code`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short summary of the problem type.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong with this request.
+    pub detail: String,
+    /// A stable machine-readable code; see the API error table.
+    pub code: String,
+    /// For `not-ready`: the state of each dependency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub checks: Option<serde_json::Value>,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}): {}", self.status, self.code, self.detail)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.entry().status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let Entry {
+            status,
+            code,
+            title,
+        } = self.entry();
+        let detail = if status == StatusCode::INTERNAL_SERVER_ERROR {
+            // The cause may name tables or hosts; it goes to the log, not to the client.
+            tracing::error!(error = %self, "request failed");
+            "The server could not complete the request; the cause has been logged.".to_owned()
+        } else {
+            if status.is_server_error() {
+                tracing::warn!(error = %self, code, "request failed");
+            }
+            self.to_string()
+        };
+        let problem = Problem {
+            kind: format!("https://marquee.dev/problems/{code}"),
+            title: title.to_owned(),
+            status: status.as_u16(),
+            detail,
+            code: code.to_owned(),
+            checks: match self {
+                Self::NotReady { checks, .. } => Some(checks.clone()),
+                _ => None,
+            },
+        };
+        let mut response = HttpResponse::build(status);
+        response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
+        if let Some(seconds) = self.retry_after() {
+            response.insert_header((header::RETRY_AFTER, seconds));
+        }
+        if let Self::MethodNotAllowed { allowed, .. } = self {
+            response.insert_header((header::ALLOW, *allowed));
+        }
+        // Serialising a struct of strings and integers cannot fail.
+        response.body(serde_json::to_vec(&problem).unwrap_or_default())
+    }
+}

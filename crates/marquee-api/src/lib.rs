@@ -1,0 +1,112 @@
+#![doc = include_str!("../README.md")]
+
+pub mod catalogue;
+pub mod error;
+pub mod health;
+pub mod openapi;
+
+use std::sync::Arc;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use marquee_domain::{CatalogueRepository, HealthCheck};
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+pub use error::{ApiError, PROBLEM_JSON, Problem};
+
+/// What the handlers need, behind the domain's ports.
+#[derive(Clone)]
+pub struct AppState {
+    pub catalogue: Arc<dyn CatalogueRepository>,
+    /// Run in order by `/health/ready`.
+    pub health_checks: Vec<Arc<dyn HealthCheck>>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<_> = self.health_checks.iter().map(|c| c.name()).collect();
+        f.debug_struct("AppState")
+            .field("health_checks", &names)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The largest JSON body accepted. Every request body Marquee takes is a few fields.
+pub const JSON_LIMIT: usize = 16 * 1024;
+
+/// Registers every route, the extractor error handlers and the fallbacks on an actix `App`.
+pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(web::Data::new(state))
+            .app_data(web::QueryConfig::default().error_handler(|error, _req| {
+                ApiError::InvalidQuery(error.to_string().replace("Query deserialize error: ", ""))
+                    .into()
+            }))
+            .app_data(
+                web::PathConfig::default()
+                    .error_handler(|error, _req| ApiError::InvalidQuery(error.to_string()).into()),
+            )
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(JSON_LIMIT)
+                    .error_handler(|error, _req| json_error(error).into()),
+            )
+            .service(get_only("/api/v1/concerts").to(catalogue::list_concerts))
+            .service(get_only("/api/v1/concerts/{concertId}").to(catalogue::get_concert))
+            .service(
+                get_only("/api/v1/concerts/{concertId}/schedules").to(catalogue::list_schedules),
+            )
+            .service(get_only("/api/v1/schedules/{scheduleId}/seats").to(catalogue::list_seats))
+            .service(get_only("/health/live").to(health::live))
+            .service(get_only("/health/ready").to(health::ready))
+            .service(web::redirect("/docs", "/docs/"))
+            .service(
+                SwaggerUi::new("/docs/{_:.*}")
+                    .url("/api-docs/openapi.json", openapi::ApiDoc::openapi()),
+            )
+            .default_service(web::to(route_not_found));
+    }
+}
+
+/// A resource that answers GET, and 405 with `Allow: GET` to anything else.
+fn get_only(path: &str) -> GetOnly {
+    GetOnly(path.to_owned())
+}
+
+struct GetOnly(String);
+
+impl GetOnly {
+    fn to<F, Args>(self, handler: F) -> actix_web::Resource
+    where
+        F: actix_web::Handler<Args>,
+        Args: actix_web::FromRequest + 'static,
+        F::Output: actix_web::Responder + 'static,
+    {
+        web::resource(self.0)
+            .route(web::get().to(handler))
+            .default_service(web::to(|req: HttpRequest| async move {
+                Err::<HttpResponse, _>(ApiError::MethodNotAllowed {
+                    method: req.method().to_string(),
+                    allowed: "GET",
+                })
+            }))
+    }
+}
+
+async fn route_not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::RouteNotFound {
+        path: req.path().to_owned(),
+    })
+}
+
+fn json_error(error: actix_web::error::JsonPayloadError) -> ApiError {
+    use actix_web::error::JsonPayloadError as E;
+    match error {
+        E::OverflowKnownLength { limit, .. } | E::Overflow { limit } => {
+            ApiError::PayloadTooLarge { limit }
+        }
+        E::ContentType => ApiError::UnsupportedMediaType,
+        E::Deserialize(error) => ApiError::InvalidJson(error.to_string()),
+        other => ApiError::InvalidJson(other.to_string()),
+    }
+}

@@ -1,0 +1,105 @@
+//! [`RedisLink`]: one multiplexed, self-reconnecting connection to Redis, with every command
+//! bounded in time.
+//!
+//! A cache that waits on a slow Redis is worse than no cache: each command here gives up
+//! after `response_timeout`, so a Redis outage costs a request milliseconds, not seconds.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::Deserialize;
+
+/// How to reach Redis.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port[/db]`, `rediss://...` or `unix:///path`.
+    pub url: String,
+    /// The most one command may take before it counts as failed. Default 50 ms.
+    #[serde(
+        with = "humantime_serde",
+        default = "RedisConfig::default_response_timeout"
+    )]
+    pub response_timeout: Duration,
+    /// The most opening (or re-opening) the connection may take. Default 1 s.
+    #[serde(
+        with = "humantime_serde",
+        default = "RedisConfig::default_connection_timeout"
+    )]
+    pub connection_timeout: Duration,
+}
+
+impl RedisConfig {
+    fn default_response_timeout() -> Duration {
+        Duration::from_millis(50)
+    }
+
+    fn default_connection_timeout() -> Duration {
+        Duration::from_secs(1)
+    }
+
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            response_timeout: Self::default_response_timeout(),
+            connection_timeout: Self::default_connection_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    #[error("invalid redis url: {0}")]
+    Url(String),
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("redis: {0}")]
+    Command(#[from] redis::RedisError),
+}
+
+/// A cloneable handle on one multiplexed connection.
+#[derive(Clone)]
+pub struct RedisLink {
+    connection: ConnectionManager,
+    config: RedisConfig,
+}
+
+impl std::fmt::Debug for RedisLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLink")
+            .field("response_timeout", &self.config.response_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisLink {
+    /// Connects, failing if Redis does not answer within `connection_timeout`.
+    pub async fn connect(config: RedisConfig) -> Result<Self, RedisError> {
+        let client =
+            redis::Client::open(config.url.as_str()).map_err(|e| RedisError::Url(e.to_string()))?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connection_timeout))
+            .set_response_timeout(Some(config.response_timeout))
+            .set_number_of_retries(1);
+        let connection = tokio::time::timeout(
+            config.connection_timeout,
+            ConnectionManager::new_with_config(client, manager_config),
+        )
+        .await
+        .map_err(|_| RedisError::Timeout(config.connection_timeout))??;
+        Ok(Self { connection, config })
+    }
+
+    /// Sends PING.
+    pub async fn ping(&self) -> Result<(), RedisError> {
+        let mut connection = self.connection.clone();
+        let bound = self.config.response_timeout;
+        tokio::time::timeout(
+            bound,
+            redis::cmd("PING").query_async::<String>(&mut connection),
+        )
+        .await
+        .map_err(|_| RedisError::Timeout(bound))??;
+        Ok(())
+    }
+}

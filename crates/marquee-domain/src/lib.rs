@@ -1,0 +1,14 @@
+#![doc = include_str!("../README.md")]
+
+pub mod booking;
+pub mod catalogue;
+pub mod ids;
+pub mod ports;
+
+pub use booking::{Money, Payment, Reservation, ReservationStatus, Wallet};
+pub use catalogue::{
+    Concert, Page, PageRequest, PageRequestError, Schedule, ScheduleAvailability, Seat, SeatFilter,
+    SeatStatus,
+};
+pub use ids::{ConcertId, IdError, PaymentId, ReservationId, ScheduleId, SeatId, UserId};
+pub use ports::{CatalogueRepository, HealthCheck, RepositoryError};

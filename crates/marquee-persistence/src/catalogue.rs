@@ -1,0 +1,276 @@
+//! [`DieselCatalogue`]: the catalogue port on the database.
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::dsl::count_star;
+use diesel::prelude::*;
+use marquee_domain::{
+    CatalogueRepository, Concert, ConcertId, Page, PageRequest, RepositoryError, Schedule,
+    ScheduleAvailability, ScheduleId, Seat, SeatFilter, SeatId, SeatStatus,
+};
+
+use crate::connection::DbConnection;
+use crate::error::PersistenceError;
+use crate::pool::DbPool;
+use crate::schema::{concerts, schedules, seats};
+
+/// Reads the catalogue through a [`DbPool`].
+#[derive(Debug, Clone)]
+pub struct DieselCatalogue {
+    pool: DbPool,
+}
+
+impl DieselCatalogue {
+    pub fn new(pool: DbPool) -> Self {
+        Self { pool }
+    }
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = concerts)]
+struct ConcertRow {
+    id: i64,
+    title: String,
+    artist: String,
+    venue: String,
+    description: String,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = schedules)]
+struct ScheduleRow {
+    id: i64,
+    concert_id: i64,
+    starts_at: NaiveDateTime,
+    booking_opens_at: NaiveDateTime,
+    booking_closes_at: NaiveDateTime,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = seats)]
+struct SeatRow {
+    id: i64,
+    schedule_id: i64,
+    number: i32,
+    price: i64,
+    status: String,
+    held_until: Option<NaiveDateTime>,
+}
+
+fn id<T>(
+    raw: i64,
+    make: fn(i64) -> Result<T, marquee_domain::IdError>,
+) -> Result<T, PersistenceError> {
+    make(raw).map_err(|error| PersistenceError::Corrupt(format!("id {raw}: {error}")))
+}
+
+impl TryFrom<ConcertRow> for Concert {
+    type Error = PersistenceError;
+
+    fn try_from(row: ConcertRow) -> Result<Self, Self::Error> {
+        Ok(Concert {
+            id: id(row.id, ConcertId::new)?,
+            title: row.title,
+            artist: row.artist,
+            venue: row.venue,
+            description: row.description,
+        })
+    }
+}
+
+impl TryFrom<ScheduleRow> for Schedule {
+    type Error = PersistenceError;
+
+    fn try_from(row: ScheduleRow) -> Result<Self, Self::Error> {
+        Ok(Schedule {
+            id: id(row.id, ScheduleId::new)?,
+            concert_id: id(row.concert_id, ConcertId::new)?,
+            starts_at: row.starts_at.and_utc(),
+            booking_opens_at: row.booking_opens_at.and_utc(),
+            booking_closes_at: row.booking_closes_at.and_utc(),
+        })
+    }
+}
+
+impl SeatRow {
+    fn into_seat(self, now: DateTime<Utc>) -> Result<Seat, PersistenceError> {
+        let stored = SeatStatus::from_stored(&self.status).ok_or_else(|| {
+            PersistenceError::Corrupt(format!("seat {} has status {:?}", self.id, self.status))
+        })?;
+        Ok(Seat {
+            id: id(self.id, SeatId::new)?,
+            schedule_id: id(self.schedule_id, ScheduleId::new)?,
+            number: self.number,
+            price: self.price,
+            status: stored.effective(self.held_until.map(|at| at.and_utc()), now),
+        })
+    }
+}
+
+type Db = <DbConnection as Connection>::Backend;
+type SeatPredicate =
+    Box<dyn BoxableExpression<seats::table, Db, SqlType = diesel::sql_types::Bool>>;
+
+/// The SQL form of [`SeatStatus::effective`]: which rows read as `status` at `now`.
+///
+/// The stored status lags the clock for holds that have run out, so "available" includes
+/// them and "held" excludes them. Keeping the rule in SQL (rather than filtering in Rust)
+/// keeps counts and listings consistent and lets the database use its indexes.
+fn seats_reading_as(status: SeatStatus, now: NaiveDateTime) -> SeatPredicate {
+    match status {
+        SeatStatus::Available => Box::new(
+            seats::status
+                .eq(SeatStatus::Available.as_str())
+                .or(seats::status
+                    .eq(SeatStatus::Held.as_str())
+                    .and(seats::held_until.le(now).assume_not_null())),
+        ),
+        SeatStatus::Held => Box::new(
+            seats::status
+                .eq(SeatStatus::Held.as_str())
+                .and(seats::held_until.gt(now).assume_not_null()),
+        ),
+        SeatStatus::Sold => Box::new(seats::status.eq(SeatStatus::Sold.as_str())),
+    }
+}
+
+fn concert_exists(conn: &mut DbConnection, concert: i64) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(
+        concerts::table.filter(concerts::id.eq(concert)),
+    ))
+    .get_result(conn)
+}
+
+fn schedule_exists(conn: &mut DbConnection, schedule: i64) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(
+        schedules::table.filter(schedules::id.eq(schedule)),
+    ))
+    .get_result(conn)
+}
+
+/// Seat counts per schedule among `ids`, optionally only those reading as `status`.
+fn seat_counts(
+    conn: &mut DbConnection,
+    ids: &[i64],
+    status: Option<(SeatStatus, NaiveDateTime)>,
+) -> QueryResult<std::collections::HashMap<i64, i64>> {
+    let mut query = seats::table
+        .filter(seats::schedule_id.eq_any(ids))
+        .group_by(seats::schedule_id)
+        .select((seats::schedule_id, count_star()))
+        .into_boxed();
+    if let Some((status, now)) = status {
+        query = query.filter(seats_reading_as(status, now));
+    }
+    Ok(query.load::<(i64, i64)>(conn)?.into_iter().collect())
+}
+
+#[async_trait]
+impl CatalogueRepository for DieselCatalogue {
+    async fn list_concerts(&self, page: PageRequest) -> Result<Page<Concert>, RepositoryError> {
+        let page = self
+            .pool
+            .run(move |conn| {
+                let total: i64 = concerts::table.count().get_result(conn)?;
+                let rows = concerts::table
+                    .select(ConcertRow::as_select())
+                    .order(concerts::id)
+                    .limit(page.size())
+                    .offset(page.offset())
+                    .load(conn)?;
+                let items = rows
+                    .into_iter()
+                    .map(Concert::try_from)
+                    .collect::<Result<_, _>>()?;
+                Ok(Page {
+                    items,
+                    request: page,
+                    total,
+                })
+            })
+            .await?;
+        Ok(page)
+    }
+
+    async fn find_concert(&self, concert: ConcertId) -> Result<Option<Concert>, RepositoryError> {
+        let found = self
+            .pool
+            .run(move |conn| {
+                concerts::table
+                    .find(concert.get())
+                    .select(ConcertRow::as_select())
+                    .first(conn)
+                    .optional()?
+                    .map(Concert::try_from)
+                    .transpose()
+            })
+            .await?;
+        Ok(found)
+    }
+
+    async fn list_schedules(
+        &self,
+        concert: ConcertId,
+    ) -> Result<Option<Vec<ScheduleAvailability>>, RepositoryError> {
+        let now = Utc::now().naive_utc();
+        let found = self
+            .pool
+            .run(move |conn| {
+                if !concert_exists(conn, concert.get())? {
+                    return Ok(None);
+                }
+                let rows = schedules::table
+                    .filter(schedules::concert_id.eq(concert.get()))
+                    .select(ScheduleRow::as_select())
+                    .order((schedules::starts_at, schedules::id))
+                    .load(conn)?;
+                let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
+                let totals = seat_counts(conn, &ids, None)?;
+                let available = seat_counts(conn, &ids, Some((SeatStatus::Available, now)))?;
+                rows.into_iter()
+                    .map(|row| {
+                        let id = row.id;
+                        Ok(ScheduleAvailability {
+                            schedule: Schedule::try_from(row)?,
+                            total_seats: totals.get(&id).copied().unwrap_or(0),
+                            available_seats: available.get(&id).copied().unwrap_or(0),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, PersistenceError>>()
+                    .map(Some)
+            })
+            .await?;
+        Ok(found)
+    }
+
+    async fn list_seats(
+        &self,
+        schedule: ScheduleId,
+        filter: SeatFilter,
+    ) -> Result<Option<Vec<Seat>>, RepositoryError> {
+        let now = Utc::now();
+        let found = self
+            .pool
+            .run(move |conn| {
+                if !schedule_exists(conn, schedule.get())? {
+                    return Ok(None);
+                }
+                let mut query = seats::table
+                    .filter(seats::schedule_id.eq(schedule.get()))
+                    .select(SeatRow::as_select())
+                    .order(seats::number)
+                    .into_boxed();
+                if let SeatFilter::Only(status) = filter {
+                    query = query.filter(seats_reading_as(status, now.naive_utc()));
+                }
+                query
+                    .load(conn)?
+                    .into_iter()
+                    .map(|row| row.into_seat(now))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Some)
+            })
+            .await?;
+        Ok(found)
+    }
+}

@@ -1,0 +1,40 @@
+//! The persistence crate's one error type, and how it maps onto the domain's.
+
+use std::time::Duration;
+
+use marquee_domain::RepositoryError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PersistenceError {
+    /// The pool config is out of range.
+    #[error("invalid pool setting {0}")]
+    Config(#[from] crate::config::PoolConfigError),
+    /// The database URL is unusable.
+    #[error("invalid database url: {0}")]
+    Url(#[from] crate::connection::DatabaseUrlError),
+    /// Every connection stayed busy for the whole connection timeout.
+    #[error("no database connection became free within {waited:?}")]
+    Busy { waited: Duration },
+    /// No connection could be opened.
+    #[error("the database is unavailable: {reason}")]
+    Unavailable { reason: String },
+    #[error("database query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    /// A stored value breaks an invariant the schema should have enforced.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+impl From<PersistenceError> for RepositoryError {
+    fn from(error: PersistenceError) -> Self {
+        match error {
+            PersistenceError::Busy { waited } => RepositoryError::Busy { waited },
+            PersistenceError::Unavailable { reason } => RepositoryError::Unavailable { reason },
+            other => RepositoryError::Query {
+                reason: other.to_string(),
+            },
+        }
+    }
+}

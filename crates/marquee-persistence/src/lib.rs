@@ -1,0 +1,19 @@
+#![doc = include_str!("../README.md")]
+
+pub mod catalogue;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod migrations;
+pub mod pool;
+pub mod schema;
+pub mod seed;
+#[cfg(feature = "test-support")]
+pub mod test_support;
+
+pub use catalogue::DieselCatalogue;
+pub use config::{PoolConfig, PoolConfigError};
+pub use connection::{Backend, DatabaseUrl, DatabaseUrlError, DbConnection};
+pub use error::PersistenceError;
+pub use pool::{DbPool, PoolState};
+pub use seed::{SeedPlan, SeedReport};

@@ -1,0 +1,229 @@
+//! A fresh, migrated database per test, on either backend (feature `test-support`).
+//!
+//! PostgreSQL: each test gets its own database, cloned from a template that was migrated
+//! once. Cloning a template takes a fraction of a second, against seconds for running the
+//! migrations, and separate databases let tests run in parallel without seeing each other's
+//! rows. The template's name carries a hash of the migration files, so a changed migration
+//! gets a new template instead of a stale one; an advisory lock keeps concurrent test
+//! processes from building it twice. The database is dropped when the [`TestDatabase`] is.
+//!
+//! SQLite: a file in a temporary folder, migrated directly (milliseconds).
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
+
+use crate::connection::{Backend, DatabaseUrl};
+use crate::migrations::run_pending;
+
+/// Environment variable naming a PostgreSQL server for tests: a URL whose database the test
+/// user can connect to and create databases from, e.g. `postgres://postgres@127.0.0.1/postgres`.
+pub const POSTGRES_URL_VAR: &str = "MARQUEE_TEST_DATABASE_URL";
+/// Set to `1` to make a missing backend fail the tests instead of skipping them.
+pub const REQUIRE_BACKENDS_VAR: &str = "MARQUEE_REQUIRE_BACKENDS";
+
+/// Whether tests that need an unavailable backend must fail rather than skip.
+pub fn backends_required() -> bool {
+    std::env::var(REQUIRE_BACKENDS_VAR).is_ok_and(|v| v == "1")
+}
+
+/// A database that exists for one test.
+#[derive(Debug)]
+pub struct TestDatabase {
+    url: DatabaseUrl,
+    postgres: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    /// A migrated SQLite database in a new temporary folder.
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("create a temporary folder");
+        let path = dir.path().join("marquee.sqlite3");
+        let url = DatabaseUrl::parse(&path.to_string_lossy()).expect("a file path is a SQLite url");
+        let mut conn = url
+            .establish(&crate::PoolConfig::default())
+            .expect("open the test SQLite database");
+        run_pending(&mut conn).expect("migrate the test SQLite database");
+        Self {
+            url,
+            postgres: None,
+            _dir: Some(dir),
+        }
+    }
+
+    /// A migrated PostgreSQL database cloned from the template, or `None` if
+    /// [`POSTGRES_URL_VAR`] is not set (and [`REQUIRE_BACKENDS_VAR`] is not `1`).
+    pub fn postgres() -> Option<Self> {
+        let admin = match std::env::var(POSTGRES_URL_VAR) {
+            Ok(url) if !url.is_empty() => url,
+            _ if backends_required() => {
+                panic!("{REQUIRE_BACKENDS_VAR}=1 but {POSTGRES_URL_VAR} is not set")
+            }
+            _ => {
+                eprintln!("skipping a PostgreSQL test: {POSTGRES_URL_VAR} is not set");
+                return None;
+            }
+        };
+        let template = ensure_template(&admin);
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "marquee_test_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut conn = admin_connection(&admin);
+        conn.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .expect("drop a leftover test database");
+        conn.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
+            .expect("clone the template database");
+        let url = DatabaseUrl::parse(&with_database(&admin, &name)).expect("a postgres url");
+        Some(Self {
+            url,
+            postgres: Some((admin, name)),
+            _dir: None,
+        })
+    }
+
+    /// A database of the given backend, or `None` where [`TestDatabase::postgres`] skips.
+    pub fn new(backend: Backend) -> Option<Self> {
+        match backend {
+            Backend::Sqlite => Some(Self::sqlite()),
+            Backend::Postgres => Self::postgres(),
+        }
+    }
+
+    pub fn url(&self) -> &DatabaseUrl {
+        &self.url
+    }
+
+    /// Runs SQL directly, outside any pool (for arranging unusual states in tests).
+    pub fn execute(&self, sql: &str) {
+        let mut conn = self
+            .url
+            .establish(&crate::PoolConfig::default())
+            .expect("connect to the test database");
+        conn.batch_execute(sql).expect("run test SQL");
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some((admin, name)) = &self.postgres {
+            // FORCE ends the connections a test's pool may still hold.
+            if let Ok(mut conn) = PgConnection::establish(admin) {
+                let _ = conn.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            }
+        }
+    }
+}
+
+fn admin_connection(admin: &str) -> PgConnection {
+    PgConnection::establish(admin)
+        .unwrap_or_else(|error| panic!("connect to {POSTGRES_URL_VAR}: {error}"))
+}
+
+/// `url` with its database name replaced by `database`.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{base}/{database}?{query}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
+#[derive(QueryableByName)]
+struct Found {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// Creates the migrated template for the current migrations if it does not exist yet;
+/// returns its name.
+fn ensure_template(admin: &str) -> String {
+    let name = format!("marquee_template_{:016x}", migrations_hash());
+    let mut conn = admin_connection(admin);
+    // Any constant shared by every test process works as the lock key.
+    conn.batch_execute("SELECT pg_advisory_lock(7262736)")
+        .expect("take the template lock");
+    let exists = diesel::sql_query("SELECT count(*) AS n FROM pg_database WHERE datname = $1")
+        .bind::<Text, _>(&name)
+        .get_result::<Found>(&mut conn)
+        .expect("look up the template")
+        .n
+        > 0;
+    if !exists {
+        let building = format!("{name}_building");
+        conn.batch_execute(&format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"))
+            .and_then(|()| conn.batch_execute(&format!("CREATE DATABASE {building}")))
+            .expect("create the template database");
+        {
+            let url = DatabaseUrl::parse(&with_database(admin, &building)).expect("a postgres url");
+            let mut template = url
+                .establish(&crate::PoolConfig::default())
+                .expect("connect to the template database");
+            run_pending(&mut template).expect("migrate the template database");
+        }
+        conn.batch_execute(&format!("ALTER DATABASE {building} RENAME TO {name}"))
+            .expect("publish the template database");
+    }
+    conn.batch_execute("SELECT pg_advisory_unlock(7262736)")
+        .expect("release the template lock");
+    name
+}
+
+/// A hash of every PostgreSQL migration file's path and content.
+fn migrations_hash() -> u64 {
+    fn visit(dir: &Path, hasher: &mut DefaultHasher) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .expect("read the migrations folder")
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            if path.is_dir() {
+                visit(&path, hasher);
+            } else {
+                path.file_name().hash(hasher);
+                std::fs::read(&path).expect("read a migration").hash(hasher);
+            }
+        }
+    }
+    let mut hasher = DefaultHasher::new();
+    visit(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres"),
+        &mut hasher,
+    );
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn replaces_the_database_name() {
+        assert_eq!(
+            with_database("postgres://u@h:5432/postgres", "t1"),
+            "postgres://u@h:5432/t1"
+        );
+        assert_eq!(
+            with_database("postgres://u@h/postgres?sslmode=disable", "t1"),
+            "postgres://u@h/t1?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://u@h", "t1"), "postgres://u@h/t1");
+    }
+}

@@ -1,0 +1,106 @@
+//! The command line: `marquee [serve|migrate|seed]`.
+
+use std::io::Write;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use marquee_persistence::SeedPlan;
+
+use crate::settings::Settings;
+use crate::startup::{Application, connect_database};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "marquee",
+    version,
+    about = "Concert reservations that stay fast under load"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (the default).
+    Serve,
+    /// Apply pending database migrations, then exit.
+    Migrate,
+    /// Create catalogue data. Without options: the demo catalogue, if there are no concerts
+    /// yet. With any option: a bulk data set for load tests, added to what exists.
+    Seed(SeedArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    /// Concerts to create.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub concerts: Option<u32>,
+    /// Schedules per concert.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub schedules: Option<u32>,
+    /// Seats per schedule.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub seats: Option<u32>,
+}
+
+impl SeedArgs {
+    /// The bulk plan, or `None` for the demo catalogue.
+    fn plan(&self) -> Option<SeedPlan> {
+        if self.concerts.is_none() && self.schedules.is_none() && self.seats.is_none() {
+            return None;
+        }
+        let demo = SeedPlan::DEMO;
+        Some(SeedPlan {
+            concerts: self.concerts.unwrap_or(demo.concerts),
+            schedules_per_concert: self.schedules.unwrap_or(demo.schedules_per_concert),
+            seats_per_schedule: self.seats.unwrap_or(demo.seats_per_schedule),
+        })
+    }
+}
+
+pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => {
+            Application::build(settings)
+                .await?
+                .run_until_stopped()
+                .await
+        }
+        Command::Migrate => {
+            let pool = connect_database(&settings).await?;
+            let applied = pool.migrate().await.context("migration failed")?;
+            say(&if applied.is_empty() {
+                "the database is up to date".to_owned()
+            } else {
+                format!(
+                    "applied {} migration(s): {}",
+                    applied.len(),
+                    applied.join(", ")
+                )
+            })
+        }
+        Command::Seed(args) => {
+            let pool = connect_database(&settings).await?;
+            pool.migrate().await.context("migration failed")?;
+            let report = match args.plan() {
+                Some(plan) => Some(pool.seed(plan).await.context("seeding failed")?),
+                None => pool.seed_demo_if_empty().await.context("seeding failed")?,
+            };
+            say(&match report {
+                Some(r) => format!(
+                    "created {} concerts, {} schedules and {} seats in {:.1?}",
+                    r.concerts, r.schedules, r.seats, r.elapsed
+                ),
+                None => "the catalogue already has concerts; nothing created \
+                         (pass --concerts/--schedules/--seats to add a bulk data set)"
+                    .to_owned(),
+            })
+        }
+    }
+}
+
+/// A command's result goes to stdout, so scripts can read it; logs go to stderr.
+fn say(line: &str) -> anyhow::Result<()> {
+    writeln!(std::io::stdout(), "{line}").context("cannot write to stdout")
+}

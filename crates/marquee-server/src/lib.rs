@@ -1,0 +1,9 @@
+#![doc = include_str!("../README.md")]
+
+pub mod cli;
+pub mod settings;
+pub mod startup;
+pub mod telemetry;
+
+pub use settings::Settings;
+pub use startup::Application;

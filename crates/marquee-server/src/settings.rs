@@ -1,0 +1,220 @@
+//! [`Settings`]: configuration layered from files and the environment.
+//!
+//! Layers, later ones winning:
+//! 1. `config/default.toml`: the embedded default (also compiled into the binary, so it
+//!    runs from any folder);
+//! 2. `config/{MARQUEE_ENV}.toml` when `MARQUEE_ENV` is set (`production` is compiled in
+//!    too);
+//! 3. environment variables `MARQUEE__SECTION__KEY`, e.g. `MARQUEE__DATABASE__URL`.
+//!
+//! Files are read from `MARQUEE_CONFIG_DIR` (default `./config`) when present there.
+//! Every value is checked before anything starts; an error names the key at fault.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use config::{Config, Environment, File, FileFormat};
+use marquee_cache::RedisConfig;
+use marquee_persistence::{DatabaseUrl, PoolConfig};
+use serde::Deserialize;
+
+const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+const PRODUCTION_TOML: &str = include_str!("../../../config/production.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// `host:port` to listen on; port 0 picks a free one.
+    pub bind: String,
+    /// HTTP worker threads; 0 means one per core.
+    pub workers: usize,
+    /// How long in-flight requests may take to finish after a stop signal.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub auto_migrate: bool,
+    pub seed_demo_if_empty: bool,
+    #[serde(default)]
+    pub pool: PoolConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// Empty means: no Redis, use the in-process cache.
+    #[serde(default)]
+    pub url: String,
+    #[serde(with = "humantime_serde")]
+    pub response_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub connection_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+/// Where settings come from. [`Sources::from_process`] reads the real environment; tests
+/// build one by hand.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// `MARQUEE_ENV`.
+    pub environment: Option<String>,
+    /// `MARQUEE_CONFIG_DIR`, default `./config`.
+    pub config_dir: Option<PathBuf>,
+    /// The `MARQUEE__...` variables.
+    pub variables: HashMap<String, String>,
+}
+
+impl Sources {
+    pub fn from_process() -> Self {
+        Self {
+            environment: std::env::var("MARQUEE_ENV").ok().filter(|v| !v.is_empty()),
+            config_dir: std::env::var_os("MARQUEE_CONFIG_DIR").map(PathBuf::from),
+            variables: std::env::vars()
+                .filter(|(key, _)| key.starts_with("MARQUEE__"))
+                .collect(),
+        }
+    }
+}
+
+impl Settings {
+    /// Loads from the process's environment and the config folder.
+    pub fn load() -> anyhow::Result<Self> {
+        Self::load_from(Sources::from_process())
+    }
+
+    pub fn load_from(sources: Sources) -> anyhow::Result<Self> {
+        let dir = sources
+            .config_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("config"));
+        let mut builder = Config::builder().add_source(layer(&dir, "default", Some(DEFAULT_TOML))?);
+        if let Some(environment) = &sources.environment {
+            let embedded = (environment == "production").then_some(PRODUCTION_TOML);
+            builder =
+                builder.add_source(layer(&dir, environment, embedded).with_context(|| {
+                    format!(
+                        "MARQUEE_ENV={environment}: no {environment}.toml in {}",
+                        dir.display()
+                    )
+                })?);
+        }
+        let settings: Settings = builder
+            .add_source(
+                Environment::with_prefix("MARQUEE")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(Some(sources.variables.into_iter().collect())),
+            )
+            .build()
+            .and_then(Config::try_deserialize)
+            .context("invalid configuration")?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Range checks serde cannot express. Each error names its key.
+    fn validate(&self) -> anyhow::Result<()> {
+        self.bind_address()?;
+        DatabaseUrl::parse(&self.database.url)
+            .map_err(|error| anyhow::anyhow!("invalid configuration: database.url {error}"))?;
+        self.database
+            .pool
+            .validate()
+            .map_err(|error| anyhow::anyhow!("invalid configuration: database.pool.{error}"))?;
+        if let Some(redis) = self.redis_config() {
+            let scheme_ok = ["redis://", "rediss://", "unix://", "redis+unix://"]
+                .iter()
+                .any(|scheme| redis.url.starts_with(scheme));
+            if !scheme_ok {
+                bail!(
+                    "invalid configuration: redis.url must start with redis://, rediss:// or unix://"
+                );
+            }
+        }
+        if self
+            .log
+            .filter
+            .parse::<tracing_subscriber::EnvFilter>()
+            .is_err()
+        {
+            bail!(
+                "invalid configuration: log.filter {:?} is not a tracing filter",
+                self.log.filter
+            );
+        }
+        Ok(())
+    }
+
+    /// `server.bind`, parsed.
+    pub fn bind_address(&self) -> anyhow::Result<SocketAddr> {
+        self.server.bind.parse().map_err(|error| {
+            anyhow::anyhow!(
+                "invalid configuration: server.bind {:?} is not host:port ({error})",
+                self.server.bind
+            )
+        })
+    }
+
+    pub fn database_url(&self) -> anyhow::Result<DatabaseUrl> {
+        DatabaseUrl::parse(&self.database.url)
+            .map_err(|error| anyhow::anyhow!("invalid configuration: database.url {error}"))
+    }
+
+    /// Redis's settings, or `None` for the in-process cache.
+    pub fn redis_config(&self) -> Option<RedisConfig> {
+        let url = self.redis.url.trim();
+        (!url.is_empty()).then(|| RedisConfig {
+            url: url.to_owned(),
+            response_timeout: self.redis.response_timeout,
+            connection_timeout: self.redis.connection_timeout,
+        })
+    }
+}
+
+/// One TOML layer: the file in `dir` if it exists, else the embedded copy.
+fn layer(
+    dir: &std::path::Path,
+    name: &str,
+    embedded: Option<&'static str>,
+) -> anyhow::Result<File<config::FileSourceString, FileFormat>> {
+    let path = dir.join(format!("{name}.toml"));
+    if path.is_file() {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        return Ok(File::from_str(&text, FileFormat::Toml));
+    }
+    match embedded {
+        Some(text) => Ok(File::from_str(text, FileFormat::Toml)),
+        None => bail!("{} does not exist", path.display()),
+    }
+}

@@ -1,0 +1,187 @@
+//! [`Application`]: the composition root. It builds each crate's part from [`Settings`] and
+//! wires them together behind the domain's ports.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{App, HttpServer};
+use anyhow::Context;
+use async_trait::async_trait;
+use marquee_api::AppState;
+use marquee_cache::RedisLink;
+use marquee_domain::HealthCheck;
+use marquee_persistence::{DbPool, DieselCatalogue};
+
+use crate::settings::Settings;
+
+/// A built, listening application. Dropping it without running it closes the listener.
+pub struct Application {
+    port: u16,
+    server: Server,
+    pool: DbPool,
+    shutdown_timeout: Duration,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds the database pool (blocking while the first connections open).
+pub async fn connect_database(settings: &Settings) -> anyhow::Result<DbPool> {
+    let url = settings.database_url()?;
+    let config = settings.database.pool.clone();
+    let redacted = url.redacted();
+    tokio::task::spawn_blocking(move || DbPool::build(&url, &config))
+        .await
+        .context("the database connector stopped")?
+        .with_context(|| format!("cannot open the database at {redacted}"))
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let pool = connect_database(&settings).await?;
+        tracing::info!(
+            backend = pool.backend().name(),
+            max = pool.config().maximum_pool_size,
+            "database pool open"
+        );
+        if settings.database.auto_migrate {
+            let applied = pool
+                .migrate()
+                .await
+                .context("cannot migrate the database")?;
+            if !applied.is_empty() {
+                tracing::info!(?applied, "migrations applied");
+            }
+        }
+        if settings.database.seed_demo_if_empty {
+            if let Some(report) = pool
+                .seed_demo_if_empty()
+                .await
+                .context("cannot seed the demo catalogue")?
+            {
+                tracing::info!(
+                    concerts = report.concerts,
+                    schedules = report.schedules,
+                    seats = report.seats,
+                    "demo catalogue created"
+                );
+            }
+        }
+
+        let mut health_checks: Vec<Arc<dyn HealthCheck>> = vec![Arc::new(pool.clone())];
+        if let Some(redis) = settings.redis_config() {
+            let link = RedisLink::connect(redis)
+                .await
+                .context("cannot connect to redis.url")?;
+            health_checks.push(Arc::new(RedisHealth(link)));
+        }
+        let state = AppState {
+            catalogue: Arc::new(DieselCatalogue::new(pool.clone())),
+            health_checks,
+        };
+
+        let listener = std::net::TcpListener::bind(settings.bind_address()?)
+            .with_context(|| format!("cannot listen on {}", settings.server.bind))?;
+        let port = listener.local_addr()?.port();
+        let workers = match settings.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let shutdown_timeout = settings.server.shutdown_timeout;
+        let server =
+            HttpServer::new(move || App::new().configure(marquee_api::configure(state.clone())))
+                .workers(workers)
+                .shutdown_timeout(shutdown_timeout.as_secs().max(1))
+                // Signals are handled in `run_until_stopped`: actix stops at once on SIGINT,
+                // and both SIGINT and SIGTERM should drain in-flight requests.
+                .disable_signals()
+                .listen(listener)?
+                .run();
+        tracing::info!(port, workers, "listening");
+        Ok(Self {
+            port,
+            server,
+            pool,
+            shutdown_timeout,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The database pool, for tests and operational commands.
+    pub fn pool(&self) -> &DbPool {
+        &self.pool
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGINT or SIGTERM, then stops accepting connections, lets in-flight
+    /// requests finish (up to `server.shutdown_timeout`), and closes the pools.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let stopper = tokio::spawn(async move {
+            wait_for_stop_signal().await;
+            tracing::info!("stop signal received; draining in-flight requests");
+            handle.stop(true).await;
+        });
+        self.server.await.context("the HTTP server failed")?;
+        stopper.abort();
+        let pool = self.pool;
+        // Closing connections blocks; keep it off the async executor.
+        let closing = tokio::task::spawn_blocking(move || drop(pool));
+        let _ = tokio::time::timeout(self.shutdown_timeout, closing).await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(mut interrupt), Ok(mut terminate)) => {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Readiness of Redis, through the cache crate's link.
+#[derive(Debug)]
+struct RedisHealth(RedisLink);
+
+#[async_trait]
+impl HealthCheck for RedisHealth {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        self.0.ping().await.map_err(|error| error.to_string())
+    }
+}
