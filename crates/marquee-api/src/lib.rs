@@ -12,7 +12,37 @@ use marquee_domain::{CatalogueRepository, HealthCheck};
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
+pub use actix_web::dev::{Server, ServerHandle};
 pub use error::{ApiError, PROBLEM_JSON, Problem};
+
+/// How the HTTP server runs.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerOptions {
+    /// Worker threads, each with its own event loop.
+    pub workers: usize,
+    /// How long in-flight requests may take to finish after a graceful stop.
+    pub shutdown_timeout: std::time::Duration,
+}
+
+/// Starts serving `state`'s routes on `listener`. The returned [`Server`] must be awaited
+/// (or spawned) to run; stop it through its [`ServerHandle`].
+///
+/// Signals are left to the caller: actix would stop at once on SIGINT, while both SIGINT
+/// and SIGTERM should drain in-flight requests.
+pub fn serve(
+    state: AppState,
+    listener: std::net::TcpListener,
+    options: ServerOptions,
+) -> std::io::Result<Server> {
+    Ok(actix_web::HttpServer::new(move || {
+        actix_web::App::new().configure(configure(state.clone()))
+    })
+    .workers(options.workers)
+    .shutdown_timeout(options.shutdown_timeout.as_secs().max(1))
+    .disable_signals()
+    .listen(listener)?
+    .run())
+}
 
 /// What the handlers need, behind the domain's ports.
 #[derive(Clone)]

@@ -205,6 +205,9 @@ pub struct ManagedConnection {
     pub(crate) conn: DbConnection,
     retire_at: Option<Instant>,
     last_returned: Instant,
+    /// Set when a query found the link dead. diesel's own `is_broken` only looks at the
+    /// transaction state, so without this a dead connection would go back into the pool.
+    pub(crate) lost: bool,
 }
 
 impl fmt::Debug for ManagedConnection {
@@ -256,6 +259,7 @@ impl r2d2::ManageConnection for ConnectionManager {
             conn,
             retire_at: self.retire_at(now),
             last_returned: now,
+            lost: false,
         })
     }
 
@@ -275,7 +279,7 @@ impl r2d2::ManageConnection for ConnectionManager {
     fn has_broken(&self, managed: &mut ManagedConnection) -> bool {
         let now = Instant::now();
         managed.last_returned = now;
-        managed.conn.is_broken() || managed.retire_at.is_some_and(|at| now >= at)
+        managed.lost || managed.conn.is_broken() || managed.retire_at.is_some_and(|at| now >= at)
     }
 }
 

@@ -27,8 +27,28 @@ pub enum PersistenceError {
     Corrupt(String),
 }
 
+impl PersistenceError {
+    /// Whether the query failed because the link to the database is gone (the server
+    /// restarted, the network dropped): the connection must be discarded, and the failure is
+    /// an outage, not a bug.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(
+            self,
+            Self::Query(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::ClosedConnection,
+                _
+            ))
+        )
+    }
+}
+
 impl From<PersistenceError> for RepositoryError {
     fn from(error: PersistenceError) -> Self {
+        if error.is_connection_lost() {
+            return RepositoryError::Unavailable {
+                reason: error.to_string(),
+            };
+        }
         match error {
             PersistenceError::Busy { waited } => RepositoryError::Busy { waited },
             PersistenceError::Unavailable { reason } => RepositoryError::Unavailable { reason },

@@ -204,7 +204,14 @@ impl DbPool {
                         waited: started.elapsed(),
                     },
                 })?;
-            work(&mut managed.conn)
+            let result = work(&mut managed.conn);
+            if result
+                .as_ref()
+                .is_err_and(PersistenceError::is_connection_lost)
+            {
+                managed.lost = true;
+            }
+            result
         });
 
         let threshold = inner.config.leak_detection_threshold;

@@ -4,11 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::{Server, ServerHandle};
-use actix_web::{App, HttpServer};
 use anyhow::Context;
 use async_trait::async_trait;
-use marquee_api::AppState;
+use marquee_api::{AppState, Server, ServerHandle, ServerOptions};
 use marquee_cache::RedisLink;
 use marquee_domain::HealthCheck;
 use marquee_persistence::{DbPool, DieselCatalogue};
@@ -95,15 +93,14 @@ impl Application {
             n => n,
         };
         let shutdown_timeout = settings.server.shutdown_timeout;
-        let server =
-            HttpServer::new(move || App::new().configure(marquee_api::configure(state.clone())))
-                .workers(workers)
-                .shutdown_timeout(shutdown_timeout.as_secs().max(1))
-                // Signals are handled in `run_until_stopped`: actix stops at once on SIGINT,
-                // and both SIGINT and SIGTERM should drain in-flight requests.
-                .disable_signals()
-                .listen(listener)?
-                .run();
+        let server = marquee_api::serve(
+            state,
+            listener,
+            ServerOptions {
+                workers,
+                shutdown_timeout,
+            },
+        )?;
         tracing::info!(port, workers, "listening");
         Ok(Self {
             port,

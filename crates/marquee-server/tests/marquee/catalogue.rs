@@ -1,0 +1,147 @@
+//! The catalogue endpoints against the demo catalogue.
+
+use marquee_persistence::Backend;
+use serde_json::Value;
+
+use crate::helpers::TestApp;
+use crate::on_each_backend;
+
+async fn lists_concerts_a_page_at_a_time(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+
+    let (status, first) = app.get_json("/api/v1/concerts").await;
+    assert_eq!(status, 200);
+    assert_eq!(first["page"], 0);
+    assert_eq!(first["size"], 20);
+    assert_eq!(first["total"], 120);
+    let items = first["items"].as_array().unwrap();
+    assert_eq!(items.len(), 20);
+    assert_eq!(items[0]["id"], 1);
+    for field in ["title", "artist", "venue", "description"] {
+        assert!(items[0][field].is_string(), "{field} missing");
+    }
+
+    let (_, last) = app.get_json("/api/v1/concerts?page=4&size=24").await;
+    let ids: Vec<i64> = last["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, (97..=120).collect::<Vec<_>>());
+
+    let (_, past_the_end) = app.get_json("/api/v1/concerts?page=50&size=100").await;
+    assert_eq!(past_the_end["items"], Value::Array(vec![]));
+    assert_eq!(past_the_end["total"], 120);
+}
+
+async fn shows_one_concert(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let (status, concert) = app.get_json("/api/v1/concerts/7").await;
+    assert_eq!(status, 200);
+    assert_eq!(concert["id"], 7);
+    let (_, listed) = app.get_json("/api/v1/concerts?page=0&size=7").await;
+    assert_eq!(listed["items"][6], concert, "detail and listing agree");
+}
+
+async fn lists_schedules_with_seat_counts(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    // Seat 1 of schedule 1 is held (live hold), seat 2 sold, seat 3 held by a hold that ran
+    // out: it must count as available.
+    app.db.execute(
+        "UPDATE seats SET status = 'HELD', held_by = 9, held_until = '2999-01-01 00:00:00' WHERE schedule_id = 1 AND number = 1;
+         UPDATE seats SET status = 'SOLD' WHERE schedule_id = 1 AND number = 2;
+         UPDATE seats SET status = 'HELD', held_by = 9, held_until = '2000-01-01 00:00:00' WHERE schedule_id = 1 AND number = 3;",
+    );
+
+    let (status, schedules) = app.get_json("/api/v1/concerts/1/schedules").await;
+    assert_eq!(status, 200);
+    let schedules = schedules.as_array().unwrap();
+    assert_eq!(schedules.len(), 4);
+    let first = &schedules[0];
+    assert_eq!(first["id"], 1);
+    assert_eq!(first["concertId"], 1);
+    assert_eq!(first["totalSeats"], 50);
+    assert_eq!(first["availableSeats"], 48);
+    assert_eq!(schedules[1]["availableSeats"], 50);
+    let starts: Vec<&str> = schedules
+        .iter()
+        .map(|s| s["startsAt"].as_str().unwrap())
+        .collect();
+    assert!(starts.windows(2).all(|w| w[0] <= w[1]), "in start order");
+    for s in schedules {
+        let opens = s["bookingOpensAt"].as_str().unwrap();
+        let closes = s["bookingClosesAt"].as_str().unwrap();
+        assert!(opens < closes && closes <= s["startsAt"].as_str().unwrap());
+        assert!(opens.ends_with('Z'), "UTC, RFC 3339: {opens}");
+    }
+}
+
+async fn lists_seats_by_status(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    app.db.execute(
+        "UPDATE seats SET status = 'HELD', held_by = 9, held_until = '2999-01-01 00:00:00' WHERE schedule_id = 2 AND number = 1;
+         UPDATE seats SET status = 'SOLD' WHERE schedule_id = 2 AND number = 2;
+         UPDATE seats SET status = 'HELD', held_by = 9, held_until = '2000-01-01 00:00:00' WHERE schedule_id = 2 AND number = 3;",
+    );
+
+    let (status, all) = app.get_json("/api/v1/schedules/2/seats").await;
+    assert_eq!(status, 200);
+    let all = all.as_array().unwrap();
+    assert_eq!(all.len(), 50);
+    let numbers: Vec<i64> = all.iter().map(|s| s["number"].as_i64().unwrap()).collect();
+    assert_eq!(numbers, (1..=50).collect::<Vec<_>>());
+    assert_eq!(all[0]["status"], "HELD");
+    assert_eq!(all[1]["status"], "SOLD");
+    assert_eq!(
+        all[2]["status"], "AVAILABLE",
+        "an expired hold reads as available"
+    );
+    assert!(
+        all.iter()
+            .all(|s| s["price"].as_i64().unwrap() > 0 && s["id"].is_i64())
+    );
+
+    let count = |v: Value| v.as_array().unwrap().len();
+    let (_, available) = app
+        .get_json("/api/v1/schedules/2/seats?status=available")
+        .await;
+    assert_eq!(count(available), 48);
+    let (_, held) = app.get_json("/api/v1/schedules/2/seats?status=HELD").await;
+    assert_eq!(count(held), 1);
+    let (_, sold) = app.get_json("/api/v1/schedules/2/seats?status=sold").await;
+    assert_eq!(count(sold), 1);
+}
+
+async fn unknown_resources_are_404_problems(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let cases = [
+        ("/api/v1/concerts/121", "concert-not-found"),
+        ("/api/v1/concerts/9223372036854775807", "concert-not-found"),
+        ("/api/v1/concerts/121/schedules", "concert-not-found"),
+        ("/api/v1/schedules/100000/seats", "schedule-not-found"),
+        ("/api/v1/nothing-here", "route-not-found"),
+        ("/api/v1/concerts/1/extra/segments", "route-not-found"),
+    ];
+    for (path, code) in cases {
+        crate::helpers::assert_problem(app.get(path).await, 404, code).await;
+    }
+}
+
+on_each_backend!(
+    lists_concerts_a_page_at_a_time,
+    shows_one_concert,
+    lists_schedules_with_seat_counts,
+    lists_seats_by_status,
+    unknown_resources_are_404_problems,
+);

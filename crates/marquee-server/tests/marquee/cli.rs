@@ -1,0 +1,172 @@
+//! The `marquee` binary as an operator runs it.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn marquee(database: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_marquee"));
+    command
+        .args(args)
+        .env_remove("MARQUEE_ENV")
+        .env(
+            "MARQUEE_CONFIG_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../config"),
+        )
+        .env("MARQUEE__DATABASE__URL", database)
+        .env("MARQUEE__LOG__FILTER", "warn");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("run marquee")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+#[test]
+fn migrate_then_seed_bulk_and_demo() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("nested/folder/m.sqlite3");
+
+    let first = marquee(&db, &["migrate"], &[]);
+    assert!(first.status.success(), "{first:?}");
+    assert!(
+        stdout(&first).starts_with("applied 1 migration(s)"),
+        "{first:?}"
+    );
+    let again = marquee(&db, &["migrate"], &[]);
+    assert_eq!(stdout(&again), "the database is up to date");
+
+    let bulk = marquee(
+        &db,
+        &[
+            "seed",
+            "--concerts",
+            "3",
+            "--schedules",
+            "2",
+            "--seats",
+            "5",
+        ],
+        &[],
+    );
+    assert!(bulk.status.success(), "{bulk:?}");
+    assert!(
+        stdout(&bulk).starts_with("created 3 concerts, 6 schedules and 30 seats"),
+        "{bulk:?}"
+    );
+    let demo = marquee(&db, &["seed"], &[]);
+    assert!(stdout(&demo).contains("already has concerts"), "{demo:?}");
+
+    let fresh = dir.path().join("fresh.sqlite3");
+    let demo = marquee(&fresh, &["seed"], &[]);
+    assert!(
+        stdout(&demo).starts_with("created 120 concerts, 480 schedules and 24000 seats"),
+        "{demo:?}"
+    );
+}
+
+#[test]
+fn bad_arguments_and_settings_fail_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.sqlite3");
+    let zero = marquee(&db, &["seed", "--concerts", "0"], &[]);
+    assert!(!zero.status.success());
+    assert!(String::from_utf8_lossy(&zero.stderr).contains("--concerts"));
+
+    let bad = marquee(
+        &db,
+        &["migrate"],
+        &[("MARQUEE__DATABASE__POOL__MAXIMUM_POOL_SIZE", "lots")],
+    );
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("maximum_pool_size"),
+        "{bad:?}"
+    );
+}
+
+/// `marquee serve` migrates, seeds and serves; SIGTERM stops it cleanly.
+#[test]
+fn serve_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.sqlite3");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_marquee"))
+        .env_remove("MARQUEE_ENV")
+        .env(
+            "MARQUEE_CONFIG_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../config"),
+        )
+        .env("MARQUEE__DATABASE__URL", &db)
+        .env("MARQUEE__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .env("MARQUEE__SERVER__WORKERS", "1")
+        .env("MARQUEE__LOG__FILTER", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let started = Instant::now();
+    let body = loop {
+        if let Some(body) = http_get(port, "/api/v1/concerts/1") {
+            break body;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "serve did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(body.contains("\"id\":1"), "{body}");
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status:?}");
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        log.contains("draining in-flight requests") && log.contains("stopped"),
+        "{log}"
+    );
+}
+
+/// A minimal HTTP/1.0 GET, so this test needs no async runtime.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let ok = response
+        .lines()
+        .next()
+        .is_some_and(|status| status.contains(" 200 "));
+    ok.then(|| {
+        response
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned()
+    })
+}

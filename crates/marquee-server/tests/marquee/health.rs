@@ -1,0 +1,190 @@
+//! Liveness, readiness, the OpenAPI document, and what happens when PostgreSQL or Redis
+//! goes away under a running app (through a chaos proxy) and comes back.
+
+use std::time::{Duration, Instant};
+
+use marquee_persistence::Backend;
+use marquee_persistence::test_support::{TestDatabase, backends_required};
+
+use crate::chaos::{ChaosProxy, through};
+use crate::helpers::{TestApp, assert_problem, test_settings};
+use crate::on_each_backend;
+
+async fn live_and_ready(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let (status, live) = app.get_json("/health/live").await;
+    assert_eq!((status, live["status"].as_str()), (200, Some("UP")));
+    let (status, ready) = app.get_json("/health/ready").await;
+    assert_eq!(status, 200);
+    assert_eq!(ready["checks"]["database"]["status"], "UP");
+    assert!(
+        ready["checks"].get("redis").is_none(),
+        "no redis configured"
+    );
+}
+
+async fn openapi_covers_every_route_and_error(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let (status, doc) = app.get_json("/api-docs/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    for path in [
+        "/api/v1/concerts",
+        "/api/v1/concerts/{concertId}",
+        "/api/v1/concerts/{concertId}/schedules",
+        "/api/v1/schedules/{scheduleId}/seats",
+        "/health/live",
+        "/health/ready",
+    ] {
+        let get = &paths[path]["get"];
+        assert!(get.is_object(), "{path} is documented");
+        let responses = get["responses"].as_object().unwrap();
+        assert!(responses.contains_key("200"), "{path} documents 200");
+        if path.starts_with("/api/") {
+            for code in ["400", "503"] {
+                let problem = &responses[code]["content"]["application/problem+json"];
+                assert!(
+                    problem.is_object(),
+                    "{path} documents {code} as problem+json"
+                );
+            }
+        }
+    }
+    assert!(doc["components"]["schemas"]["Problem"].is_object());
+
+    let docs = app.get("/docs/").await;
+    assert_eq!(docs.status(), 200);
+    assert!(docs.text().await.unwrap().contains("swagger"));
+}
+
+on_each_backend!(live_and_ready, openapi_covers_every_route_and_error);
+
+fn postgres_url() -> Option<String> {
+    match std::env::var("MARQUEE_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => None,
+    }
+}
+
+fn redis_url() -> Option<String> {
+    match std::env::var("MARQUEE_TEST_REDIS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if backends_required() => {
+            panic!("MARQUEE_REQUIRE_BACKENDS=1 but MARQUEE_TEST_REDIS_URL is not set")
+        }
+        _ => {
+            eprintln!("skipping a Redis test: MARQUEE_TEST_REDIS_URL is not set");
+            None
+        }
+    }
+}
+
+async fn poll_until(app: &TestApp, path: &str, want: u16, within: Duration) -> u16 {
+    let started = Instant::now();
+    loop {
+        let status = app.get(path).await.status().as_u16();
+        if status == want || started.elapsed() > within {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// PostgreSQL cut under a running app: requests get 503 problems (never a 500 or a hang),
+/// readiness reports the database down, and both recover once the link is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_database_is_503_and_recovers() {
+    let Some(db) = TestDatabase::postgres() else {
+        return;
+    };
+    let admin = postgres_url().expect("set when TestDatabase::postgres succeeds");
+    let proxy = ChaosProxy::start(&crate::chaos::host_port(&admin)).await;
+    let settings = test_settings(
+        &through(db.url().as_str(), &proxy),
+        &[
+            ("MARQUEE__DATABASE__POOL__CONNECTION_TIMEOUT", "1s"),
+            ("MARQUEE__DATABASE__POOL__VALIDATION_TIMEOUT", "500ms"),
+        ],
+    );
+    let app = TestApp::start(db, settings).await;
+    assert_eq!(app.get("/api/v1/concerts/1").await.status(), 200);
+
+    proxy.cut().await;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let response = app.get("/api/v1/concerts/2").await;
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "answered in bounded time"
+        );
+        assert!(response.headers().contains_key("retry-after"));
+        let status = response.status().as_u16();
+        let code = if status == 503 {
+            let body: serde_json::Value = response.json().await.unwrap();
+            body["code"].as_str().unwrap().to_owned()
+        } else {
+            panic!("expected 503 while the database is gone, got {status}");
+        };
+        assert!(
+            code == "database-unavailable" || code == "database-busy",
+            "code {code}"
+        );
+    }
+    let ready = app.get("/health/ready").await;
+    let body = assert_problem(ready, 503, "not-ready").await;
+    assert_eq!(body["checks"]["database"]["status"], "DOWN");
+
+    proxy.restore();
+    assert_eq!(
+        poll_until(&app, "/api/v1/concerts/3", 200, Duration::from_secs(10)).await,
+        200
+    );
+    assert_eq!(
+        poll_until(&app, "/health/ready", 200, Duration::from_secs(5)).await,
+        200
+    );
+}
+
+/// Readiness includes Redis when it is configured, and follows it down and back up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_redis() {
+    let Some(redis) = redis_url() else { return };
+    let proxy = ChaosProxy::start(&crate::chaos::host_port(&redis)).await;
+    let redis_through_proxy = through(&redis, &proxy);
+    let Some(app) = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[
+            ("MARQUEE__REDIS__URL", &redis_through_proxy),
+            ("MARQUEE__REDIS__RESPONSE_TIMEOUT", "200ms"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    let (status, ready) = app.get_json("/health/ready").await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["checks"]["redis"]["status"], "UP");
+
+    proxy.cut().await;
+    assert_eq!(
+        poll_until(&app, "/health/ready", 503, Duration::from_secs(5)).await,
+        503
+    );
+    let body = assert_problem(app.get("/health/ready").await, 503, "not-ready").await;
+    assert_eq!(body["checks"]["redis"]["status"], "DOWN");
+    assert_eq!(body["checks"]["database"]["status"], "UP");
+    // The catalogue does not depend on Redis being up.
+    assert_eq!(app.get("/api/v1/concerts/1").await.status(), 200);
+
+    proxy.restore();
+    assert_eq!(
+        poll_until(&app, "/health/ready", 200, Duration::from_secs(10)).await,
+        200
+    );
+}

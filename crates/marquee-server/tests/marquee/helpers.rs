@@ -1,0 +1,140 @@
+//! `TestApp`: a running Marquee on port 0 with its own database.
+
+use std::collections::HashMap;
+
+use marquee_persistence::test_support::TestDatabase;
+use marquee_persistence::{Backend, DbPool};
+use marquee_server::settings::Sources;
+use marquee_server::{Application, Settings};
+use serde_json::Value;
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub pool: DbPool,
+    pub handle: marquee_api::ServerHandle,
+    /// Dropped last: the database outlives the server using it.
+    pub db: TestDatabase,
+}
+
+/// Settings for a test app on `db`, with `overrides` as `MARQUEE__...` variables.
+pub fn test_settings(db_url: &str, overrides: &[(&str, &str)]) -> Settings {
+    let mut variables: HashMap<String, String> = [
+        ("MARQUEE__SERVER__BIND", "127.0.0.1:0"),
+        ("MARQUEE__SERVER__WORKERS", "2"),
+        ("MARQUEE__SERVER__SHUTDOWN_TIMEOUT", "1s"),
+        ("MARQUEE__DATABASE__URL", db_url),
+        ("MARQUEE__DATABASE__POOL__MAXIMUM_POOL_SIZE", "4"),
+        ("MARQUEE__DATABASE__POOL__CONNECTION_TIMEOUT", "2s"),
+        ("MARQUEE__DATABASE__POOL__VALIDATION_TIMEOUT", "1s"),
+        ("MARQUEE__LOG__FILTER", "warn"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    for (key, value) in overrides {
+        variables.insert((*key).to_owned(), (*value).to_owned());
+    }
+    Settings::load_from(Sources {
+        environment: None,
+        config_dir: None,
+        variables,
+    })
+    .expect("test settings are valid")
+}
+
+impl TestApp {
+    /// A running app with the demo catalogue, or `None` if `backend` is not available here.
+    pub async fn spawn(backend: Backend) -> Option<Self> {
+        Self::spawn_with(backend, &[]).await
+    }
+
+    pub async fn spawn_with(backend: Backend, overrides: &[(&str, &str)]) -> Option<Self> {
+        let db = TestDatabase::new(backend)?;
+        let settings = test_settings(db.url().as_str(), overrides);
+        Some(Self::start(db, settings).await)
+    }
+
+    pub async fn start(db: TestDatabase, settings: Settings) -> Self {
+        marquee_server::telemetry::init(&settings.log);
+        let app = Application::build(settings).await.expect("the app builds");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let handle = app.handle();
+        let pool = app.pool().clone();
+        tokio::spawn(app.run_until_stopped());
+        Self {
+            address,
+            client: reqwest::Client::new(),
+            pool,
+            handle,
+            db,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("the request is sent")
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let response = self.get(path).await;
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("a JSON body"))
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        tokio::spawn(async move { handle.stop(false).await });
+    }
+}
+
+/// Asserts an RFC 9457 problem response with `status` and `code`; returns its body.
+pub async fn assert_problem(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status for {code}");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.expect("a problem body");
+    assert_eq!(body["status"], status);
+    assert_eq!(body["code"], code, "body: {body}");
+    assert!(body["title"].is_string() && body["detail"].is_string());
+    assert!(
+        body["type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with(&format!("/{code}")))
+    );
+    body
+}
+
+/// Generates `mod sqlite` and `mod postgres`, each with a `#[tokio::test]` per listed
+/// function, calling it with that backend.
+#[macro_export]
+macro_rules! on_each_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(marquee_persistence::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(marquee_persistence::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}

@@ -1,0 +1,149 @@
+//! Configuration layering and validation: every bad value names its key.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use marquee_server::Settings;
+use marquee_server::settings::{LogFormat, Sources};
+
+fn load(environment: Option<&str>, variables: &[(&str, &str)]) -> anyhow::Result<Settings> {
+    Settings::load_from(Sources {
+        environment: environment.map(str::to_owned),
+        // The repository's config/ folder: the files this test checks are the shipped ones.
+        config_dir: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config").into()),
+        variables: variables
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<HashMap<_, _>>(),
+    })
+}
+
+fn error_of(environment: Option<&str>, variables: &[(&str, &str)]) -> String {
+    format!("{:#}", load(environment, variables).unwrap_err())
+}
+
+#[test]
+fn the_embedded_default_needs_no_services() {
+    let settings = load(None, &[]).unwrap();
+    assert_eq!(settings.server.bind, "127.0.0.1:8080");
+    assert_eq!(settings.database.url, "data/marquee.sqlite3");
+    assert!(settings.database.auto_migrate && settings.database.seed_demo_if_empty);
+    assert!(
+        settings.redis_config().is_none(),
+        "in-process cache by default"
+    );
+    assert_eq!(settings.database.pool.maximum_pool_size, 10);
+    assert_eq!(settings.database.pool.min_idle(), 10);
+    assert_eq!(
+        settings.database.pool.connection_timeout,
+        Duration::from_secs(30)
+    );
+    assert_eq!(settings.log.format, LogFormat::Pretty);
+}
+
+#[test]
+fn the_embedded_copy_matches_the_file() {
+    let without_dir = Settings::load_from(Sources {
+        config_dir: Some("/nonexistent".into()),
+        ..Sources::default()
+    })
+    .unwrap();
+    let with_dir = load(None, &[]).unwrap();
+    assert_eq!(format!("{without_dir:?}"), format!("{with_dir:?}"));
+}
+
+#[test]
+fn production_uses_postgres_and_redis() {
+    let settings = load(Some("production"), &[]).unwrap();
+    assert!(settings.database.url.starts_with("postgres://"));
+    assert!(!settings.database.auto_migrate);
+    assert_eq!(
+        settings.redis_config().unwrap().url,
+        "redis://127.0.0.1:6379"
+    );
+    assert_eq!(settings.log.format, LogFormat::Json);
+}
+
+#[test]
+fn environment_variables_override_files() {
+    let settings = load(
+        Some("production"),
+        &[
+            ("MARQUEE__SERVER__BIND", "0.0.0.0:9000"),
+            (
+                "MARQUEE__DATABASE__URL",
+                "postgres://app:pw@db:5432/marquee",
+            ),
+            ("MARQUEE__REDIS__URL", ""),
+            ("MARQUEE__DATABASE__POOL__MAXIMUM_POOL_SIZE", "32"),
+            ("MARQUEE__DATABASE__POOL__MINIMUM_IDLE", "4"),
+            ("MARQUEE__DATABASE__POOL__CONNECTION_TIMEOUT", "250ms"),
+            ("MARQUEE__DATABASE__POOL__VALIDATION_TIMEOUT", "249ms"),
+        ],
+    );
+    // validation_timeout must be >= 250ms: the error names it.
+    assert!(format!("{:#}", settings.unwrap_err()).contains("database.pool.validation_timeout"));
+
+    let settings = load(
+        Some("production"),
+        &[
+            ("MARQUEE__SERVER__BIND", "0.0.0.0:9000"),
+            (
+                "MARQUEE__DATABASE__URL",
+                "postgres://app:pw@db:5432/marquee",
+            ),
+            ("MARQUEE__REDIS__URL", ""),
+            ("MARQUEE__DATABASE__POOL__MAXIMUM_POOL_SIZE", "32"),
+            ("MARQUEE__DATABASE__POOL__MINIMUM_IDLE", "4"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(settings.server.bind, "0.0.0.0:9000");
+    assert_eq!(settings.database.url, "postgres://app:pw@db:5432/marquee");
+    assert!(
+        settings.redis_config().is_none(),
+        "an empty url means no redis"
+    );
+    assert_eq!(settings.database.pool.maximum_pool_size, 32);
+    assert_eq!(settings.database.pool.min_idle(), 4);
+}
+
+#[test]
+fn invalid_values_name_their_key() {
+    let cases: [(&[(&str, &str)], &str); 9] = [
+        (
+            &[("MARQUEE__DATABASE__POOL__MAXIMUM_POOL_SIZE", "abc")],
+            "maximum_pool_size",
+        ),
+        (
+            &[("MARQUEE__DATABASE__POOL__MAXIMUM_POOL_SIZE", "0")],
+            "database.pool.maximum_pool_size",
+        ),
+        (
+            &[("MARQUEE__DATABASE__POOL__MINIMUM_IDLE", "11")],
+            "database.pool.minimum_idle",
+        ),
+        (
+            &[("MARQUEE__DATABASE__POOL__CONNECTION_TIMEOUT", "soon")],
+            "connection_timeout",
+        ),
+        (&[("MARQUEE__SERVER__BIND", "localhost")], "server.bind"),
+        (&[("MARQUEE__DATABASE__URL", " ")], "database.url"),
+        (&[("MARQUEE__REDIS__URL", "http://cache")], "redis.url"),
+        (&[("MARQUEE__LOG__FORMAT", "xml")], "format"),
+        (&[("MARQUEE__SERVER__BINDD", "0.0.0.0:1")], "bindd"),
+    ];
+    for (variables, key) in cases {
+        let message = error_of(None, variables);
+        assert!(
+            message.contains(key),
+            "{variables:?}: {message:?} should name {key}"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_environment_is_an_error() {
+    let message = error_of(Some("staging"), &[]);
+    assert!(message.contains("staging.toml"), "{message}");
+}
