@@ -144,15 +144,15 @@ impl DatabaseUrl {
                     .map(DbConnection::Postgres)
             }
             Backend::Sqlite => {
-                if let Some(parent) = Path::new(&self.target).parent() {
-                    if !parent.as_os_str().is_empty() {
-                        std::fs::create_dir_all(parent).map_err(|error| {
-                            diesel::ConnectionError::BadConnection(format!(
-                                "cannot create the folder {}: {error}",
-                                parent.display()
-                            ))
-                        })?;
-                    }
+                if let Some(parent) = Path::new(&self.target).parent()
+                    && !parent.as_os_str().is_empty()
+                {
+                    std::fs::create_dir_all(parent).map_err(|error| {
+                        diesel::ConnectionError::BadConnection(format!(
+                            "cannot create the folder {}: {error}",
+                            parent.display()
+                        ))
+                    })?;
                 }
                 let mut conn = SqliteConnection::establish(&self.target)?;
                 // busy_timeout first: it makes this connection wait for a lock instead of

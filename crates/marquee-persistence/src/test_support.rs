@@ -8,6 +8,9 @@
 //! processes from building it twice. The database is dropped when the [`TestDatabase`] is.
 //!
 //! SQLite: a file in a temporary folder, migrated directly (milliseconds).
+//!
+//! These helpers panic on failure by design: a test whose arrangement fails must fail.
+#![allow(clippy::expect_used)]
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;

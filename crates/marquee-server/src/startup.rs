@@ -58,19 +58,18 @@ impl Application {
                 tracing::info!(?applied, "migrations applied");
             }
         }
-        if settings.database.seed_demo_if_empty {
-            if let Some(report) = pool
+        if settings.database.seed_demo_if_empty
+            && let Some(report) = pool
                 .seed_demo_if_empty()
                 .await
                 .context("cannot seed the demo catalogue")?
-            {
-                tracing::info!(
-                    concerts = report.concerts,
-                    schedules = report.schedules,
-                    seats = report.seats,
-                    "demo catalogue created"
-                );
-            }
+        {
+            tracing::info!(
+                concerts = report.concerts,
+                schedules = report.schedules,
+                seats = report.seats,
+                "demo catalogue created"
+            );
         }
 
         let mut health_checks: Vec<Arc<dyn HealthCheck>> = vec![Arc::new(pool.clone())];
