@@ -7,7 +7,7 @@ pub mod openapi;
 
 use std::sync::Arc;
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, guard, web};
 use marquee_domain::{CatalogueRepository, HealthCheck};
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
@@ -81,14 +81,21 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                     .limit(JSON_LIMIT)
                     .error_handler(|error, _req| json_error(error).into()),
             )
-            .service(get_only("/api/v1/concerts").to(catalogue::list_concerts))
-            .service(get_only("/api/v1/concerts/{concertId}").to(catalogue::get_concert))
-            .service(
-                get_only("/api/v1/concerts/{concertId}/schedules").to(catalogue::list_schedules),
-            )
-            .service(get_only("/api/v1/schedules/{scheduleId}/seats").to(catalogue::list_seats))
-            .service(get_only("/health/live").to(health::live))
-            .service(get_only("/health/ready").to(health::ready))
+            .service(get_only("/api/v1/concerts", catalogue::list_concerts))
+            .service(get_only(
+                "/api/v1/concerts/{concertId}",
+                catalogue::get_concert,
+            ))
+            .service(get_only(
+                "/api/v1/concerts/{concertId}/schedules",
+                catalogue::list_schedules,
+            ))
+            .service(get_only(
+                "/api/v1/schedules/{scheduleId}/seats",
+                catalogue::list_seats,
+            ))
+            .service(get_only("/health/live", health::live))
+            .service(get_only("/health/ready", health::ready))
             .service(web::redirect("/docs", "/docs/"))
             .service(
                 SwaggerUi::new("/docs/{_:.*}")
@@ -98,29 +105,31 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
     }
 }
 
-/// A resource that answers GET, and 405 with `Allow: GET` to anything else.
-fn get_only(path: &str) -> GetOnly {
-    GetOnly(path.to_owned())
+/// What a read-only resource allows.
+const READ_METHODS: &str = "GET, HEAD";
+
+/// A resource that answers GET and HEAD (actix sends HEAD's headers without the body), and
+/// 405 with `Allow` to any other method.
+fn get_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(
+            web::route()
+                .guard(guard::Any(guard::Get()).or(guard::Head()))
+                .to(handler),
+        )
+        .default_service(web::to(method_not_allowed))
 }
 
-struct GetOnly(String);
-
-impl GetOnly {
-    fn to<F, Args>(self, handler: F) -> actix_web::Resource
-    where
-        F: actix_web::Handler<Args>,
-        Args: actix_web::FromRequest + 'static,
-        F::Output: actix_web::Responder + 'static,
-    {
-        web::resource(self.0)
-            .route(web::get().to(handler))
-            .default_service(web::to(|req: HttpRequest| async move {
-                Err::<HttpResponse, _>(ApiError::MethodNotAllowed {
-                    method: req.method().to_string(),
-                    allowed: "GET",
-                })
-            }))
-    }
+async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed {
+        method: req.method().to_string(),
+        allowed: READ_METHODS,
+    })
 }
 
 async fn route_not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {

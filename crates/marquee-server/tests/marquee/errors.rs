@@ -76,9 +76,19 @@ async fn wrong_methods_are_405_with_allow(backend: Backend) {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.headers()["allow"], "GET");
+        assert_eq!(response.headers()["allow"], "GET, HEAD");
         assert_problem(response, 405, "method-not-allowed").await;
     }
+
+    let head = app
+        .client
+        .head(format!("{}/api/v1/concerts/1", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-type"], "application/json");
+    assert!(head.bytes().await.unwrap().is_empty(), "HEAD has no body");
 }
 
 /// Every connection busy for longer than connection_timeout: the request gets 503 with

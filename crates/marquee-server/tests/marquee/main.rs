@@ -13,3 +13,4 @@ mod errors;
 mod health;
 mod helpers;
 mod settings;
+mod shutdown;
