@@ -144,7 +144,7 @@ fn serve_stops_cleanly_on_sigterm() {
     };
     assert!(status.success(), "exit status {status:?}");
     let output = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&output.stdout);
+    let log = String::from_utf8_lossy(&output.stderr);
     assert!(
         log.contains("draining in-flight requests") && log.contains("stopped"),
         "{log}"
