@@ -4,7 +4,7 @@
 //! Handlers return `Result<_, ApiError>`; extractor failures (bad JSON, query or path) are
 //! turned into `ApiError` by the handlers registered in [`crate::configure`]. The body is
 //! always RFC 9457 `application/problem+json`. Codes are a contract: clients branch on them,
-//! so a code is never renamed or reused (see docs/api-errors.md).
+//! so a code is never renamed or reused (the table is in the README).
 
 use std::fmt;
 
@@ -170,10 +170,14 @@ impl ResponseError for ApiError {
             code,
             title,
         } = self.entry();
+        // A server-side cause may name tables, hosts or ports: it goes to the log, and the
+        // client gets a fixed sentence.
         let detail = if status == StatusCode::INTERNAL_SERVER_ERROR {
-            // The cause may name tables or hosts; it goes to the log, not to the client.
             tracing::error!(error = %self, "request failed");
             "The server could not complete the request; the cause has been logged.".to_owned()
+        } else if let Self::Repository(RepositoryError::Unavailable { .. }) = self {
+            tracing::warn!(error = %self, code, "request failed");
+            "The database is unavailable; retry later.".to_owned()
         } else {
             if status.is_server_error() {
                 tracing::warn!(error = %self, code, "request failed");

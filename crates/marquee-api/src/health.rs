@@ -15,7 +15,7 @@ use crate::error::{ApiError, Problem};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthBody {
-    /// `UP` when every check passed.
+    /// `UP` when every check passed; `DEGRADED` when only non-critical ones (Redis) failed.
     pub status: &'static str,
     /// Each dependency's state, by name (readiness only).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -33,28 +33,34 @@ pub async fn live() -> HttpResponse {
     })
 }
 
-/// The instance can serve requests: the database (and Redis, when configured) answer.
+/// The instance can serve requests: the database answers. Redis, when configured, is
+/// checked and reported, but its failure only degrades the instance (the cache fails open).
 #[utoipa::path(get, path = "/health/ready", tag = "health",
     responses(
-        (status = 200, description = "Every dependency answered", body = HealthBody),
+        (status = 200, description = "Ready: `UP`, or `DEGRADED` when only Redis is down", body = HealthBody),
         (status = 503, description = "`not-ready`: `checks` says which dependency failed", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut checks = Map::new();
     let mut failing = Vec::new();
+    let mut degraded = false;
     for check in &state.health_checks {
         let entry = match check.check().await {
             Ok(()) => json!({ "status": "UP" }),
-            Err(reason) => {
+            Err(reason) if check.critical() => {
                 failing.push(check.name());
                 json!({ "status": "DOWN", "reason": reason })
+            }
+            Err(reason) => {
+                degraded = true;
+                json!({ "status": "DOWN", "reason": reason, "critical": false })
             }
         };
         checks.insert(check.name().to_owned(), entry);
     }
     if failing.is_empty() {
         Ok(HttpResponse::Ok().json(HealthBody {
-            status: "UP",
+            status: if degraded { "DEGRADED" } else { "UP" },
             checks: Some(Value::Object(checks)),
         }))
     } else {

@@ -73,10 +73,6 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                     .into()
             }))
             .app_data(
-                web::PathConfig::default()
-                    .error_handler(|error, _req| ApiError::InvalidQuery(error.to_string()).into()),
-            )
-            .app_data(
                 web::JsonConfig::default()
                     .limit(JSON_LIMIT)
                     .error_handler(|error, _req| json_error(error).into()),

@@ -4,4 +4,4 @@ pub mod policy;
 pub mod redis_link;
 
 pub use policy::{CachePolicy, CachePolicyError};
-pub use redis_link::{RedisConfig, RedisError, RedisLink};
+pub use redis_link::{RedisConfig, RedisConfigError, RedisError, RedisLink};

@@ -38,6 +38,36 @@ impl RedisConfig {
         Duration::from_secs(1)
     }
 
+    /// Checks the URL's scheme and the time bounds.
+    pub fn validate(&self) -> Result<(), RedisConfigError> {
+        let fail = |field, reason: String| Err(RedisConfigError { field, reason });
+        if self.url.starts_with("rediss://") {
+            return fail(
+                "url",
+                "rediss:// (TLS) is not supported by this build; use redis:// or unix://".into(),
+            );
+        }
+        if !["redis://", "unix://", "redis+unix://"]
+            .iter()
+            .any(|scheme| self.url.starts_with(scheme))
+        {
+            return fail(
+                "url",
+                format!(
+                    "must start with redis://, unix:// or redis+unix://, got {:?}",
+                    self.url
+                ),
+            );
+        }
+        if self.response_timeout.is_zero() {
+            return fail("response_timeout", "must be more than 0".into());
+        }
+        if self.connection_timeout.is_zero() {
+            return fail("connection_timeout", "must be more than 0".into());
+        }
+        Ok(())
+    }
+
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -45,6 +75,14 @@ impl RedisConfig {
             connection_timeout: Self::default_connection_timeout(),
         }
     }
+}
+
+/// A Redis setting that is out of range; `field` names it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct RedisConfigError {
+    pub field: &'static str,
+    pub reason: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,20 +111,17 @@ impl std::fmt::Debug for RedisLink {
 }
 
 impl RedisLink {
-    /// Connects, failing if Redis does not answer within `connection_timeout`.
-    pub async fn connect(config: RedisConfig) -> Result<Self, RedisError> {
+    /// Prepares the link without connecting: the connection opens on first use and reopens
+    /// after a failure. A Redis that is down at start-up therefore does not stop the service;
+    /// commands fail (fast) until it is back. Fails only on an unusable URL.
+    pub fn open(config: RedisConfig) -> Result<Self, RedisError> {
         let client =
             redis::Client::open(config.url.as_str()).map_err(|e| RedisError::Url(e.to_string()))?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connection_timeout))
             .set_response_timeout(Some(config.response_timeout))
             .set_number_of_retries(1);
-        let connection = tokio::time::timeout(
-            config.connection_timeout,
-            ConnectionManager::new_with_config(client, manager_config),
-        )
-        .await
-        .map_err(|_| RedisError::Timeout(config.connection_timeout))??;
+        let connection = ConnectionManager::new_lazy_with_config(client, manager_config)?;
         Ok(Self { connection, config })
     }
 

@@ -55,6 +55,13 @@ pub trait HealthCheck: Send + Sync + 'static {
     /// A short stable name for reports, such as `database`.
     fn name(&self) -> &'static str;
 
+    /// Whether the service cannot serve without this dependency. A failing critical check
+    /// makes the instance not ready; a failing non-critical one (a cache the service can
+    /// run without) makes it degraded but still ready.
+    fn critical(&self) -> bool {
+        true
+    }
+
     /// Succeeds if the dependency answered within its own bound.
     async fn check(&self) -> Result<(), String>;
 }

@@ -27,7 +27,8 @@ pub struct PoolConfig {
     #[serde(with = "humantime_serde")]
     pub connection_timeout: Duration,
     /// `idleTimeout`: how long a connection above `minimum_idle` may sit idle before it is
-    /// closed. Has no effect on a fixed-size pool. Zero keeps idle connections. Default 10 min.
+    /// closed. Has no effect on a fixed-size pool. Zero keeps idle connections. Default 10 min;
+    /// otherwise at least 10 s.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// `maxLifetime`: the age at which a connection is retired (when next idle), so that
@@ -109,6 +110,12 @@ impl PoolConfig {
                     "must be at least 250ms and less than connection_timeout ({:?}), got {:?}",
                     self.connection_timeout, self.validation_timeout
                 ),
+            );
+        }
+        if !self.idle_timeout.is_zero() && self.idle_timeout < Duration::from_secs(10) {
+            return fail(
+                "idle_timeout",
+                format!("must be 0 or at least 10s, got {:?}", self.idle_timeout),
             );
         }
         if !self.max_lifetime.is_zero() && self.max_lifetime < Duration::from_secs(30) {

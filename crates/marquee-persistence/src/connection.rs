@@ -79,6 +79,10 @@ pub enum DatabaseUrlError {
         "an in-memory SQLite database is private to one connection and cannot back a pool; use a file path"
     )]
     InMemorySqlite,
+    #[error(
+        "has the unsupported scheme {0:?}; use postgres://, postgresql://, sqlite:// or a file path"
+    )]
+    UnsupportedScheme(String),
 }
 
 impl DatabaseUrl {
@@ -92,6 +96,12 @@ impl DatabaseUrl {
                 backend: Backend::Postgres,
                 target: url.to_owned(),
             });
+        }
+        if let Some((scheme, _)) = url.split_once("://")
+            && scheme != "sqlite"
+        {
+            // A mistyped scheme would otherwise become a SQLite file named after it.
+            return Err(DatabaseUrlError::UnsupportedScheme(scheme.to_owned()));
         }
         let path = url.strip_prefix("sqlite://").unwrap_or(url);
         if path.is_empty() {
@@ -299,6 +309,10 @@ mod tests {
         assert_eq!(
             DatabaseUrl::parse(":memory:"),
             Err(DatabaseUrlError::InMemorySqlite)
+        );
+        assert_eq!(
+            DatabaseUrl::parse("postgress://h/db"),
+            Err(DatabaseUrlError::UnsupportedScheme("postgress".into()))
         );
     }
 

@@ -22,6 +22,8 @@ pub enum PersistenceError {
     Query(#[from] diesel::result::Error),
     #[error("migration failed: {0}")]
     Migration(String),
+    #[error("invalid seed plan: {0}")]
+    Seed(String),
     /// A stored value breaks an invariant the schema should have enforced.
     #[error("corrupt row: {0}")]
     Corrupt(String),

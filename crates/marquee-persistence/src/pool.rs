@@ -73,8 +73,18 @@ impl LastError {
 
 impl r2d2::HandleError<diesel::r2d2::Error> for LastError {
     fn handle_error(&self, error: diesel::r2d2::Error) {
-        tracing::warn!(%error, "could not open a database connection");
-        self.record(error.to_string());
+        match error {
+            // r2d2 reports a failed connect here...
+            diesel::r2d2::Error::ConnectionError(error) => {
+                tracing::warn!(%error, "could not open a database connection");
+                self.record(error.to_string());
+            }
+            // ...and also a connection refused at checkout (retired for age, or a failed
+            // ping), which r2d2 replaces with a fresh one: routine, not an outage.
+            diesel::r2d2::Error::QueryError(error) => {
+                tracing::debug!(%error, "discarded a pooled connection");
+            }
+        }
     }
 }
 
@@ -112,6 +122,16 @@ impl DbPool {
         // The jittered lifetime is enforced at checkout and return (ConnectionManager); r2d2's
         // own reaper, which runs every 30 s, is the backstop for connections that stay idle.
         let max_lifetime = (!config.max_lifetime.is_zero()).then_some(config.max_lifetime);
+        if url.backend() == Backend::Sqlite {
+            // Switching a new SQLite file to WAL takes a lock; doing it once here keeps the
+            // pool's connections from contending for it as they open together.
+            drop(
+                url.establish(config)
+                    .map_err(|error| PersistenceError::Unavailable {
+                        reason: error.to_string(),
+                    })?,
+            );
+        }
         let started = Instant::now();
         let pool = r2d2::Pool::builder()
             .max_size(max)
@@ -127,6 +147,17 @@ impl DbPool {
                     .since(started)
                     .unwrap_or_else(|| error.to_string()),
             })?;
+        if min == 0 {
+            // With no idle connections `build` opened none; open one now so that a wrong URL
+            // or a down database still stops start-up.
+            drop(pool.get().map_err(|error| {
+                PersistenceError::Unavailable {
+                    reason: last_error
+                        .since(started)
+                        .unwrap_or_else(|| error.to_string()),
+                }
+            })?);
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
@@ -185,7 +216,14 @@ impl DbPool {
                     reason: "the pool is shut down".into(),
                 });
             }
-            Err(_elapsed) => return Err(PersistenceError::Busy { waited: timeout }),
+            // Queued the whole time: the pool is saturated, unless connects were failing
+            // meanwhile, in which case the database is the cause.
+            Err(_elapsed) => {
+                return Err(match inner.last_error.since(started) {
+                    Some(reason) => PersistenceError::Unavailable { reason },
+                    None => PersistenceError::Busy { waited: timeout },
+                });
+            }
         };
 
         let pool = inner.pool.clone();
@@ -254,14 +292,27 @@ impl HealthCheck for DbPool {
         "database"
     }
 
+    /// Pings through the pool. A pool too busy to lend a connection within
+    /// `validation_timeout` is a database that is working hard, not one that is down: it
+    /// counts as up unless opening connections has been failing meanwhile. Otherwise readiness
+    /// would take every instance out of rotation exactly when load peaks.
+    ///
+    /// The reason given is generic: readiness is often reachable from outside, and the
+    /// driver's message names hosts and ports. The full error is logged.
     async fn check(&self) -> Result<(), String> {
         use diesel::r2d2::R2D2Connection;
         let bound = self.inner.config.validation_timeout;
+        let started = Instant::now();
         let ping = self.run(|conn| conn.ping().map_err(PersistenceError::from));
-        match tokio::time::timeout(bound, ping).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(_) => Err(format!("no answer within {bound:?}")),
-        }
+        let failed = match tokio::time::timeout(bound, ping).await {
+            Ok(Ok(())) | Ok(Err(PersistenceError::Busy { .. })) => return Ok(()),
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => match self.inner.last_error.since(started) {
+                Some(reason) => reason,
+                None => return Ok(()),
+            },
+        };
+        tracing::warn!(error = %failed, "database readiness check failed");
+        Err("the database cannot be reached".to_owned())
     }
 }

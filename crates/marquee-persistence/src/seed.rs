@@ -109,6 +109,11 @@ pub fn seed(
     plan: SeedPlan,
     now: DateTime<Utc>,
 ) -> Result<SeedReport, PersistenceError> {
+    if plan.concerts == 0 || plan.schedules_per_concert == 0 || plan.seats_per_schedule == 0 {
+        return Err(PersistenceError::Seed(format!(
+            "every count must be at least 1, got {plan:?}"
+        )));
+    }
     let started = Instant::now();
     conn.transaction(|conn| {
         let last_concert: i64 = concerts::table
@@ -194,8 +199,8 @@ fn demo_concert(index: u32) -> NewConcert {
     }
 }
 
-/// Schedule `k` of the concert at `index`: evenings a week apart, starting within the next
-/// two months. All but the last are open for booking from yesterday until an hour before
+/// Schedule `k` of the concert at `index`: a week apart, the first within the next two
+/// months, two hours past the minute of seeding. All but the last are open for booking from yesterday until an hour before
 /// the show; the last opens in a week, so the catalogue also has not-yet-open schedules.
 fn demo_schedule(
     concert_id: i64,

@@ -12,7 +12,6 @@
 //! These helpers panic on failure by design: a test whose arrangement fails must fail.
 #![allow(clippy::expect_used)]
 
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -148,6 +147,12 @@ fn with_database(url: &str, database: &str) -> String {
 }
 
 #[derive(QueryableByName)]
+struct Name {
+    #[diesel(sql_type = Text)]
+    name: String,
+}
+
+#[derive(QueryableByName)]
 struct Found {
     #[diesel(sql_type = BigInt)]
     n: i64,
@@ -168,6 +173,16 @@ fn ensure_template(admin: &str) -> String {
         .n
         > 0;
     if !exists {
+        // Templates of older migrations are of no further use.
+        let stale: Vec<Name> = diesel::sql_query(
+            "SELECT datname AS name FROM pg_database WHERE datname LIKE 'marquee\\_template\\_%'",
+        )
+        .load(&mut conn)
+        .expect("list old templates");
+        for old in stale {
+            conn.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", old.name))
+                .expect("drop an old template");
+        }
         let building = format!("{name}_building");
         conn.batch_execute(&format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"))
             .and_then(|()| conn.batch_execute(&format!("CREATE DATABASE {building}")))
@@ -187,9 +202,22 @@ fn ensure_template(admin: &str) -> String {
     name
 }
 
-/// A hash of every PostgreSQL migration file's path and content.
+/// 64-bit FNV-1a: a hash whose value is fixed by its definition, so the template name stays
+/// the same across Rust releases (std's `DefaultHasher` promises no such thing).
+#[derive(Debug)]
+struct Fnv(u64);
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+/// A hash of every PostgreSQL migration file's name and content.
 fn migrations_hash() -> u64 {
-    fn visit(dir: &Path, hasher: &mut DefaultHasher) {
+    fn visit(dir: &Path, hasher: &mut Fnv) {
         let mut entries: Vec<_> = std::fs::read_dir(dir)
             .expect("read the migrations folder")
             .filter_map(Result::ok)
@@ -200,17 +228,17 @@ fn migrations_hash() -> u64 {
             if path.is_dir() {
                 visit(&path, hasher);
             } else {
-                path.file_name().hash(hasher);
-                std::fs::read(&path).expect("read a migration").hash(hasher);
+                hasher.write(path.file_name().unwrap_or_default().as_encoded_bytes());
+                hasher.write(&std::fs::read(&path).expect("read a migration"));
             }
         }
     }
-    let mut hasher = DefaultHasher::new();
+    let mut hasher = Fnv(0xcbf2_9ce4_8422_2325);
     visit(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres"),
         &mut hasher,
     );
-    hasher.finish()
+    hasher.0
 }
 
 #[cfg(test)]

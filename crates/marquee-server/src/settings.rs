@@ -152,14 +152,9 @@ impl Settings {
             .validate()
             .map_err(|error| anyhow::anyhow!("invalid configuration: database.pool.{error}"))?;
         if let Some(redis) = self.redis_config() {
-            let scheme_ok = ["redis://", "rediss://", "unix://", "redis+unix://"]
-                .iter()
-                .any(|scheme| redis.url.starts_with(scheme));
-            if !scheme_ok {
-                bail!(
-                    "invalid configuration: redis.url must start with redis://, rediss:// or unix://"
-                );
-            }
+            redis
+                .validate()
+                .map_err(|error| anyhow::anyhow!("invalid configuration: redis.{error}"))?;
         }
         if self
             .log

@@ -18,7 +18,6 @@ pub struct Application {
     port: u16,
     server: Server,
     pool: DbPool,
-    shutdown_timeout: Duration,
 }
 
 impl std::fmt::Debug for Application {
@@ -74,9 +73,11 @@ impl Application {
 
         let mut health_checks: Vec<Arc<dyn HealthCheck>> = vec![Arc::new(pool.clone())];
         if let Some(redis) = settings.redis_config() {
-            let link = RedisLink::connect(redis)
-                .await
-                .context("cannot connect to redis.url")?;
+            let link = RedisLink::open(redis).context("invalid redis.url")?;
+            if let Err(error) = link.ping().await {
+                // Not fatal: the cache fails open and the link reconnects by itself.
+                tracing::warn!(%error, "redis is unreachable; serving without it until it returns");
+            }
             health_checks.push(Arc::new(RedisHealth(link)));
         }
         let state = AppState {
@@ -101,12 +102,7 @@ impl Application {
             },
         )?;
         tracing::info!(port, workers, "listening");
-        Ok(Self {
-            port,
-            server,
-            pool,
-            shutdown_timeout,
-        })
+        Ok(Self { port, server, pool })
     }
 
     pub fn port(&self) -> u16 {
@@ -129,14 +125,22 @@ impl Application {
         let stopper = tokio::spawn(async move {
             wait_for_stop_signal().await;
             tracing::info!("stop signal received; draining in-flight requests");
-            handle.stop(true).await;
+            let draining = handle.stop(true);
+            tokio::select! {
+                () = draining => {}
+                () = wait_for_stop_signal() => {
+                    tracing::warn!("second stop signal; stopping without waiting");
+                    handle.stop(false).await;
+                }
+            }
         });
         self.server.await.context("the HTTP server failed")?;
         stopper.abort();
         let pool = self.pool;
-        // Closing connections blocks; keep it off the async executor.
+        // Closing connections blocks; keep it off the async executor, and do not let a
+        // hung database hold up the exit.
         let closing = tokio::task::spawn_blocking(move || drop(pool));
-        let _ = tokio::time::timeout(self.shutdown_timeout, closing).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), closing).await;
         tracing::info!("stopped");
         Ok(())
     }
@@ -175,6 +179,12 @@ struct RedisHealth(RedisLink);
 impl HealthCheck for RedisHealth {
     fn name(&self) -> &'static str {
         "redis"
+    }
+
+    /// Marquee serves from the database when Redis is gone. Taking every instance out of
+    /// rotation on a Redis outage would turn a cache outage into a total one.
+    fn critical(&self) -> bool {
+        false
     }
 
     async fn check(&self) -> Result<(), String> {

@@ -110,7 +110,7 @@ fn environment_variables_override_files() {
 
 #[test]
 fn invalid_values_name_their_key() {
-    let cases: [(&[(&str, &str)], &str); 9] = [
+    let cases: [(&[(&str, &str)], &str); 12] = [
         (
             &[("MARQUEE__DATABASE__POOL__MAXIMUM_POOL_SIZE", "abc")],
             "maximum_pool_size",
@@ -130,6 +130,15 @@ fn invalid_values_name_their_key() {
         (&[("MARQUEE__SERVER__BIND", "localhost")], "server.bind"),
         (&[("MARQUEE__DATABASE__URL", " ")], "database.url"),
         (&[("MARQUEE__REDIS__URL", "http://cache")], "redis.url"),
+        (&[("MARQUEE__REDIS__URL", "rediss://cache")], "redis.url"),
+        (
+            &[("MARQUEE__DATABASE__URL", "postgress://db/m")],
+            "database.url",
+        ),
+        (
+            &[("MARQUEE__DATABASE__POOL__IDLE_TIMEOUT", "1s")],
+            "database.pool.idle_timeout",
+        ),
         (&[("MARQUEE__LOG__FORMAT", "xml")], "format"),
         (&[("MARQUEE__SERVER__BINDD", "0.0.0.0:1")], "bindd"),
     ];
