@@ -1,4 +1,4 @@
-//! [`CachePolicy`]: how long an entry lives.
+//! [`CachePolicy`]: how long the entries of one key group live.
 //!
 //! Every entry written at the same moment with the same TTL expires at the same moment, and
 //! the reads that follow all miss together (a cache avalanche). Spreading each TTL uniformly
@@ -11,8 +11,8 @@ use std::time::Duration;
 use rand::Rng;
 use serde::Deserialize;
 
-/// The lifetime of entries of one key group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// The lifetime rules of one key group.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CachePolicy {
     /// The shortest lifetime an entry gets. Default 200 s.
@@ -22,6 +22,19 @@ pub struct CachePolicy {
     /// Default 60 s.
     #[serde(with = "humantime_serde")]
     pub jitter: Duration,
+    /// How long "does not exist" is remembered, so that lookups of an id that does not
+    /// exist reach the source once per this period instead of every time (cache
+    /// penetration). Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub negative_ttl: Duration,
+    /// How long past its TTL an entry is kept to be served if reloading it fails, or while
+    /// another instance reloads it. Bounds staleness. Zero disables stale serving.
+    /// Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub stale_grace: Duration,
+    /// XFetch's beta: how eagerly a read recomputes an entry before it expires. 0 disables
+    /// early recomputation; 1 is the paper's optimum; above 1 refreshes earlier. Default 1.
+    pub early_refresh_beta: f64,
 }
 
 impl Default for CachePolicy {
@@ -29,6 +42,9 @@ impl Default for CachePolicy {
         Self {
             base_ttl: Duration::from_secs(200),
             jitter: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(30),
+            stale_grace: Duration::from_secs(60),
+            early_refresh_beta: 1.0,
         }
     }
 }
@@ -41,14 +57,36 @@ pub struct CachePolicyError {
 }
 
 impl CachePolicy {
+    /// A policy with these TTL bounds and every other setting at its default.
+    pub fn with_ttl(base_ttl: Duration, jitter: Duration) -> Self {
+        Self {
+            base_ttl,
+            jitter,
+            ..Self::default()
+        }
+    }
+
     /// Checks the bounds. Redis keeps TTLs in milliseconds, so anything below 1 ms would mean
     /// "no expiry" or an error there.
     pub fn validate(&self) -> Result<(), CachePolicyError> {
+        let fail = |field, reason: String| Err(CachePolicyError { field, reason });
         if self.base_ttl < Duration::from_millis(1) {
-            return Err(CachePolicyError {
-                field: "base_ttl",
-                reason: format!("must be at least 1ms, got {:?}", self.base_ttl),
-            });
+            return fail(
+                "base_ttl",
+                format!("must be at least 1ms, got {:?}", self.base_ttl),
+            );
+        }
+        if self.negative_ttl < Duration::from_millis(1) {
+            return fail(
+                "negative_ttl",
+                format!("must be at least 1ms, got {:?}", self.negative_ttl),
+            );
+        }
+        if !(self.early_refresh_beta.is_finite() && self.early_refresh_beta >= 0.0) {
+            return fail(
+                "early_refresh_beta",
+                format!("must be 0 or more, got {}", self.early_refresh_beta),
+            );
         }
         Ok(())
     }
@@ -82,6 +120,7 @@ mod tests {
             policy.window(),
             (Duration::from_secs(200), Duration::from_secs(260))
         );
+        assert_eq!(policy.validate(), Ok(()));
     }
 
     #[test]
@@ -105,18 +144,41 @@ mod tests {
 
     #[test]
     fn zero_jitter_gives_the_base_ttl() {
-        let policy = CachePolicy {
-            base_ttl: Duration::from_secs(5),
-            jitter: Duration::ZERO,
-        };
+        let policy = CachePolicy::with_ttl(Duration::from_secs(5), Duration::ZERO);
         assert_eq!(policy.ttl(), Duration::from_secs(5));
-        assert!(
-            CachePolicy {
+    }
+
+    #[test]
+    fn out_of_range_settings_name_their_field() {
+        let bad = |policy: CachePolicy| policy.validate().map_err(|e| e.field);
+        let base = CachePolicy::default();
+        assert_eq!(
+            bad(CachePolicy {
                 base_ttl: Duration::ZERO,
-                ..policy
-            }
-            .validate()
-            .is_err()
+                ..base
+            }),
+            Err("base_ttl")
+        );
+        assert_eq!(
+            bad(CachePolicy {
+                negative_ttl: Duration::ZERO,
+                ..base
+            }),
+            Err("negative_ttl")
+        );
+        assert_eq!(
+            bad(CachePolicy {
+                early_refresh_beta: -1.0,
+                ..base
+            }),
+            Err("early_refresh_beta")
+        );
+        assert_eq!(
+            bad(CachePolicy {
+                early_refresh_beta: f64::NAN,
+                ..base
+            }),
+            Err("early_refresh_beta")
         );
     }
 }

@@ -99,6 +99,7 @@ pub enum RedisError {
 #[derive(Clone)]
 pub struct RedisLink {
     connection: ConnectionManager,
+    client: redis::Client,
     config: RedisConfig,
 }
 
@@ -121,20 +122,107 @@ impl RedisLink {
             .set_connection_timeout(Some(config.connection_timeout))
             .set_response_timeout(Some(config.response_timeout))
             .set_number_of_retries(1);
-        let connection = ConnectionManager::new_lazy_with_config(client, manager_config)?;
-        Ok(Self { connection, config })
+        let connection = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)?;
+        Ok(Self {
+            connection,
+            client,
+            config,
+        })
+    }
+
+    /// Runs one command with the response bound.
+    async fn bounded<T: redis::FromRedisValue>(
+        &self,
+        command: &redis::Cmd,
+    ) -> Result<T, RedisError> {
+        let mut connection = self.connection.clone();
+        let bound = self.config.response_timeout;
+        tokio::time::timeout(bound, command.query_async::<T>(&mut connection))
+            .await
+            .map_err(|_| RedisError::Timeout(bound))?
+            .map_err(RedisError::from)
     }
 
     /// Sends PING.
     pub async fn ping(&self) -> Result<(), RedisError> {
-        let mut connection = self.connection.clone();
-        let bound = self.config.response_timeout;
-        tokio::time::timeout(
-            bound,
-            redis::cmd("PING").query_async::<String>(&mut connection),
+        self.bounded::<String>(&redis::cmd("PING")).await.map(drop)
+    }
+
+    /// GET.
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, RedisError> {
+        self.bounded(redis::cmd("GET").arg(key)).await
+    }
+
+    /// SET with a time to live in milliseconds.
+    pub async fn set_px(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<(), RedisError> {
+        self.bounded::<()>(
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(ttl_ms.max(1)),
         )
         .await
-        .map_err(|_| RedisError::Timeout(bound))??;
-        Ok(())
+    }
+
+    /// SET NX PX: stores `value` only if the key is absent; `true` if it did.
+    pub async fn set_nx_px(&self, key: &str, value: &str, ttl_ms: u64) -> Result<bool, RedisError> {
+        let reply: Option<String> = self
+            .bounded(
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_ms.max(1)),
+            )
+            .await?;
+        Ok(reply.is_some())
+    }
+
+    /// Deletes `key` only if it still holds `value`, atomically: releasing a lease must not
+    /// delete a newer holder's lease after ours ran out.
+    pub async fn delete_if_equals(&self, key: &str, value: &str) -> Result<bool, RedisError> {
+        const SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+                              return redis.call('DEL', KEYS[1]) else return 0 end";
+        let deleted: i64 = self
+            .bounded(redis::cmd("EVAL").arg(SCRIPT).arg(1).arg(key).arg(value))
+            .await?;
+        Ok(deleted == 1)
+    }
+
+    /// DEL.
+    pub async fn delete(&self, key: &str) -> Result<(), RedisError> {
+        self.bounded::<i64>(redis::cmd("DEL").arg(key))
+            .await
+            .map(drop)
+    }
+
+    /// PUBLISH.
+    pub async fn publish(&self, channel: &str, message: &str) -> Result<(), RedisError> {
+        self.bounded::<i64>(redis::cmd("PUBLISH").arg(channel).arg(message))
+            .await
+            .map(drop)
+    }
+
+    /// PTTL in milliseconds: `None` if the key does not exist or has no expiry.
+    pub async fn pttl(&self, key: &str) -> Result<Option<u64>, RedisError> {
+        let ttl: i64 = self.bounded(redis::cmd("PTTL").arg(key)).await?;
+        Ok(u64::try_from(ttl).ok())
+    }
+
+    /// A dedicated connection subscribed to `channel` (pub/sub needs its own connection).
+    pub async fn subscribe(&self, channel: &str) -> Result<redis::aio::PubSub, RedisError> {
+        let bound = self.config.connection_timeout;
+        let client = self.client.clone();
+        let subscribe = async move {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        tokio::time::timeout(bound, subscribe)
+            .await
+            .map_err(|_| RedisError::Timeout(bound))?
+            .map_err(RedisError::from)
     }
 }

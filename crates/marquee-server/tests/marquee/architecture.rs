@@ -138,7 +138,8 @@ fn the_workspace_has_the_documented_crates() {
             "marquee-cache",
             "marquee-domain",
             "marquee-persistence",
-            "marquee-server"
+            "marquee-server",
+            "marquee-testkit"
         ]
     );
 }
@@ -212,6 +213,13 @@ fn only_api_knows_http() {
             "marquee-api depends on {forbidden}"
         );
     }
+}
+
+/// marquee-testkit serves tests only: no crate depends on it outside dev-dependencies.
+#[test]
+fn testkit_is_for_tests_only() {
+    let ws = workspace();
+    assert!(users_of(&ws, "marquee-testkit").is_empty());
 }
 
 /// The binary crate is the composition root: it is the only crate that depends on all the

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use marquee_persistence::Backend;
 use marquee_persistence::test_support::{TestDatabase, backends_required};
 
-use crate::chaos::{ChaosProxy, through};
 use crate::helpers::{TestApp, assert_problem, test_settings};
 use crate::on_each_backend;
+use marquee_testkit::{ChaosProxy, through};
 
 async fn live_and_ready(backend: Backend) {
     let Some(app) = TestApp::spawn(backend).await else {
@@ -103,7 +103,7 @@ async fn a_lost_database_is_503_and_recovers() {
         return;
     };
     let admin = postgres_url().expect("set when TestDatabase::postgres succeeds");
-    let proxy = ChaosProxy::start(&crate::chaos::host_port(&admin)).await;
+    let proxy = ChaosProxy::start(&marquee_testkit::host_port(&admin)).await;
     let settings = test_settings(
         &through(db.url().as_str(), &proxy),
         &[
@@ -155,7 +155,7 @@ async fn a_lost_database_is_503_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_reports_redis_without_depending_on_it() {
     let Some(redis) = redis_url() else { return };
-    let proxy = ChaosProxy::start(&crate::chaos::host_port(&redis)).await;
+    let proxy = ChaosProxy::start(&marquee_testkit::host_port(&redis)).await;
     let redis_through_proxy = through(&redis, &proxy);
     let Some(app) = TestApp::spawn_with(
         Backend::Sqlite,

@@ -7,7 +7,6 @@
 
 mod architecture;
 mod catalogue;
-mod chaos;
 mod cli;
 mod errors;
 mod health;

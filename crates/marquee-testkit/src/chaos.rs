@@ -1,4 +1,4 @@
-//! A TCP proxy a test controls: it forwards to a target until told to cut the link, then
+//! [`ChaosProxy`]: a TCP proxy a test controls: it forwards to a target until told to cut the link, then
 //! drops every open connection and refuses new ones until restored. Lets a test take
 //! PostgreSQL or Redis away from a running app and give it back.
 
@@ -9,6 +9,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
+#[derive(Debug)]
 pub struct ChaosProxy {
     pub port: u16,
     cut: Arc<AtomicBool>,

@@ -1,0 +1,75 @@
+//! The cache's metrics, through the `metrics` facade: the application installs whatever
+//! exporter it likes (Marquee: Prometheus); without one these calls cost next to nothing.
+//! Every metric carries the key group as `group`. docs/operations.md lists them.
+
+use std::time::Duration;
+
+use crate::breaker::BreakerState;
+
+pub const HITS: &str = "marquee_cache_hits_total";
+pub const MISSES: &str = "marquee_cache_misses_total";
+pub const LOADS: &str = "marquee_cache_loads_total";
+pub const LOAD_SECONDS: &str = "marquee_cache_load_seconds";
+pub const COALESCED: &str = "marquee_cache_coalesced_total";
+pub const LEASE_WAITS: &str = "marquee_cache_lease_waits_total";
+pub const EARLY_REFRESHES: &str = "marquee_cache_early_refreshes_total";
+pub const STALE_SERVED: &str = "marquee_cache_stale_served_total";
+pub const ERRORS: &str = "marquee_cache_errors_total";
+pub const BREAKER_STATE: &str = "marquee_cache_breaker_state";
+pub const FALLBACK_WAITS: &str = "marquee_cache_fallback_waits_total";
+
+/// Every metric name, for exporters that describe or pre-register them.
+pub const ALL: &[&str] = &[
+    HITS,
+    MISSES,
+    LOADS,
+    LOAD_SECONDS,
+    COALESCED,
+    LEASE_WAITS,
+    EARLY_REFRESHES,
+    STALE_SERVED,
+    ERRORS,
+    BREAKER_STATE,
+    FALLBACK_WAITS,
+];
+
+pub(crate) fn hit(group: &'static str, tier: &'static str) {
+    metrics::counter!(HITS, "group" => group, "tier" => tier).increment(1);
+}
+
+pub(crate) fn miss(group: &'static str) {
+    metrics::counter!(MISSES, "group" => group).increment(1);
+}
+
+pub(crate) fn load(group: &'static str, outcome: &'static str, took: Duration) {
+    metrics::counter!(LOADS, "group" => group, "outcome" => outcome).increment(1);
+    metrics::histogram!(LOAD_SECONDS, "group" => group).record(took.as_secs_f64());
+}
+
+pub(crate) fn coalesced(group: &'static str) {
+    metrics::counter!(COALESCED, "group" => group).increment(1);
+}
+
+pub(crate) fn lease_wait(group: &'static str) {
+    metrics::counter!(LEASE_WAITS, "group" => group).increment(1);
+}
+
+pub(crate) fn early_refresh(group: &'static str, trigger: &'static str) {
+    metrics::counter!(EARLY_REFRESHES, "group" => group, "trigger" => trigger).increment(1);
+}
+
+pub(crate) fn stale_served(group: &'static str) {
+    metrics::counter!(STALE_SERVED, "group" => group).increment(1);
+}
+
+pub(crate) fn error(group: &'static str, operation: &'static str) {
+    metrics::counter!(ERRORS, "group" => group, "operation" => operation).increment(1);
+}
+
+pub(crate) fn fallback_wait(group: &'static str) {
+    metrics::counter!(FALLBACK_WAITS, "group" => group).increment(1);
+}
+
+pub(crate) fn breaker(state: BreakerState) {
+    metrics::gauge!(BREAKER_STATE, "dependency" => "redis").set(f64::from(state as u8));
+}

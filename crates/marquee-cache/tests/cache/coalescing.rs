@@ -1,0 +1,185 @@
+//! Stampedes and penetration: many readers, one load.
+
+use std::time::Duration;
+
+use marquee_cache::{Cache, CachePolicy};
+
+use crate::on_each_tier;
+use crate::support::{Source, Tier, config, group, link, namespace, redis_url};
+
+/// 500 concurrent reads of a cold key: exactly one load, and everyone gets its value.
+async fn a_cold_key_is_loaded_once(tier: Tier) {
+    let source = Source::with_delay(Duration::from_millis(50));
+    let Some((_cache, group)) = group(tier, config(&namespace()), CachePolicy::default(), &source)
+    else {
+        return;
+    };
+    let readers: Vec<_> = (0..500)
+        .map(|_| {
+            let group = group.clone();
+            tokio::spawn(async move { group.get("concert:1").await })
+        })
+        .collect();
+    for reader in readers {
+        let value = reader.await.unwrap().unwrap().unwrap();
+        assert_eq!(&value[..], br#"{"key":"concert:1","v":0}"#);
+    }
+    assert_eq!(source.loads(), 1);
+}
+
+/// 1,000 reads of a key that does not exist: one load per negative TTL, not 1,000.
+async fn absence_is_remembered(tier: Tier) {
+    let source = Source::with_delay(Duration::from_millis(5));
+    let Some((_cache, group)) = group(tier, config(&namespace()), CachePolicy::default(), &source)
+    else {
+        return;
+    };
+    for chunk in 0..10 {
+        let readers: Vec<_> = (0..100)
+            .map(|_| {
+                let group = group.clone();
+                tokio::spawn(async move { group.get("missing:42").await })
+            })
+            .collect();
+        for reader in readers {
+            assert_eq!(reader.await.unwrap().unwrap(), None, "chunk {chunk}");
+        }
+    }
+    assert_eq!(source.loads(), 1);
+}
+
+/// A cancelled reader does not cancel the load the others wait for.
+async fn a_cancelled_leader_does_not_strand_followers(tier: Tier) {
+    let source = Source::with_delay(Duration::from_millis(100));
+    let Some((_cache, group)) = group(tier, config(&namespace()), CachePolicy::default(), &source)
+    else {
+        return;
+    };
+    let leader = {
+        let group = group.clone();
+        tokio::spawn(async move { group.get("k").await })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let follower = {
+        let group = group.clone();
+        tokio::spawn(async move { group.get("k").await })
+    };
+    leader.abort();
+    assert!(follower.await.unwrap().unwrap().is_some());
+    assert_eq!(source.loads(), 1);
+}
+
+on_each_tier!(
+    a_cold_key_is_loaded_once,
+    absence_is_remembered,
+    a_cancelled_leader_does_not_strand_followers,
+);
+
+/// Three instances on one Redis, 300 concurrent reads spread over them: one load in all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_share_one_load_through_the_lease() {
+    let Some(url) = redis_url() else { return };
+    let source = Source::with_delay(Duration::from_millis(50));
+    let namespace = namespace();
+    let groups: Vec<_> = (0..3)
+        .map(|_| {
+            let cache = Cache::redis(config(&namespace), link(&url)).unwrap();
+            let group = cache
+                .group("g", CachePolicy::default(), source.loader())
+                .unwrap();
+            (cache, group)
+        })
+        .collect();
+    let readers: Vec<_> = (0..300)
+        .map(|i| {
+            let group = groups[i % 3].1.clone();
+            tokio::spawn(async move { group.get("concert:7").await })
+        })
+        .collect();
+    for reader in readers {
+        assert!(reader.await.unwrap().unwrap().is_some());
+    }
+    assert_eq!(source.loads(), 1);
+}
+
+/// A lease whose holder died (it never wrote the value) delays others by at most
+/// `lease_wait`, after which they load themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_lease_holder_delays_but_does_not_block() {
+    let Some(url) = redis_url() else { return };
+    let source = Source::with_delay(Duration::from_millis(10));
+    let mut config = config(&namespace());
+    config.lease_wait = Duration::from_millis(300);
+    let cache = Cache::redis(config, link(&url)).unwrap();
+    let group = cache
+        .group("g", CachePolicy::default(), source.loader())
+        .unwrap();
+    let lease = format!("{}:lease", group.full_key("k"));
+    assert!(
+        link(&url)
+            .set_nx_px(&lease, "crashed", 60_000)
+            .await
+            .unwrap()
+    );
+
+    let started = std::time::Instant::now();
+    assert!(group.get("k").await.unwrap().is_some());
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
+    assert_eq!(source.loads(), 1);
+}
+
+/// An instance's write reaches the other instances' L1 through pub/sub.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidations_reach_every_instances_l1() {
+    let Some(url) = redis_url() else { return };
+    let source = Source::with_delay(Duration::ZERO);
+    let namespace = namespace();
+    let mut config = config(&namespace);
+    config.l1_ttl = Duration::from_secs(30);
+    let a = Cache::redis(config.clone(), link(&url)).unwrap();
+    let b = Cache::redis(config, link(&url)).unwrap();
+    let group_a = a
+        .group("g", CachePolicy::default(), source.loader())
+        .unwrap();
+    let group_b = b
+        .group("g", CachePolicy::default(), source.loader())
+        .unwrap();
+    // Let both subscriptions settle.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let first = group_b.get("k").await.unwrap().unwrap();
+    assert_eq!(
+        group_b.get("k").await.unwrap().unwrap(),
+        first,
+        "now in b's L1"
+    );
+
+    let newer = bytes::Bytes::from_static(b"{\"new\":true}");
+    group_a.update("k", Some(newer.clone())).await;
+    let started = std::time::Instant::now();
+    loop {
+        let seen = group_b.get("k").await.unwrap().unwrap();
+        if seen == newer {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "b still serves {seen:?} from its L1"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    group_a.evict("k").await;
+    let started = std::time::Instant::now();
+    while group_b.get("k").await.unwrap().unwrap() == newer {
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "eviction did not reach b"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

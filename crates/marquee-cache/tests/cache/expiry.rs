@@ -1,0 +1,175 @@
+//! Expiry: TTLs spread over the jitter window, early refresh so hot keys never miss, stale
+//! values when the source fails.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use marquee_cache::{Cache, CacheGroup, CachePolicy, RefreshConfig};
+
+use crate::on_each_tier;
+use crate::support::{Source, SourceDown, Tier, config, group, link, namespace, redis_url};
+
+/// 10,000 keys written at once: every TTL Redis reports is within the policy's window
+/// (plus the documented stale grace), and no 1-second bucket holds more than 5 %.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_keys_expire_spread_over_the_window() {
+    let Some(url) = redis_url() else { return };
+    let source = Source::with_delay(Duration::ZERO);
+    let policy = CachePolicy::default();
+    let cache = Cache::redis(config(&namespace()), link(&url)).unwrap();
+    let group = cache.group("g", policy, source.loader()).unwrap();
+    let keys: Vec<String> = (0..10_000).map(|i| format!("concert:{i}")).collect();
+    let started = Instant::now();
+    for chunk in keys.chunks(500) {
+        let writers: Vec<_> = chunk
+            .iter()
+            .map(|key| {
+                let (group, key) = (group.clone(), key.clone());
+                tokio::spawn(async move { group.get(&key).await })
+            })
+            .collect();
+        for writer in writers {
+            assert!(writer.await.unwrap().unwrap().is_some());
+        }
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(source.loads(), 10_000);
+
+    let redis = link(&url);
+    let (low, high) = policy.window();
+    let grace = policy.stale_grace;
+    let mut buckets = vec![0u32; (policy.jitter.as_secs() + 2) as usize];
+    for key in &keys {
+        let pttl = Duration::from_millis(redis.pttl(&group.full_key(key)).await.unwrap().unwrap());
+        let ttl = pttl - grace;
+        // Time passed between the write and this read shortens what Redis reports.
+        assert!(
+            ttl <= high && ttl + elapsed + Duration::from_secs(2) >= low,
+            "{key}: ttl {ttl:?} outside {low:?}..={high:?}"
+        );
+        let last = buckets.len() - 1;
+        buckets[(ttl.saturating_sub(low).as_secs() as usize).min(last)] += 1;
+    }
+    let busiest = buckets.iter().max().copied().unwrap();
+    assert!(
+        busiest <= 500,
+        "busiest 1-second bucket holds {busiest} of 10000: {buckets:?}"
+    );
+}
+
+/// Reads every 10 ms for `span`; returns how many took longer than `slow`.
+async fn slow_reads(group: &CacheGroup<SourceDown>, span: Duration, slow: Duration) -> usize {
+    let started = Instant::now();
+    let mut count = 0;
+    while started.elapsed() < span {
+        let read = Instant::now();
+        assert!(group.get("hot").await.unwrap().is_some());
+        if read.elapsed() >= slow {
+            count += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    count
+}
+
+fn short_policy(beta: f64) -> CachePolicy {
+    CachePolicy {
+        base_ttl: Duration::from_millis(500),
+        jitter: Duration::ZERO,
+        early_refresh_beta: beta,
+        ..CachePolicy::default()
+    }
+}
+
+/// With XFetch, a key read continuously is recomputed before it expires: after the first
+/// (cold) read no read waits for a load. Without it, reads wait at every expiry.
+async fn xfetch_refreshes_before_expiry(tier: Tier) {
+    let source = Source::with_delay(Duration::from_millis(100));
+    let Some((_cache, eager)) = group(tier, config(&namespace()), short_policy(3.0), &source)
+    else {
+        return;
+    };
+    let slow = slow_reads(
+        &eager,
+        Duration::from_millis(2_000),
+        Duration::from_millis(80),
+    )
+    .await;
+    assert_eq!(slow, 1, "only the cold read waits");
+    assert!(source.loads() >= 3, "refreshed {} times", source.loads());
+
+    let control = Source::with_delay(Duration::from_millis(100));
+    let Some((_cache, plain)) = group(tier, config(&namespace()), short_policy(0.0), &control)
+    else {
+        return;
+    };
+    let slow = slow_reads(
+        &plain,
+        Duration::from_millis(2_000),
+        Duration::from_millis(80),
+    )
+    .await;
+    assert!(
+        slow >= 3,
+        "without early refresh every expiry costs a wait ({slow})"
+    );
+}
+
+/// The hot-key refresher keeps a hot key loaded with XFetch off.
+async fn hot_keys_are_refreshed_ahead(tier: Tier) {
+    let source = Source::with_delay(Duration::from_millis(50));
+    let mut config = config(&namespace());
+    config.refresh = RefreshConfig {
+        enabled: true,
+        interval: Duration::from_millis(100),
+        hot_keys: 10,
+        min_reads: 2,
+        ahead: Duration::from_millis(300),
+    };
+    let Some((_cache, group)) = group(tier, config, short_policy(0.0), &source) else {
+        return;
+    };
+    let slow = slow_reads(
+        &group,
+        Duration::from_millis(2_000),
+        Duration::from_millis(40),
+    )
+    .await;
+    assert_eq!(slow, 1, "only the cold read waits");
+    assert!(source.loads() >= 3);
+}
+
+/// A failing source with a stale value at hand serves the stale value; without one, the
+/// error reaches the caller.
+async fn a_failing_source_serves_stale(tier: Tier) {
+    let source = Source::with_delay(Duration::ZERO);
+    let policy = CachePolicy {
+        base_ttl: Duration::from_millis(200),
+        jitter: Duration::ZERO,
+        stale_grace: Duration::from_secs(10),
+        early_refresh_beta: 0.0,
+        ..CachePolicy::default()
+    };
+    let Some((_cache, group)) = group(tier, config(&namespace()), policy, &source) else {
+        return;
+    };
+    let fresh = group.get("k").await.unwrap().unwrap();
+    source.failing.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        group.get("k").await.unwrap().unwrap(),
+        fresh,
+        "stale served"
+    );
+    assert!(source.loads() >= 2, "a reload was attempted");
+    assert_eq!(
+        group.get("never-loaded").await,
+        Err(marquee_cache::CacheError::Load(SourceDown))
+    );
+}
+
+on_each_tier!(
+    xfetch_refreshes_before_expiry,
+    hot_keys_are_refreshed_ahead,
+    a_failing_source_serves_stale,
+);

@@ -1,0 +1,91 @@
+//! Redis going away mid-run: reads keep succeeding, the breaker opens, the load on the
+//! source stays bounded, and everything recovers when Redis returns.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use marquee_cache::{BreakerConfig, BreakerState, Cache, CachePolicy, RedisConfig, RedisLink};
+use marquee_testkit::{ChaosProxy, host_port, through};
+
+use crate::support::{Source, config, namespace, redis_url};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_survive_a_redis_outage_within_the_fallback_bound() {
+    let Some(url) = redis_url() else { return };
+    let proxy = ChaosProxy::start(&host_port(&url)).await;
+    let link = RedisLink::open(RedisConfig {
+        response_timeout: Duration::from_millis(50),
+        connection_timeout: Duration::from_millis(100),
+        ..RedisConfig::new(through(&url, &proxy))
+    })
+    .unwrap();
+    let mut config = config(&namespace());
+    config.fallback_concurrency = 2;
+    config.breaker = BreakerConfig {
+        failure_threshold: 3,
+        open_for: Duration::from_millis(300),
+    };
+    let cache = Cache::redis(config, link).unwrap();
+    let source = Source::with_delay(Duration::from_millis(20));
+    let group = cache
+        .group("g", CachePolicy::default(), source.loader())
+        .unwrap();
+
+    assert!(group.get("warm").await.unwrap().is_some());
+    assert_eq!(cache.breaker_state(), BreakerState::Closed);
+
+    proxy.cut().await;
+    let started = Instant::now();
+    let readers: Vec<_> = (0..200)
+        .map(|i| {
+            let group = group.clone();
+            tokio::spawn(async move { group.get(&format!("cold:{i}")).await })
+        })
+        .collect();
+    for reader in readers {
+        assert!(reader.await.unwrap().unwrap().is_some(), "no read fails");
+    }
+    assert_ne!(
+        cache.breaker_state(),
+        BreakerState::Closed,
+        "the breaker opened"
+    );
+    assert!(
+        source.max_in_flight.load(Ordering::SeqCst) <= 2,
+        "at most fallback_concurrency loads at once, saw {}",
+        source.max_in_flight.load(Ordering::SeqCst)
+    );
+    // 200 loads of 20 ms two at a time take about 2 s; far longer would mean reads waited
+    // on Redis timeouts instead of skipping Redis.
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+
+    proxy.restore();
+    let started = Instant::now();
+    loop {
+        assert!(group.get("after").await.unwrap().is_some());
+        if cache.breaker_state() == BreakerState::Closed {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the breaker never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Back on Redis: a new key is stored there again.
+    let loads = source.loads();
+    assert!(group.get("after-recovery").await.unwrap().is_some());
+    let check = RedisLink::open(RedisConfig::new(&url)).unwrap();
+    assert!(
+        check
+            .get(&group.full_key("after-recovery"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(source.loads(), loads + 1);
+}

@@ -1,0 +1,156 @@
+//! A counting source, and caches with their own key namespace per test.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use marquee_cache::{Cache, CacheConfig, CacheGroup, CachePolicy, Loader, RedisConfig, RedisLink};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the source failed")]
+pub struct SourceDown;
+
+/// A source whose loads are counted, with a delay, a switch to fail, and a version that
+/// changes the values it returns. Keys starting with `missing` do not exist.
+#[derive(Debug, Default)]
+pub struct Source {
+    pub loads: AtomicUsize,
+    in_flight: AtomicUsize,
+    pub max_in_flight: AtomicUsize,
+    pub delay_ms: AtomicU64,
+    pub failing: AtomicBool,
+    pub version: AtomicU64,
+}
+
+impl Source {
+    pub fn with_delay(delay: Duration) -> Arc<Self> {
+        let source = Self::default();
+        source
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+        Arc::new(source)
+    }
+
+    pub fn loads(&self) -> usize {
+        self.loads.load(Ordering::SeqCst)
+    }
+
+    pub fn loader(self: &Arc<Self>) -> Loader<SourceDown> {
+        let source = self.clone();
+        Arc::new(move |key: String| {
+            let source = source.clone();
+            Box::pin(async move {
+                source.loads.fetch_add(1, Ordering::SeqCst);
+                let now = source.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                source.max_in_flight.fetch_max(now, Ordering::SeqCst);
+                let delay = source.delay_ms.load(Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                source.in_flight.fetch_sub(1, Ordering::SeqCst);
+                if source.failing.load(Ordering::SeqCst) {
+                    return Err(SourceDown);
+                }
+                if key.starts_with("missing") {
+                    return Ok(None);
+                }
+                let version = source.version.load(Ordering::SeqCst);
+                Ok(Some(Bytes::from(format!(
+                    "{{\"key\":\"{key}\",\"v\":{version}}}"
+                ))))
+            })
+        })
+    }
+}
+
+pub fn redis_url() -> Option<String> {
+    match std::env::var("MARQUEE_TEST_REDIS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("MARQUEE_REQUIRE_BACKENDS").is_ok_and(|v| v == "1") => {
+            panic!("MARQUEE_REQUIRE_BACKENDS=1 but MARQUEE_TEST_REDIS_URL is not set")
+        }
+        _ => {
+            eprintln!("skipping a Redis test: MARQUEE_TEST_REDIS_URL is not set");
+            None
+        }
+    }
+}
+
+/// A namespace no other test (or earlier run) uses.
+pub fn namespace() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "marquee:v1:test:{}:{}:{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst),
+        rand_suffix()
+    )
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64 % 1_000_000)
+}
+
+pub fn config(namespace: &str) -> CacheConfig {
+    CacheConfig {
+        namespace: namespace.to_owned(),
+        refresh: marquee_cache::RefreshConfig {
+            enabled: false,
+            ..Default::default()
+        },
+        ..CacheConfig::default()
+    }
+}
+
+pub fn link(url: &str) -> RedisLink {
+    RedisLink::open(RedisConfig {
+        response_timeout: Duration::from_millis(200),
+        ..RedisConfig::new(url)
+    })
+    .unwrap()
+}
+
+/// Where a test runs: in-process only, or on Redis (when available).
+#[derive(Debug, Clone, Copy)]
+pub enum Tier {
+    Local,
+    Redis,
+}
+
+/// A cache of `tier` with one group `g` on `source`; `None` if Redis is needed and absent.
+pub fn group(
+    tier: Tier,
+    config: CacheConfig,
+    policy: CachePolicy,
+    source: &Arc<Source>,
+) -> Option<(Cache, CacheGroup<SourceDown>)> {
+    let cache = match tier {
+        Tier::Local => Cache::local(config).unwrap(),
+        Tier::Redis => Cache::redis(config, link(&redis_url()?)).unwrap(),
+    };
+    let group = cache.group("g", policy, source.loader()).unwrap();
+    Some((cache, group))
+}
+
+#[macro_export]
+macro_rules! on_each_tier {
+    ($($name:ident),* $(,)?) => {
+        mod local {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Tier::Local).await
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Tier::Redis).await
+                }
+            )*
+        }
+    };
+}
