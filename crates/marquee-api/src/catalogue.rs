@@ -1,7 +1,10 @@
 //! The catalogue endpoints: concerts, their schedules, and seats.
 
+use actix_web::http::header::ContentType;
 use actix_web::{HttpResponse, web};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use marquee_cache::CacheError;
 use marquee_domain::{
     Concert, ConcertId, Page, PageRequest, ScheduleAvailability, ScheduleId, Seat, SeatFilter,
     SeatStatus,
@@ -10,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
+use crate::catalogue_cache::CatalogueCache;
 use crate::error::{ApiError, Problem};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -139,6 +143,13 @@ pub struct SeatParams {
     pub status: Option<String>,
 }
 
+/// A cached JSON body as a response.
+fn json(body: Bytes) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .body(body))
+}
+
 fn parse_id<T: std::str::FromStr<Err = marquee_domain::IdError>>(
     parameter: &'static str,
     raw: &str,
@@ -164,8 +175,10 @@ pub async fn list_concerts(
         params.page.unwrap_or(0),
         params.size.unwrap_or(PageRequest::DEFAULT_SIZE),
     )?;
-    let page = state.catalogue.list_concerts(request).await?;
-    Ok(HttpResponse::Ok().json(ConcertPageBody::from(page)))
+    let key = CatalogueCache::concerts_page_key(request);
+    let body = state.cache.concerts_page.get(&key).await?;
+    // A page always exists (past the end it is empty).
+    json(body.ok_or_else(|| ApiError::from(CacheError::LoadAborted))?)
 }
 
 /// Get one concert.
@@ -184,12 +197,12 @@ pub async fn get_concert(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id: ConcertId = parse_id("concertId", &path)?;
-    let concert = state
-        .catalogue
-        .find_concert(id)
-        .await?
-        .ok_or(ApiError::ConcertNotFound(id))?;
-    Ok(HttpResponse::Ok().json(ConcertBody::from(concert)))
+    let body = state
+        .cache
+        .concert
+        .get(&CatalogueCache::concert_key(id))
+        .await?;
+    json(body.ok_or(ApiError::ConcertNotFound(id))?)
 }
 
 /// List a concert's schedules with their seat counts, in start order.
@@ -208,13 +221,12 @@ pub async fn list_schedules(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id: ConcertId = parse_id("concertId", &path)?;
-    let schedules = state
-        .catalogue
-        .list_schedules(id)
-        .await?
-        .ok_or(ApiError::ConcertNotFound(id))?;
-    let body: Vec<ScheduleBody> = schedules.into_iter().map(ScheduleBody::from).collect();
-    Ok(HttpResponse::Ok().json(body))
+    let body = state
+        .cache
+        .schedules
+        .get(&CatalogueCache::schedules_key(id))
+        .await?;
+    json(body.ok_or(ApiError::ConcertNotFound(id))?)
 }
 
 /// List a schedule's seats in number order.
@@ -242,11 +254,10 @@ pub async fn list_seats(
             ))
         })?,
     };
-    let seats = state
-        .catalogue
-        .list_seats(id, filter)
-        .await?
-        .ok_or(ApiError::ScheduleNotFound(id))?;
-    let body: Vec<SeatBody> = seats.into_iter().map(SeatBody::from).collect();
-    Ok(HttpResponse::Ok().json(body))
+    let body = state
+        .cache
+        .seats
+        .get(&CatalogueCache::seats_key(id, filter))
+        .await?;
+    json(body.ok_or(ApiError::ScheduleNotFound(id))?)
 }

@@ -54,6 +54,17 @@ pub enum ApiError {
     Repository(#[from] RepositoryError),
 }
 
+impl From<marquee_cache::CacheError<RepositoryError>> for ApiError {
+    fn from(error: marquee_cache::CacheError<RepositoryError>) -> Self {
+        match error {
+            marquee_cache::CacheError::Load(error) => Self::Repository(error),
+            marquee_cache::CacheError::LoadAborted => Self::Repository(RepositoryError::Query {
+                reason: "a load stopped without an answer".into(),
+            }),
+        }
+    }
+}
+
 /// The row of the table for one error.
 struct Entry {
     status: StatusCode,

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod catalogue;
+pub mod catalogue_cache;
 pub mod error;
 pub mod health;
 pub mod openapi;
@@ -8,11 +9,12 @@ pub mod openapi;
 use std::sync::Arc;
 
 use actix_web::{HttpRequest, HttpResponse, guard, web};
-use marquee_domain::{CatalogueRepository, HealthCheck};
+use marquee_domain::HealthCheck;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 pub use actix_web::dev::{Server, ServerHandle};
+pub use catalogue_cache::{CachePolicies, CatalogueCache};
 pub use error::{ApiError, PROBLEM_JSON, Problem};
 
 /// How the HTTP server runs.
@@ -44,10 +46,11 @@ pub fn serve(
     .run())
 }
 
-/// What the handlers need, behind the domain's ports.
+/// What the handlers need: the catalogue's cached reads (whose loaders reach the
+/// repository port) and the readiness checks.
 #[derive(Clone)]
 pub struct AppState {
-    pub catalogue: Arc<dyn CatalogueRepository>,
+    pub cache: CatalogueCache,
     /// Run in order by `/health/ready`.
     pub health_checks: Vec<Arc<dyn HealthCheck>>,
 }
@@ -56,8 +59,9 @@ impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<_> = self.health_checks.iter().map(|c| c.name()).collect();
         f.debug_struct("AppState")
+            .field("cache", &self.cache)
             .field("health_checks", &names)
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 

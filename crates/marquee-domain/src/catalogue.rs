@@ -112,6 +112,16 @@ impl SeatFilter {
         }
     }
 
+    /// The canonical lower-case name, as the API's `status` parameter spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Only(SeatStatus::Available) => "available",
+            Self::Only(SeatStatus::Held) => "held",
+            Self::Only(SeatStatus::Sold) => "sold",
+        }
+    }
+
     pub fn admits(self, status: SeatStatus) -> bool {
         match self {
             Self::All => true,
@@ -250,5 +260,13 @@ mod tests {
         );
         assert_eq!(SeatFilter::parse("all"), Some(SeatFilter::All));
         assert_eq!(SeatFilter::parse("free"), None);
+        for filter in [
+            SeatFilter::All,
+            SeatFilter::Only(SeatStatus::Available),
+            SeatFilter::Only(SeatStatus::Held),
+            SeatFilter::Only(SeatStatus::Sold),
+        ] {
+            assert_eq!(SeatFilter::parse(filter.name()), Some(filter));
+        }
     }
 }

@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use config::{Config, Environment, File, FileFormat};
-use marquee_cache::RedisConfig;
+use marquee_api::CachePolicies;
+use marquee_cache::{CacheConfig, RedisConfig};
 use marquee_persistence::{DatabaseUrl, PoolConfig};
 use serde::Deserialize;
 
@@ -30,6 +31,12 @@ pub struct Settings {
     pub server: ServerSettings,
     pub database: DatabaseSettings,
     pub redis: RedisSettings,
+    /// The cache engine (`[cache]`).
+    #[serde(default)]
+    pub cache: CacheConfig,
+    /// Lifetimes per catalogue key group (`[cache_ttl.concert]`, ...).
+    #[serde(default)]
+    pub cache_ttl: CachePolicies,
     pub log: LogSettings,
 }
 
@@ -151,6 +158,19 @@ impl Settings {
             .pool
             .validate()
             .map_err(|error| anyhow::anyhow!("invalid configuration: database.pool.{error}"))?;
+        self.cache
+            .validate()
+            .map_err(|error| anyhow::anyhow!("invalid configuration: cache.{error}"))?;
+        for (group, policy) in [
+            ("concert", &self.cache_ttl.concert),
+            ("concerts_page", &self.cache_ttl.concerts_page),
+            ("schedules", &self.cache_ttl.schedules),
+            ("seats", &self.cache_ttl.seats),
+        ] {
+            policy.validate().map_err(|error| {
+                anyhow::anyhow!("invalid configuration: cache_ttl.{group}.{error}")
+            })?;
+        }
         if let Some(redis) = self.redis_config() {
             redis
                 .validate()

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use marquee_api::{AppState, Server, ServerHandle, ServerOptions};
-use marquee_cache::RedisLink;
-use marquee_domain::HealthCheck;
+use marquee_api::{AppState, CatalogueCache, Server, ServerHandle, ServerOptions};
+use marquee_cache::{Cache, RedisLink};
+use marquee_domain::{CatalogueRepository, HealthCheck};
 use marquee_persistence::{DbPool, DieselCatalogue};
 
 use crate::settings::Settings;
@@ -18,6 +18,7 @@ pub struct Application {
     port: u16,
     server: Server,
     pool: DbPool,
+    cache: Cache,
 }
 
 impl std::fmt::Debug for Application {
@@ -40,8 +41,18 @@ pub async fn connect_database(settings: &Settings) -> anyhow::Result<DbPool> {
         .with_context(|| format!("cannot open the database at {redacted}"))
 }
 
+/// Wraps the catalogue repository before the cache is put in front of it (tests count
+/// loads with it; the default leaves it as it is).
+pub type CatalogueLayer =
+    Box<dyn FnOnce(Arc<dyn CatalogueRepository>) -> Arc<dyn CatalogueRepository> + Send>;
+
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with(settings, Box::new(|repository| repository)).await
+    }
+
+    /// [`Application::build`], with `layer` around the catalogue repository.
+    pub async fn build_with(settings: Settings, layer: CatalogueLayer) -> anyhow::Result<Self> {
         let pool = connect_database(&settings).await?;
         tracing::info!(
             backend = pool.backend().name(),
@@ -72,16 +83,23 @@ impl Application {
         }
 
         let mut health_checks: Vec<Arc<dyn HealthCheck>> = vec![Arc::new(pool.clone())];
-        if let Some(redis) = settings.redis_config() {
-            let link = RedisLink::open(redis).context("invalid redis.url")?;
-            if let Err(error) = link.ping().await {
-                // Not fatal: the cache fails open and the link reconnects by itself.
-                tracing::warn!(%error, "redis is unreachable; serving without it until it returns");
+        let cache = match settings.redis_config() {
+            Some(redis) => {
+                let link = RedisLink::open(redis).context("invalid redis.url")?;
+                if let Err(error) = link.ping().await {
+                    // Not fatal: the cache fails open and the link reconnects by itself.
+                    tracing::warn!(%error, "redis is unreachable; serving without it until it returns");
+                }
+                health_checks.push(Arc::new(RedisHealth(link.clone())));
+                Cache::redis(settings.cache.clone(), link)
             }
-            health_checks.push(Arc::new(RedisHealth(link)));
+            None => Cache::local(settings.cache.clone()),
         }
+        .context("invalid cache settings")?;
+        let repository = layer(Arc::new(DieselCatalogue::new(pool.clone())));
         let state = AppState {
-            catalogue: Arc::new(DieselCatalogue::new(pool.clone())),
+            cache: CatalogueCache::new(&cache, &settings.cache_ttl, repository)
+                .context("invalid cache_ttl settings")?,
             health_checks,
         };
 
@@ -102,7 +120,12 @@ impl Application {
             },
         )?;
         tracing::info!(port, workers, "listening");
-        Ok(Self { port, server, pool })
+        Ok(Self {
+            port,
+            server,
+            pool,
+            cache,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -112,6 +135,11 @@ impl Application {
     /// The database pool, for tests and operational commands.
     pub fn pool(&self) -> &DbPool {
         &self.pool
+    }
+
+    /// The cache engine, for tests and operational commands.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
     }
 
     pub fn handle(&self) -> ServerHandle {
