@@ -38,8 +38,10 @@ pub enum BreakerState {
     HalfOpen = 2,
 }
 
+/// Called on every change of state.
+pub type OnChange = Box<dyn Fn(BreakerState) + Send + Sync>;
+
 /// A lock-free breaker: the closed fast path is one atomic load.
-#[derive(Debug)]
 pub struct CircuitBreaker {
     config: BreakerConfig,
     state: AtomicU8,
@@ -49,11 +51,20 @@ pub struct CircuitBreaker {
     /// `epoch`.
     deadline: AtomicU64,
     epoch: Instant,
-    on_change: fn(BreakerState),
+    on_change: OnChange,
+}
+
+impl std::fmt::Debug for CircuitBreaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("config", &self.config)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
 }
 
 impl CircuitBreaker {
-    pub fn new(config: BreakerConfig, on_change: fn(BreakerState)) -> Self {
+    pub fn new(config: BreakerConfig, on_change: OnChange) -> Self {
         Self {
             config,
             state: AtomicU8::new(BreakerState::Closed as u8),
@@ -153,7 +164,7 @@ mod tests {
                 failure_threshold: 3,
                 open_for,
             },
-            |_| {},
+            Box::new(|_| {}),
         )
     }
 

@@ -105,9 +105,21 @@ impl Cache {
             _ => None,
         };
         metrics::breaker(BreakerState::Closed);
+        let on_change = {
+            let local = local.clone();
+            move |state| {
+                metrics::breaker(state);
+                // Back on Redis: drop what this instance cached on its own during the outage
+                // (invalidations published meanwhile could not reach it), and read the shared
+                // copies again.
+                if state == BreakerState::Closed {
+                    local.clear();
+                }
+            }
+        };
         Ok(Self {
             shared: Arc::new(Shared {
-                breaker: CircuitBreaker::new(config.breaker, metrics::breaker),
+                breaker: CircuitBreaker::new(config.breaker, Box::new(on_change)),
                 fallback: Semaphore::new(config.fallback_concurrency),
                 local,
                 redis,
@@ -614,7 +626,7 @@ impl HotKeys {
             .into_iter()
             .filter(|(_, reads)| *reads >= min_reads)
             .collect();
-        hot.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+        hot.sort_unstable_by_key(|(_, reads)| std::cmp::Reverse(*reads));
         hot.into_iter().take(limit).map(|(key, _)| key).collect()
     }
 }

@@ -303,10 +303,20 @@ impl HealthCheck for DbPool {
         use diesel::r2d2::R2D2Connection;
         let bound = self.inner.config.validation_timeout;
         let started = Instant::now();
-        let ping = self.run(|conn| conn.ping().map_err(PersistenceError::from));
+        let pinging = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ping = self.run({
+            let pinging = pinging.clone();
+            move |conn| {
+                pinging.store(true, Ordering::SeqCst);
+                conn.ping().map_err(PersistenceError::from)
+            }
+        });
         let failed = match tokio::time::timeout(bound, ping).await {
             Ok(Ok(())) | Ok(Err(PersistenceError::Busy { .. })) => return Ok(()),
             Ok(Err(error)) => error.to_string(),
+            // Holding a connection and no answer: the database (or the link) hangs.
+            Err(_) if pinging.load(Ordering::SeqCst) => format!("no answer within {bound:?}"),
+            // Still waiting for a connection: busy, unless connects failed meanwhile.
             Err(_) => match self.inner.last_error.since(started) {
                 Some(reason) => reason,
                 None => return Ok(()),

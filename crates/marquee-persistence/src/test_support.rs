@@ -180,8 +180,11 @@ fn ensure_template(admin: &str) -> String {
         .load(&mut conn)
         .expect("list old templates");
         for old in stale {
-            conn.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", old.name))
-                .expect("drop an old template");
+            conn.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                old.name
+            ))
+            .expect("drop an old template");
         }
         let building = format!("{name}_building");
         conn.batch_execute(&format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"))

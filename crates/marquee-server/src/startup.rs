@@ -157,18 +157,25 @@ impl Application {
             tokio::select! {
                 () = draining => {}
                 () = wait_for_stop_signal() => {
-                    tracing::warn!("second stop signal; stopping without waiting");
-                    handle.stop(false).await;
+                    // actix would only act on a forced stop after the drain ends; an operator
+                    // who signals twice wants out now.
+                    tracing::warn!("second stop signal; exiting without draining");
+                    std::process::exit(130);
                 }
             }
         });
         self.server.await.context("the HTTP server failed")?;
         stopper.abort();
+        // Closing connections blocks, and a hung database must not hold up the exit: close
+        // them on a detached thread (which the runtime's shutdown does not wait for) and wait
+        // at most 5 s.
         let pool = self.pool;
-        // Closing connections blocks; keep it off the async executor, and do not let a
-        // hung database hold up the exit.
-        let closing = tokio::task::spawn_blocking(move || drop(pool));
-        let _ = tokio::time::timeout(Duration::from_secs(5), closing).await;
+        let (closed, on_closed) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            drop(pool);
+            let _ = closed.send(());
+        });
+        let _ = tokio::time::timeout(Duration::from_secs(5), on_closed).await;
         tracing::info!("stopped");
         Ok(())
     }

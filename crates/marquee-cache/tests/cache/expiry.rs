@@ -72,9 +72,15 @@ async fn slow_reads(group: &CacheGroup<SourceDown>, span: Duration, slow: Durati
     count
 }
 
+/// Timings chosen with wide margins so a busy two-core machine cannot blur them: a load
+/// takes 200 ms, and a read counts as slow from 150 ms.
+const LOAD: Duration = Duration::from_millis(200);
+const SLOW: Duration = Duration::from_millis(150);
+const SPAN: Duration = Duration::from_millis(3_000);
+
 fn short_policy(beta: f64) -> CachePolicy {
     CachePolicy {
-        base_ttl: Duration::from_millis(500),
+        base_ttl: Duration::from_millis(800),
         jitter: Duration::ZERO,
         early_refresh_beta: beta,
         ..CachePolicy::default()

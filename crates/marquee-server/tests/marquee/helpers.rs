@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use marquee_persistence::test_support::TestDatabase;
 use marquee_persistence::{Backend, DbPool};
 use marquee_server::settings::Sources;
+use marquee_server::startup::CatalogueLayer;
 use marquee_server::{Application, Settings};
 use serde_json::Value;
 
@@ -12,7 +13,10 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub pool: DbPool,
+    pub cache: marquee_cache::Cache,
     pub handle: marquee_api::ServerHandle,
+    /// Stops the server when the test ends.
+    _instance: Instance,
     /// Dropped last: the database outlives the server using it.
     pub db: TestDatabase,
 }
@@ -56,17 +60,23 @@ impl TestApp {
     }
 
     pub async fn start(db: TestDatabase, settings: Settings) -> Self {
-        marquee_server::telemetry::init(&settings.log);
-        let app = Application::build(settings).await.expect("the app builds");
-        let address = format!("http://127.0.0.1:{}", app.port());
-        let handle = app.handle();
-        let pool = app.pool().clone();
-        tokio::spawn(app.run_until_stopped());
+        Self::start_layered(db, settings, Box::new(|repository| repository)).await
+    }
+
+    /// Starts an app whose catalogue repository is wrapped in `layer`.
+    pub async fn start_layered(
+        db: TestDatabase,
+        settings: Settings,
+        layer: CatalogueLayer,
+    ) -> Self {
+        let instance = Instance::start(settings, layer).await;
         Self {
-            address,
+            address: instance.address.clone(),
             client: reqwest::Client::new(),
-            pool,
-            handle,
+            pool: instance.pool.clone(),
+            cache: instance.cache.clone(),
+            handle: instance.handle.clone(),
+            _instance: instance,
             db,
         }
     }
@@ -86,7 +96,33 @@ impl TestApp {
     }
 }
 
-impl Drop for TestApp {
+/// One running app without a database of its own: several can share one database (and
+/// one Redis) to act as a fleet.
+pub struct Instance {
+    pub address: String,
+    pub pool: DbPool,
+    pub cache: marquee_cache::Cache,
+    pub handle: marquee_api::ServerHandle,
+}
+
+impl Instance {
+    pub async fn start(settings: Settings, layer: CatalogueLayer) -> Self {
+        marquee_server::telemetry::init(&settings.log);
+        let app = Application::build_with(settings, layer)
+            .await
+            .expect("the app builds");
+        let instance = Self {
+            address: format!("http://127.0.0.1:{}", app.port()),
+            pool: app.pool().clone(),
+            cache: app.cache().clone(),
+            handle: app.handle(),
+        };
+        tokio::spawn(app.run_until_stopped());
+        instance
+    }
+}
+
+impl Drop for Instance {
     fn drop(&mut self) {
         let handle = self.handle.clone();
         tokio::spawn(async move { handle.stop(false).await });

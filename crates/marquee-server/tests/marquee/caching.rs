@@ -1,0 +1,387 @@
+//! The catalogue behind the cache, end to end over HTTP: stampedes, fleets, penetration,
+//! a Redis outage, and responses identical whichever tier answered. Loads are counted at
+//! the repository, below the cache.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use marquee_cache::BreakerState;
+use marquee_domain::{
+    CatalogueRepository, Concert, ConcertId, Page, PageRequest, RepositoryError,
+    ScheduleAvailability, ScheduleId, Seat, SeatFilter,
+};
+use marquee_persistence::Backend;
+use marquee_persistence::test_support::TestDatabase;
+use marquee_testkit::{ChaosProxy, host_port, through};
+
+use crate::helpers::{Instance, TestApp, test_settings};
+
+/// Counts the loads that reach the repository, and how many run at once.
+#[derive(Default)]
+struct Counting {
+    loads: AtomicUsize,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+impl Counting {
+    fn layer(self: &Arc<Self>) -> marquee_server::startup::CatalogueLayer {
+        let counting = self.clone();
+        Box::new(move |inner| {
+            // The layer runs once per app; every app of a test shares the counters.
+            let wrapped = Arc::new(Wrapped {
+                counting: counting.clone(),
+                inner,
+            });
+            wrapped as Arc<dyn CatalogueRepository>
+        })
+    }
+
+    fn loads(&self) -> usize {
+        self.loads.load(Ordering::SeqCst)
+    }
+
+    fn reset_max(&self) {
+        self.max_in_flight.store(0, Ordering::SeqCst);
+    }
+
+    fn max(&self) -> usize {
+        self.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    async fn track<T>(&self, work: impl Future<Output = T>) -> T {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        // Long enough that concurrent requests overlap the load.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let result = work.await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+}
+
+struct Wrapped {
+    counting: Arc<Counting>,
+    inner: Arc<dyn CatalogueRepository>,
+}
+
+#[async_trait]
+impl CatalogueRepository for Wrapped {
+    async fn list_concerts(&self, page: PageRequest) -> Result<Page<Concert>, RepositoryError> {
+        self.counting.track(self.inner.list_concerts(page)).await
+    }
+
+    async fn find_concert(&self, id: ConcertId) -> Result<Option<Concert>, RepositoryError> {
+        self.counting.track(self.inner.find_concert(id)).await
+    }
+
+    async fn list_schedules(
+        &self,
+        id: ConcertId,
+    ) -> Result<Option<Vec<ScheduleAvailability>>, RepositoryError> {
+        self.counting.track(self.inner.list_schedules(id)).await
+    }
+
+    async fn list_seats(
+        &self,
+        id: ScheduleId,
+        filter: SeatFilter,
+    ) -> Result<Option<Vec<Seat>>, RepositoryError> {
+        self.counting.track(self.inner.list_seats(id, filter)).await
+    }
+}
+
+fn redis_url() -> Option<String> {
+    match std::env::var("MARQUEE_TEST_REDIS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if marquee_persistence::test_support::backends_required() => {
+            panic!("MARQUEE_REQUIRE_BACKENDS=1 but MARQUEE_TEST_REDIS_URL is not set")
+        }
+        _ => {
+            eprintln!("skipping a Redis test: MARQUEE_TEST_REDIS_URL is not set");
+            None
+        }
+    }
+}
+
+fn namespace() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "marquee:v1:test:{}:{}:{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// Fires `count` concurrent GETs of `path` across `addresses`; returns (status, body) each.
+async fn burst(addresses: &[String], path: &str, count: usize) -> Vec<(u16, bytes::Bytes)> {
+    let client = reqwest::Client::new();
+    let requests: Vec<_> = (0..count)
+        .map(|i| {
+            let url = format!("{}{path}", addresses[i % addresses.len()]);
+            let client = client.clone();
+            tokio::spawn(async move {
+                let response = client.get(url).send().await.expect("sent");
+                (
+                    response.status().as_u16(),
+                    response.bytes().await.expect("a body"),
+                )
+            })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(count);
+    for request in requests {
+        answers.push(request.await.unwrap());
+    }
+    answers
+}
+
+async fn cold_concert_loaded_once(backend: Backend, redis: Option<String>) {
+    let Some(db) = TestDatabase::new(backend) else {
+        return;
+    };
+    let namespace = namespace();
+    let mut overrides = vec![("MARQUEE__CACHE__NAMESPACE", namespace.as_str())];
+    if let Some(redis) = &redis {
+        overrides.push(("MARQUEE__REDIS__URL", redis.as_str()));
+    }
+    let settings = test_settings(db.url().as_str(), &overrides);
+    let counting = Arc::new(Counting::default());
+    let app = TestApp::start_layered(db, settings, counting.layer()).await;
+
+    let answers = burst(
+        std::slice::from_ref(&app.address),
+        "/api/v1/concerts/5",
+        500,
+    )
+    .await;
+    assert!(answers.iter().all(|(status, _)| *status == 200));
+    assert!(answers.iter().all(|(_, body)| body == &answers[0].1));
+    assert_eq!(
+        counting.loads(),
+        1,
+        "500 concurrent requests, one database load"
+    );
+}
+
+/// 500 concurrent requests for a cold concert on the embedded stack: one load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stampede_on_sqlite_and_the_local_cache_loads_once() {
+    cold_concert_loaded_once(Backend::Sqlite, None).await;
+}
+
+/// The same on PostgreSQL and Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stampede_on_postgres_and_redis_loads_once() {
+    let Some(redis) = redis_url() else { return };
+    cold_concert_loaded_once(Backend::Postgres, Some(redis)).await;
+}
+
+/// Three instances on one Redis and one database, 300 concurrent requests spread over them
+/// for a cold key: one load in the whole fleet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_on_one_redis_loads_a_cold_key_once() {
+    let Some(redis) = redis_url() else { return };
+    let db = TestDatabase::sqlite();
+    let namespace = namespace();
+    let counting = Arc::new(Counting::default());
+    let mut fleet = Vec::new();
+    for _ in 0..3 {
+        let settings = test_settings(
+            db.url().as_str(),
+            &[
+                ("MARQUEE__REDIS__URL", redis.as_str()),
+                ("MARQUEE__CACHE__NAMESPACE", namespace.as_str()),
+            ],
+        );
+        fleet.push(Instance::start(settings, counting.layer()).await);
+    }
+    let addresses: Vec<String> = fleet.iter().map(|i| i.address.clone()).collect();
+    let answers = burst(&addresses, "/api/v1/concerts/9/schedules", 300).await;
+    assert!(
+        answers
+            .iter()
+            .all(|(status, body)| *status == 200 && body == &answers[0].1)
+    );
+    assert_eq!(counting.loads(), 1, "one load across three instances");
+}
+
+/// 1,000 requests for a concert that does not exist: at most one load per negative TTL.
+async fn nonexistent_ids_reach_the_database_once(redis: Option<String>) {
+    let db = TestDatabase::sqlite();
+    let namespace = namespace();
+    let mut overrides = vec![("MARQUEE__CACHE__NAMESPACE", namespace.as_str())];
+    if let Some(redis) = &redis {
+        overrides.push(("MARQUEE__REDIS__URL", redis.as_str()));
+    }
+    let settings = test_settings(db.url().as_str(), &overrides);
+    let counting = Arc::new(Counting::default());
+    let app = TestApp::start_layered(db, settings, counting.layer()).await;
+    for _ in 0..10 {
+        let answers = burst(
+            std::slice::from_ref(&app.address),
+            "/api/v1/concerts/424242",
+            100,
+        )
+        .await;
+        assert!(answers.iter().all(|(status, _)| *status == 404));
+    }
+    assert_eq!(counting.loads(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn penetration_is_stopped_by_the_local_cache() {
+    nonexistent_ids_reach_the_database_once(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn penetration_is_stopped_by_redis() {
+    let Some(redis) = redis_url() else { return };
+    nonexistent_ids_reach_the_database_once(Some(redis)).await;
+}
+
+/// Redis cut mid-run: no request fails, the breaker opens, loads on the database stay within
+/// the fallback bound, and reads return to Redis once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_fails_no_request() {
+    let Some(redis) = redis_url() else { return };
+    let proxy = ChaosProxy::start(&host_port(&redis)).await;
+    let through_proxy = through(&redis, &proxy);
+    let db = TestDatabase::sqlite();
+    let namespace = namespace();
+    let settings = test_settings(
+        db.url().as_str(),
+        &[
+            ("MARQUEE__REDIS__URL", through_proxy.as_str()),
+            ("MARQUEE__REDIS__RESPONSE_TIMEOUT", "50ms"),
+            ("MARQUEE__REDIS__CONNECTION_TIMEOUT", "100ms"),
+            ("MARQUEE__CACHE__NAMESPACE", namespace.as_str()),
+            ("MARQUEE__CACHE__L1_TTL", "0s"),
+            ("MARQUEE__CACHE__FALLBACK_CONCURRENCY", "2"),
+            ("MARQUEE__CACHE__BREAKER__FAILURE_THRESHOLD", "3"),
+            ("MARQUEE__CACHE__BREAKER__OPEN_FOR", "300ms"),
+        ],
+    );
+    let counting = Arc::new(Counting::default());
+    let app = TestApp::start_layered(db, settings, counting.layer()).await;
+    let addresses = [app.address.clone()];
+
+    // Before: Redis serves.
+    for id in 1..=20 {
+        assert_eq!(
+            burst(&addresses, &format!("/api/v1/concerts/{id}"), 5).await[0].0,
+            200
+        );
+    }
+    assert_eq!(app.cache.breaker_state(), BreakerState::Closed);
+
+    proxy.cut().await;
+    counting.reset_max();
+    let mut failed = 0;
+    for id in 21..=80 {
+        let answers = burst(&addresses, &format!("/api/v1/concerts/{id}"), 4).await;
+        failed += answers.iter().filter(|(status, _)| *status != 200).count();
+        // Keys cached before the cut are still answered.
+        let warm = burst(&addresses, &format!("/api/v1/concerts/{}", id % 20 + 1), 1).await;
+        failed += warm.iter().filter(|(status, _)| *status != 200).count();
+    }
+    assert_eq!(failed, 0, "no request fails while Redis is gone");
+    assert_ne!(
+        app.cache.breaker_state(),
+        BreakerState::Closed,
+        "the breaker opened"
+    );
+    assert!(
+        counting.max() <= 2,
+        "database loads at once: {}",
+        counting.max()
+    );
+
+    proxy.restore();
+    // Reads that need Redis probe it; the first probe after `open_for` closes the breaker.
+    let started = std::time::Instant::now();
+    let mut id = 81;
+    while app.cache.breaker_state() != BreakerState::Closed {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the breaker never closed"
+        );
+        assert_eq!(
+            burst(&addresses, &format!("/api/v1/concerts/{id}"), 1).await[0].0,
+            200
+        );
+        id += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = counting.loads();
+    let first = burst(&addresses, "/api/v1/concerts/110", 1).await;
+    let second = burst(&addresses, "/api/v1/concerts/110", 1).await;
+    assert_eq!((first[0].0, second[0].0), (200, 200));
+    assert_eq!(
+        counting.loads(),
+        before + 1,
+        "the second read came from Redis again"
+    );
+}
+
+/// A body is byte-identical whether it came from the database, Redis or the L1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_are_identical_from_every_tier() {
+    let Some(redis) = redis_url() else { return };
+    let db = TestDatabase::sqlite();
+    let namespace = namespace();
+    let redis_only = test_settings(
+        db.url().as_str(),
+        &[
+            ("MARQUEE__REDIS__URL", redis.as_str()),
+            ("MARQUEE__CACHE__NAMESPACE", namespace.as_str()),
+            ("MARQUEE__CACHE__L1_TTL", "0s"),
+        ],
+    );
+    let with_l1 = test_settings(
+        db.url().as_str(),
+        &[
+            ("MARQUEE__REDIS__URL", redis.as_str()),
+            ("MARQUEE__CACHE__NAMESPACE", namespace.as_str()),
+            ("MARQUEE__CACHE__L1_TTL", "30s"),
+        ],
+    );
+    let local = test_settings(db.url().as_str(), &[]);
+    let counting = Arc::new(Counting::default());
+    let a = Instance::start(redis_only, counting.layer()).await;
+    let b = Instance::start(with_l1, counting.layer()).await;
+    let c = Instance::start(local, counting.layer()).await;
+
+    for path in [
+        "/api/v1/concerts/3",
+        "/api/v1/concerts?page=1&size=5",
+        "/api/v1/concerts/3/schedules",
+        "/api/v1/schedules/9/seats?status=available",
+    ] {
+        let loads = counting.loads();
+        let from_database = burst(&[a.address.clone()], path, 1).await.remove(0).1;
+        let from_redis = burst(&[a.address.clone()], path, 1).await.remove(0).1;
+        let into_l1 = burst(&[b.address.clone()], path, 1).await.remove(0).1;
+        let from_l1 = burst(&[b.address.clone()], path, 1).await.remove(0).1;
+        assert_eq!(
+            counting.loads(),
+            loads + 1,
+            "{path}: one load, then cache hits"
+        );
+        let from_local = burst(&[c.address.clone()], path, 1).await.remove(0).1;
+        for (tier, body) in [
+            ("redis", &from_redis),
+            ("l1", &from_l1),
+            ("l1 fill", &into_l1),
+            ("local", &from_local),
+        ] {
+            assert_eq!(body, &from_database, "{path} from {tier}");
+        }
+    }
+}
