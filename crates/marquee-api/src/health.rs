@@ -70,3 +70,12 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
         })
     }
 }
+
+/// Metrics in Prometheus's text exposition format.
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain; version=0.0.4", body = String)))]
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body((state.metrics)())
+}

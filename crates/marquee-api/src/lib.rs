@@ -46,11 +46,16 @@ pub fn serve(
     .run())
 }
 
+/// Renders the metrics in Prometheus's text format.
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// What the handlers need: the catalogue's cached reads (whose loaders reach the
-/// repository port) and the readiness checks.
+/// repository port), the readiness checks, and the metrics renderer.
 #[derive(Clone)]
 pub struct AppState {
     pub cache: CatalogueCache,
+    /// Serves `GET /metrics`; the binary decides which exporter renders it.
+    pub metrics: MetricsRender,
     /// Run in order by `/health/ready`.
     pub health_checks: Vec<Arc<dyn HealthCheck>>,
 }
@@ -96,6 +101,7 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             ))
             .service(get_only("/health/live", health::live))
             .service(get_only("/health/ready", health::ready))
+            .service(get_only("/metrics", health::metrics))
             .service(web::redirect("/docs", "/docs/"))
             .service(
                 SwaggerUi::new("/docs/{_:.*}")

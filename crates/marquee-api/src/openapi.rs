@@ -17,6 +17,7 @@ use crate::{catalogue, error, health};
         catalogue::list_seats,
         health::live,
         health::ready,
+        health::metrics,
     ),
     components(schemas(error::Problem)),
     tags(

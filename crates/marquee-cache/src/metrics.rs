@@ -33,6 +33,53 @@ pub const ALL: &[&str] = &[
     FALLBACK_WAITS,
 ];
 
+/// Registers each metric's help text with the installed recorder (exporters show it).
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        HITS,
+        "Reads answered from a cache tier (tier: local, l1, redis)."
+    );
+    describe_counter!(MISSES, "Reads that found no fresh entry and needed a load.");
+    describe_counter!(
+        LOADS,
+        "Loads from the source (outcome: found, not_found, error)."
+    );
+    describe_histogram!(
+        LOAD_SECONDS,
+        metrics::Unit::Seconds,
+        "Time a load from the source took."
+    );
+    describe_counter!(
+        COALESCED,
+        "Reads that waited on another read's load of the same key."
+    );
+    describe_counter!(
+        LEASE_WAITS,
+        "Loads deferred to another instance holding the key's lease."
+    );
+    describe_counter!(
+        EARLY_REFRESHES,
+        "Background reloads before expiry (trigger: xfetch, hot_key)."
+    );
+    describe_counter!(
+        STALE_SERVED,
+        "Stale values served while a reload failed or ran elsewhere."
+    );
+    describe_counter!(
+        ERRORS,
+        "Failed Redis operations (operation: get, set, lease, evict, publish)."
+    );
+    describe_counter!(
+        FALLBACK_WAITS,
+        "Loads that queued for the fallback bound while Redis was unavailable."
+    );
+    describe_gauge!(
+        BREAKER_STATE,
+        "Circuit breaker state: 0 closed, 1 open, 2 half-open."
+    );
+}
+
 pub(crate) fn hit(group: &'static str, tier: &'static str) {
     metrics::counter!(HITS, "group" => group, "tier" => tier).increment(1);
 }

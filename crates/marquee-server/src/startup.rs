@@ -53,6 +53,8 @@ impl Application {
 
     /// [`Application::build`], with `layer` around the catalogue repository.
     pub async fn build_with(settings: Settings, layer: CatalogueLayer) -> anyhow::Result<Self> {
+        // First, so that everything built below reports to it.
+        let prometheus = crate::telemetry::prometheus();
         let pool = connect_database(&settings).await?;
         tracing::info!(
             backend = pool.backend().name(),
@@ -101,6 +103,7 @@ impl Application {
             cache: CatalogueCache::new(&cache, &settings.cache_ttl, repository)
                 .context("invalid cache_ttl settings")?,
             health_checks,
+            metrics: Arc::new(move || prometheus.render()),
         };
 
         let listener = std::net::TcpListener::bind(settings.bind_address()?)

@@ -90,57 +90,42 @@ fn short_policy(beta: f64) -> CachePolicy {
 /// With XFetch, a key read continuously is recomputed before it expires: after the first
 /// (cold) read no read waits for a load. Without it, reads wait at every expiry.
 async fn xfetch_refreshes_before_expiry(tier: Tier) {
-    let source = Source::with_delay(Duration::from_millis(100));
-    let Some((_cache, eager)) = group(tier, config(&namespace()), short_policy(3.0), &source)
+    let source = Source::with_delay(LOAD);
+    let Some((_cache, eager)) = group(tier, config(&namespace()), short_policy(1.0), &source)
     else {
         return;
     };
-    let slow = slow_reads(
-        &eager,
-        Duration::from_millis(2_000),
-        Duration::from_millis(80),
-    )
-    .await;
+    let slow = slow_reads(&eager, SPAN, SLOW).await;
     assert_eq!(slow, 1, "only the cold read waits");
     assert!(source.loads() >= 3, "refreshed {} times", source.loads());
 
-    let control = Source::with_delay(Duration::from_millis(100));
+    let control = Source::with_delay(LOAD);
     let Some((_cache, plain)) = group(tier, config(&namespace()), short_policy(0.0), &control)
     else {
         return;
     };
-    let slow = slow_reads(
-        &plain,
-        Duration::from_millis(2_000),
-        Duration::from_millis(80),
-    )
-    .await;
+    let slow = slow_reads(&plain, SPAN, SLOW).await;
     assert!(
-        slow >= 3,
+        slow >= 2,
         "without early refresh every expiry costs a wait ({slow})"
     );
 }
 
 /// The hot-key refresher keeps a hot key loaded with XFetch off.
 async fn hot_keys_are_refreshed_ahead(tier: Tier) {
-    let source = Source::with_delay(Duration::from_millis(50));
+    let source = Source::with_delay(LOAD);
     let mut config = config(&namespace());
     config.refresh = RefreshConfig {
         enabled: true,
         interval: Duration::from_millis(100),
         hot_keys: 10,
         min_reads: 2,
-        ahead: Duration::from_millis(300),
+        ahead: Duration::from_millis(500),
     };
     let Some((_cache, group)) = group(tier, config, short_policy(0.0), &source) else {
         return;
     };
-    let slow = slow_reads(
-        &group,
-        Duration::from_millis(2_000),
-        Duration::from_millis(40),
-    )
-    .await;
+    let slow = slow_reads(&group, SPAN, SLOW).await;
     assert_eq!(slow, 1, "only the cold read waits");
     assert!(source.loads() >= 3);
 }

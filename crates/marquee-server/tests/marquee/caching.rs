@@ -365,16 +365,31 @@ async fn responses_are_identical_from_every_tier() {
         "/api/v1/schedules/9/seats?status=available",
     ] {
         let loads = counting.loads();
-        let from_database = burst(&[a.address.clone()], path, 1).await.remove(0).1;
-        let from_redis = burst(&[a.address.clone()], path, 1).await.remove(0).1;
-        let into_l1 = burst(&[b.address.clone()], path, 1).await.remove(0).1;
-        let from_l1 = burst(&[b.address.clone()], path, 1).await.remove(0).1;
+        let from_database = burst(std::slice::from_ref(&a.address), path, 1)
+            .await
+            .remove(0)
+            .1;
+        let from_redis = burst(std::slice::from_ref(&a.address), path, 1)
+            .await
+            .remove(0)
+            .1;
+        let into_l1 = burst(std::slice::from_ref(&b.address), path, 1)
+            .await
+            .remove(0)
+            .1;
+        let from_l1 = burst(std::slice::from_ref(&b.address), path, 1)
+            .await
+            .remove(0)
+            .1;
         assert_eq!(
             counting.loads(),
             loads + 1,
             "{path}: one load, then cache hits"
         );
-        let from_local = burst(&[c.address.clone()], path, 1).await.remove(0).1;
+        let from_local = burst(std::slice::from_ref(&c.address), path, 1)
+            .await
+            .remove(0)
+            .1;
         for (tier, body) in [
             ("redis", &from_redis),
             ("l1", &from_l1),
@@ -383,5 +398,37 @@ async fn responses_are_identical_from_every_tier() {
         ] {
             assert_eq!(body, &from_database, "{path} from {tier}");
         }
+    }
+}
+
+/// The cache's metrics are exported on `/metrics`, per key group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_activity_shows_in_metrics() {
+    let Some(app) = TestApp::spawn(Backend::Sqlite).await else {
+        return;
+    };
+    for _ in 0..3 {
+        assert_eq!(app.get("/api/v1/concerts/11").await.status(), 200);
+    }
+    assert_eq!(app.get("/api/v1/concerts/999999").await.status(), 404);
+    let response = app.get("/metrics").await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = response.text().await.unwrap();
+    for needle in [
+        "marquee_cache_hits_total{group=\"concert\",tier=\"local\"}",
+        "marquee_cache_misses_total{group=\"concert\"}",
+        "marquee_cache_loads_total{group=\"concert\",outcome=\"found\"}",
+        "marquee_cache_loads_total{group=\"concert\",outcome=\"not_found\"}",
+        "marquee_cache_load_seconds_bucket{group=\"concert\",le=\"0.001\"}",
+        "marquee_cache_breaker_state{dependency=\"redis\"}",
+        "# HELP marquee_cache_hits_total",
+    ] {
+        assert!(text.contains(needle), "/metrics lacks {needle}:\n{text}");
     }
 }
