@@ -28,7 +28,8 @@ pub struct CachePolicies {
     /// `GET /api/v1/concerts/{id}/schedules`: carries `availableSeats`, which every hold
     /// changes, so it lives seconds, not minutes.
     pub schedules: CachePolicy,
-    /// `GET /api/v1/schedules/{id}/seats`: seat states, short-lived and evicted on writes.
+    /// `GET /api/v1/schedules/{id}/seats`: seat states change with every hold, so entries
+    /// live seconds (writes can also evict them through the group's `evict`).
     pub seats: CachePolicy,
 }
 

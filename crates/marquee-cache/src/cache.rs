@@ -315,6 +315,19 @@ where
     async fn load_shared(&self, key: &str, full: &str, stale: Option<Entry>) -> Outcome<E> {
         match self.inner.flights.join(full) {
             Role::Leader(leader) => {
+                // A flight that finished between this reader's miss and its joining has
+                // stored its value already (store, then finish): check again rather than
+                // load twice.
+                if let Some(entry) = self
+                    .inner
+                    .shared
+                    .local
+                    .get(full)
+                    .filter(|entry| entry.is_fresh(now_ms()))
+                {
+                    leader.finish(Ok(entry.clone()));
+                    return Ok(entry);
+                }
                 let group = self.clone();
                 let (key, full) = (key.to_owned(), full.to_owned());
                 let task = tokio::spawn(async move {
@@ -350,6 +363,15 @@ where
             {
                 Ok(true) => {
                     shared.breaker.success();
+                    // Another instance may have loaded, stored and released the lease between
+                    // this reader's miss and its taking the lease: check again, so that a
+                    // fleet loads a key once, not once per instance that lost that race.
+                    if let Some(entry) = self.stored_newer_than(redis, full, current.as_ref()).await
+                    {
+                        let released = redis.delete_if_equals(&lease, &token).await;
+                        self.report(released.is_ok(), "lease");
+                        return Ok(entry);
+                    }
                     let outcome = self.load_from_source(key).await;
                     if let Ok(entry) = &outcome {
                         self.store(full, entry).await;
@@ -382,9 +404,12 @@ where
             }
         }
 
-        // No Redis, or Redis unavailable. In the second case every read has become a load:
-        // bound how many run at once so the database pool is not exhausted.
-        let _permit = if shared.redis.is_some() {
+        // No Redis, Redis unavailable, or single-flight off for an experiment. While Redis is
+        // unavailable every read has become a load: bound how many run at once so the
+        // database pool is not exhausted.
+        let redis_unavailable =
+            shared.redis.is_some() && shared.breaker.state() != BreakerState::Closed;
+        let _permit = if redis_unavailable {
             if shared.fallback.available_permits() == 0 {
                 metrics::fallback_wait(inner.name);
             }
@@ -397,6 +422,24 @@ where
             self.store(full, entry).await;
         }
         outcome
+    }
+
+    /// A fresh entry in Redis that is newer than `current` (any fresh entry if there is no
+    /// `current`): the result of a load that finished elsewhere.
+    async fn stored_newer_than(
+        &self,
+        redis: &RedisLink,
+        full: &str,
+        current: Option<&Entry>,
+    ) -> Option<Entry> {
+        let raw = redis.get(full).await.ok()??;
+        let entry = Entry::decode(Bytes::from(raw))?;
+        let now = now_ms();
+        let newer = current.is_none_or(|current| entry.expires_at > current.expires_at);
+        (entry.is_fresh(now) && newer).then(|| {
+            self.keep_in_l1(full, &entry, now);
+            entry
+        })
     }
 
     /// Polls Redis for the value the lease holder is loading, up to `lease_wait`.

@@ -115,6 +115,10 @@ impl CacheConfig {
         if self.breaker.failure_threshold == 0 {
             return fail("breaker.failure_threshold", "must be at least 1");
         }
+        if self.breaker.open_for < Duration::from_millis(10) {
+            // Shorter, and every call would be let through as a probe: no breaker at all.
+            return fail("breaker.open_for", "must be at least 10ms");
+        }
         if self.refresh.enabled && self.refresh.interval < Duration::from_millis(10) {
             return fail("refresh.interval", "must be at least 10ms");
         }

@@ -300,27 +300,41 @@ impl HealthCheck for DbPool {
     /// The reason given is generic: readiness is often reachable from outside, and the
     /// driver's message names hosts and ports. The full error is logged.
     async fn check(&self) -> Result<(), String> {
-        use diesel::r2d2::R2D2Connection;
-        let bound = self.inner.config.validation_timeout;
+        let inner = &self.inner;
+        let bound = inner.config.validation_timeout;
         let started = Instant::now();
-        let pinging = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let ping = self.run({
-            let pinging = pinging.clone();
-            move |conn| {
-                pinging.store(true, Ordering::SeqCst);
-                conn.ping().map_err(PersistenceError::from)
+        // Waiting for a permit means waiting for a busy pool.
+        let permit = match tokio::time::timeout(bound, inner.permits.clone().acquire_owned()).await
+        {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_closed)) => return Err("the pool is shut down".to_owned()),
+            Err(_) => {
+                return match inner.last_error.since(started) {
+                    Some(reason) => {
+                        tracing::warn!(error = %reason, "database readiness check failed");
+                        Err("the database cannot be reached".to_owned())
+                    }
+                    None => Ok(()),
+                };
             }
+        };
+        // With a permit a connection is free, so from here on any wait is the database's:
+        // opening a connection, r2d2's validation ping, or this ping.
+        let remaining = bound.saturating_sub(started.elapsed());
+        let pool = inner.pool.clone();
+        let ping = tokio::task::spawn_blocking(move || {
+            use diesel::r2d2::R2D2Connection;
+            let _permit = permit;
+            let mut managed = pool
+                .get_timeout(remaining.max(Duration::from_millis(1)))
+                .map_err(|error| error.to_string())?;
+            managed.conn.ping().map_err(|error| error.to_string())
         });
-        let failed = match tokio::time::timeout(bound, ping).await {
-            Ok(Ok(())) | Ok(Err(PersistenceError::Busy { .. })) => return Ok(()),
-            Ok(Err(error)) => error.to_string(),
-            // Holding a connection and no answer: the database (or the link) hangs.
-            Err(_) if pinging.load(Ordering::SeqCst) => format!("no answer within {bound:?}"),
-            // Still waiting for a connection: busy, unless connects failed meanwhile.
-            Err(_) => match self.inner.last_error.since(started) {
-                Some(reason) => reason,
-                None => return Ok(()),
-            },
+        let failed = match tokio::time::timeout(remaining, ping).await {
+            Ok(Ok(Ok(()))) => return Ok(()),
+            Ok(Ok(Err(error))) => error,
+            Ok(Err(join_error)) => join_error.to_string(),
+            Err(_) => format!("no answer within {bound:?}"),
         };
         tracing::warn!(error = %failed, "database readiness check failed");
         Err("the database cannot be reached".to_owned())

@@ -159,11 +159,11 @@ impl Application {
             let draining = handle.stop(true);
             tokio::select! {
                 () = draining => {}
-                () = wait_for_stop_signal() => {
+                code = wait_for_stop_signal() => {
                     // actix would only act on a forced stop after the drain ends; an operator
                     // who signals twice wants out now.
                     tracing::warn!("second stop signal; exiting without draining");
-                    std::process::exit(130);
+                    std::process::exit(code);
                 }
             }
         });
@@ -184,7 +184,8 @@ impl Application {
     }
 }
 
-async fn wait_for_stop_signal() {
+/// Waits for SIGINT or SIGTERM; returns the conventional exit code for it (128 + signal).
+async fn wait_for_stop_signal() -> i32 {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -194,18 +195,20 @@ async fn wait_for_stop_signal() {
         ) {
             (Ok(mut interrupt), Ok(mut terminate)) => {
                 tokio::select! {
-                    _ = interrupt.recv() => {}
-                    _ = terminate.recv() => {}
+                    _ = interrupt.recv() => 130,
+                    _ = terminate.recv() => 143,
                 }
             }
             _ => {
                 let _ = tokio::signal::ctrl_c().await;
+                130
             }
         }
     }
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+        130
     }
 }
 

@@ -32,6 +32,9 @@ pub fn test_settings(db_url: &str, overrides: &[(&str, &str)]) -> Settings {
         ("MARQUEE__DATABASE__POOL__CONNECTION_TIMEOUT", "2s"),
         ("MARQUEE__DATABASE__POOL__VALIDATION_TIMEOUT", "1s"),
         ("MARQUEE__LOG__FILTER", "warn"),
+        // Background reloads would add loads the tests do not expect; the refresher is
+        // tested in marquee-cache.
+        ("MARQUEE__CACHE__REFRESH__ENABLED", "false"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
