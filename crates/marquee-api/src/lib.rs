@@ -4,6 +4,7 @@ pub mod catalogue;
 pub mod catalogue_cache;
 pub mod error;
 pub mod health;
+pub mod http_metrics;
 pub mod openapi;
 
 use std::sync::Arc;
@@ -37,7 +38,9 @@ pub fn serve(
     options: ServerOptions,
 ) -> std::io::Result<Server> {
     Ok(actix_web::HttpServer::new(move || {
-        actix_web::App::new().configure(configure(state.clone()))
+        actix_web::App::new()
+            .wrap(actix_web::middleware::from_fn(http_metrics::record))
+            .configure(configure(state.clone()))
     })
     .workers(options.workers)
     .shutdown_timeout(options.shutdown_timeout.as_secs().max(1))

@@ -143,6 +143,7 @@ impl Cache {
         E: std::error::Error + Clone + Send + Sync + 'static,
     {
         policy.validate()?;
+        metrics::register_group(name, self.shared.redis.is_some());
         let inner = Arc::new(GroupInner {
             shared: self.shared.clone(),
             name,

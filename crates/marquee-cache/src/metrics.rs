@@ -80,6 +80,33 @@ pub fn describe() {
     );
 }
 
+/// Creates every counter of `group` at zero, so that dashboards and alerts find each series
+/// from the start instead of only after its first event.
+pub(crate) fn register_group(group: &'static str, uses_redis: bool) {
+    let tiers: &[&'static str] = if uses_redis {
+        &["l1", "redis"]
+    } else {
+        &["local"]
+    };
+    for tier in tiers {
+        metrics::counter!(HITS, "group" => group, "tier" => *tier).increment(0);
+    }
+    for outcome in ["found", "not_found", "error"] {
+        metrics::counter!(LOADS, "group" => group, "outcome" => outcome).increment(0);
+    }
+    for trigger in ["xfetch", "hot_key"] {
+        metrics::counter!(EARLY_REFRESHES, "group" => group, "trigger" => trigger).increment(0);
+    }
+    for name in [MISSES, COALESCED, LEASE_WAITS, STALE_SERVED, FALLBACK_WAITS] {
+        metrics::counter!(name, "group" => group).increment(0);
+    }
+    if uses_redis {
+        for operation in ["get", "set", "lease", "evict", "publish"] {
+            metrics::counter!(ERRORS, "group" => group, "operation" => operation).increment(0);
+        }
+    }
+}
+
 pub(crate) fn hit(group: &'static str, tier: &'static str) {
     metrics::counter!(HITS, "group" => group, "tier" => tier).increment(1);
 }

@@ -14,6 +14,8 @@ use serde::Deserialize;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PoolConfig {
+    /// `poolName`: the `pool` label of the pool's metrics. Default `marquee`.
+    pub pool_name: String,
     /// `maximumPoolSize`: the most connections the pool opens, and so the most queries that
     /// run at once. Requests beyond it wait (see `connection_timeout`). Default 10.
     pub maximum_pool_size: u32,
@@ -52,6 +54,7 @@ pub struct PoolConfig {
 impl Default for PoolConfig {
     fn default() -> Self {
         Self {
+            pool_name: "marquee".to_owned(),
             maximum_pool_size: 10,
             minimum_idle: None,
             connection_timeout: Duration::from_secs(30),
@@ -82,6 +85,9 @@ impl PoolConfig {
     /// Checks every bound; the pool refuses to build with a config that fails it.
     pub fn validate(&self) -> Result<(), PoolConfigError> {
         let fail = |field, reason: String| Err(PoolConfigError { field, reason });
+        if self.pool_name.is_empty() {
+            return fail("pool_name", "must not be empty".into());
+        }
         if self.maximum_pool_size == 0 {
             return fail("maximum_pool_size", "must be at least 1".into());
         }

@@ -260,11 +260,13 @@ impl r2d2::ManageConnection for ConnectionManager {
     type Error = diesel::r2d2::Error;
 
     fn connect(&self) -> Result<ManagedConnection, Self::Error> {
+        let started = Instant::now();
         let conn = self
             .url
             .establish(&self.config)
             .map_err(diesel::r2d2::Error::ConnectionError)?;
         let now = Instant::now();
+        crate::metrics::created(&self.config.pool_name, now - started);
         Ok(ManagedConnection {
             conn,
             retire_at: self.retire_at(now),

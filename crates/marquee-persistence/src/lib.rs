@@ -4,6 +4,7 @@ pub mod catalogue;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod metrics;
 pub mod migrations;
 pub mod pool;
 pub mod schema;

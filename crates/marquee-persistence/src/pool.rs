@@ -141,6 +141,9 @@ impl DbPool {
             .max_lifetime(max_lifetime)
             .test_on_check_out(true)
             .error_handler(Box::new(ForwardErrors(last_error.clone())))
+            .event_handler(Box::new(crate::metrics::PoolEvents {
+                pool: config.pool_name.clone(),
+            }))
             .build(manager)
             .map_err(|error| PersistenceError::Unavailable {
                 reason: last_error
@@ -158,6 +161,7 @@ impl DbPool {
                 }
             })?);
         }
+        crate::metrics::register(&config.pool_name);
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
@@ -176,6 +180,12 @@ impl DbPool {
 
     pub fn config(&self) -> &PoolConfig {
         &self.inner.config
+    }
+
+    /// Sets the pool's gauges (`hikaricp_connections`, `_active`, `_idle`, `_pending`,
+    /// `_max`, `_min`) from its current state. Call it when metrics are scraped.
+    pub fn record_metrics(&self) {
+        crate::metrics::state(&self.inner.config.pool_name, self.state());
     }
 
     pub fn state(&self) -> PoolState {
@@ -219,6 +229,7 @@ impl DbPool {
             // Queued the whole time: the pool is saturated, unless connects were failing
             // meanwhile, in which case the database is the cause.
             Err(_elapsed) => {
+                crate::metrics::timeout(&inner.config.pool_name);
                 return Err(match inner.last_error.since(started) {
                     Some(reason) => PersistenceError::Unavailable { reason },
                     None => PersistenceError::Busy { waited: timeout },
@@ -228,20 +239,23 @@ impl DbPool {
 
         let pool = inner.pool.clone();
         let last_error = inner.last_error.clone();
+        let pool_name = inner.config.pool_name.clone();
         let remaining = timeout
             .saturating_sub(started.elapsed())
             .max(Duration::from_millis(1));
         let task = tokio::task::spawn_blocking(move || {
             // The permit lives as long as the connection is out, even if the caller is gone.
             let _permit = permit;
-            let mut managed = pool
-                .get_timeout(remaining)
-                .map_err(|_timed_out| match last_error.since(started) {
+            let mut managed = pool.get_timeout(remaining).map_err(|_timed_out| {
+                crate::metrics::timeout(&pool_name);
+                match last_error.since(started) {
                     Some(reason) => PersistenceError::Unavailable { reason },
                     None => PersistenceError::Busy {
                         waited: started.elapsed(),
                     },
-                })?;
+                }
+            })?;
+            crate::metrics::acquired(&pool_name, started.elapsed());
             let result = work(&mut managed.conn);
             if result
                 .as_ref()

@@ -103,7 +103,17 @@ impl Application {
             cache: CatalogueCache::new(&cache, &settings.cache_ttl, repository)
                 .context("invalid cache_ttl settings")?,
             health_checks,
-            metrics: Arc::new(move || prometheus.render()),
+            metrics: {
+                // Gauges that are read off their source when scraped.
+                let pool = pool.clone();
+                let process = metrics_process::Collector::default();
+                process.describe();
+                Arc::new(move || {
+                    pool.record_metrics();
+                    process.collect();
+                    prometheus.render()
+                })
+            },
         };
 
         let listener = std::net::TcpListener::bind(settings.bind_address()?)

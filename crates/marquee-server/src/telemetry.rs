@@ -49,6 +49,18 @@ pub fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
                 tracing::warn!("a metrics recorder was installed already; /metrics may be empty");
             }
             marquee_cache::metrics::describe();
+            marquee_persistence::metrics::describe();
+            marquee_api::http_metrics::describe();
+            metrics::describe_gauge!(
+                "marquee_build_info",
+                "Always 1; the labels say which build is running."
+            );
+            metrics::gauge!(
+                "marquee_build_info",
+                "version" => env!("CARGO_PKG_VERSION"),
+                "revision" => env!("MARQUEE_GIT_REVISION"),
+            )
+            .set(1.0);
             // Histograms buffer samples until upkeep folds them in; without it their memory
             // grows with traffic between scrapes.
             let upkeep = handle.clone();

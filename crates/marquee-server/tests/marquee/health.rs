@@ -223,3 +223,47 @@ async fn poll_json_until(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// `/metrics` carries the Spring/Micrometer HTTP histogram (route templates, never raw
+/// paths), HikariCP's pool metrics, process metrics and the build info.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_cover_http_pool_process_and_build() {
+    let Some(app) = TestApp::spawn(Backend::Sqlite).await else {
+        return;
+    };
+    assert_eq!(app.get("/api/v1/concerts/12").await.status(), 200);
+    assert_eq!(app.get("/api/v1/concerts/abc").await.status(), 400);
+    assert_eq!(app.get("/no/such/route").await.status(), 404);
+    let text = app.get("/metrics").await.text().await.unwrap();
+    for needle in [
+        r#"http_server_requests_seconds_count{method="GET",uri="/api/v1/concerts/{concertId}",status="200",outcome="SUCCESS"}"#,
+        r#"http_server_requests_seconds_count{method="GET",uri="/api/v1/concerts/{concertId}",status="400",outcome="CLIENT_ERROR"}"#,
+        r#"http_server_requests_seconds_count{method="GET",uri="NOT_FOUND",status="404",outcome="CLIENT_ERROR"}"#,
+        r#"http_server_requests_seconds_bucket{method="GET",uri="/api/v1/concerts/{concertId}",status="200",outcome="SUCCESS",le="0.005"}"#,
+        r#"hikaricp_connections{pool="marquee"}"#,
+        r#"hikaricp_connections_active{pool="marquee"}"#,
+        r#"hikaricp_connections_idle{pool="marquee"}"#,
+        r#"hikaricp_connections_pending{pool="marquee"}"#,
+        r#"hikaricp_connections_max{pool="marquee"}"#,
+        r#"hikaricp_connections_min{pool="marquee"}"#,
+        r#"hikaricp_connections_timeout_total{pool="marquee"}"#,
+        r#"hikaricp_connections_acquire_seconds_count{pool="marquee"}"#,
+        r#"hikaricp_connections_usage_seconds_count{pool="marquee"}"#,
+        r#"hikaricp_connections_creation_seconds_count{pool="marquee"}"#,
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "marquee_build_info{version=",
+        r#"marquee_cache_stale_served_total{group="seats"} "#,
+    ] {
+        assert!(text.contains(needle), "/metrics lacks {needle}");
+    }
+    assert!(
+        !text.contains("/no/such/route"),
+        "raw paths never become labels"
+    );
+    assert!(
+        !text.contains("concerts/12"),
+        "raw paths never become labels"
+    );
+}
