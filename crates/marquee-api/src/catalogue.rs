@@ -143,6 +143,21 @@ pub struct SeatParams {
     pub status: Option<String>,
 }
 
+/// Reads `key` from `group`, reporting the time spent for the slow-request log.
+async fn cached(
+    group: &marquee_cache::CacheGroup<marquee_domain::RepositoryError>,
+    key: &str,
+) -> Result<Option<Bytes>, ApiError> {
+    let started = std::time::Instant::now();
+    let body = group.get(key).await;
+    tracing::trace!(
+        target: crate::request_span::TIMING_TARGET,
+        phase = "cache",
+        micros = started.elapsed().as_micros() as u64,
+    );
+    Ok(body?)
+}
+
 /// A cached JSON body as a response.
 fn json(body: Bytes) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok()
@@ -176,7 +191,7 @@ pub async fn list_concerts(
         params.size.unwrap_or(PageRequest::DEFAULT_SIZE),
     )?;
     let key = CatalogueCache::concerts_page_key(request);
-    let body = state.cache.concerts_page.get(&key).await?;
+    let body = cached(&state.cache.concerts_page, &key).await?;
     // A page always exists (past the end it is empty).
     json(body.ok_or_else(|| ApiError::from(CacheError::LoadAborted))?)
 }
@@ -197,11 +212,7 @@ pub async fn get_concert(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id: ConcertId = parse_id("concertId", &path)?;
-    let body = state
-        .cache
-        .concert
-        .get(&CatalogueCache::concert_key(id))
-        .await?;
+    let body = cached(&state.cache.concert, &CatalogueCache::concert_key(id)).await?;
     json(body.ok_or(ApiError::ConcertNotFound(id))?)
 }
 
@@ -221,11 +232,7 @@ pub async fn list_schedules(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id: ConcertId = parse_id("concertId", &path)?;
-    let body = state
-        .cache
-        .schedules
-        .get(&CatalogueCache::schedules_key(id))
-        .await?;
+    let body = cached(&state.cache.schedules, &CatalogueCache::schedules_key(id)).await?;
     json(body.ok_or(ApiError::ConcertNotFound(id))?)
 }
 
@@ -254,10 +261,6 @@ pub async fn list_seats(
             ))
         })?,
     };
-    let body = state
-        .cache
-        .seats
-        .get(&CatalogueCache::seats_key(id, filter))
-        .await?;
+    let body = cached(&state.cache.seats, &CatalogueCache::seats_key(id, filter)).await?;
     json(body.ok_or(ApiError::ScheduleNotFound(id))?)
 }

@@ -6,6 +6,7 @@ pub mod error;
 pub mod health;
 pub mod http_metrics;
 pub mod openapi;
+pub mod request_span;
 
 use std::sync::Arc;
 
@@ -38,8 +39,10 @@ pub fn serve(
     options: ServerOptions,
 ) -> std::io::Result<Server> {
     Ok(actix_web::HttpServer::new(move || {
+        // Outermost last: the request span covers the metrics recording too.
         actix_web::App::new()
             .wrap(actix_web::middleware::from_fn(http_metrics::record))
+            .wrap(actix_web::middleware::from_fn(request_span::instrument))
             .configure(configure(state.clone()))
     })
     .workers(options.workers)

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use rand::Rng;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use crate::breaker::{BreakerState, CircuitBreaker};
 use crate::config::{CacheConfig, CacheConfigError};
@@ -331,11 +332,16 @@ where
                 }
                 let group = self.clone();
                 let (key, full) = (key.to_owned(), full.to_owned());
-                let task = tokio::spawn(async move {
-                    let outcome = group.load_and_store(&key, &full, stale).await;
-                    leader.finish(outcome.clone());
-                    outcome
-                });
+                // The load stays in the leader's span: its log lines and timings belong to
+                // the request that started it.
+                let task = tokio::spawn(
+                    async move {
+                        let outcome = group.load_and_store(&key, &full, stale).await;
+                        leader.finish(outcome.clone());
+                        outcome
+                    }
+                    .instrument(tracing::Span::current()),
+                );
                 task.await.unwrap_or(Err(CacheError::LoadAborted))
             }
             Role::Follower(waiting) => {

@@ -137,10 +137,18 @@ impl RedisLink {
     ) -> Result<T, RedisError> {
         let mut connection = self.connection.clone();
         let bound = self.config.response_timeout;
-        tokio::time::timeout(bound, command.query_async::<T>(&mut connection))
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(bound, command.query_async::<T>(&mut connection))
             .await
             .map_err(|_| RedisError::Timeout(bound))?
-            .map_err(RedisError::from)
+            .map_err(RedisError::from);
+        // Where a request's time went, for an application's slow-request log.
+        tracing::trace!(
+            target: "marquee::timing",
+            phase = "redis",
+            micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        );
+        result
     }
 
     /// Sends PING.

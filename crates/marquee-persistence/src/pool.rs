@@ -243,7 +243,11 @@ impl DbPool {
         let remaining = timeout
             .saturating_sub(started.elapsed())
             .max(Duration::from_millis(1));
+        // The blocking thread does not inherit the caller's span; enter it there, so that the
+        // timing events below count toward the request that caused them.
+        let span = tracing::Span::current();
         let task = tokio::task::spawn_blocking(move || {
+            let _span = span.enter();
             // The permit lives as long as the connection is out, even if the caller is gone.
             let _permit = permit;
             let mut managed = pool.get_timeout(remaining).map_err(|_timed_out| {
@@ -255,8 +259,12 @@ impl DbPool {
                     },
                 }
             })?;
-            crate::metrics::acquired(&pool_name, started.elapsed());
+            let waited = started.elapsed();
+            crate::metrics::acquired(&pool_name, waited);
+            timing("pool_wait", waited);
+            let querying = Instant::now();
             let result = work(&mut managed.conn);
+            timing("query", querying.elapsed());
             if result
                 .as_ref()
                 .is_err_and(PersistenceError::is_connection_lost)
@@ -353,4 +361,13 @@ impl HealthCheck for DbPool {
         tracing::warn!(error = %failed, "database readiness check failed");
         Err("the database cannot be reached".to_owned())
     }
+}
+
+/// Reports where a request's time went (read by the server's slow-request log).
+fn timing(phase: &'static str, took: Duration) {
+    tracing::trace!(
+        target: "marquee::timing",
+        phase,
+        micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+    );
 }

@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod settings;
+pub mod slow_requests;
 pub mod startup;
 pub mod telemetry;
 

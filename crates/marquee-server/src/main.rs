@@ -8,6 +8,6 @@ use marquee_server::{Settings, telemetry};
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load()?;
-    telemetry::init(&settings.log);
+    telemetry::init(&settings);
     marquee_server::cli::run(cli.command.unwrap_or(Command::Serve), settings).await
 }

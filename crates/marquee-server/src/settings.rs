@@ -50,6 +50,9 @@ pub struct ServerSettings {
     /// How long in-flight requests may take to finish after a stop signal.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// A request that takes longer is logged with a warning that says where the time went.
+    #[serde(with = "humantime_serde")]
+    pub slow_request_threshold: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]

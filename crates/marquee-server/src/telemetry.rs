@@ -4,24 +4,46 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::settings::{LogFormat, LogSettings};
+use crate::settings::{LogFormat, Settings};
 
-/// Installs the global subscriber. `RUST_LOG`, when set, overrides `log.filter`.
-pub fn init(settings: &LogSettings) {
+/// Installs the global subscriber: logs (readable or JSON) to stderr, and the slow-request
+/// log. `RUST_LOG`, when set, overrides `log.filter`.
+pub fn init(settings: &Settings) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
+
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&settings.filter))
+        .or_else(|_| EnvFilter::try_new(&settings.log.filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     // Logs go to stderr, so a command's result on stdout stays machine-readable; colours only
     // when a person is watching.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    // A second call (tests start many apps in one process) keeps the first subscriber.
-    let _ = match settings.format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Pretty => builder.try_init(),
+    let ansi = std::io::stderr().is_terminal();
+    let logs = match settings.log.format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .boxed(),
     };
+    // The slow-request layer sees request spans and timing events whatever the log filter
+    // says; the timing events themselves are never printed.
+    let slow = crate::slow_requests::SlowRequests {
+        threshold: settings.server.slow_request_threshold,
+    }
+    .with_filter(
+        Targets::new()
+            .with_target(crate::slow_requests::TIMING_TARGET, LevelFilter::TRACE)
+            .with_target("marquee_api::request_span", LevelFilter::INFO),
+    );
+    // A second call (tests start many apps in one process) keeps the first subscriber.
+    let _ = tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(slow)
+        .try_init();
 }
 
 /// Histogram buckets, in seconds: from a 1 ms cache load to a 10 s stall, so that both the

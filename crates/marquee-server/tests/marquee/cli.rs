@@ -88,7 +88,9 @@ fn bad_arguments_and_settings_fail_with_a_message() {
     );
 }
 
-/// `marquee serve` migrates, seeds and serves; SIGTERM stops it cleanly.
+/// `marquee serve` migrates, seeds and serves, tags each request with an id (echoed to the
+/// client, and in the JSON logs), logs slow requests with where the time went, and stops
+/// cleanly on SIGTERM.
 #[test]
 fn serve_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -108,23 +110,30 @@ fn serve_stops_cleanly_on_sigterm() {
         .env("MARQUEE__SERVER__BIND", format!("127.0.0.1:{port}"))
         .env("MARQUEE__SERVER__WORKERS", "1")
         .env("MARQUEE__LOG__FILTER", "info")
+        .env("MARQUEE__LOG__FORMAT", "json")
+        // Every request counts as slow, so the test sees the slow-request line.
+        .env("MARQUEE__SERVER__SLOW_REQUEST_THRESHOLD", "0ms")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
 
     let started = Instant::now();
-    let body = loop {
-        if let Some(body) = http_get(port, "/api/v1/concerts/1") {
-            break body;
-        }
+    while http_get(port, "/health/live").is_none() {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "serve did not come up"
         );
         std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(body.contains("\"id\":1"), "{body}");
+    }
+    let response = http_get(port, "/api/v1/concerts/1").expect("a 200");
+    assert!(response.contains("\"id\":1"), "{response}");
+    assert!(
+        response
+            .to_ascii_lowercase()
+            .contains("x-request-id: cli-request-1\r\n"),
+        "the request id is echoed: {response}"
+    );
 
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -149,24 +158,45 @@ fn serve_stops_cleanly_on_sigterm() {
         log.contains("draining in-flight requests") && log.contains("stopped"),
         "{log}"
     );
+    let slow: serde_json::Value = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| {
+            line["message"] == "slow request"
+                && line["request_id"] == "cli-request-1"
+                && line["path"] == "/api/v1/concerts/1"
+        })
+        .unwrap_or_else(|| panic!("no slow-request line for cli-request-1 in {log}"));
+    assert_eq!(slow["path"], "/api/v1/concerts/1");
+    for phase in [
+        "cache_ms",
+        "redis_ms",
+        "pool_wait_ms",
+        "query_ms",
+        "elapsed_ms",
+    ] {
+        assert!(slow[phase].is_number(), "{phase} in {slow}");
+    }
+    assert!(
+        slow["query_ms"].as_f64().unwrap() > 0.0,
+        "the cold read queried: {slow}"
+    );
 }
 
-/// A minimal HTTP/1.0 GET, so this test needs no async runtime.
+/// A minimal HTTP/1.0 GET, so this test needs no async runtime; the whole response if 200.
 fn http_get(port: u16, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: localhost\r\nx-request-id: cli-request-1\r\n\r\n"
+    )
+    .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let ok = response
         .lines()
         .next()
         .is_some_and(|status| status.contains(" 200 "));
-    ok.then(|| {
-        response
-            .split("\r\n\r\n")
-            .nth(1)
-            .unwrap_or_default()
-            .to_owned()
-    })
+    ok.then_some(response)
 }

@@ -110,7 +110,7 @@ pub struct Instance {
 
 impl Instance {
     pub async fn start(settings: Settings, layer: CatalogueLayer) -> Self {
-        marquee_server::telemetry::init(&settings.log);
+        marquee_server::telemetry::init(&settings);
         let app = Application::build_with(settings, layer)
             .await
             .expect("the app builds");
