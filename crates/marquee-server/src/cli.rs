@@ -26,9 +26,33 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations, then exit.
     Migrate,
+    /// Show the request rates a user count implies, with the working (no database needed).
+    Capacity(CapacityArgs),
     /// Create catalogue data. Without options: the demo catalogue, if there are no concerts
     /// yet. With any option: a bulk data set for load tests, added to what exists.
     Seed(SeedArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CapacityArgs {
+    /// Daily active users.
+    #[arg(long, default_value_t = 100_000)]
+    pub dau: u64,
+    /// Requests per user per day.
+    #[arg(long, default_value_t = 20.0)]
+    pub visits: f64,
+    /// Share of the day's requests that arrive in the peak, in (0, 1].
+    #[arg(long, default_value_t = 0.7)]
+    pub peak_share: f64,
+    /// Length of the peak in hours.
+    #[arg(long, default_value_t = 2.0)]
+    pub peak_hours: f64,
+    /// Provision for this multiple of the peak.
+    #[arg(long, default_value_t = 1.0)]
+    pub headroom: f64,
+    /// Requests per second one instance sustains (from a load test): prints the count.
+    #[arg(long)]
+    pub per_instance: Option<f64>,
 }
 
 #[derive(Debug, Args)]
@@ -59,8 +83,30 @@ impl SeedArgs {
     }
 }
 
+/// Runs a command that needs no settings; hands any other back.
+pub fn run_without_settings(command: Command) -> Result<anyhow::Result<()>, Command> {
+    match command {
+        Command::Capacity(args) => Ok(capacity(&args)),
+        other => Err(other),
+    }
+}
+
+fn capacity(args: &CapacityArgs) -> anyhow::Result<()> {
+    let plan = crate::capacity::Plan {
+        dau: args.dau,
+        visits: args.visits,
+        peak_share: args.peak_share,
+        peak_hours: args.peak_hours,
+        headroom: args.headroom,
+        per_instance: args.per_instance,
+    };
+    plan.validate()?;
+    say(plan.explain().trim_end())
+}
+
 pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
+        Command::Capacity(args) => capacity(&args),
         Command::Serve => {
             Application::build(settings)
                 .await?

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod capacity;
 pub mod cli;
 pub mod settings;
 pub mod slow_requests;

@@ -200,3 +200,43 @@ fn http_get(port: u16, path: &str) -> Option<String> {
         .is_some_and(|status| status.contains(" 200 "));
     ok.then_some(response)
 }
+
+/// `marquee capacity` shows the arithmetic from users to request rates, and needs no
+/// database or configuration.
+#[test]
+fn capacity_shows_its_working() {
+    let output = Command::new(env!("CARGO_BIN_EXE_marquee"))
+        .args([
+            "capacity",
+            "--dau",
+            "100000",
+            "--visits",
+            "20",
+            "--peak-share",
+            "0.7",
+            "--peak-hours",
+            "2",
+        ])
+        .env(
+            "MARQUEE__DATABASE__POOL__MAXIMUM_POOL_SIZE",
+            "not even read",
+        )
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let text = stdout(&output);
+    for figure in [
+        "2,000,000 requests",
+        "23.1 requests/s",
+        "194.4 requests/s",
+        "the peak spread over 4.0 hours, not 2",
+    ] {
+        assert!(text.contains(figure), "{figure:?} missing from:\n{text}");
+    }
+    let refused = Command::new(env!("CARGO_BIN_EXE_marquee"))
+        .args(["capacity", "--peak-share", "1.5"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--peak-share"));
+}
