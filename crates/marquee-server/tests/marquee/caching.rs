@@ -142,14 +142,12 @@ async fn burst(addresses: &[String], path: &str, count: usize) -> Vec<(u16, byte
     answers
 }
 
-async fn cold_concert_loaded_once(backend: Backend, redis: Option<String>) {
-    let Some(db) = TestDatabase::new(backend) else {
-        return;
-    };
+/// An app on `db` (and `redis`, if given) whose repository loads are counted.
+async fn counted_app(db: TestDatabase, redis: Option<&str>) -> (TestApp, Arc<Counting>) {
     let namespace = namespace();
     let mut overrides = vec![("MARQUEE__CACHE__NAMESPACE", namespace.as_str())];
-    if let Some(redis) = &redis {
-        overrides.push(("MARQUEE__REDIS__URL", redis.as_str()));
+    if let Some(redis) = redis {
+        overrides.push(("MARQUEE__REDIS__URL", redis));
         // A slow reply on a loaded machine would otherwise count as a Redis failure and
         // fail open into an extra load.
         overrides.push(("MARQUEE__REDIS__RESPONSE_TIMEOUT", "2s"));
@@ -157,6 +155,14 @@ async fn cold_concert_loaded_once(backend: Backend, redis: Option<String>) {
     let settings = test_settings(db.url().as_str(), &overrides);
     let counting = Arc::new(Counting::default());
     let app = TestApp::start_layered(db, settings, counting.layer()).await;
+    (app, counting)
+}
+
+async fn cold_concert_loaded_once(backend: Backend, redis: Option<String>) {
+    let Some(db) = TestDatabase::new(backend) else {
+        return;
+    };
+    let (app, counting) = counted_app(db, redis.as_deref()).await;
 
     let answers = burst(
         std::slice::from_ref(&app.address),
@@ -230,15 +236,7 @@ async fn a_fleet_on_one_redis_loads_a_cold_key_once() {
 /// 1,000 requests for a concert that does not exist: at most one load per negative TTL.
 async fn nonexistent_ids_reach_the_database_once(redis: Option<String>) {
     let db = TestDatabase::sqlite();
-    let namespace = namespace();
-    let mut overrides = vec![("MARQUEE__CACHE__NAMESPACE", namespace.as_str())];
-    if let Some(redis) = &redis {
-        overrides.push(("MARQUEE__REDIS__URL", redis.as_str()));
-        overrides.push(("MARQUEE__REDIS__RESPONSE_TIMEOUT", "2s"));
-    }
-    let settings = test_settings(db.url().as_str(), &overrides);
-    let counting = Arc::new(Counting::default());
-    let app = TestApp::start_layered(db, settings, counting.layer()).await;
+    let (app, counting) = counted_app(db, redis.as_deref()).await;
     for _ in 0..10 {
         let answers = burst(
             std::slice::from_ref(&app.address),
