@@ -59,3 +59,102 @@ pub struct Wallet {
     pub user_id: UserId,
     pub balance: Money,
 }
+
+/// A reservation as its owner sees it, with the seat it holds.
+impl Reservation {
+    /// The status a reader should see at `now`: a hold that has run out reads as expired,
+    /// before any sweep rewrites the row.
+    pub fn effective_status(&self, now: DateTime<Utc>) -> ReservationStatus {
+        match self.status {
+            ReservationStatus::Held if self.expires_at <= now => ReservationStatus::Expired,
+            status => status,
+        }
+    }
+}
+
+impl ReservationStatus {
+    pub fn from_stored(name: &str) -> Option<Self> {
+        match name {
+            "HELD" => Some(Self::Held),
+            "CONFIRMED" => Some(Self::Confirmed),
+            "CANCELLED" => Some(Self::Cancelled),
+            "EXPIRED" => Some(Self::Expired),
+            _ => None,
+        }
+    }
+}
+
+/// What a confirmed payment returns; a replay with the same idempotency key returns the
+/// same receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentReceipt {
+    pub payment_id: PaymentId,
+    pub reservation_id: ReservationId,
+    pub amount: Money,
+}
+
+/// A client-chosen key that makes a write safe to retry: the first request with it takes
+/// effect, and every retry gets the first answer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub const MAX_LEN: usize = 128;
+
+    /// A printable ASCII key of 1 to 128 characters.
+    pub fn new(key: &str) -> Option<Self> {
+        let valid = !key.is_empty()
+            && key.len() <= Self::MAX_LEN
+            && key.bytes().all(|b| b.is_ascii_graphic());
+        valid.then(|| Self(key.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The rules a hold is made under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldRules {
+    /// How long a hold lasts before the seat is free for others.
+    pub hold_for: chrono::TimeDelta,
+    /// Live holds one user may have on one schedule.
+    pub max_holds_per_schedule: i64,
+}
+
+/// Why a booking operation was refused. Every variant but `Repository` is an answer about
+/// the request; the API maps each to its own status and code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BookingError {
+    #[error("seat {0} does not exist")]
+    SeatNotFound(SeatId),
+    #[error("seat {0} is taken")]
+    SeatTaken(SeatId),
+    #[error("booking for this schedule is open from {opens} until {closes}")]
+    BookingClosed {
+        opens: DateTime<Utc>,
+        closes: DateTime<Utc>,
+    },
+    #[error("at most {limit} seats may be held per schedule at once")]
+    HoldLimitReached { limit: i64 },
+    #[error("reservation {0} does not exist")]
+    ReservationNotFound(ReservationId),
+    #[error("reservation {id} is {status}, not HELD", status = .status.as_str())]
+    NotHeld {
+        id: ReservationId,
+        status: ReservationStatus,
+    },
+    #[error("the hold of reservation {0} has expired")]
+    HoldExpired(ReservationId),
+    #[error("reservation {0} is paid already")]
+    AlreadyPaid(ReservationId),
+    #[error("the balance {balance} does not cover {needed}")]
+    InsufficientBalance { balance: Money, needed: Money },
+    #[error("the balance would exceed its limit of {limit}")]
+    BalanceLimit { limit: Money },
+    #[error("this Idempotency-Key was used for a different request")]
+    IdempotencyKeyReused,
+    #[error(transparent)]
+    Repository(#[from] crate::ports::RepositoryError),
+}

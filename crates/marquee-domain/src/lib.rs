@@ -5,10 +5,13 @@ pub mod catalogue;
 pub mod ids;
 pub mod ports;
 
-pub use booking::{Money, Payment, Reservation, ReservationStatus, Wallet};
+pub use booking::{
+    BookingError, HoldRules, IdempotencyKey, Money, Payment, PaymentReceipt, Reservation,
+    ReservationStatus, Wallet,
+};
 pub use catalogue::{
     Concert, Page, PageRequest, PageRequestError, Schedule, ScheduleAvailability, Seat, SeatFilter,
     SeatStatus,
 };
 pub use ids::{ConcertId, IdError, PaymentId, ReservationId, ScheduleId, SeatId, UserId};
-pub use ports::{CatalogueRepository, HealthCheck, RepositoryError};
+pub use ports::{BookingRepository, CatalogueRepository, HealthCheck, RepositoryError};

@@ -7,8 +7,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use chrono::{DateTime, Utc};
+
+use crate::booking::{
+    BookingError, HoldRules, IdempotencyKey, Money, PaymentReceipt, Reservation, Wallet,
+};
 use crate::catalogue::{Concert, Page, PageRequest, ScheduleAvailability, Seat, SeatFilter};
-use crate::ids::{ConcertId, ScheduleId};
+use crate::ids::{ConcertId, ReservationId, ScheduleId, SeatId, UserId};
 
 /// Why a repository could not answer. No variant is the caller's fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,6 +52,72 @@ pub trait CatalogueRepository: Send + Sync + 'static {
         schedule: ScheduleId,
         filter: SeatFilter,
     ) -> Result<Option<Vec<Seat>>, RepositoryError>;
+}
+
+/// Bookings: wallets, seat holds and payments. The database is the arbiter of every race:
+/// implementations make each operation one transaction whose conditions are checked by the
+/// database, so that concurrent requests, on any number of instances, cannot double-book a
+/// seat, lose a charge or take a payment twice.
+#[async_trait]
+pub trait BookingRepository: Send + Sync + 'static {
+    /// The user's wallet; a user who never charged has a balance of 0.
+    async fn wallet(&self, user: UserId) -> Result<Wallet, BookingError>;
+
+    /// Adds `amount` (positive) to the wallet, once per `key`.
+    async fn charge(
+        &self,
+        user: UserId,
+        amount: Money,
+        key: IdempotencyKey,
+    ) -> Result<Wallet, BookingError>;
+
+    /// Holds `seat` for `user` until `now + rules.hold_for`.
+    async fn hold_seat(
+        &self,
+        user: UserId,
+        seat: SeatId,
+        rules: HoldRules,
+        now: DateTime<Utc>,
+    ) -> Result<Reservation, BookingError>;
+
+    /// The user's reservation, or `None` if it does not exist or belongs to someone else.
+    async fn reservation(
+        &self,
+        user: UserId,
+        id: ReservationId,
+    ) -> Result<Option<Reservation>, BookingError>;
+
+    /// The user's reservations, newest first.
+    async fn reservations(&self, user: UserId) -> Result<Vec<Reservation>, BookingError>;
+
+    /// Cancels a live hold and frees its seat.
+    async fn cancel(
+        &self,
+        user: UserId,
+        id: ReservationId,
+        now: DateTime<Utc>,
+    ) -> Result<Reservation, BookingError>;
+
+    /// Pays a live hold from the wallet, once per reservation: the debit, the payment and
+    /// the seat's sale commit together. A retry with the same `key` returns the first
+    /// receipt.
+    async fn pay(
+        &self,
+        user: UserId,
+        id: ReservationId,
+        key: IdempotencyKey,
+        now: DateTime<Utc>,
+    ) -> Result<PaymentReceipt, BookingError>;
+
+    /// Marks holds that ran out before `now` as expired and frees their seats; returns the
+    /// schedules whose seats changed.
+    async fn expire_holds(&self, now: DateTime<Utc>) -> Result<Vec<ScheduleId>, BookingError>;
+
+    /// The schedule a seat belongs to, and its concert (for cache eviction).
+    async fn seat_location(
+        &self,
+        seat: SeatId,
+    ) -> Result<Option<(ScheduleId, ConcertId)>, BookingError>;
 }
 
 /// A dependency that readiness depends on (the database, Redis).

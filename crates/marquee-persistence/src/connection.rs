@@ -37,6 +37,26 @@ macro_rules! on_concrete_connection {
 }
 pub(crate) use on_concrete_connection;
 
+/// Runs `$body` in a write transaction on the concrete connection `$conn` holds, rolling
+/// back if it returns `Err`.
+///
+/// On SQLite the transaction is `BEGIN IMMEDIATE`: it takes the write lock at the start. A
+/// plain (deferred) transaction that reads and then writes can find another writer ahead of
+/// it at the write and fail at once with "database is locked", since waiting could deadlock;
+/// an immediate one waits its turn (busy_timeout) instead. On PostgreSQL row locks and the
+/// statements' conditions do the arbitration, and an ordinary transaction is right.
+macro_rules! write_transaction {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::connection::DbConnection::Postgres($c) => {
+                diesel::Connection::transaction($c, |$c| $body)
+            }
+            $crate::connection::DbConnection::Sqlite($c) => $c.immediate_transaction(|$c| $body),
+        }
+    };
+}
+pub(crate) use write_transaction;
+
 impl fmt::Debug for DbConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -24,6 +24,10 @@ pub enum PersistenceError {
     Migration(String),
     #[error("invalid seed plan: {0}")]
     Seed(String),
+    /// A booking operation refused the request (the seat is taken, the balance short...).
+    /// Carried through the pool's error type; unwrapped by the booking repository.
+    #[error(transparent)]
+    Refused(Box<marquee_domain::BookingError>),
     /// A stored value breaks an invariant the schema should have enforced.
     #[error("corrupt row: {0}")]
     Corrupt(String),

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod booking;
 pub mod catalogue;
 pub mod config;
 pub mod connection;
@@ -12,6 +13,7 @@ pub mod seed;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 
+pub use booking::DieselBooking;
 pub use catalogue::DieselCatalogue;
 pub use config::{PoolConfig, PoolConfigError};
 pub use connection::{Backend, DatabaseUrl, DatabaseUrlError, DbConnection};

@@ -35,4 +35,55 @@ diesel::table! {
 
 diesel::joinable!(schedules -> concerts (concert_id));
 diesel::joinable!(seats -> schedules (schedule_id));
-diesel::allow_tables_to_appear_in_same_query!(concerts, schedules, seats);
+
+diesel::table! {
+    wallets (user_id) {
+        user_id -> BigInt,
+        balance -> BigInt,
+    }
+}
+
+diesel::table! {
+    reservations (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        seat_id -> BigInt,
+        schedule_id -> BigInt,
+        status -> Text,
+        price -> BigInt,
+        expires_at -> Timestamp,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    payments (id) {
+        id -> BigInt,
+        reservation_id -> BigInt,
+        user_id -> BigInt,
+        amount -> BigInt,
+        paid_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    idempotency_keys (user_id, idem_key) {
+        user_id -> BigInt,
+        idem_key -> Text,
+        request -> Text,
+        response -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(reservations -> seats (seat_id));
+diesel::joinable!(payments -> reservations (reservation_id));
+diesel::allow_tables_to_appear_in_same_query!(
+    concerts,
+    schedules,
+    seats,
+    wallets,
+    reservations,
+    payments,
+    idempotency_keys
+);

@@ -157,6 +157,8 @@ pub fn seed(
                 .execute(c))?;
         }
 
+        // Ordered, so that seat ids follow (schedule, number) on both backends: schedule 1's
+        // seats are 1..=K, and so on, which load tests and people rely on.
         // The plan's numbers are integers we own, not user text, so formatting them into the
         // statement is safe, and keeps one statement valid on both backends (PostgreSQL's
         // `$1` and SQLite's `?` placeholders differ).
@@ -167,7 +169,8 @@ pub fn seed(
                     CASE WHEN n.n <= {vip} THEN 15000 WHEN n.n <= {r} THEN 11000 ELSE 8000 END, \
                     'AVAILABLE' \
              FROM schedules s CROSS JOIN n \
-             WHERE s.id > {last_schedule}",
+             WHERE s.id > {last_schedule} \
+             ORDER BY s.id, n.n",
             seats = plan.seats_per_schedule,
             vip = plan.seats_per_schedule / 5,
             r = plan.seats_per_schedule * 3 / 5,

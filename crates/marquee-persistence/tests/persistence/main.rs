@@ -2,6 +2,7 @@
 //! `MARQUEE_TEST_DATABASE_URL` is set. Every test runs on each backend in its own database.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod booking;
 mod catalogue;
 mod pool;
 mod seed;
