@@ -50,8 +50,27 @@ pub enum ApiError {
         failing: String,
         checks: serde_json::Value,
     },
+    #[error("{0}")]
+    Unauthorized(crate::auth::AuthError),
+    #[error("amount must be a positive integer of minor units, at most {max}")]
+    InvalidAmount { max: i64 },
+    #[error("this request needs an Idempotency-Key header")]
+    IdempotencyKeyRequired,
+    #[error("Idempotency-Key must be 1 to 128 printable ASCII characters")]
+    IdempotencyKeyInvalid,
+    #[error(transparent)]
+    Booking(marquee_domain::BookingError),
     #[error(transparent)]
     Repository(#[from] RepositoryError),
+}
+
+impl From<marquee_domain::BookingError> for ApiError {
+    fn from(error: marquee_domain::BookingError) -> Self {
+        match error {
+            marquee_domain::BookingError::Repository(error) => Self::Repository(error),
+            other => Self::Booking(other),
+        }
+    }
 }
 
 impl From<marquee_cache::CacheError<RepositoryError>> for ApiError {
@@ -100,6 +119,53 @@ impl ApiError {
                 "Method not allowed",
             ),
             Self::NotReady { .. } => (S::SERVICE_UNAVAILABLE, "not-ready", "Not ready"),
+            Self::Unauthorized(_) => (S::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            Self::InvalidAmount { .. } => (S::BAD_REQUEST, "invalid-amount", "Invalid amount"),
+            Self::IdempotencyKeyRequired => (
+                S::BAD_REQUEST,
+                "idempotency-key-required",
+                "Idempotency-Key required",
+            ),
+            Self::IdempotencyKeyInvalid => (
+                S::BAD_REQUEST,
+                "idempotency-key-invalid",
+                "Invalid Idempotency-Key",
+            ),
+            Self::Booking(error) => {
+                use marquee_domain::BookingError as B;
+                match error {
+                    B::SeatNotFound(_) => (S::NOT_FOUND, "seat-not-found", "Seat not found"),
+                    B::SeatTaken(_) => (S::CONFLICT, "seat-taken", "Seat taken"),
+                    B::BookingClosed { .. } => (S::CONFLICT, "booking-closed", "Booking not open"),
+                    B::HoldLimitReached { .. } => {
+                        (S::CONFLICT, "hold-limit-reached", "Hold limit reached")
+                    }
+                    B::ReservationNotFound(_) => (
+                        S::NOT_FOUND,
+                        "reservation-not-found",
+                        "Reservation not found",
+                    ),
+                    B::NotHeld { .. } => {
+                        (S::CONFLICT, "reservation-not-held", "Reservation not held")
+                    }
+                    B::HoldExpired(_) => (S::GONE, "hold-expired", "Hold expired"),
+                    B::AlreadyPaid(_) => (S::CONFLICT, "already-paid", "Already paid"),
+                    B::InsufficientBalance { .. } => (
+                        S::PAYMENT_REQUIRED,
+                        "insufficient-balance",
+                        "Insufficient balance",
+                    ),
+                    B::BalanceLimit { .. } => {
+                        (S::CONFLICT, "balance-limit", "Balance limit reached")
+                    }
+                    B::IdempotencyKeyReused => (
+                        S::UNPROCESSABLE_ENTITY,
+                        "idempotency-key-reused",
+                        "Idempotency-Key reused",
+                    ),
+                    B::Repository(_) => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
+                }
+            }
             Self::Repository(RepositoryError::Busy { .. }) => {
                 (S::SERVICE_UNAVAILABLE, "database-busy", "Database busy")
             }
@@ -213,6 +279,9 @@ impl ResponseError for ApiError {
         }
         if let Self::MethodNotAllowed { allowed, .. } = self {
             response.insert_header((header::ALLOW, *allowed));
+        }
+        if let Self::Unauthorized(_) = self {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
         // Serialising a struct of strings and integers cannot fail.
         response.body(serde_json::to_vec(&problem).unwrap_or_default())

@@ -1,5 +1,7 @@
 #![doc = include_str!("../README.md")]
 
+pub mod auth;
+pub mod booking;
 pub mod catalogue;
 pub mod catalogue_cache;
 pub mod error;
@@ -11,7 +13,7 @@ pub mod request_span;
 use std::sync::Arc;
 
 use actix_web::{HttpRequest, HttpResponse, guard, web};
-use marquee_domain::HealthCheck;
+use marquee_domain::{BookingRepository, HealthCheck};
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -60,6 +62,11 @@ pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 #[derive(Clone)]
 pub struct AppState {
     pub cache: CatalogueCache,
+    /// Wallets, holds and payments.
+    pub booking: Arc<dyn BookingRepository>,
+    pub booking_policy: booking::BookingPolicy,
+    /// Checks bearer tokens.
+    pub tokens: auth::Tokens,
     /// Serves `GET /metrics`; the binary decides which exporter renders it.
     pub metrics: MetricsRender,
     /// Run in order by `/health/ready`.
@@ -105,6 +112,33 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                 "/api/v1/schedules/{scheduleId}/seats",
                 catalogue::list_seats,
             ))
+            .service(
+                web::resource("/api/v1/wallet")
+                    .route(web::get().to(booking::wallet))
+                    .default_service(web::to(method_not_allowed_for("GET"))),
+            )
+            .service(
+                web::resource("/api/v1/wallet/charge")
+                    .route(web::post().to(booking::charge))
+                    .default_service(web::to(method_not_allowed_for("POST"))),
+            )
+            .service(
+                web::resource("/api/v1/reservations")
+                    .route(web::get().to(booking::list_reservations))
+                    .route(web::post().to(booking::hold))
+                    .default_service(web::to(method_not_allowed_for("GET, POST"))),
+            )
+            .service(
+                web::resource("/api/v1/reservations/{reservationId}")
+                    .route(web::get().to(booking::get_reservation))
+                    .route(web::delete().to(booking::cancel))
+                    .default_service(web::to(method_not_allowed_for("GET, DELETE"))),
+            )
+            .service(
+                web::resource("/api/v1/reservations/{reservationId}/payment")
+                    .route(web::post().to(booking::pay))
+                    .default_service(web::to(method_not_allowed_for("POST"))),
+            )
             .service(get_only("/health/live", health::live))
             .service(get_only("/health/ready", health::ready))
             .service(get_only("/metrics", health::metrics))
@@ -142,6 +176,18 @@ async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> 
         method: req.method().to_string(),
         allowed: READ_METHODS,
     })
+}
+
+/// A 405 handler for a resource that allows `allowed`.
+fn method_not_allowed_for(
+    allowed: &'static str,
+) -> impl Fn(HttpRequest) -> std::future::Ready<Result<HttpResponse, ApiError>> + Clone {
+    move |req: HttpRequest| {
+        std::future::ready(Err(ApiError::MethodNotAllowed {
+            method: req.method().to_string(),
+            allowed,
+        }))
+    }
 }
 
 async fn route_not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {

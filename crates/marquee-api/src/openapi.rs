@@ -2,7 +2,29 @@
 
 use utoipa::OpenApi;
 
-use crate::{catalogue, error, health};
+use utoipa::Modify;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+use crate::{booking, catalogue, error, health};
+
+/// Declares the `bearer` scheme the booking endpoints require.
+#[derive(Debug)]
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -18,11 +40,20 @@ use crate::{catalogue, error, health};
         health::live,
         health::ready,
         health::metrics,
+        booking::wallet,
+        booking::charge,
+        booking::hold,
+        booking::list_reservations,
+        booking::get_reservation,
+        booking::cancel,
+        booking::pay,
     ),
     components(schemas(error::Problem)),
+    modifiers(&BearerAuth),
     tags(
         (name = "catalogue", description = "Concerts, schedules and seats"),
         (name = "health", description = "Liveness and readiness"),
+        (name = "booking", description = "Wallet, seat holds and payments (bearer token)"),
     )
 )]
 pub struct ApiDoc;

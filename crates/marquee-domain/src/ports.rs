@@ -110,8 +110,11 @@ pub trait BookingRepository: Send + Sync + 'static {
     ) -> Result<PaymentReceipt, BookingError>;
 
     /// Marks holds that ran out before `now` as expired and frees their seats; returns the
-    /// schedules whose seats changed.
-    async fn expire_holds(&self, now: DateTime<Utc>) -> Result<Vec<ScheduleId>, BookingError>;
+    /// schedules whose seats changed, with their concerts.
+    async fn expire_holds(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(ScheduleId, ConcertId)>, BookingError>;
 
     /// The schedule a seat belongs to, and its concert (for cache eviction).
     async fn seat_location(

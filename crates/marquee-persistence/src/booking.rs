@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 
 use async_trait::async_trait;
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use diesel::prelude::*;
 use marquee_domain::{
     BookingError, BookingRepository, ConcertId, HoldRules, IdempotencyKey, Money, PaymentReceipt,
@@ -265,6 +265,9 @@ impl BookingRepository for DieselBooking {
         rules: HoldRules,
         now: DateTime<Utc>,
     ) -> Result<Reservation, BookingError> {
+        // Millisecond precision: the same instant whichever backend stores it (PostgreSQL
+        // keeps microseconds, SQLite the text it is given), and what the API shows.
+        let now = now.trunc_subsecs(3);
         let until = now + rules.hold_for;
         self.pool
             .run(move |conn| {
@@ -560,8 +563,11 @@ impl BookingRepository for DieselBooking {
         })
     }
 
-    async fn expire_holds(&self, now: DateTime<Utc>) -> Result<Vec<ScheduleId>, BookingError> {
-        let schedules = self
+    async fn expire_holds(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(ScheduleId, ConcertId)>, BookingError> {
+        let freed = self
             .pool
             .run(move |conn| {
                 let now = naive(now);
@@ -585,21 +591,25 @@ impl BookingRepository for DieselBooking {
                     )
                     .set(reservations::status.eq("EXPIRED"))
                     .execute(c)?;
-                    Ok::<_, Abort>(freed.into_iter().collect::<BTreeSet<i64>>())
+                    let ids: BTreeSet<i64> = freed.into_iter().collect();
+                    let pairs: Vec<(i64, i64)> = schedules::table
+                        .filter(schedules::id.eq_any(ids))
+                        .select((schedules::id, schedules::concert_id))
+                        .load(c)?;
+                    Ok::<_, Abort>(pairs)
                 }))
             })
             .await
             .map_err(booking_error)?;
-        schedules
+        Ok(freed
             .into_iter()
-            .map(|id| {
-                ScheduleId::new(id).map_err(|e| {
-                    BookingError::Repository(marquee_domain::RepositoryError::Query {
-                        reason: e.to_string(),
-                    })
-                })
+            .filter_map(|(schedule, concert)| {
+                Some((
+                    ScheduleId::new(schedule).ok()?,
+                    ConcertId::new(concert).ok()?,
+                ))
             })
-            .collect()
+            .collect())
     }
 
     async fn seat_location(

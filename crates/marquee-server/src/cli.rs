@@ -26,11 +26,24 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations, then exit.
     Migrate,
+    /// Print a bearer token for a user (and only the token), signed with auth.jwt_secret:
+    /// for development and load tests.
+    Token(TokenArgs),
     /// Show the request rates a user count implies, with the working (no database needed).
     Capacity(CapacityArgs),
     /// Create catalogue data. Without options: the demo catalogue, if there are no concerts
     /// yet. With any option: a bulk data set for load tests, added to what exists.
     Seed(SeedArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The user id the token names (its `sub`).
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+    pub user: i64,
+    /// How long the token is valid, e.g. 1h, 30m, 7d.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -107,6 +120,13 @@ fn capacity(args: &CapacityArgs) -> anyhow::Result<()> {
 pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Capacity(args) => capacity(&args),
+        Command::Token(args) => {
+            let user = marquee_domain::UserId::new(args.user)?;
+            let token = marquee_api::auth::Tokens::new(&settings.auth.jwt_secret)
+                .mint(user, args.ttl)
+                .context("cannot sign the token")?;
+            say(&token)
+        }
         Command::Serve => {
             Application::build(settings)
                 .await?

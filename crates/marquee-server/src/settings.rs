@@ -37,6 +37,8 @@ pub struct Settings {
     /// Lifetimes per catalogue key group (`[cache_ttl.concert]`, ...).
     #[serde(default)]
     pub cache_ttl: CachePolicies,
+    pub auth: AuthSettings,
+    pub booking: BookingSettings,
     pub log: LogSettings,
 }
 
@@ -75,6 +77,30 @@ pub struct RedisSettings {
     pub response_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub connection_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// The HS256 secret tokens are signed with; at least 32 bytes. Never logged.
+    pub jwt_secret: marquee_api::auth::Secret,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BookingSettings {
+    /// How long a hold lasts before the seat is free for others.
+    #[serde(with = "humantime_serde")]
+    pub hold_duration: Duration,
+    /// Live holds one user may have on one schedule.
+    pub max_holds_per_schedule: u32,
+    /// The largest single wallet charge, in minor units.
+    pub max_charge: i64,
+    /// The most a wallet may hold, in minor units.
+    pub max_balance: i64,
+    /// How often expired holds are swept (their seats are free to readers before that).
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -161,6 +187,27 @@ impl Settings {
             .pool
             .validate()
             .map_err(|error| anyhow::anyhow!("invalid configuration: database.pool.{error}"))?;
+        if self.auth.jwt_secret.expose().len() < 32 {
+            bail!(
+                "invalid configuration: auth.jwt_secret must be at least 32 bytes \
+                 (set MARQUEE__AUTH__JWT_SECRET)"
+            );
+        }
+        let booking = &self.booking;
+        if booking.hold_duration < Duration::from_secs(1) {
+            bail!("invalid configuration: booking.hold_duration must be at least 1s");
+        }
+        if booking.max_holds_per_schedule == 0 {
+            bail!("invalid configuration: booking.max_holds_per_schedule must be at least 1");
+        }
+        if booking.max_charge < 1 || booking.max_balance < booking.max_charge {
+            bail!(
+                "invalid configuration: booking.max_charge must be at least 1 and at most booking.max_balance"
+            );
+        }
+        if booking.sweep_interval < Duration::from_millis(100) {
+            bail!("invalid configuration: booking.sweep_interval must be at least 100ms");
+        }
         self.cache
             .validate()
             .map_err(|error| anyhow::anyhow!("invalid configuration: cache.{error}"))?;

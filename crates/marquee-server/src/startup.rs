@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
+use marquee_api::auth::Tokens;
+use marquee_api::booking::BookingPolicy;
 use marquee_api::{AppState, CatalogueCache, Server, ServerHandle, ServerOptions};
 use marquee_cache::{Cache, RedisLink};
 use marquee_domain::{CatalogueRepository, HealthCheck};
-use marquee_persistence::{DbPool, DieselCatalogue};
+use marquee_persistence::{DbPool, DieselBooking, DieselCatalogue};
 
 use crate::settings::Settings;
 
@@ -19,6 +21,7 @@ pub struct Application {
     server: Server,
     pool: DbPool,
     cache: Cache,
+    sweeper: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Application {
@@ -99,9 +102,23 @@ impl Application {
         }
         .context("invalid cache settings")?;
         let repository = layer(Arc::new(DieselCatalogue::new(pool.clone())));
+        let hold_for = chrono::TimeDelta::from_std(settings.booking.hold_duration)
+            .context("invalid booking.hold_duration")?;
         let state = AppState {
             cache: CatalogueCache::new(&cache, &settings.cache_ttl, repository)
                 .context("invalid cache_ttl settings")?,
+            booking: Arc::new(DieselBooking::new(
+                pool.clone(),
+                settings.booking.max_balance,
+            )),
+            booking_policy: BookingPolicy {
+                hold: marquee_domain::HoldRules {
+                    hold_for,
+                    max_holds_per_schedule: i64::from(settings.booking.max_holds_per_schedule),
+                },
+                max_charge: settings.booking.max_charge,
+            },
+            tokens: Tokens::new(&settings.auth.jwt_secret),
             health_checks,
             metrics: {
                 // Gauges that are read off their source when scraped.
@@ -124,6 +141,10 @@ impl Application {
             n => n,
         };
         let shutdown_timeout = settings.server.shutdown_timeout;
+        let sweeper = tokio::spawn(sweep_expired_holds(
+            state.clone(),
+            settings.booking.sweep_interval,
+        ));
         let server = marquee_api::serve(
             state,
             listener,
@@ -138,6 +159,7 @@ impl Application {
             server,
             pool,
             cache,
+            sweeper,
         })
     }
 
@@ -179,6 +201,7 @@ impl Application {
         });
         self.server.await.context("the HTTP server failed")?;
         stopper.abort();
+        self.sweeper.abort();
         // Closing connections blocks, and a hung database must not hold up the exit: close
         // them on a detached thread (which the runtime's shutdown does not wait for) and wait
         // at most 5 s.
@@ -219,6 +242,21 @@ async fn wait_for_stop_signal() -> i32 {
     {
         let _ = tokio::signal::ctrl_c().await;
         130
+    }
+}
+
+/// Writes expired holds back as free seats every `interval`, and drops their cached
+/// listings. Each instance runs one; they race harmlessly (the update is conditional).
+async fn sweep_expired_holds(state: AppState, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match marquee_api::booking::sweep_expired_holds(&state).await {
+            Ok(0) => {}
+            Ok(schedules) => tracing::debug!(schedules, "expired holds freed"),
+            Err(error) => tracing::warn!(%error, "sweeping expired holds failed"),
+        }
     }
 }
 

@@ -52,9 +52,14 @@ fn the_embedded_copy_matches_the_file() {
     assert_eq!(format!("{without_dir:?}"), format!("{with_dir:?}"));
 }
 
+const SECRET: (&str, &str) = (
+    "MARQUEE__AUTH__JWT_SECRET",
+    "a-production-secret-of-at-least-32-bytes",
+);
+
 #[test]
 fn production_uses_postgres_and_redis() {
-    let settings = load(Some("production"), &[]).unwrap();
+    let settings = load(Some("production"), &[SECRET]).unwrap();
     assert!(settings.database.url.starts_with("postgres://"));
     assert!(!settings.database.auto_migrate);
     assert_eq!(
@@ -79,6 +84,7 @@ fn environment_variables_override_files() {
             ("MARQUEE__DATABASE__POOL__MINIMUM_IDLE", "4"),
             ("MARQUEE__DATABASE__POOL__CONNECTION_TIMEOUT", "250ms"),
             ("MARQUEE__DATABASE__POOL__VALIDATION_TIMEOUT", "249ms"),
+            SECRET,
         ],
     );
     // validation_timeout must be >= 250ms: the error names it.
@@ -95,6 +101,7 @@ fn environment_variables_override_files() {
             ("MARQUEE__REDIS__URL", ""),
             ("MARQUEE__DATABASE__POOL__MAXIMUM_POOL_SIZE", "32"),
             ("MARQUEE__DATABASE__POOL__MINIMUM_IDLE", "4"),
+            SECRET,
         ],
     )
     .unwrap();
@@ -149,6 +156,21 @@ fn invalid_values_name_their_key() {
             "{variables:?}: {message:?} should name {key}"
         );
     }
+}
+
+/// Production refuses to start with the public development secret (it clears it), and no
+/// environment accepts a short one.
+#[test]
+fn production_needs_its_own_token_secret() {
+    let message = error_of(Some("production"), &[]);
+    assert!(message.contains("auth.jwt_secret"), "{message}");
+    let message = error_of(None, &[("MARQUEE__AUTH__JWT_SECRET", "short")]);
+    assert!(message.contains("auth.jwt_secret"), "{message}");
+    let settings = load(None, &[]).unwrap();
+    assert!(
+        !format!("{settings:?}").contains("marquee-development-secret"),
+        "the secret never prints"
+    );
 }
 
 #[test]

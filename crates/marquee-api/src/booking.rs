@@ -1,0 +1,321 @@
+//! The booking endpoints: the wallet, seat holds (reservations) and payments. Every one
+//! needs a bearer token; a reservation of another user is answered 404, as if it did not
+//! exist, so that ids reveal nothing.
+
+use actix_web::http::header::HeaderMap;
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
+use marquee_domain::{
+    BookingError, IdempotencyKey, PaymentReceipt, Reservation, ReservationId, SeatId, Wallet,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::catalogue_cache::CatalogueCache;
+use crate::error::{ApiError, Problem};
+
+/// The rules the booking endpoints apply.
+#[derive(Debug, Clone, Copy)]
+pub struct BookingPolicy {
+    pub hold: marquee_domain::HoldRules,
+    /// The largest single charge, in minor units.
+    pub max_charge: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WalletBody {
+    pub user_id: i64,
+    /// In minor currency units; never negative.
+    pub balance: i64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ChargeRequest {
+    /// A positive integer in minor units, up to the configured maximum.
+    pub amount: i64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HoldRequest {
+    pub seat_id: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReservationBody {
+    pub id: i64,
+    pub seat_id: i64,
+    pub schedule_id: i64,
+    /// `HELD`, `CONFIRMED`, `CANCELLED` or `EXPIRED` (a hold that ran out reads as expired
+    /// at once).
+    pub status: &'static str,
+    pub price: i64,
+    /// When the hold runs out, if not paid.
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentBody {
+    pub payment_id: i64,
+    pub reservation_id: i64,
+    pub amount: i64,
+    /// Always `CONFIRMED`.
+    pub status: &'static str,
+}
+
+impl From<Wallet> for WalletBody {
+    fn from(wallet: Wallet) -> Self {
+        Self {
+            user_id: wallet.user_id.get(),
+            balance: wallet.balance,
+        }
+    }
+}
+
+fn reservation_body(reservation: Reservation, now: DateTime<Utc>) -> ReservationBody {
+    ReservationBody {
+        id: reservation.id.get(),
+        seat_id: reservation.seat_id.get(),
+        schedule_id: reservation.schedule_id.get(),
+        status: reservation.effective_status(now).as_str(),
+        price: reservation.price,
+        expires_at: reservation.expires_at,
+    }
+}
+
+impl From<PaymentReceipt> for PaymentBody {
+    fn from(receipt: PaymentReceipt) -> Self {
+        Self {
+            payment_id: receipt.payment_id.get(),
+            reservation_id: receipt.reservation_id.get(),
+            amount: receipt.amount,
+            status: "CONFIRMED",
+        }
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<IdempotencyKey, ApiError> {
+    let value = headers
+        .get("idempotency-key")
+        .ok_or(ApiError::IdempotencyKeyRequired)?;
+    value
+        .to_str()
+        .ok()
+        .and_then(IdempotencyKey::new)
+        .ok_or(ApiError::IdempotencyKeyInvalid)
+}
+
+fn reservation_id(raw: &str) -> Result<ReservationId, ApiError> {
+    raw.parse().map_err(|source| ApiError::InvalidId {
+        parameter: "reservationId",
+        source,
+    })
+}
+
+/// Seat states changed for `seat`'s schedule: drop the cached seat lists and schedule
+/// counts, on every instance.
+async fn evict_seat(state: &AppState, seat: SeatId) {
+    if let Ok(Some((schedule, concert))) = state.booking.seat_location(seat).await {
+        state.cache.evict_schedule(schedule, concert).await;
+    }
+}
+
+const PROBLEM: &str = "application/problem+json";
+
+/// The caller's wallet.
+#[utoipa::path(get, path = "/api/v1/wallet", tag = "booking", security(("bearer" = [])),
+    responses(
+        (status = 200, body = WalletBody),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = PROBLEM),
+    ))]
+pub async fn wallet(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    let wallet = state.booking.wallet(caller.0).await?;
+    Ok(HttpResponse::Ok().json(WalletBody::from(wallet)))
+}
+
+/// Adds money to the caller's wallet, once per `Idempotency-Key`.
+#[utoipa::path(post, path = "/api/v1/wallet/charge", tag = "booking", security(("bearer" = [])),
+    request_body = ChargeRequest,
+    params(("Idempotency-Key" = String, Header, description = "1 to 128 printable characters; a retry with the same key returns the first answer")),
+    responses(
+        (status = 200, body = WalletBody),
+        (status = 400, description = "`invalid-json`, `invalid-amount`, `idempotency-key-required`, `idempotency-key-invalid`", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "`balance-limit`", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "`idempotency-key-reused`", body = Problem, content_type = PROBLEM),
+    ))]
+pub async fn charge(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    body: web::Json<ChargeRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let key = idempotency_key(req.headers())?;
+    let amount = body.amount;
+    if amount <= 0 || amount > state.booking_policy.max_charge {
+        return Err(ApiError::InvalidAmount {
+            max: state.booking_policy.max_charge,
+        });
+    }
+    let wallet = state.booking.charge(caller.0, amount, key).await?;
+    Ok(HttpResponse::Ok().json(WalletBody::from(wallet)))
+}
+
+/// Holds a seat for the caller for the configured time.
+#[utoipa::path(post, path = "/api/v1/reservations", tag = "booking", security(("bearer" = [])),
+    request_body = HoldRequest,
+    responses(
+        (status = 201, body = ReservationBody),
+        (status = 400, description = "`invalid-json`, `invalid-id`", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`seat-not-found`", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "`seat-taken`, `booking-closed`, `hold-limit-reached`", body = Problem, content_type = PROBLEM),
+    ))]
+pub async fn hold(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Json<HoldRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let seat = SeatId::new(body.seat_id).map_err(|source| ApiError::InvalidId {
+        parameter: "seatId",
+        source,
+    })?;
+    let now = Utc::now();
+    let reservation = state
+        .booking
+        .hold_seat(caller.0, seat, state.booking_policy.hold, now)
+        .await?;
+    evict_seat(&state, seat).await;
+    Ok(HttpResponse::Created().json(reservation_body(reservation, now)))
+}
+
+/// One of the caller's reservations.
+#[utoipa::path(get, path = "/api/v1/reservations/{reservationId}", tag = "booking", security(("bearer" = [])),
+    params(("reservationId" = i64, Path, minimum = 1)),
+    responses(
+        (status = 200, body = ReservationBody),
+        (status = 400, description = "`invalid-id`", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`reservation-not-found` (also for another user's)", body = Problem, content_type = PROBLEM),
+    ))]
+pub async fn get_reservation(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = reservation_id(&path)?;
+    let reservation = state
+        .booking
+        .reservation(caller.0, id)
+        .await?
+        .ok_or(ApiError::Booking(BookingError::ReservationNotFound(id)))?;
+    Ok(HttpResponse::Ok().json(reservation_body(reservation, Utc::now())))
+}
+
+/// The caller's reservations, newest first (at most 100).
+#[utoipa::path(get, path = "/api/v1/reservations", tag = "booking", security(("bearer" = [])),
+    responses(
+        (status = 200, body = [ReservationBody]),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = PROBLEM),
+    ))]
+pub async fn list_reservations(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
+    let now = Utc::now();
+    let list: Vec<ReservationBody> = state
+        .booking
+        .reservations(caller.0)
+        .await?
+        .into_iter()
+        .map(|reservation| reservation_body(reservation, now))
+        .collect();
+    Ok(HttpResponse::Ok().json(list))
+}
+
+/// Cancels a held reservation and frees its seat.
+#[utoipa::path(delete, path = "/api/v1/reservations/{reservationId}", tag = "booking", security(("bearer" = [])),
+    params(("reservationId" = i64, Path, minimum = 1)),
+    responses(
+        (status = 200, body = ReservationBody),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`reservation-not-found`", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "`reservation-not-held`, `already-paid`", body = Problem, content_type = PROBLEM),
+        (status = 410, description = "`hold-expired`", body = Problem, content_type = PROBLEM),
+    ))]
+pub async fn cancel(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = reservation_id(&path)?;
+    let now = Utc::now();
+    let reservation = state.booking.cancel(caller.0, id, now).await?;
+    evict_seat(&state, reservation.seat_id).await;
+    Ok(HttpResponse::Ok().json(reservation_body(reservation, now)))
+}
+
+/// Pays a held reservation from the wallet, once, whatever the retries.
+#[utoipa::path(post, path = "/api/v1/reservations/{reservationId}/payment", tag = "booking", security(("bearer" = [])),
+    params(("reservationId" = i64, Path, minimum = 1),
+           ("Idempotency-Key" = String, Header, description = "a retry with the same key returns the first answer")),
+    responses(
+        (status = 200, body = PaymentBody),
+        (status = 400, description = "`idempotency-key-required`, `idempotency-key-invalid`, `invalid-id`", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = PROBLEM),
+        (status = 402, description = "`insufficient-balance`", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`reservation-not-found`", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "`already-paid`, `reservation-not-held`", body = Problem, content_type = PROBLEM),
+        (status = 410, description = "`hold-expired`", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "`idempotency-key-reused`", body = Problem, content_type = PROBLEM),
+    ))]
+pub async fn pay(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = reservation_id(&path)?;
+    let key = idempotency_key(req.headers())?;
+    let receipt = state.booking.pay(caller.0, id, key, Utc::now()).await?;
+    if let Ok(Some(reservation)) = state.booking.reservation(caller.0, id).await {
+        evict_seat(&state, reservation.seat_id).await;
+    }
+    Ok(HttpResponse::Ok().json(PaymentBody::from(receipt)))
+}
+
+/// Frees the seats of holds that ran out, and drops their cached listings. Reads treat an
+/// expired hold as free at once; this catches the stored rows up and the caches with them.
+pub async fn sweep_expired_holds(state: &AppState) -> Result<usize, BookingError> {
+    let changed = state.booking.expire_holds(Utc::now()).await?;
+    for (schedule, concert) in &changed {
+        state.cache.evict_schedule(*schedule, *concert).await;
+    }
+    Ok(changed.len())
+}
+
+impl CatalogueCache {
+    /// Drops every cached listing that shows `schedule`'s seat states.
+    pub async fn evict_schedule(
+        &self,
+        schedule: marquee_domain::ScheduleId,
+        concert: marquee_domain::ConcertId,
+    ) {
+        use marquee_domain::{SeatFilter, SeatStatus};
+        for filter in [
+            SeatFilter::All,
+            SeatFilter::Only(SeatStatus::Available),
+            SeatFilter::Only(SeatStatus::Held),
+            SeatFilter::Only(SeatStatus::Sold),
+        ] {
+            self.seats.evict(&Self::seats_key(schedule, filter)).await;
+        }
+        self.schedules.evict(&Self::schedules_key(concert)).await;
+    }
+}
