@@ -100,6 +100,15 @@ impl From<PaymentReceipt> for PaymentBody {
     }
 }
 
+/// A JSON object body as `T`. serde would also build a struct from an array (`[7]` for
+/// `{"seatId": 7}`); a body must be an object, so it is taken as one first.
+type ObjectBody = web::Json<serde_json::Map<String, serde_json::Value>>;
+
+fn from_object<T: serde::de::DeserializeOwned>(body: ObjectBody) -> Result<T, ApiError> {
+    serde_json::from_value(serde_json::Value::Object(body.into_inner()))
+        .map_err(|error| ApiError::InvalidJson(error.to_string()))
+}
+
 fn idempotency_key(headers: &HeaderMap) -> Result<IdempotencyKey, ApiError> {
     let value = headers
         .get("idempotency-key")
@@ -154,8 +163,9 @@ pub async fn charge(
     state: web::Data<AppState>,
     caller: Caller,
     req: HttpRequest,
-    body: web::Json<ChargeRequest>,
+    body: ObjectBody,
 ) -> Result<HttpResponse, ApiError> {
+    let body: ChargeRequest = from_object(body)?;
     let key = idempotency_key(req.headers())?;
     let amount = body.amount;
     if amount <= 0 || amount > state.booking_policy.max_charge {
@@ -180,8 +190,9 @@ pub async fn charge(
 pub async fn hold(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<HoldRequest>,
+    body: ObjectBody,
 ) -> Result<HttpResponse, ApiError> {
+    let body: HoldRequest = from_object(body)?;
     let seat = SeatId::new(body.seat_id).map_err(|source| ApiError::InvalidId {
         parameter: "seatId",
         source,

@@ -113,6 +113,21 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// Runs a query that returns one integer column named `n` (e.g. `SELECT count(*) AS n
+    /// FROM seats`), for checks on the tables themselves.
+    pub fn count(&self, sql: &str) -> i64 {
+        let mut conn = self
+            .url
+            .establish(&crate::PoolConfig::default())
+            .expect("connect to the test database");
+        diesel::sql_query(sql)
+            .get_result::<Found>(&mut conn)
+            .expect("run a counting query")
+            .n
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         if let Some((admin, name)) = &self.postgres {

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 pub struct TestApp {
     pub address: String,
+    pub tokens: marquee_api::auth::Tokens,
     pub client: reqwest::Client,
     pub pool: DbPool,
     pub cache: marquee_cache::Cache,
@@ -74,6 +75,7 @@ impl TestApp {
     ) -> Self {
         let instance = Instance::start(settings, layer).await;
         Self {
+            tokens: instance.tokens.clone(),
             address: instance.address.clone(),
             client: reqwest::Client::new(),
             pool: instance.pool.clone(),
@@ -82,6 +84,16 @@ impl TestApp {
             _instance: instance,
             db,
         }
+    }
+
+    /// A bearer token for `user`, valid for an hour.
+    pub fn token(&self, user: i64) -> String {
+        self.tokens
+            .mint(
+                marquee_domain::UserId::new(user).expect("a positive user id"),
+                std::time::Duration::from_secs(3600),
+            )
+            .expect("a token")
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
@@ -103,6 +115,8 @@ impl TestApp {
 /// one Redis) to act as a fleet.
 pub struct Instance {
     pub address: String,
+    /// Mints bearer tokens with this instance's secret.
+    pub tokens: marquee_api::auth::Tokens,
     pub pool: DbPool,
     pub cache: marquee_cache::Cache,
     pub handle: marquee_api::ServerHandle,
@@ -111,10 +125,12 @@ pub struct Instance {
 impl Instance {
     pub async fn start(settings: Settings, layer: CatalogueLayer) -> Self {
         marquee_server::telemetry::init(&settings);
+        let tokens = marquee_api::auth::Tokens::new(&settings.auth.jwt_secret);
         let app = Application::build_with(settings, layer)
             .await
             .expect("the app builds");
         let instance = Self {
+            tokens,
             address: format!("http://127.0.0.1:{}", app.port()),
             pool: app.pool().clone(),
             cache: app.cache().clone(),
@@ -122,6 +138,18 @@ impl Instance {
         };
         tokio::spawn(app.run_until_stopped());
         instance
+    }
+}
+
+impl Instance {
+    /// A bearer token for `user`, valid for an hour.
+    pub fn token(&self, user: i64) -> String {
+        self.tokens
+            .mint(
+                marquee_domain::UserId::new(user).expect("a positive user id"),
+                std::time::Duration::from_secs(3600),
+            )
+            .expect("a token")
     }
 }
 

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod architecture;
+mod booking;
 mod caching;
 mod catalogue;
 mod cli;

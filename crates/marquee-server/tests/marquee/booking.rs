@@ -1,0 +1,570 @@
+//! Booking over HTTP: races for seats, money that is never lost or taken twice, ownership,
+//! expiry, bad input, and seat listings that follow holds on every instance.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use marquee_persistence::Backend;
+use marquee_persistence::test_support::TestDatabase;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::helpers::{Instance, TestApp, assert_problem, test_settings};
+use crate::on_each_backend;
+
+/// Settings for contention: enough connections and patience that queueing is not mistaken
+/// for failure.
+const BUSY: &[(&str, &str)] = &[
+    ("MARQUEE__DATABASE__POOL__MAXIMUM_POOL_SIZE", "8"),
+    ("MARQUEE__DATABASE__POOL__CONNECTION_TIMEOUT", "20s"),
+];
+
+async fn send(
+    client: &reqwest::Client,
+    method: Method,
+    url: String,
+    token: Option<&str>,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = client.request(method, url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("sent");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn hold(app: &TestApp, user: i64, seat: i64) -> (u16, Value) {
+    send(
+        &app.client,
+        Method::POST,
+        format!("{}/api/v1/reservations", app.address),
+        Some(&app.token(user)),
+        None,
+        Some(json!({ "seatId": seat })),
+    )
+    .await
+}
+
+async fn charge(app: &TestApp, user: i64, amount: i64, key: &str) -> (u16, Value) {
+    send(
+        &app.client,
+        Method::POST,
+        format!("{}/api/v1/wallet/charge", app.address),
+        Some(&app.token(user)),
+        Some(key),
+        Some(json!({ "amount": amount })),
+    )
+    .await
+}
+
+async fn pay(app: &TestApp, user: i64, reservation: i64, key: &str) -> (u16, Value) {
+    send(
+        &app.client,
+        Method::POST,
+        format!("{}/api/v1/reservations/{reservation}/payment", app.address),
+        Some(&app.token(user)),
+        Some(key),
+        None,
+    )
+    .await
+}
+
+/// 200 users hold the same seat at once: exactly one wins, 199 get 409, none a 5xx.
+async fn two_hundred_users_one_seat(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, BUSY).await else {
+        return;
+    };
+    let app = std::sync::Arc::new(app);
+    let attempts: Vec<_> = (1..=200)
+        .map(|user| {
+            let app = app.clone();
+            tokio::spawn(async move { hold(&app, user, 7).await })
+        })
+        .collect();
+    let mut statuses = BTreeMap::new();
+    for attempt in attempts {
+        let (status, body) = attempt.await.unwrap();
+        if status == 409 {
+            assert_eq!(body["code"], "seat-taken");
+        }
+        *statuses.entry(status).or_insert(0) += 1;
+    }
+    assert_eq!(statuses, BTreeMap::from([(201, 1), (409, 199)]));
+}
+
+/// 1,000 users race for the 50 seats of one schedule through two instances: exactly 50
+/// holds, and no seat is held twice (checked on the tables).
+async fn a_thousand_users_fifty_seats_two_instances(backend: Backend) {
+    let Some(db) = TestDatabase::new(backend) else {
+        return;
+    };
+    let a = Instance::start(test_settings(db.url().as_str(), BUSY), Box::new(|r| r)).await;
+    let b = Instance::start(test_settings(db.url().as_str(), BUSY), Box::new(|r| r)).await;
+    let client = reqwest::Client::new();
+    let attempts: Vec<_> = (1..=1000i64)
+        .map(|user| {
+            let instance = if user % 2 == 0 { &a } else { &b };
+            let (url, token, client) = (
+                format!("{}/api/v1/reservations", instance.address),
+                instance.token(user),
+                client.clone(),
+            );
+            // Seats 1..=50 are schedule 1's.
+            let seat = 1 + (user * 7) % 50;
+            tokio::spawn(async move {
+                send(
+                    &client,
+                    Method::POST,
+                    url,
+                    Some(&token),
+                    None,
+                    Some(json!({ "seatId": seat })),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            (201, _) => won += 1,
+            (409, body) => assert_eq!(body["code"], "seat-taken"),
+            (status, body) => panic!("unexpected {status}: {body}"),
+        }
+    }
+    assert_eq!(won, 50);
+    let held =
+        db.count("SELECT count(*) AS n FROM seats WHERE schedule_id = 1 AND status = 'HELD'");
+    let reservations = db.count("SELECT count(*) AS n FROM reservations WHERE status = 'HELD'");
+    let distinct =
+        db.count("SELECT count(DISTINCT seat_id) AS n FROM reservations WHERE status = 'HELD'");
+    assert_eq!((held, reservations, distinct), (50, 50, 50));
+}
+
+/// 100 concurrent charges of 10 all land; one key sent 10 times charges once and answers
+/// alike.
+async fn charges_add_up_and_keys_charge_once(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, BUSY).await else {
+        return;
+    };
+    let app = std::sync::Arc::new(app);
+    let charges: Vec<_> = (0..100)
+        .map(|i| {
+            let app = app.clone();
+            tokio::spawn(async move { charge(&app, 5, 10, &format!("charge-{i}")).await })
+        })
+        .collect();
+    for response in charges {
+        assert_eq!(response.await.unwrap().0, 200);
+    }
+    let (_, wallet) = send(
+        &app.client,
+        Method::GET,
+        format!("{}/api/v1/wallet", app.address),
+        Some(&app.token(5)),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(wallet, json!({ "userId": 5, "balance": 1000 }));
+
+    let replays: Vec<_> = (0..10)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { charge(&app, 5, 10, "the-same-key").await })
+        })
+        .collect();
+    let mut answers = HashSet::new();
+    for replay in replays {
+        let (status, body) = replay.await.unwrap();
+        assert_eq!(status, 200);
+        answers.insert(body.to_string());
+    }
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    let (_, wallet) = charge(&app, 5, 1, "check").await;
+    assert_eq!(wallet["balance"], 1011, "the repeated key charged once");
+    let (status, body) = charge(&app, 5, 99, "the-same-key").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("idempotency-key-reused"))
+    );
+}
+
+/// One payment retried 20 times at once with one key: one debit, 20 identical answers. A
+/// new key afterwards is refused.
+async fn a_payment_is_taken_once(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, BUSY).await else {
+        return;
+    };
+    let app = std::sync::Arc::new(app);
+    let (_, held) = hold(&app, 9, 11).await;
+    let id = held["id"].as_i64().unwrap();
+    let price = held["price"].as_i64().unwrap();
+    let (status, body) = pay(&app, 9, id, "pay-1").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (402, Some("insufficient-balance"))
+    );
+    charge(&app, 9, 100_000, "top-up").await;
+
+    let retries: Vec<_> = (0..20)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { pay(&app, 9, id, "pay-1").await })
+        })
+        .collect();
+    let mut answers = HashSet::new();
+    for retry in retries {
+        let (status, body) = retry.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        answers.insert(body.to_string());
+    }
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    let answer: Value = serde_json::from_str(answers.iter().next().unwrap()).unwrap();
+    assert_eq!(answer["status"], "CONFIRMED");
+    assert_eq!(answer["reservationId"], id);
+    assert_eq!(answer["amount"], price);
+    let (_, wallet) = charge(&app, 9, 1, "check").await;
+    assert_eq!(wallet["balance"], 100_000 - price + 1, "one debit");
+    let (status, body) = pay(&app, 9, id, "pay-2").await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("already-paid")));
+    let seats: Value = app
+        .get_json("/api/v1/schedules/1/seats?status=sold")
+        .await
+        .1;
+    assert!(seats.as_array().unwrap().iter().any(|s| s["number"] == 11));
+}
+
+/// User B can neither read, cancel nor pay user A's reservation: 404, as if it did not exist.
+async fn another_users_reservation_is_invisible(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let (_, held) = hold(&app, 1, 12).await;
+    let id = held["id"].as_i64().unwrap();
+    let base = format!("{}/api/v1/reservations/{id}", app.address);
+    let b = app.token(2);
+    for (method, url, key) in [
+        (Method::GET, base.clone(), None),
+        (Method::DELETE, base.clone(), None),
+        (Method::POST, format!("{base}/payment"), Some("k")),
+    ] {
+        let (status, body) = send(&app.client, method, url, Some(&b), key, None).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (404, Some("reservation-not-found"))
+        );
+    }
+    let (_, mine) = send(
+        &app.client,
+        Method::GET,
+        format!("{}/api/v1/reservations", app.address),
+        Some(&b),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(mine, json!([]));
+    // A can, and cancelling frees the seat for B.
+    let (status, cancelled) = send(
+        &app.client,
+        Method::DELETE,
+        base,
+        Some(&app.token(1)),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, cancelled["status"].as_str()),
+        (200, Some("CANCELLED"))
+    );
+    assert_eq!(hold(&app, 2, 12).await.0, 201);
+}
+
+/// A hold with a short configured lifetime expires: the seat can be taken again at once,
+/// and the old hold can no longer be paid.
+async fn a_short_hold_expires(backend: Backend) {
+    let Some(app) =
+        TestApp::spawn_with(backend, &[("MARQUEE__BOOKING__HOLD_DURATION", "1s")]).await
+    else {
+        return;
+    };
+    let (_, held) = hold(&app, 1, 13).await;
+    let id = held["id"].as_i64().unwrap();
+    assert_eq!(hold(&app, 2, 13).await.0, 409);
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(hold(&app, 2, 13).await.0, 201, "free once the hold ran out");
+    charge(&app, 1, 100_000, "k").await;
+    let (status, body) = pay(&app, 1, id, "late").await;
+    assert_eq!((status, body["code"].as_str()), (410, Some("hold-expired")));
+    let (_, old) = send(
+        &app.client,
+        Method::GET,
+        format!("{}/api/v1/reservations/{id}", app.address),
+        Some(&app.token(1)),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(old["status"], "EXPIRED");
+}
+
+/// Holds outside the booking window are refused with their own code.
+async fn holds_respect_the_booking_window(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    // Schedule 4 (seats 151..=200) opens in a week.
+    let (status, body) = hold(&app, 1, 151).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("booking-closed"))
+    );
+    let (status, body) = hold(&app, 1, 999_999).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("seat-not-found"))
+    );
+}
+
+on_each_backend!(
+    two_hundred_users_one_seat,
+    a_thousand_users_fifty_seats_two_instances,
+    charges_add_up_and_keys_charge_once,
+    a_payment_is_taken_once,
+    another_users_reservation_is_invisible,
+    a_short_hold_expires,
+    holds_respect_the_booking_window,
+);
+
+/// Every write endpoint answers bad input with a 4xx problem, and nothing without a valid
+/// token gets past 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_with_a_problem() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let token = app.token(1);
+    let charge_url = format!("{}/api/v1/wallet/charge", app.address);
+    let hold_url = format!("{}/api/v1/reservations", app.address);
+    let raw = |url: &str, body: &'static str, key: Option<&'static str>| {
+        let mut request = app
+            .client
+            .post(url)
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        request
+    };
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            raw(&charge_url, "{\"amount\": ", Some("k1")),
+            400,
+            "invalid-json",
+        ),
+        (
+            raw(&charge_url, "{\"amount\": \"10\"}", Some("k1")),
+            400,
+            "invalid-json",
+        ),
+        (
+            raw(&charge_url, "{\"amount\": 1.5}", Some("k1")),
+            400,
+            "invalid-json",
+        ),
+        (
+            raw(
+                &charge_url,
+                "{\"amount\": 99999999999999999999}",
+                Some("k1"),
+            ),
+            400,
+            "invalid-json",
+        ),
+        (raw(&charge_url, "{}", Some("k1")), 400, "invalid-json"),
+        (
+            raw(&charge_url, "{\"amount\": 10, \"extra\": 1}", Some("k1")),
+            400,
+            "invalid-json",
+        ),
+        (
+            raw(&charge_url, "{\"amount\": 0}", Some("k1")),
+            400,
+            "invalid-amount",
+        ),
+        (
+            raw(&charge_url, "{\"amount\": -10}", Some("k1")),
+            400,
+            "invalid-amount",
+        ),
+        (
+            raw(&charge_url, "{\"amount\": 10000000000}", Some("k1")),
+            400,
+            "invalid-amount",
+        ),
+        (
+            raw(&charge_url, "{\"amount\": 10}", None),
+            400,
+            "idempotency-key-required",
+        ),
+        (
+            raw(&charge_url, "{\"amount\": 10}", Some(" ")),
+            400,
+            "idempotency-key-invalid",
+        ),
+        (raw(&hold_url, "[1]", None), 400, "invalid-json"),
+        (
+            raw(&hold_url, "{\"seatId\": \"7\"}", None),
+            400,
+            "invalid-json",
+        ),
+        (raw(&hold_url, "{\"seatId\": 0}", None), 400, "invalid-id"),
+        (raw(&hold_url, "{\"seatId\": -3}", None), 400, "invalid-id"),
+        (raw(&hold_url, "{\"seat\": 3}", None), 400, "invalid-json"),
+        (
+            app.client
+                .post(&hold_url)
+                .bearer_auth(&token)
+                .body("seatId=3"),
+            415,
+            "unsupported-media-type",
+        ),
+        (
+            raw(
+                &format!("{}/api/v1/reservations/abc/payment", app.address),
+                "",
+                Some("k"),
+            ),
+            400,
+            "invalid-id",
+        ),
+        (
+            raw(
+                &format!("{}/api/v1/reservations/99999999999999999999", app.address),
+                "",
+                None,
+            ),
+            405,
+            "method-not-allowed",
+        ),
+        (
+            app.client.post(&hold_url).json(&json!({ "seatId": 3 })),
+            401,
+            "unauthorized",
+        ),
+        (
+            app.client
+                .get(format!("{}/api/v1/wallet", app.address))
+                .header("Authorization", "Basic abc"),
+            401,
+            "unauthorized",
+        ),
+        (
+            app.client
+                .get(format!("{}/api/v1/wallet", app.address))
+                .bearer_auth("not.a.token"),
+            401,
+            "unauthorized",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let response = request.send().await.unwrap();
+        if status == 401 {
+            assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        }
+        assert_problem(response, status, code).await;
+    }
+    let (_, wallet) = send(
+        &app.client,
+        Method::GET,
+        format!("{}/api/v1/wallet", app.address),
+        Some(&token),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(wallet["balance"], 0, "no bad request changed anything");
+}
+
+/// A held seat stops being listed as available on every instance within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_reaches_every_instances_listing_within_a_second() {
+    let Ok(redis) = std::env::var("MARQUEE_TEST_REDIS_URL") else {
+        assert!(
+            !marquee_persistence::test_support::backends_required(),
+            "MARQUEE_TEST_REDIS_URL is required"
+        );
+        return;
+    };
+    let db = TestDatabase::sqlite();
+    let namespace = format!("marquee:v1:test:booking:{}", std::process::id());
+    let overrides = [
+        ("MARQUEE__REDIS__URL", redis.as_str()),
+        ("MARQUEE__CACHE__NAMESPACE", namespace.as_str()),
+        // Long lifetimes, so only invalidation can make the listing change.
+        ("MARQUEE__CACHE__L1_TTL", "60s"),
+        ("MARQUEE__CACHE_TTL__SEATS__BASE_TTL", "60s"),
+    ];
+    let a = Instance::start(
+        test_settings(db.url().as_str(), &overrides),
+        Box::new(|r| r),
+    )
+    .await;
+    let b = Instance::start(
+        test_settings(db.url().as_str(), &overrides),
+        Box::new(|r| r),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let client = reqwest::Client::new();
+    let available = |instance: &Instance| {
+        let url = format!(
+            "{}/api/v1/schedules/2/seats?status=available",
+            instance.address
+        );
+        let client = client.clone();
+        async move {
+            let seats: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+            seats
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|seat| seat["number"] == 5)
+        }
+    };
+    assert!(
+        available(&a).await && available(&b).await,
+        "listed, and now cached"
+    );
+
+    let (status, _) = send(
+        &client,
+        Method::POST,
+        format!("{}/api/v1/reservations", a.address),
+        Some(&a.token(1)),
+        None,
+        Some(json!({ "seatId": 55 })),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let started = Instant::now();
+    while available(&b).await {
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "still listed on b after 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!available(&a).await);
+}
