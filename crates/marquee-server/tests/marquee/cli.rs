@@ -240,3 +240,23 @@ fn capacity_shows_its_working() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--peak-share"));
 }
+
+/// `marquee token` prints a token, and only the token, that the server accepts.
+#[test]
+fn token_prints_only_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.sqlite3");
+    let output = marquee(&db, &["token", "--user", "42", "--ttl", "1h"], &[]);
+    assert!(output.status.success(), "{output:?}");
+    let token = stdout(&output);
+    assert_eq!(token.lines().count(), 1);
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    let tokens = marquee_api::auth::Tokens::new(&marquee_api::auth::Secret::new(
+        "marquee-development-secret-do-not-use-in-production",
+    ));
+    assert_eq!(tokens.verify(&token).map(|user| user.get()), Ok(42));
+    let refused = marquee(&db, &["token", "--user", "0"], &[]);
+    assert!(!refused.status.success());
+    let refused = marquee(&db, &["token", "--user", "1", "--ttl", "soon"], &[]);
+    assert!(!refused.status.success());
+}

@@ -56,6 +56,30 @@ async fn openapi_covers_every_route_and_error(backend: Backend) {
         }
     }
     assert!(doc["components"]["schemas"]["Problem"].is_object());
+    for (path, method) in [
+        ("/api/v1/wallet", "get"),
+        ("/api/v1/wallet/charge", "post"),
+        ("/api/v1/reservations", "get"),
+        ("/api/v1/reservations", "post"),
+        ("/api/v1/reservations/{reservationId}", "get"),
+        ("/api/v1/reservations/{reservationId}", "delete"),
+        ("/api/v1/reservations/{reservationId}/payment", "post"),
+    ] {
+        let operation = &paths[path][method];
+        assert!(operation.is_object(), "{method} {path} is documented");
+        assert!(
+            operation["responses"]["401"].is_object(),
+            "{method} {path} documents 401"
+        );
+        assert!(
+            operation["security"].is_array(),
+            "{method} {path} needs the bearer scheme"
+        );
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
 
     let docs = app.get("/docs/").await;
     assert_eq!(docs.status(), 200);
