@@ -41,7 +41,9 @@ impl fmt::Debug for Secret {
 struct Claims {
     sub: String,
     exp: u64,
-    iat: u64,
+    /// Informational; tokens from other issuers may leave it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat: Option<u64>,
 }
 
 /// Checks tokens (and, for `marquee token`, mints them) with one secret.
@@ -94,7 +96,7 @@ impl Tokens {
         let now = unix_now();
         let claims = Claims {
             sub: user.to_string(),
-            iat: now,
+            iat: Some(now),
             exp: now.saturating_add(ttl.as_secs().max(1)),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
@@ -165,7 +167,7 @@ mod tests {
         let tokens = Tokens::new(&Secret::new("a-secret-that-is-long-enough-0123456789"));
         let claims = Claims {
             sub: "42".into(),
-            iat: 1,
+            iat: None,
             exp: 2,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &tokens.encoding)

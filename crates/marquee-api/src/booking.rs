@@ -142,6 +142,7 @@ const PROBLEM: &str = "application/problem+json";
     responses(
         (status = 200, body = WalletBody),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "`database-busy` or `database-unavailable`; see Retry-After", body = Problem, content_type = PROBLEM),
     ))]
 pub async fn wallet(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
     let wallet = state.booking.wallet(caller.0).await?;
@@ -156,6 +157,7 @@ pub async fn wallet(state: web::Data<AppState>, caller: Caller) -> Result<HttpRe
         (status = 200, body = WalletBody),
         (status = 400, description = "`invalid-json`, `invalid-amount`, `idempotency-key-required`, `idempotency-key-invalid`", body = Problem, content_type = PROBLEM),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "`database-busy` or `database-unavailable`; see Retry-After", body = Problem, content_type = PROBLEM),
         (status = 409, description = "`balance-limit`", body = Problem, content_type = PROBLEM),
         (status = 422, description = "`idempotency-key-reused`", body = Problem, content_type = PROBLEM),
     ))]
@@ -184,6 +186,7 @@ pub async fn charge(
         (status = 201, body = ReservationBody),
         (status = 400, description = "`invalid-json`, `invalid-id`", body = Problem, content_type = PROBLEM),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "`database-busy` or `database-unavailable`; see Retry-After", body = Problem, content_type = PROBLEM),
         (status = 404, description = "`seat-not-found`", body = Problem, content_type = PROBLEM),
         (status = 409, description = "`seat-taken`, `booking-closed`, `hold-limit-reached`", body = Problem, content_type = PROBLEM),
     ))]
@@ -213,6 +216,7 @@ pub async fn hold(
         (status = 200, body = ReservationBody),
         (status = 400, description = "`invalid-id`", body = Problem, content_type = PROBLEM),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "`database-busy` or `database-unavailable`; see Retry-After", body = Problem, content_type = PROBLEM),
         (status = 404, description = "`reservation-not-found` (also for another user's)", body = Problem, content_type = PROBLEM),
     ))]
 pub async fn get_reservation(
@@ -234,6 +238,7 @@ pub async fn get_reservation(
     responses(
         (status = 200, body = [ReservationBody]),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "`database-busy` or `database-unavailable`; see Retry-After", body = Problem, content_type = PROBLEM),
     ))]
 pub async fn list_reservations(
     state: web::Data<AppState>,
@@ -255,7 +260,9 @@ pub async fn list_reservations(
     params(("reservationId" = i64, Path, minimum = 1)),
     responses(
         (status = 200, body = ReservationBody),
+        (status = 400, description = "`invalid-id`", body = Problem, content_type = PROBLEM),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "`database-busy` or `database-unavailable`; see Retry-After", body = Problem, content_type = PROBLEM),
         (status = 404, description = "`reservation-not-found`", body = Problem, content_type = PROBLEM),
         (status = 409, description = "`reservation-not-held`, `already-paid`", body = Problem, content_type = PROBLEM),
         (status = 410, description = "`hold-expired`", body = Problem, content_type = PROBLEM),
@@ -280,6 +287,7 @@ pub async fn cancel(
         (status = 200, body = PaymentBody),
         (status = 400, description = "`idempotency-key-required`, `idempotency-key-invalid`, `invalid-id`", body = Problem, content_type = PROBLEM),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "`database-busy` or `database-unavailable`; see Retry-After", body = Problem, content_type = PROBLEM),
         (status = 402, description = "`insufficient-balance`", body = Problem, content_type = PROBLEM),
         (status = 404, description = "`reservation-not-found`", body = Problem, content_type = PROBLEM),
         (status = 409, description = "`already-paid`, `reservation-not-held`", body = Problem, content_type = PROBLEM),

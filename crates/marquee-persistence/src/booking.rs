@@ -396,17 +396,9 @@ impl BookingRepository for DieselBooking {
                         }
                         status => return Err(Abort::Refused(BookingError::NotHeld { id, status })),
                     }
-                    let cancelled = diesel::update(
-                        reservations::table
-                            .find(id.get())
-                            .filter(reservations::status.eq("HELD")),
-                    )
-                    .set(reservations::status.eq("CANCELLED"))
-                    .execute(c)?;
-                    if cancelled == 0 {
-                        return Err(Abort::Refused(BookingError::AlreadyPaid(id)));
-                    }
-                    diesel::update(
+                    // Seat first, then reservation: the order pay and the sweep lock them in,
+                    // so that concurrent operations on one hold cannot deadlock.
+                    let freed = diesel::update(
                         seats::table
                             .find(reservation.seat_id.get())
                             .filter(seats::status.eq("HELD"))
@@ -419,6 +411,28 @@ impl BookingRepository for DieselBooking {
                         seats::held_until.eq(None::<NaiveDateTime>),
                     ))
                     .execute(c)?;
+                    let cancelled = diesel::update(
+                        reservations::table
+                            .find(id.get())
+                            .filter(reservations::status.eq("HELD")),
+                    )
+                    .set(reservations::status.eq("CANCELLED"))
+                    .execute(c)?;
+                    if freed == 0 || cancelled == 0 {
+                        // Lost a race: paid, cancelled or swept meanwhile.
+                        let status: String = reservations::table
+                            .find(id.get())
+                            .select(reservations::status)
+                            .first(c)?;
+                        return Err(Abort::Refused(match status.as_str() {
+                            "CONFIRMED" => BookingError::AlreadyPaid(id),
+                            "HELD" | "EXPIRED" => BookingError::HoldExpired(id),
+                            _ => BookingError::NotHeld {
+                                id,
+                                status: ReservationStatus::Cancelled,
+                            },
+                        }));
+                    }
                     reservation.status = ReservationStatus::Cancelled;
                     Ok(reservation)
                 }))
@@ -494,7 +508,17 @@ impl BookingRepository for DieselBooking {
                     ))
                     .execute(c)?;
                     if sold == 0 {
-                        return Err(Abort::Refused(BookingError::HoldExpired(id)));
+                        // Lost a race: another payment (with another key) sold it, or the
+                        // hold ran out.
+                        let status: String = reservations::table
+                            .find(id.get())
+                            .select(reservations::status)
+                            .first(c)?;
+                        return Err(Abort::Refused(if status == "CONFIRMED" {
+                            BookingError::AlreadyPaid(id)
+                        } else {
+                            BookingError::HoldExpired(id)
+                        }));
                     }
                     let confirmed = diesel::update(
                         reservations::table

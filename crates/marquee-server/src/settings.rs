@@ -168,7 +168,6 @@ impl Settings {
                 Environment::with_prefix("MARQUEE")
                     .prefix_separator("__")
                     .separator("__")
-                    .try_parsing(true)
                     .source(Some(sources.variables.into_iter().collect())),
             )
             .build()
@@ -194,8 +193,10 @@ impl Settings {
             );
         }
         let booking = &self.booking;
-        if booking.hold_duration < Duration::from_secs(1) {
-            bail!("invalid configuration: booking.hold_duration must be at least 1s");
+        if booking.hold_duration < Duration::from_secs(1)
+            || booking.hold_duration > Duration::from_secs(24 * 3600)
+        {
+            bail!("invalid configuration: booking.hold_duration must be between 1s and 24h");
         }
         if booking.max_holds_per_schedule == 0 {
             bail!("invalid configuration: booking.max_holds_per_schedule must be at least 1");

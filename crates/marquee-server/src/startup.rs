@@ -21,7 +21,8 @@ pub struct Application {
     server: Server,
     pool: DbPool,
     cache: Cache,
-    sweeper: tokio::task::JoinHandle<()>,
+    /// The expired-hold sweeper's state and interval; it runs while the server does.
+    sweeper: (AppState, Duration),
 }
 
 impl std::fmt::Debug for Application {
@@ -141,10 +142,7 @@ impl Application {
             n => n,
         };
         let shutdown_timeout = settings.server.shutdown_timeout;
-        let sweeper = tokio::spawn(sweep_expired_holds(
-            state.clone(),
-            settings.booking.sweep_interval,
-        ));
+        let sweeper = (state.clone(), settings.booking.sweep_interval);
         let server = marquee_api::serve(
             state,
             listener,
@@ -185,6 +183,8 @@ impl Application {
     /// requests finish (up to `server.shutdown_timeout`), and closes the pools.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle = self.server.handle();
+        let (state, interval) = self.sweeper;
+        let sweeper = tokio::spawn(sweep_expired_holds(state, interval));
         let stopper = tokio::spawn(async move {
             wait_for_stop_signal().await;
             tracing::info!("stop signal received; draining in-flight requests");
@@ -201,7 +201,7 @@ impl Application {
         });
         self.server.await.context("the HTTP server failed")?;
         stopper.abort();
-        self.sweeper.abort();
+        sweeper.abort();
         // Closing connections blocks, and a hung database must not hold up the exit: close
         // them on a detached thread (which the runtime's shutdown does not wait for) and wait
         // at most 5 s.

@@ -171,6 +171,12 @@ fn production_needs_its_own_token_secret() {
         !format!("{settings:?}").contains("marquee-development-secret"),
         "the secret never prints"
     );
+    // Environment values are taken as text: an all-digit secret is not turned into a number.
+    let digits = "1234567890123456789012345678901234567890";
+    let settings = load(None, &[("MARQUEE__AUTH__JWT_SECRET", digits)]).unwrap();
+    assert_eq!(settings.auth.jwt_secret.expose(), digits);
+    let message = error_of(None, &[("MARQUEE__BOOKING__HOLD_DURATION", "300000years")]);
+    assert!(message.contains("booking.hold_duration"), "{message}");
 }
 
 #[test]
