@@ -60,7 +60,6 @@ pub struct Wallet {
     pub balance: Money,
 }
 
-/// A reservation as its owner sees it, with the seat it holds.
 impl Reservation {
     /// The status a reader should see at `now`: a hold that has run out reads as expired,
     /// before any sweep rewrites the row.
