@@ -137,6 +137,38 @@ enum Claim {
     Replay(String),
 }
 
+/// Claims `(user, key)` for `request` as the transaction's first statement; evaluates to
+/// `Claim`, or returns `IdempotencyKeyReused` from the enclosing closure if the key came
+/// with another request. A macro because the body runs on each concrete connection type.
+///
+/// On PostgreSQL, a concurrent claim of the same key waits on the first one's row until it
+/// commits or rolls back, then finds the stored answer (or takes the key over).
+macro_rules! claim_key {
+    ($c:ident, $user:expr, $key:expr, $request:expr, $now:expr) => {{
+        let claimed = diesel::insert_into(idempotency_keys::table)
+            .values(&NewClaim {
+                user_id: $user.get(),
+                idem_key: $key.as_str(),
+                request: $request,
+                created_at: $now,
+            })
+            .on_conflict_do_nothing()
+            .execute($c)?;
+        if claimed == 1 {
+            Claim::New
+        } else {
+            let (stored, response): (String, Option<String>) = idempotency_keys::table
+                .find(($user.get(), $key.as_str()))
+                .select((idempotency_keys::request, idempotency_keys::response))
+                .first($c)?;
+            if stored != *$request {
+                return Err(Abort::Refused(BookingError::IdempotencyKeyReused));
+            }
+            Claim::Replay(response.unwrap_or_default())
+        }
+    }};
+}
+
 /// Serialises writers per (user, schedule) where the database does not already: on
 /// PostgreSQL, a transaction-scoped advisory lock, so that one user's concurrent holds on
 /// one schedule are counted one at a time against the per-user limit; SQLite's immediate
@@ -159,6 +191,11 @@ impl HoldLock for diesel::SqliteConnection {
     fn lock_user_schedule(&mut self, _user: i64, _schedule: i64) -> QueryResult<()> {
         Ok(())
     }
+}
+
+/// A stored value that breaks an invariant: a failed query, not the caller's fault.
+fn corrupt(reason: String) -> BookingError {
+    BookingError::Repository(marquee_domain::RepositoryError::Query { reason })
 }
 
 fn naive(at: DateTime<Utc>) -> NaiveDateTime {
@@ -198,28 +235,7 @@ impl BookingRepository for DieselBooking {
             .run(move |conn| {
                 let now = naive(Utc::now());
                 finish(write_transaction!(conn, |c| {
-                    let claimed = diesel::insert_into(idempotency_keys::table)
-                        .values(&NewClaim {
-                            user_id: user.get(),
-                            idem_key: key.as_str(),
-                            request: &request,
-                            created_at: now,
-                        })
-                        .on_conflict_do_nothing()
-                        .execute(c)?;
-                    let claim = if claimed == 1 {
-                        Claim::New
-                    } else {
-                        let (stored, response): (String, Option<String>) = idempotency_keys::table
-                            .find((user.get(), key.as_str()))
-                            .select((idempotency_keys::request, idempotency_keys::response))
-                            .first(c)?;
-                        if stored != request {
-                            return Err(Abort::Refused(BookingError::IdempotencyKeyReused));
-                        }
-                        Claim::Replay(response.unwrap_or_default())
-                    };
-                    if let Claim::Replay(answer) = claim {
+                    if let Claim::Replay(answer) = claim_key!(c, user, &key, &request, now) {
                         return answer
                             .parse::<i64>()
                             .map_err(|_| Abort::Database(diesel::result::Error::NotFound));
@@ -455,24 +471,8 @@ impl BookingRepository for DieselBooking {
                 let now_utc = now;
                 let now = naive(now);
                 finish(write_transaction!(conn, |c| {
-                    let claimed = diesel::insert_into(idempotency_keys::table)
-                        .values(&NewClaim {
-                            user_id: user.get(),
-                            idem_key: key.as_str(),
-                            request: &request,
-                            created_at: now,
-                        })
-                        .on_conflict_do_nothing()
-                        .execute(c)?;
-                    if claimed == 0 {
-                        let (stored, response): (String, Option<String>) = idempotency_keys::table
-                            .find((user.get(), key.as_str()))
-                            .select((idempotency_keys::request, idempotency_keys::response))
-                            .first(c)?;
-                        if stored != request {
-                            return Err(Abort::Refused(BookingError::IdempotencyKeyReused));
-                        }
-                        return Ok(response.unwrap_or_default());
+                    if let Claim::Replay(answer) = claim_key!(c, user, &key, &request, now) {
+                        return Ok(answer);
                     }
                     let row: ReservationRow = reservations::table
                         .find(id.get())
@@ -571,17 +571,10 @@ impl BookingRepository for DieselBooking {
         let (payment, amount) = answer
             .split_once(':')
             .and_then(|(p, a)| Some((p.parse::<i64>().ok()?, a.parse::<i64>().ok()?)))
-            .ok_or_else(|| {
-                BookingError::Repository(marquee_domain::RepositoryError::Query {
-                    reason: format!("stored payment answer {answer:?} is malformed"),
-                })
-            })?;
+            .ok_or_else(|| corrupt(format!("stored payment answer {answer:?} is malformed")))?;
         Ok(PaymentReceipt {
-            payment_id: marquee_domain::PaymentId::new(payment).map_err(|e| {
-                BookingError::Repository(marquee_domain::RepositoryError::Query {
-                    reason: e.to_string(),
-                })
-            })?,
+            payment_id: marquee_domain::PaymentId::new(payment)
+                .map_err(|e| corrupt(e.to_string()))?,
             reservation_id: id,
             amount,
         })
