@@ -477,7 +477,93 @@ async fn old_idempotency_keys_are_purged(backend: Backend) {
     assert_eq!(booking.wallet(user(5)).await.unwrap().balance, 300);
 }
 
+/// The migration to recorded responses keeps the answers of keys written before it, so a
+/// retry with such a key still replays instead of charging or paying again; and its down
+/// migration restores them.
+async fn earlier_idempotency_answers_survive_the_migration(backend: Backend) {
+    use diesel::connection::SimpleConnection;
+    use diesel_migrations::MigrationHarness;
+    let Some((db, pool, booking)) = booking(backend).await else {
+        return;
+    };
+    let old_rows = "INSERT INTO idempotency_keys (user_id, idem_key, request, response, created_at) \
+         VALUES (5, 'c', 'charge:100', '100', '2026-12-01 10:00:00'), \
+                (5, 'p', 'pay:7', '3:15000', '2026-12-01 10:00:00')";
+    let url = db.url().as_str().to_owned();
+    let step = move |down: bool| match backend {
+        Backend::Postgres => {
+            let mut conn = diesel::PgConnection::establish(&url).unwrap();
+            if down {
+                conn.revert_last_migration(marquee_persistence::migrations::POSTGRES)
+                    .unwrap();
+                conn.batch_execute(old_rows).unwrap();
+            } else {
+                conn.run_pending_migrations(marquee_persistence::migrations::POSTGRES)
+                    .unwrap();
+            }
+        }
+        Backend::Sqlite => {
+            let mut conn = diesel::SqliteConnection::establish(&url).unwrap();
+            if down {
+                conn.revert_last_migration(marquee_persistence::migrations::SQLITE)
+                    .unwrap();
+                conn.batch_execute(old_rows).unwrap();
+            } else {
+                conn.run_pending_migrations(marquee_persistence::migrations::SQLITE)
+                    .unwrap();
+            }
+        }
+    };
+    // A key recorded now with a refusal has no compact form: the down migration drops it.
+    let refused = booking
+        .pay(
+            user(6),
+            marquee_domain::ReservationId::new(99).unwrap(),
+            key("refused"),
+            render,
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused.response.status, 409);
+    drop(pool);
+    step(true);
+    assert_eq!(db.count("SELECT count(*) AS n FROM idempotency_keys"), 2);
+    step(false);
+    let charged = booking
+        .charge(user(5), 100, key("c"), render)
+        .await
+        .unwrap();
+    assert!(charged.replayed);
+    assert_eq!(
+        charged.response,
+        RecordedResponse {
+            status: 200,
+            body: r#"{"userId":5,"balance":100}"#.into()
+        }
+    );
+    let paid = booking
+        .pay(
+            user(5),
+            marquee_domain::ReservationId::new(7).unwrap(),
+            key("p"),
+            render,
+        )
+        .await
+        .unwrap();
+    assert!(paid.replayed);
+    assert_eq!(
+        paid.response.body,
+        r#"{"paymentId":3,"reservationId":7,"amount":15000,"status":"CONFIRMED"}"#
+    );
+    assert_eq!(
+        booking.wallet(user(5)).await.unwrap().balance,
+        0,
+        "nothing ran again"
+    );
+}
+
 on_each_backend!(
+    earlier_idempotency_answers_survive_the_migration,
     one_seat_two_hundred_users,
     a_thousand_users_fifty_seats_two_instances,
     concurrent_charges_all_apply_and_keys_charge_once,
