@@ -562,7 +562,59 @@ async fn earlier_idempotency_answers_survive_the_migration(backend: Backend) {
     );
 }
 
+/// A payment and a cancellation of one hold, sent at once: exactly one wins, and the loser
+/// always hears the same thing for the same cause: a payment that lost to the cancellation
+/// is `reservation-not-held` (never `hold-expired`), a cancellation that lost to the
+/// payment is `already-paid`.
+async fn pay_and_cancel_races_answer_one_code_each(backend: Backend) {
+    let Some((_db, _pool, booking)) = booking(backend).await else {
+        return;
+    };
+    booking
+        .charge(user(8), 10_000_000, key("funds"), render)
+        .await
+        .unwrap();
+    let mut outcomes = std::collections::BTreeMap::new();
+    for round in 0..3 {
+        let holds: Vec<_> = (1..=4)
+            .map(|n| SeatId::new(round * 50 + n).unwrap())
+            .collect();
+        let mut races = Vec::new();
+        for seat in holds {
+            let held = booking.hold_seat(user(8), seat, rules()).await.unwrap();
+            let (a, b) = (booking.clone(), booking.clone());
+            let pay = tokio::spawn(async move {
+                a.pay(user(8), held.id, key(&format!("pay-{}", held.id)), render)
+                    .await
+            });
+            let cancel = tokio::spawn(async move { b.cancel(user(8), held.id).await });
+            races.push((held.id, pay, cancel));
+        }
+        for (id, pay, cancel) in races {
+            let paid = pay.await.unwrap().unwrap();
+            let cancelled = cancel.await.unwrap();
+            let outcome = match (paid.performed.is_some(), &cancelled) {
+                (true, Err(BookingError::AlreadyPaid(_))) => "paid",
+                (false, Ok(_)) => {
+                    assert_eq!(
+                        paid.response.body,
+                        said::<PaymentReceipt>(&Err(BookingError::NotHeld {
+                            id,
+                            status: ReservationStatus::Cancelled
+                        }))
+                    );
+                    "cancelled"
+                }
+                other => panic!("both or neither won: {other:?} {paid:?}"),
+            };
+            *outcomes.entry(outcome).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(outcomes.values().sum::<i32>(), 12, "{outcomes:?}");
+}
+
 on_each_backend!(
+    pay_and_cancel_races_answer_one_code_each,
     earlier_idempotency_answers_survive_the_migration,
     one_seat_two_hundred_users,
     a_thousand_users_fifty_seats_two_instances,
