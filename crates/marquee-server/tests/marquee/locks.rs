@@ -5,7 +5,9 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use marquee_persistence::Backend;
+use marquee_persistence::{Backend, SessionTimeouts};
+use marquee_server::Settings;
+use marquee_server::settings::Sources;
 use serde_json::json;
 
 use crate::helpers::{TestApp, assert_problem};
@@ -80,3 +82,67 @@ async fn a_held_lock_answers_busy_then_the_hold_succeeds(backend: Backend) {
 }
 
 on_each_backend!(a_held_lock_answers_busy_then_the_hold_succeeds);
+
+fn load(variables: &[(&str, &str)]) -> anyhow::Result<Settings> {
+    Settings::load_from(Sources {
+        config_dir: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config").into()),
+        variables: variables
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        ..Sources::default()
+    })
+}
+
+/// The shipped defaults bound lock waits at 2 s and statements at 5 s; `0s` turns only the
+/// statement bound off, and every refusal names its key.
+#[test]
+fn lock_and_statement_timeouts_are_settings() {
+    let defaults = load(&[]).unwrap().session_timeouts();
+    assert_eq!(defaults, SessionTimeouts::default());
+    assert_eq!(
+        (defaults.lock_timeout, defaults.statement_timeout),
+        (Duration::from_secs(2), Duration::from_secs(5))
+    );
+    let off = load(&[("MARQUEE__DATABASE__STATEMENT_TIMEOUT", "0s")]).unwrap();
+    assert!(off.session_timeouts().statement_timeout.is_zero());
+    for (key, value, named) in [
+        (
+            "MARQUEE__DATABASE__LOCK_TIMEOUT",
+            "0s",
+            "database.lock_timeout",
+        ),
+        ("MARQUEE__DATABASE__LOCK_TIMEOUT", "soon", "lock_timeout"),
+        (
+            "MARQUEE__DATABASE__STATEMENT_TIMEOUT",
+            "30days",
+            "database.statement_timeout",
+        ),
+    ] {
+        let message = format!("{:#}", load(&[(key, value)]).unwrap_err());
+        assert!(message.contains(named), "{key}={value}: {message}");
+    }
+}
+
+/// The settings' `Debug` output, which a log line or a panic can carry, shows neither the
+/// database's nor Redis's password.
+#[test]
+fn settings_print_no_url_password() {
+    let settings = load(&[
+        (
+            "MARQUEE__DATABASE__URL",
+            "postgres://app:s3cr3t@pa55@db/marquee?password=qp4ss",
+        ),
+        ("MARQUEE__REDIS__URL", "redis://:r3d1s@cache:6379"),
+    ])
+    .unwrap();
+    let printed = format!("{settings:?}");
+    for secret in ["s3cr3t", "pa55", "qp4ss", "r3d1s"] {
+        assert!(!printed.contains(secret), "{secret:?} in {printed}");
+    }
+    assert!(
+        printed.contains("postgres://app:***@db/marquee?password=***"),
+        "{printed}"
+    );
+    assert!(printed.contains("redis://:***@cache:6379"), "{printed}");
+}
