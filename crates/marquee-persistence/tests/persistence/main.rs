@@ -4,6 +4,7 @@
 
 mod booking;
 mod catalogue;
+mod locks;
 mod pool;
 mod seed;
 

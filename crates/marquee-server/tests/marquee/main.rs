@@ -13,5 +13,6 @@ mod cli;
 mod errors;
 mod health;
 mod helpers;
+mod locks;
 mod settings;
 mod shutdown;
