@@ -1047,6 +1047,10 @@ def main():
 
 def validate(report, processes, tmp, folders):
     prometheus_dir = DEPLOY / "prometheus"
+    print("== validate.py itself")
+    report.check("(0) the unit tests of its parsing (deploy/test_validate.py)", lambda: run(
+        [sys.executable, "-m", "unittest", "-q", "test_validate"], cwd=DEPLOY,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}))
     print("== Prometheus configuration and rules")
     report.check("(a) promtool check config deploy/prometheus/prometheus.yml",
                  run, ["promtool", "check", "config", prometheus_dir / "prometheus.yml"])
