@@ -37,14 +37,38 @@ pub struct WalletBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ChargeRequest {
-    /// A positive integer in minor units, up to the configured maximum.
+    /// A positive integer in minor units, at most `booking.max_charge`: 10000000 by default.
+    /// The limit is configurable, and the server enforces its own setting.
+    #[schema(minimum = 1, maximum = 10000000)]
+    #[serde(deserialize_with = "json_integer")]
     pub amount: i64,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HoldRequest {
+    #[schema(minimum = 1, maximum = 9223372036854775807_i64)]
+    #[serde(deserialize_with = "json_integer")]
     pub seat_id: i64,
+}
+
+/// A JSON integer as `i64`, also when it is written with a zero fraction. JSON Schema (and so
+/// the OpenAPI document's `type: integer`) counts `5.0` as the integer 5, so a client that
+/// sends it sends a valid request. Beyond 2^53 a float no longer holds every integer: such a
+/// number is refused rather than taken as a neighbouring one.
+fn json_integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    const EXACT: f64 = (1_u64 << f64::MANTISSA_DIGITS) as f64;
+    let number = serde_json::Number::deserialize(deserializer)?;
+    if let Some(integer) = number.as_i64() {
+        return Ok(integer);
+    }
+    match number.as_f64() {
+        Some(float) if float.fract() == 0.0 && float.abs() <= EXACT => Ok(float as i64),
+        _ => Err(serde::de::Error::invalid_value(
+            serde::de::Unexpected::Other(&number.to_string()),
+            &"a 64-bit integer",
+        )),
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -229,13 +253,15 @@ pub async fn wallet(state: web::Data<AppState>, caller: Caller) -> Result<HttpRe
 /// Adds money to the caller's wallet, once per `Idempotency-Key`.
 #[utoipa::path(post, path = "/api/v1/wallet/charge", tag = "booking", security(("bearer" = [])),
     request_body = ChargeRequest,
-    params(("Idempotency-Key" = String, Header, description = "1 to 128 printable characters; a retry with the same key returns the first answer")),
+    params(("Idempotency-Key" = String, Header, description = "1 to 128 printable ASCII characters (no space); a retry with the same key returns the first answer", min_length = 1, max_length = 128, pattern = "^[!-~]{1,128}$")),
     responses(
         (status = 200, body = WalletBody),
         (status = 400, description = "`invalid-json`, `invalid-amount`, `idempotency-key-required`, `idempotency-key-invalid`", body = Problem, content_type = PROBLEM),
         (status = 401, description = "`unauthorized`", body = Problem, content_type = PROBLEM),
         (status = 503, description = "`database-busy` or `database-unavailable`; see Retry-After", body = Problem, content_type = PROBLEM),
         (status = 409, description = "`balance-limit`", body = Problem, content_type = PROBLEM),
+        (status = 413, description = "`payload-too-large`: the body is over 16 KiB", body = Problem, content_type = PROBLEM),
+        (status = 415, description = "`unsupported-media-type`: the body is not `application/json`", body = Problem, content_type = PROBLEM),
         (status = 422, description = "`idempotency-key-reused`", body = Problem, content_type = PROBLEM),
     ))]
 pub async fn charge(
@@ -269,6 +295,8 @@ pub async fn charge(
         (status = 503, description = "`database-busy` or `database-unavailable`; see Retry-After", body = Problem, content_type = PROBLEM),
         (status = 404, description = "`seat-not-found`", body = Problem, content_type = PROBLEM),
         (status = 409, description = "`seat-taken`, `booking-closed`, `hold-limit-reached`", body = Problem, content_type = PROBLEM),
+        (status = 413, description = "`payload-too-large`: the body is over 16 KiB", body = Problem, content_type = PROBLEM),
+        (status = 415, description = "`unsupported-media-type`: the body is not `application/json`", body = Problem, content_type = PROBLEM),
     ))]
 pub async fn hold(
     state: web::Data<AppState>,
@@ -290,7 +318,7 @@ pub async fn hold(
 
 /// One of the caller's reservations.
 #[utoipa::path(get, path = "/api/v1/reservations/{reservationId}", tag = "booking", security(("bearer" = [])),
-    params(("reservationId" = i64, Path, minimum = 1)),
+    params(("reservationId" = i64, Path, description = "A positive integer", minimum = 1, maximum = 9223372036854775807_i64)),
     responses(
         (status = 200, body = ReservationBody),
         (status = 400, description = "`invalid-id`", body = Problem, content_type = PROBLEM),
@@ -336,7 +364,7 @@ pub async fn list_reservations(
 
 /// Cancels a held reservation and frees its seat.
 #[utoipa::path(delete, path = "/api/v1/reservations/{reservationId}", tag = "booking", security(("bearer" = [])),
-    params(("reservationId" = i64, Path, minimum = 1)),
+    params(("reservationId" = i64, Path, description = "A positive integer", minimum = 1, maximum = 9223372036854775807_i64)),
     responses(
         (status = 200, body = ReservationBody),
         (status = 400, description = "`invalid-id`", body = Problem, content_type = PROBLEM),
@@ -359,8 +387,8 @@ pub async fn cancel(
 
 /// Pays a held reservation from the wallet, once, whatever the retries.
 #[utoipa::path(post, path = "/api/v1/reservations/{reservationId}/payment", tag = "booking", security(("bearer" = [])),
-    params(("reservationId" = i64, Path, minimum = 1),
-           ("Idempotency-Key" = String, Header, description = "a retry with the same key returns the first answer")),
+    params(("reservationId" = i64, Path, description = "A positive integer", minimum = 1, maximum = 9223372036854775807_i64),
+           ("Idempotency-Key" = String, Header, description = "1 to 128 printable ASCII characters (no space); a retry with the same key returns the first answer", min_length = 1, max_length = 128, pattern = "^[!-~]{1,128}$")),
     responses(
         (status = 200, body = PaymentBody),
         (status = 400, description = "`idempotency-key-required`, `idempotency-key-invalid`, `invalid-id`", body = Problem, content_type = PROBLEM),

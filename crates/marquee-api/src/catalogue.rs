@@ -127,8 +127,9 @@ impl From<Seat> for SeatBody {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
-    /// Page number, from 0.
-    #[param(minimum = 0, default = 0)]
+    /// Page number, from 0 to 92233720368547758 (`i64::MAX / 100`, so that the offset of
+    /// any page of any size fits a 64-bit integer).
+    #[param(minimum = 0, maximum = 92233720368547758_i64, default = 0)]
     pub page: Option<i64>,
     /// Page size.
     #[param(minimum = 1, maximum = 100, default = 20)]
@@ -140,6 +141,9 @@ pub struct PageParams {
 pub struct SeatParams {
     /// Only seats in this state: `available`, `held`, `sold` or `all` (the default).
     /// Case-insensitive.
+    #[param(
+        pattern = "^([Aa][Vv][Aa][Ii][Ll][Aa][Bb][Ll][Ee]|[Hh][Ee][Ll][Dd]|[Ss][Oo][Ll][Dd]|[Aa][Ll][Ll])$"
+    )]
     pub status: Option<String>,
 }
 
@@ -199,7 +203,7 @@ pub async fn list_concerts(
 /// Get one concert.
 #[utoipa::path(
     get, path = "/api/v1/concerts/{concertId}", tag = "catalogue",
-    params(("concertId" = i64, Path, description = "A positive integer", minimum = 1)),
+    params(("concertId" = i64, Path, description = "A positive integer", minimum = 1, maximum = 9223372036854775807_i64)),
     responses(
         (status = 200, description = "The concert", body = ConcertBody),
         (status = 400, description = "`invalid-id`", body = Problem, content_type = "application/problem+json"),
@@ -219,7 +223,7 @@ pub async fn get_concert(
 /// List a concert's schedules with their seat counts, in start order.
 #[utoipa::path(
     get, path = "/api/v1/concerts/{concertId}/schedules", tag = "catalogue",
-    params(("concertId" = i64, Path, description = "A positive integer", minimum = 1)),
+    params(("concertId" = i64, Path, description = "A positive integer", minimum = 1, maximum = 9223372036854775807_i64)),
     responses(
         (status = 200, description = "The schedules", body = [ScheduleBody]),
         (status = 400, description = "`invalid-id`", body = Problem, content_type = "application/problem+json"),
@@ -239,7 +243,7 @@ pub async fn list_schedules(
 /// List a schedule's seats in number order.
 #[utoipa::path(
     get, path = "/api/v1/schedules/{scheduleId}/seats", tag = "catalogue",
-    params(("scheduleId" = i64, Path, description = "A positive integer", minimum = 1), SeatParams),
+    params(("scheduleId" = i64, Path, description = "A positive integer", minimum = 1, maximum = 9223372036854775807_i64), SeatParams),
     responses(
         (status = 200, description = "The seats", body = [SeatBody]),
         (status = 400, description = "`invalid-id` or `invalid-query`", body = Problem, content_type = "application/problem+json"),

@@ -144,14 +144,19 @@ pub enum PageRequestError {
     NegativePage(i64),
     #[error("size must be between 1 and {max}, got {0}", max = PageRequest::MAX_SIZE)]
     SizeOutOfRange(i64),
-    #[error("page {page} of size {size} is past any possible result")]
-    OffsetOverflow { page: i64, size: i64 },
+    #[error("page must be at most {max}, got {0}", max = PageRequest::MAX_PAGE)]
+    PageTooLarge(i64),
 }
 
 impl PageRequest {
     pub const DEFAULT_SIZE: i64 = 20;
     /// Bounds the work and the response size of one listing call.
     pub const MAX_SIZE: i64 = 100;
+    /// The largest page number. The offset goes to SQL as a 64-bit integer, and this bound
+    /// keeps it there for every size up to `MAX_SIZE`. One fixed bound rather than one that
+    /// depends on the size, so that the API can declare it (the OpenAPI document's
+    /// `maximum`) and a page the document allows is never refused.
+    pub const MAX_PAGE: i64 = i64::MAX / Self::MAX_SIZE;
 
     pub fn new(page: i64, size: i64) -> Result<Self, PageRequestError> {
         if page < 0 {
@@ -160,10 +165,8 @@ impl PageRequest {
         if !(1..=Self::MAX_SIZE).contains(&size) {
             return Err(PageRequestError::SizeOutOfRange(size));
         }
-        // The offset goes to SQL as a 64-bit integer; a product that overflows would wrap or
-        // panic, so it is refused here instead.
-        if page.checked_mul(size).is_none() {
-            return Err(PageRequestError::OffsetOverflow { page, size });
+        if page > Self::MAX_PAGE {
+            return Err(PageRequestError::PageTooLarge(page));
         }
         Ok(Self { page, size })
     }
@@ -177,7 +180,7 @@ impl PageRequest {
     }
 
     pub fn offset(self) -> i64 {
-        // Checked in `new`.
+        // `new` bounds page by MAX_PAGE and size by MAX_SIZE, so the product fits.
         self.page * self.size
     }
 }
@@ -220,10 +223,17 @@ mod tests {
             PageRequest::new(0, 101),
             Err(PageRequestError::SizeOutOfRange(101))
         );
-        assert!(matches!(
+        assert_eq!(
             PageRequest::new(i64::MAX, 2),
-            Err(PageRequestError::OffsetOverflow { .. })
-        ));
+            Err(PageRequestError::PageTooLarge(i64::MAX))
+        );
+        // The bound does not depend on the size: the last page is the same for every size.
+        let last = PageRequest::MAX_PAGE;
+        assert!(PageRequest::new(last, 100).is_ok());
+        assert_eq!(
+            PageRequest::new(last + 1, 1),
+            Err(PageRequestError::PageTooLarge(last + 1))
+        );
         assert_eq!(PageRequest::new(3, 20).map(PageRequest::offset), Ok(60));
     }
 

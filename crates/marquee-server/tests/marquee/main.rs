@@ -10,6 +10,7 @@ mod booking;
 mod caching;
 mod catalogue;
 mod cli;
+mod contract;
 mod errors;
 mod health;
 mod helpers;
