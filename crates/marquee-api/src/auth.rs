@@ -56,7 +56,16 @@ struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    aud: Option<String>,
+    aud: Option<Audience>,
+}
+
+/// `aud`: one audience, or several (RFC 7519 allows both). The decoder checks it against
+/// the configured audience; this type only has to read either form.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// What a token must satisfy besides its signature.
@@ -167,7 +176,7 @@ impl Tokens {
             exp: now.saturating_add(ttl.as_secs()),
             nbf: None,
             iss: self.rules.issuer.clone(),
-            aud: self.rules.audience.clone(),
+            aud: self.rules.audience.clone().map(Audience::One),
         };
         Ok(jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
@@ -363,7 +372,7 @@ mod tests {
         );
         let wrong_issuer = Claims {
             iss: Some("https://evil.example".into()),
-            aud: Some("marquee".into()),
+            aud: Some(Audience::One("marquee".into())),
             ..claims(exp)
         };
         assert_eq!(
@@ -372,13 +381,23 @@ mod tests {
         );
         let wrong_audience = Claims {
             iss: Some("https://id.example".into()),
-            aud: Some("another-service".into()),
+            aud: Some(Audience::One("another-service".into())),
             ..claims(exp)
         };
         assert_eq!(
             strict.verify(&signed(&strict, &wrong_audience)),
             Err(AuthError::Invalid)
         );
+        // Several audiences, ours among them.
+        let shared = Claims {
+            iss: Some("https://id.example".into()),
+            aud: Some(Audience::Many(vec![
+                "another-service".into(),
+                "marquee".into(),
+            ])),
+            ..claims(exp)
+        };
+        assert_eq!(strict.verify(&signed(&strict, &shared)), Ok(user));
         // Unconfigured, neither is required.
         let lax = tokens(TokenRules::default());
         assert!(lax.verify(&signed(&lax, &claims(exp))).is_ok());

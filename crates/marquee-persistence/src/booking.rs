@@ -2,11 +2,13 @@
 //!
 //! Every operation is one write transaction (see `write_transaction!`) whose decisive step
 //! is a statement the database checks: a conditional `UPDATE` whose affected-row count says
-//! whether the seat was free, the hold still live, the balance sufficient. No decision is
-//! taken on a value read earlier in application code, so instances racing on one seat
-//! cannot both win. The `payments.reservation_id` unique key makes a second payment of a
-//! reservation impossible even by mistake, and the `(user, Idempotency-Key)` primary key
-//! makes a retried request find the first one's answer.
+//! whether the seat was free, the balance sufficient. What an operation reads to choose its
+//! refusal (is the hold still live, paid, cancelled?) it reads after locking the seat row,
+//! and it takes the time of the decision after that, so no decision rests on a value or a
+//! time from before a wait, and instances racing on one seat cannot both win. The
+//! `payments.reservation_id` unique key makes a second payment of a reservation impossible
+//! even by mistake, and the `(user, Idempotency-Key)` primary key makes a retried request
+//! find the response recorded for the first one.
 
 use std::collections::BTreeSet;
 

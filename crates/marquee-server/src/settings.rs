@@ -285,8 +285,12 @@ impl Settings {
                 booking.max_holds_per_schedule
             );
         }
-        if booking.idempotency_retention < Duration::from_secs(1) {
-            bail!("invalid configuration: booking.idempotency_retention must be at least 1s");
+        if booking.idempotency_retention < Duration::from_secs(1)
+            || booking.idempotency_retention > Duration::from_secs(365 * 24 * 3600)
+        {
+            bail!(
+                "invalid configuration: booking.idempotency_retention must be between 1s and 365d"
+            );
         }
         if self.auth.max_token_lifetime < Duration::from_secs(60) {
             bail!("invalid configuration: auth.max_token_lifetime must be at least 1m");

@@ -278,7 +278,9 @@ async fn purge_idempotency_keys(state: AppState, retention: Duration) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let before = chrono::Utc::now() - retention;
+        let Some(before) = chrono::Utc::now().checked_sub_signed(retention) else {
+            continue;
+        };
         match state.booking.purge_idempotency_keys(before).await {
             Ok(0) => {}
             Ok(purged) => tracing::debug!(purged, "expired idempotency keys purged"),
