@@ -40,21 +40,19 @@ fn config() -> PoolConfig {
 /// A booking repository on the demo catalogue (schedule 1 is open; seat 1 costs 15000).
 async fn booking(
     backend: Backend,
-) -> Option<(
+) -> (
     marquee_persistence::test_support::TestDatabase,
     DbPool,
     Arc<DieselBooking>,
-)> {
-    let (db, pool) = pool_on(backend, config())?;
+) {
+    let (db, pool) = pool_on(backend, config());
     pool.seed(SeedPlan::DEMO).await.unwrap();
     let booking = Arc::new(DieselBooking::new(pool.clone(), MAX_BALANCE));
-    Some((db, pool, booking))
+    (db, pool, booking)
 }
 
 async fn one_seat_two_hundred_users(backend: Backend) {
-    let Some((_db, _pool, booking)) = booking(backend).await else {
-        return;
-    };
+    let (_db, _pool, booking) = booking(backend).await;
     let seat = SeatId::new(1).unwrap();
     let attempts: Vec<_> = (1..=200)
         .map(|u| {
@@ -79,9 +77,7 @@ async fn one_seat_two_hundred_users(backend: Backend) {
 
 /// 1,000 users race for the 50 seats of one schedule through two pools (two instances).
 async fn a_thousand_users_fifty_seats_two_instances(backend: Backend) {
-    let Some((db, pool, first)) = booking(backend).await else {
-        return;
-    };
+    let (db, pool, first) = booking(backend).await;
     let second = Arc::new(DieselBooking::new(
         DbPool::build(db.url(), &config()).unwrap(),
         MAX_BALANCE,
@@ -130,9 +126,7 @@ async fn a_thousand_users_fifty_seats_two_instances(backend: Backend) {
 }
 
 async fn concurrent_charges_all_apply_and_keys_charge_once(backend: Backend) {
-    let Some((_db, _pool, booking)) = booking(backend).await else {
-        return;
-    };
+    let (_db, _pool, booking) = booking(backend).await;
     let charges: Vec<_> = (0..100)
         .map(|i| {
             let booking = booking.clone();
@@ -167,9 +161,7 @@ async fn concurrent_charges_all_apply_and_keys_charge_once(backend: Backend) {
 }
 
 async fn one_payment_whatever_the_retries(backend: Backend) {
-    let Some((_db, pool, booking)) = booking(backend).await else {
-        return;
-    };
+    let (_db, pool, booking) = booking(backend).await;
     let held = booking
         .hold_seat(user(3), SeatId::new(2).unwrap(), rules(), Utc::now())
         .await
@@ -223,9 +215,7 @@ async fn one_payment_whatever_the_retries(backend: Backend) {
 }
 
 async fn others_cannot_touch_a_reservation(backend: Backend) {
-    let Some((_db, _pool, booking)) = booking(backend).await else {
-        return;
-    };
+    let (_db, _pool, booking) = booking(backend).await;
     let held = booking
         .hold_seat(user(1), SeatId::new(3).unwrap(), rules(), Utc::now())
         .await
@@ -253,9 +243,7 @@ async fn others_cannot_touch_a_reservation(backend: Backend) {
 }
 
 async fn an_expired_hold_frees_the_seat_at_once(backend: Backend) {
-    let Some((_db, _pool, booking)) = booking(backend).await else {
-        return;
-    };
+    let (_db, _pool, booking) = booking(backend).await;
     let seat = SeatId::new(4).unwrap();
     let short = HoldRules {
         hold_for: TimeDelta::milliseconds(300),
@@ -302,9 +290,7 @@ async fn an_expired_hold_frees_the_seat_at_once(backend: Backend) {
 }
 
 async fn windows_and_limits_are_enforced(backend: Backend) {
-    let Some((_db, _pool, booking)) = booking(backend).await else {
-        return;
-    };
+    let (_db, _pool, booking) = booking(backend).await;
     // Schedule 4 of concert 1 (seats 151..=200) opens in a week.
     assert!(matches!(
         booking
