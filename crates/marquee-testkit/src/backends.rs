@@ -10,7 +10,7 @@
 //! both halves of that rule, and [`assert_backend_tests_run`] keeps CI from leaving the
 //! ignored tests out.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// Environment variable naming a Redis server for tests, e.g. `redis://127.0.0.1:6379`.
 pub const REDIS_URL_VAR: &str = "MARQUEE_TEST_REDIS_URL";
@@ -66,8 +66,9 @@ pub fn assert_backend_tests_run(variables: &[&str]) {
 /// Every ignored test is taken as a backend test, and so is every test with a module named
 /// in `modules` on its path (`postgres` for [`on_each_backend!`](crate::on_each_backend),
 /// `redis` for [`on_each_tier!`](crate::on_each_tier)), so an arm that lost its attribute is
-/// caught. The binary is run again for each ignored test alone, with `variables` removed from its environment; a pass there is a test
-/// that returns early instead of failing, and would pass unnoticed under `--include-ignored`.
+/// caught. The binary then runs its ignored tests again with `variables` removed from its
+/// environment: a pass there is a test that returns early instead of failing, which would
+/// pass unnoticed under `--include-ignored`.
 /// Call it from one ordinary test per integration-test binary.
 pub fn assert_backend_tests_fail_without(variables: &[&str], modules: &[&str]) {
     let ignored = listed_tests(&["--ignored"]);
@@ -85,38 +86,30 @@ pub fn assert_backend_tests_fail_without(variables: &[&str], modules: &[&str]) {
         not_ignored.is_empty(),
         "these tests need a backend but are not #[ignore]d: {not_ignored:?}"
     );
-    // All at once: each run only starts, fails and exits, and one after another they would
-    // add seconds to every test run.
-    let runs: Vec<_> = ignored
-        .iter()
-        .map(|test| {
-            let mut run = this_test_binary();
-            run.args(["--ignored", "--exact", test])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            for var in variables {
-                run.env_remove(var);
-            }
-            (test, run.spawn().expect("run one ignored test"))
-        })
-        .collect();
-    for (test, run) in runs {
-        let output = run.wait_with_output().expect("run one ignored test");
-        let printed = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+    let mut run = this_test_binary();
+    run.arg("--ignored");
+    for var in variables {
+        run.env_remove(var);
+    }
+    let output = run.output().expect("run the ignored tests");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    for test in &ignored {
         assert!(
-            !output.status.success(),
-            "{test} passes without {}:\n{printed}",
+            printed.contains(&format!("test {test} ... FAILED")),
+            "{test} does not fail without {}:\n{printed}",
             variables.join(" and ")
         );
+        // libtest prints what a failed test wrote (its panic message) under this heading.
+        let report = printed
+            .split(&format!("---- {test} stdout ----"))
+            .nth(1)
+            .and_then(|rest| rest.split("\n---- ").next())
+            .unwrap_or_default();
         assert!(
             variables
                 .iter()
-                .any(|var| printed.contains(&format!("set {var}"))),
-            "{test} fails without saying which variable to set:\n{printed}"
+                .any(|var| report.contains(&format!("set {var}"))),
+            "{test} fails without saying which variable to set:\n{report}"
         );
     }
 }
