@@ -3,6 +3,11 @@
 //! The secret comes from configuration and is never logged ([`Secret`]'s `Debug` hides it).
 //! A missing, malformed, badly signed or expired token is a 401 with
 //! `WWW-Authenticate: Bearer`; the problem's detail says which, without echoing the token.
+//!
+//! Every time claim is checked, without leeway: `exp` must be in the future, `nbf` (when
+//! present) in the past, and the token may not outlive [`TokenRules::max_lifetime`] (`exp`
+//! at most that far from `iat` and from now), so that a leaked or self-minted token with a
+//! ten-year `exp` is useless. `iss` and `aud` are required and checked when configured.
 
 use std::fmt;
 use std::future::{Ready, ready};
@@ -41,9 +46,38 @@ impl fmt::Debug for Secret {
 struct Claims {
     sub: String,
     exp: u64,
-    /// Informational; tokens from other issuers may leave it out.
+    /// When the token was issued; tokens from other issuers may leave it out, and then only
+    /// the time left before `exp` is held against the lifetime cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     iat: Option<u64>,
+    /// Not valid before; checked by the decoder when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aud: Option<String>,
+}
+
+/// What a token must satisfy besides its signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRules {
+    /// The longest a token may be valid for: `exp - iat`, and `exp - now`.
+    pub max_lifetime: Duration,
+    /// When set, tokens must carry this `iss`, and minted ones do.
+    pub issuer: Option<String>,
+    /// When set, tokens must carry this `aud`, and minted ones do.
+    pub audience: Option<String>,
+}
+
+impl Default for TokenRules {
+    fn default() -> Self {
+        Self {
+            max_lifetime: Duration::from_secs(24 * 3600),
+            issuer: None,
+            audience: None,
+        }
+    }
 }
 
 /// Checks tokens (and, for `marquee token`, mints them) with one secret.
@@ -52,6 +86,7 @@ pub struct Tokens {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    rules: TokenRules,
 }
 
 impl fmt::Debug for Tokens {
@@ -69,6 +104,10 @@ pub enum AuthError {
     NotBearer,
     #[error("the token has expired")]
     Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("the token is valid for longer than the {max:?} allowed")]
+    LifetimeTooLong { max: Duration },
     #[error("the token is not valid")]
     Invalid,
 }
@@ -79,37 +118,84 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Why a token could not be minted.
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    #[error("a token may be valid for at most {max:?} (auth.max_token_lifetime), not {asked:?}")]
+    LifetimeTooLong { asked: Duration, max: Duration },
+    #[error("cannot sign the token: {0}")]
+    Sign(#[from] jsonwebtoken::errors::Error),
+}
+
 impl Tokens {
-    pub fn new(secret: &Secret) -> Self {
+    pub fn new(secret: &Secret, rules: TokenRules) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_nbf = true;
+        let mut required = vec!["exp", "sub"];
+        if let Some(issuer) = &rules.issuer {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        if let Some(audience) = &rules.audience {
+            validation.set_audience(&[audience]);
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
         Self {
             encoding: EncodingKey::from_secret(secret.expose().as_bytes()),
             decoding: DecodingKey::from_secret(secret.expose().as_bytes()),
             validation,
+            rules,
         }
     }
 
-    /// A token for `user` valid for `ttl`.
-    pub fn mint(&self, user: UserId, ttl: Duration) -> Result<String, jsonwebtoken::errors::Error> {
+    /// A token for `user` valid for `ttl` (at least a second), which may not exceed the
+    /// lifetime cap.
+    pub fn mint(&self, user: UserId, ttl: Duration) -> Result<String, MintError> {
+        let ttl = ttl.max(Duration::from_secs(1));
+        if ttl > self.rules.max_lifetime {
+            return Err(MintError::LifetimeTooLong {
+                asked: ttl,
+                max: self.rules.max_lifetime,
+            });
+        }
         let now = unix_now();
         let claims = Claims {
             sub: user.to_string(),
             iat: Some(now),
-            exp: now.saturating_add(ttl.as_secs().max(1)),
+            exp: now.saturating_add(ttl.as_secs()),
+            nbf: None,
+            iss: self.rules.issuer.clone(),
+            aud: self.rules.audience.clone(),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &self.encoding,
+        )?)
     }
 
-    /// The user a token names, if it is signed with our secret and not expired.
+    /// The user a token names, if it is signed with our secret and every claim holds.
     pub fn verify(&self, token: &str) -> Result<UserId, AuthError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+        use jsonwebtoken::errors::ErrorKind;
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|error| match error.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
                 _ => AuthError::Invalid,
-            })?;
-        data.claims.sub.parse().map_err(|_| AuthError::Invalid)
+            })?
+            .claims;
+        // Both bounds: `exp - iat` is the lifetime the issuer gave it, and `exp - now` the
+        // part left, which also catches a token without `iat` or with a made-up future one.
+        let max = self.rules.max_lifetime.as_secs();
+        let issued_for = claims.iat.map_or(0, |iat| claims.exp.saturating_sub(iat));
+        if issued_for > max || claims.exp.saturating_sub(unix_now()) > max {
+            return Err(AuthError::LifetimeTooLong {
+                max: self.rules.max_lifetime,
+            });
+        }
+        claims.sub.parse().map_err(|_| AuthError::Invalid)
     }
 }
 
@@ -149,14 +235,40 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, AuthError> {
 mod tests {
     use super::*;
 
+    const SECRET: &str = "a-secret-that-is-long-enough-0123456789";
+
+    fn tokens(rules: TokenRules) -> Tokens {
+        Tokens::new(&Secret::new(SECRET), rules)
+    }
+
+    /// A token with hand-set claims, signed with the right secret.
+    fn signed(tokens: &Tokens, claims: &Claims) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &tokens.encoding)
+            .expect("encode")
+    }
+
+    fn claims(exp: u64) -> Claims {
+        Claims {
+            sub: "42".into(),
+            exp,
+            iat: None,
+            nbf: None,
+            iss: None,
+            aud: None,
+        }
+    }
+
     #[test]
     fn round_trips_and_refuses_forgeries() {
-        let tokens = Tokens::new(&Secret::new("a-secret-that-is-long-enough-0123456789"));
+        let tokens = tokens(TokenRules::default());
         let user = UserId::new(42).expect("positive");
         let token = tokens.mint(user, Duration::from_secs(60)).expect("mint");
         assert_eq!(tokens.verify(&token), Ok(user));
 
-        let other = Tokens::new(&Secret::new("another-secret-that-is-long-enough-01234"));
+        let other = Tokens::new(
+            &Secret::new("another-secret-that-is-long-enough-01234"),
+            TokenRules::default(),
+        );
         assert_eq!(other.verify(&token), Err(AuthError::Invalid));
         assert_eq!(tokens.verify("not.a.token"), Err(AuthError::Invalid));
         assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(***)");
@@ -164,14 +276,111 @@ mod tests {
 
     #[test]
     fn expired_tokens_are_refused() {
-        let tokens = Tokens::new(&Secret::new("a-secret-that-is-long-enough-0123456789"));
-        let claims = Claims {
-            sub: "42".into(),
-            iat: None,
-            exp: 2,
+        let tokens = tokens(TokenRules::default());
+        assert_eq!(
+            tokens.verify(&signed(&tokens, &claims(2))),
+            Err(AuthError::Expired)
+        );
+    }
+
+    #[test]
+    fn a_token_not_valid_yet_is_refused() {
+        let tokens = tokens(TokenRules::default());
+        let now = unix_now();
+        let early = Claims {
+            nbf: Some(now + 600),
+            ..claims(now + 3600)
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &tokens.encoding)
-            .expect("encode");
-        assert_eq!(tokens.verify(&token), Err(AuthError::Expired));
+        assert_eq!(
+            tokens.verify(&signed(&tokens, &early)),
+            Err(AuthError::NotYetValid)
+        );
+        let due = Claims {
+            nbf: Some(now - 1),
+            ..claims(now + 3600)
+        };
+        assert!(tokens.verify(&signed(&tokens, &due)).is_ok());
+    }
+
+    #[test]
+    fn lifetimes_beyond_the_cap_are_refused_and_not_minted() {
+        let tokens = tokens(TokenRules {
+            max_lifetime: Duration::from_secs(3600),
+            ..TokenRules::default()
+        });
+        let now = unix_now();
+        let too_long = AuthError::LifetimeTooLong {
+            max: Duration::from_secs(3600),
+        };
+        // Ten years ahead, with or without iat.
+        let far = claims(now + 10 * 365 * 24 * 3600);
+        assert_eq!(tokens.verify(&signed(&tokens, &far)), Err(too_long.clone()));
+        let issued_long = Claims {
+            iat: Some(now - 3000),
+            ..claims(now + 1000)
+        };
+        assert_eq!(
+            tokens.verify(&signed(&tokens, &issued_long)),
+            Err(too_long.clone()),
+            "exp - iat is 4000 s"
+        );
+        // A made-up future iat cannot stretch the time left.
+        let future_iat = Claims {
+            iat: Some(now + 7200),
+            ..claims(now + 7300)
+        };
+        assert_eq!(tokens.verify(&signed(&tokens, &future_iat)), Err(too_long));
+        let fine = Claims {
+            iat: Some(now),
+            ..claims(now + 3600)
+        };
+        assert!(tokens.verify(&signed(&tokens, &fine)).is_ok());
+
+        let user = UserId::new(7).expect("positive");
+        assert!(matches!(
+            tokens.mint(user, Duration::from_secs(3601)),
+            Err(MintError::LifetimeTooLong { .. })
+        ));
+        assert!(tokens.mint(user, Duration::from_secs(3600)).is_ok());
+    }
+
+    #[test]
+    fn issuer_and_audience_are_required_when_configured() {
+        let strict = tokens(TokenRules {
+            issuer: Some("https://id.example".into()),
+            audience: Some("marquee".into()),
+            ..TokenRules::default()
+        });
+        let user = UserId::new(42).expect("positive");
+        let minted = strict.mint(user, Duration::from_secs(60)).expect("mint");
+        assert_eq!(strict.verify(&minted), Ok(user), "minted tokens carry both");
+
+        let exp = unix_now() + 600;
+        let bare = claims(exp);
+        assert_eq!(
+            strict.verify(&signed(&strict, &bare)),
+            Err(AuthError::Invalid)
+        );
+        let wrong_issuer = Claims {
+            iss: Some("https://evil.example".into()),
+            aud: Some("marquee".into()),
+            ..claims(exp)
+        };
+        assert_eq!(
+            strict.verify(&signed(&strict, &wrong_issuer)),
+            Err(AuthError::Invalid)
+        );
+        let wrong_audience = Claims {
+            iss: Some("https://id.example".into()),
+            aud: Some("another-service".into()),
+            ..claims(exp)
+        };
+        assert_eq!(
+            strict.verify(&signed(&strict, &wrong_audience)),
+            Err(AuthError::Invalid)
+        );
+        // Unconfigured, neither is required.
+        let lax = tokens(TokenRules::default());
+        assert!(lax.verify(&signed(&lax, &claims(exp))).is_ok());
     }
 }

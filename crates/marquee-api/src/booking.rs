@@ -2,19 +2,21 @@
 //! needs a bearer token; a reservation of another user is answered 404, as if it did not
 //! exist, so that ids reveal nothing.
 
+use actix_web::http::StatusCode;
 use actix_web::http::header::HeaderMap;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use marquee_domain::{
-    BookingError, IdempotencyKey, PaymentReceipt, Reservation, ReservationId, SeatId, Wallet,
+    Answered, BookingError, IdempotencyKey, PaymentReceipt, RecordedResponse, Reservation,
+    ReservationId, SeatId, Wallet,
 };
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::auth::Caller;
 use crate::catalogue_cache::CatalogueCache;
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, PROBLEM_JSON, Problem};
 
 /// The rules the booking endpoints apply.
 #[derive(Debug, Clone, Copy)]
@@ -100,14 +102,40 @@ impl From<PaymentReceipt> for PaymentBody {
     }
 }
 
-/// A JSON object body as `T`. serde would also build a struct from an array (`[7]` for
-/// `{"seatId": 7}`); a body must be an object, so it is taken as one first.
-type ObjectBody = web::Json<serde_json::Map<String, serde_json::Value>>;
+/// A JSON request body that must be an object, read straight into `T`.
+///
+/// serde's derived `Deserialize` would also build a struct from an array (`[7]` for
+/// `{"seatId": 7}`); this asks the parser for a map and nothing else. It hands the map to
+/// `T` as it is parsed, without collecting it into a `serde_json::Map` first: a `Map` keeps
+/// the last of two equal keys, which would hide a duplicate from `T`'s own check (so that
+/// `{"amount": 1, "amount": 5000}` charged 5000), while `T`'s derived visitor refuses it.
+#[derive(Debug)]
+pub struct JsonObject<T>(pub T);
 
-fn from_object<T: serde::de::DeserializeOwned>(body: ObjectBody) -> Result<T, ApiError> {
-    serde_json::from_value(serde_json::Value::Object(body.into_inner()))
-        .map_err(|error| ApiError::InvalidJson(error.to_string()))
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for JsonObject<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Object<T>(std::marker::PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Object<T> {
+            type Value = T;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+
+        deserializer
+            .deserialize_map(Object(std::marker::PhantomData))
+            .map(JsonObject)
+    }
 }
+
+/// The body of a write endpoint.
+type Body<T> = web::Json<JsonObject<T>>;
 
 fn idempotency_key(headers: &HeaderMap) -> Result<IdempotencyKey, ApiError> {
     let value = headers
@@ -125,6 +153,55 @@ fn reservation_id(raw: &str) -> Result<ReservationId, ApiError> {
         parameter: "reservationId",
         source,
     })
+}
+
+/// The response recorded for a refusal: the problem document the error is answered with.
+fn refused(refusal: &BookingError) -> RecordedResponse {
+    let (status, problem) = ApiError::from(refusal.clone()).problem();
+    RecordedResponse {
+        status: status.as_u16(),
+        body: problem.to_json(),
+    }
+}
+
+fn recorded<B: Serialize>(body: &B) -> RecordedResponse {
+    RecordedResponse {
+        status: StatusCode::OK.as_u16(),
+        // Serialising a struct of integers and strings cannot fail.
+        body: serde_json::to_string(body).unwrap_or_default(),
+    }
+}
+
+fn render_wallet(outcome: &Result<Wallet, BookingError>) -> RecordedResponse {
+    match outcome {
+        Ok(wallet) => recorded(&WalletBody::from(wallet.clone())),
+        Err(refusal) => refused(refusal),
+    }
+}
+
+fn render_payment(outcome: &Result<PaymentReceipt, BookingError>) -> RecordedResponse {
+    match outcome {
+        Ok(receipt) => recorded(&PaymentBody::from(receipt.clone())),
+        Err(refusal) => refused(refusal),
+    }
+}
+
+/// Sends a recorded response, as recorded. A replay says so in `Idempotent-Replayed`, as
+/// Stripe's API does, so that a client can tell a retry's answer from a first one.
+fn send<T>(answered: &Answered<T>) -> HttpResponse {
+    let status =
+        StatusCode::from_u16(answered.response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let content_type = if status.is_success() {
+        "application/json"
+    } else {
+        PROBLEM_JSON
+    };
+    let mut response = HttpResponse::build(status);
+    response.content_type(content_type);
+    if answered.replayed {
+        response.insert_header(("Idempotent-Replayed", "true"));
+    }
+    response.body(answered.response.body.clone())
 }
 
 /// Seat states changed for `seat`'s schedule: drop the cached seat lists and schedule
@@ -165,9 +242,9 @@ pub async fn charge(
     state: web::Data<AppState>,
     caller: Caller,
     req: HttpRequest,
-    body: ObjectBody,
+    body: Body<ChargeRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let body: ChargeRequest = from_object(body)?;
+    let JsonObject(body) = body.into_inner();
     let key = idempotency_key(req.headers())?;
     let amount = body.amount;
     if amount <= 0 || amount > state.booking_policy.max_charge {
@@ -175,8 +252,11 @@ pub async fn charge(
             max: state.booking_policy.max_charge,
         });
     }
-    let wallet = state.booking.charge(caller.0, amount, key).await?;
-    Ok(HttpResponse::Ok().json(WalletBody::from(wallet)))
+    let answered = state
+        .booking
+        .charge(caller.0, amount, key, render_wallet)
+        .await?;
+    Ok(send(&answered))
 }
 
 /// Holds a seat for the caller for the configured time.
@@ -193,20 +273,19 @@ pub async fn charge(
 pub async fn hold(
     state: web::Data<AppState>,
     caller: Caller,
-    body: ObjectBody,
+    body: Body<HoldRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let body: HoldRequest = from_object(body)?;
+    let JsonObject(body) = body.into_inner();
     let seat = SeatId::new(body.seat_id).map_err(|source| ApiError::InvalidId {
         parameter: "seatId",
         source,
     })?;
-    let now = Utc::now();
     let reservation = state
         .booking
-        .hold_seat(caller.0, seat, state.booking_policy.hold, now)
+        .hold_seat(caller.0, seat, state.booking_policy.hold)
         .await?;
     evict_seat(&state, seat).await;
-    Ok(HttpResponse::Created().json(reservation_body(reservation, now)))
+    Ok(HttpResponse::Created().json(reservation_body(reservation, Utc::now())))
 }
 
 /// One of the caller's reservations.
@@ -273,10 +352,9 @@ pub async fn cancel(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = reservation_id(&path)?;
-    let now = Utc::now();
-    let reservation = state.booking.cancel(caller.0, id, now).await?;
+    let reservation = state.booking.cancel(caller.0, id).await?;
     evict_seat(&state, reservation.seat_id).await;
-    Ok(HttpResponse::Ok().json(reservation_body(reservation, now)))
+    Ok(HttpResponse::Ok().json(reservation_body(reservation, Utc::now())))
 }
 
 /// Pays a held reservation from the wallet, once, whatever the retries.
@@ -302,11 +380,11 @@ pub async fn pay(
 ) -> Result<HttpResponse, ApiError> {
     let id = reservation_id(&path)?;
     let key = idempotency_key(req.headers())?;
-    let receipt = state.booking.pay(caller.0, id, key, Utc::now()).await?;
-    if let Ok(Some(reservation)) = state.booking.reservation(caller.0, id).await {
-        evict_seat(&state, reservation.seat_id).await;
+    let answered = state.booking.pay(caller.0, id, key, render_payment).await?;
+    if let Some(receipt) = &answered.performed {
+        evict_seat(&state, receipt.seat_id).await;
     }
-    Ok(HttpResponse::Ok().json(PaymentBody::from(receipt)))
+    Ok(send(&answered))
 }
 
 /// Frees the seats of holds that ran out, and drops their cached listings. Reads treat an

@@ -137,7 +137,7 @@ impl ApiError {
                     B::SeatNotFound(_) => (S::NOT_FOUND, "seat-not-found", "Seat not found"),
                     B::SeatTaken(_) => (S::CONFLICT, "seat-taken", "Seat taken"),
                     B::BookingClosed { .. } => (S::CONFLICT, "booking-closed", "Booking not open"),
-                    B::HoldLimitReached { .. } => {
+                    B::HoldLimitReached { .. } | B::UserHoldLimitReached { .. } => {
                         (S::CONFLICT, "hold-limit-reached", "Hold limit reached")
                     }
                     B::ReservationNotFound(_) => (
@@ -242,13 +242,32 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
+        let (status, problem) = self.problem();
+        let mut response = HttpResponse::build(status);
+        response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
+        if let Some(seconds) = self.retry_after() {
+            response.insert_header((header::RETRY_AFTER, seconds));
+        }
+        if let Self::MethodNotAllowed { allowed, .. } = self {
+            response.insert_header((header::ALLOW, *allowed));
+        }
+        if let Self::Unauthorized(_) = self {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        response.body(problem.to_json())
+    }
+}
+
+impl ApiError {
+    /// The status and problem document this error is answered with. A server-side cause
+    /// is logged here, and the client gets a fixed sentence instead: it may name tables,
+    /// hosts or ports.
+    pub fn problem(&self) -> (StatusCode, Problem) {
         let Entry {
             status,
             code,
             title,
         } = self.entry();
-        // A server-side cause may name tables, hosts or ports: it goes to the log, and the
-        // client gets a fixed sentence.
         let detail = if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %self, "request failed");
             "The server could not complete the request; the cause has been logged.".to_owned()
@@ -272,18 +291,14 @@ impl ResponseError for ApiError {
                 _ => None,
             },
         };
-        let mut response = HttpResponse::build(status);
-        response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
-        if let Some(seconds) = self.retry_after() {
-            response.insert_header((header::RETRY_AFTER, seconds));
-        }
-        if let Self::MethodNotAllowed { allowed, .. } = self {
-            response.insert_header((header::ALLOW, *allowed));
-        }
-        if let Self::Unauthorized(_) = self {
-            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
-        }
-        // Serialising a struct of strings and integers cannot fail.
-        response.body(serde_json::to_vec(&problem).unwrap_or_default())
+        (status, problem)
+    }
+}
+
+impl Problem {
+    /// The document as JSON text.
+    pub fn to_json(&self) -> String {
+        // Serialising a struct of strings, integers and JSON values cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
     }
 }

@@ -89,7 +89,40 @@ impl ReservationStatus {
 pub struct PaymentReceipt {
     pub payment_id: PaymentId,
     pub reservation_id: ReservationId,
+    /// The seat now sold (its listings change).
+    pub seat_id: SeatId,
     pub amount: Money,
+}
+
+/// The response a client received to a request sent with an idempotency key. It is
+/// recorded under the key in the same transaction as the request's effects, so that every
+/// retry receives it again, byte for byte: a success and a refusal alike (a payment refused
+/// for want of balance stays refused under its key, as with Stripe; a new attempt needs a
+/// new key). Failures that decided nothing (a busy or unreachable database) are not
+/// recorded, because nothing was done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedResponse {
+    /// The HTTP status code.
+    pub status: u16,
+    /// The body as sent.
+    pub body: String,
+}
+
+/// Renders an idempotent operation's outcome as the response to record and send. A plain
+/// function, not a closure: it runs inside the database transaction, on a blocking thread,
+/// and must depend on nothing but the outcome.
+pub type Render<T> = fn(&Result<T, BookingError>) -> RecordedResponse;
+
+/// How an idempotent request was answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answered<T> {
+    /// What to send: the new response, or the one recorded for the first request.
+    pub response: RecordedResponse,
+    /// The operation's result when this request carried it out; `None` when it was refused
+    /// or when the response is a replay.
+    pub performed: Option<T>,
+    /// Whether the response was recorded by an earlier request with the same key.
+    pub replayed: bool,
 }
 
 /// A client-chosen key that makes a write safe to retry: the first request with it takes
@@ -120,6 +153,8 @@ pub struct HoldRules {
     pub hold_for: chrono::TimeDelta,
     /// Live holds one user may have on one schedule.
     pub max_holds_per_schedule: i64,
+    /// Live holds one user may have across every schedule.
+    pub max_holds_per_user: i64,
 }
 
 /// Why a booking operation was refused. Every variant but `Repository` is an answer about
@@ -137,6 +172,8 @@ pub enum BookingError {
     },
     #[error("at most {limit} seats may be held per schedule at once")]
     HoldLimitReached { limit: i64 },
+    #[error("at most {limit} seats may be held at once across all schedules")]
+    UserHoldLimitReached { limit: i64 },
     #[error("reservation {0} does not exist")]
     ReservationNotFound(ReservationId),
     #[error("reservation {id} is {status}, not HELD", status = .status.as_str())]

@@ -6,8 +6,8 @@ pub mod ids;
 pub mod ports;
 
 pub use booking::{
-    BookingError, HoldRules, IdempotencyKey, Money, Payment, PaymentReceipt, Reservation,
-    ReservationStatus, Wallet,
+    Answered, BookingError, HoldRules, IdempotencyKey, Money, Payment, PaymentReceipt,
+    RecordedResponse, Render, Reservation, ReservationStatus, Wallet,
 };
 pub use catalogue::{
     Concert, Page, PageRequest, PageRequestError, Schedule, ScheduleAvailability, Seat, SeatFilter,

@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::booking::{
-    BookingError, HoldRules, IdempotencyKey, Money, PaymentReceipt, Reservation, Wallet,
+    Answered, BookingError, HoldRules, IdempotencyKey, Money, PaymentReceipt, Render, Reservation,
+    Wallet,
 };
 use crate::catalogue::{Concert, Page, PageRequest, ScheduleAvailability, Seat, SeatFilter};
 use crate::ids::{ConcertId, ReservationId, ScheduleId, SeatId, UserId};
@@ -63,21 +64,26 @@ pub trait BookingRepository: Send + Sync + 'static {
     /// The user's wallet; a user who never charged has a balance of 0.
     async fn wallet(&self, user: UserId) -> Result<Wallet, BookingError>;
 
-    /// Adds `amount` (positive) to the wallet, once per `key`.
+    /// Adds `amount` (positive) to the wallet, once per `key`: the outcome, success or
+    /// refusal, is rendered with `render` and recorded under the key, and a retry with the
+    /// key gets that response. `Err` is only for what decided nothing: a database failure,
+    /// or the key sent earlier with another request ([`BookingError::IdempotencyKeyReused`]).
     async fn charge(
         &self,
         user: UserId,
         amount: Money,
         key: IdempotencyKey,
-    ) -> Result<Wallet, BookingError>;
+        render: Render<Wallet>,
+    ) -> Result<Answered<Wallet>, BookingError>;
 
-    /// Holds `seat` for `user` until `now + rules.hold_for`.
+    /// Holds `seat` for `user` for `rules.hold_for`, counted from the moment the hold is
+    /// decided (after any wait for locks), which is also the time the booking window and
+    /// the caps are judged at.
     async fn hold_seat(
         &self,
         user: UserId,
         seat: SeatId,
         rules: HoldRules,
-        now: DateTime<Utc>,
     ) -> Result<Reservation, BookingError>;
 
     /// The user's reservation, or `None` if it does not exist or belongs to someone else.
@@ -90,24 +96,24 @@ pub trait BookingRepository: Send + Sync + 'static {
     /// The user's reservations, newest first.
     async fn reservations(&self, user: UserId) -> Result<Vec<Reservation>, BookingError>;
 
-    /// Cancels a live hold and frees its seat.
-    async fn cancel(
-        &self,
-        user: UserId,
-        id: ReservationId,
-        now: DateTime<Utc>,
-    ) -> Result<Reservation, BookingError>;
+    /// Cancels a live hold and frees its seat. Whether the hold is still live is judged at
+    /// the time of the decision, after any wait for locks.
+    async fn cancel(&self, user: UserId, id: ReservationId) -> Result<Reservation, BookingError>;
 
     /// Pays a live hold from the wallet, once per reservation: the debit, the payment and
-    /// the seat's sale commit together. A retry with the same `key` returns the first
-    /// receipt.
+    /// the seat's sale commit together, and expiry is judged at the time of the decision.
+    /// Like [`BookingRepository::charge`], the outcome is recorded under `key`.
     async fn pay(
         &self,
         user: UserId,
         id: ReservationId,
         key: IdempotencyKey,
-        now: DateTime<Utc>,
-    ) -> Result<PaymentReceipt, BookingError>;
+        render: Render<PaymentReceipt>,
+    ) -> Result<Answered<PaymentReceipt>, BookingError>;
+
+    /// Deletes idempotency keys recorded before `before`; returns how many. A retry with a
+    /// purged key is a new request.
+    async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64, BookingError>;
 
     /// Marks holds that ran out before `now` as expired and frees their seats; returns the
     /// schedules whose seats changed, with their concerts.

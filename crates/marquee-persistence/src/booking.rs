@@ -14,8 +14,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use diesel::prelude::*;
 use marquee_domain::{
-    BookingError, BookingRepository, ConcertId, HoldRules, IdempotencyKey, Money, PaymentReceipt,
-    Reservation, ReservationId, ReservationStatus, ScheduleId, SeatId, UserId, Wallet,
+    Answered, BookingError, BookingRepository, ConcertId, HoldRules, IdempotencyKey, Money,
+    PaymentReceipt, RecordedResponse, Render, Reservation, ReservationId, ReservationStatus,
+    ScheduleId, SeatId, UserId, Wallet,
 };
 
 use crate::connection::write_transaction;
@@ -92,9 +93,7 @@ struct ReservationRow {
 
 impl ReservationRow {
     fn into_domain(self) -> Result<Reservation, Abort> {
-        let corrupt = |what: String| {
-            Abort::Database(diesel::result::Error::DeserializationError(what.into()))
-        };
+        let corrupt = |what: String| Abort::Database(corrupt_row(what));
         Ok(Reservation {
             id: ReservationId::new(self.id).map_err(|e| corrupt(e.to_string()))?,
             user_id: UserId::new(self.user_id).map_err(|e| corrupt(e.to_string()))?,
@@ -131,10 +130,10 @@ struct NewClaim<'a> {
 
 /// What claiming an idempotency key found.
 enum Claim {
-    /// The key is new: this request goes ahead, and stores its answer.
+    /// The key is new: this request goes ahead, and records its response.
     New,
-    /// A request with this key has been answered: here is the answer.
-    Replay(String),
+    /// A request with this key has been answered: here is its response.
+    Replay(RecordedResponse),
 }
 
 /// Claims `(user, key)` for `request` as the transaction's first statement; evaluates to
@@ -142,60 +141,197 @@ enum Claim {
 /// with another request. A macro because the body runs on each concrete connection type.
 ///
 /// On PostgreSQL, a concurrent claim of the same key waits on the first one's row until it
-/// commits or rolls back, then finds the stored answer (or takes the key over).
+/// commits or rolls back, then finds the recorded response (or takes the key over).
 macro_rules! claim_key {
-    ($c:ident, $user:expr, $key:expr, $request:expr, $now:expr) => {{
+    ($c:ident, $user:expr, $key:expr, $request:expr) => {{
         let claimed = diesel::insert_into(idempotency_keys::table)
             .values(&NewClaim {
                 user_id: $user.get(),
                 idem_key: $key.as_str(),
                 request: $request,
-                created_at: $now,
+                created_at: naive(Utc::now()),
             })
             .on_conflict_do_nothing()
             .execute($c)?;
         if claimed == 1 {
             Claim::New
         } else {
-            let (stored, response): (String, Option<String>) = idempotency_keys::table
-                .find(($user.get(), $key.as_str()))
-                .select((idempotency_keys::request, idempotency_keys::response))
-                .first($c)?;
+            let (stored, status, body): (String, Option<i32>, Option<String>) =
+                idempotency_keys::table
+                    .find(($user.get(), $key.as_str()))
+                    .select((
+                        idempotency_keys::request,
+                        idempotency_keys::response_status,
+                        idempotency_keys::response_body,
+                    ))
+                    .first($c)?;
             if stored != *$request {
                 return Err(Abort::Refused(BookingError::IdempotencyKeyReused));
             }
-            Claim::Replay(response.unwrap_or_default())
+            // A committed claim always has its response: it is written in the claiming
+            // transaction.
+            match (status.and_then(|s| u16::try_from(s).ok()), body) {
+                (Some(status), Some(body)) => Claim::Replay(RecordedResponse { status, body }),
+                _ => {
+                    return Err(Abort::Database(
+                        diesel::result::Error::DeserializationError(
+                            format!(
+                                "idempotency key {:?} has no recorded response",
+                                $key.as_str()
+                            )
+                            .into(),
+                        ),
+                    ));
+                }
+            }
         }
     }};
 }
 
-/// Serialises writers per (user, schedule) where the database does not already: on
-/// PostgreSQL, a transaction-scoped advisory lock, so that one user's concurrent holds on
-/// one schedule are counted one at a time against the per-user limit; SQLite's immediate
-/// transactions serialise every writer anyway.
-trait HoldLock {
-    fn lock_user_schedule(&mut self, user: i64, schedule: i64) -> QueryResult<()>;
+/// Runs `$operation` once per idempotency key, inside the enclosing write transaction:
+/// claims the key, runs the operation in a savepoint, and records its outcome, rendered by
+/// `$render`, under the key. A refusal rolls the operation's own writes back to the
+/// savepoint but is recorded and committed all the same, so that a retry gets the same
+/// refusal; a database error rolls everything back, the claim included, since nothing was
+/// decided. Evaluates to `Answered`.
+macro_rules! idempotent {
+    ($c:ident, $user:expr, $key:expr, $request:expr, $render:expr, |$op:ident| $operation:expr) => {{
+        match claim_key!($c, $user, $key, $request) {
+            Claim::Replay(response) => Answered {
+                response,
+                performed: None,
+                replayed: true,
+            },
+            Claim::New => {
+                let outcome = match $c.transaction(|$op| $operation) {
+                    Ok(value) => Ok(value),
+                    Err(Abort::Refused(BookingError::Repository(error))) => {
+                        return Err(Abort::Refused(BookingError::Repository(error)));
+                    }
+                    Err(Abort::Refused(refusal)) => Err(refusal),
+                    Err(Abort::Database(error)) => return Err(Abort::Database(error)),
+                };
+                let response = ($render)(&outcome);
+                diesel::update(idempotency_keys::table.find(($user.get(), $key.as_str())))
+                    .set((
+                        idempotency_keys::response_status.eq(Some(i32::from(response.status))),
+                        idempotency_keys::response_body.eq(Some(response.body.as_str())),
+                    ))
+                    .execute($c)?;
+                Answered {
+                    response,
+                    performed: outcome.ok(),
+                    replayed: false,
+                }
+            }
+        }
+    }};
 }
 
-impl HoldLock for diesel::PgConnection {
-    fn lock_user_schedule(&mut self, user: i64, schedule: i64) -> QueryResult<()> {
+/// Locks that the database does not take by itself. On SQLite every write transaction is
+/// immediate and holds the database's one write lock from its first statement, so these
+/// are no-ops there.
+trait RowLocks {
+    /// Serialises one user's holds (on PostgreSQL, a transaction-scoped advisory lock), so
+    /// that concurrent holds by one user are counted one at a time against the caps.
+    fn lock_user_holds(&mut self, user: i64) -> QueryResult<()>;
+
+    /// Locks a seat row until the transaction ends (`SELECT ... FOR UPDATE`), so that what
+    /// is decided next, and the time it is decided at, come after any wait for the row.
+    fn lock_seat(&mut self, seat: i64) -> QueryResult<()>;
+}
+
+/// The advisory-lock class of per-user hold locks (the first key of the two-key form).
+const HOLD_LOCK_CLASS: i32 = 0x4d51_0001;
+
+impl RowLocks for diesel::PgConnection {
+    fn lock_user_holds(&mut self, user: i64) -> QueryResult<()> {
+        // Two 32-bit keys: a class, and the user folded into 31 bits. Two users who fold to
+        // the same value only serialise each other's holds.
         diesel::sql_query("SELECT pg_advisory_xact_lock($1, $2)")
+            .bind::<diesel::sql_types::Integer, _>(HOLD_LOCK_CLASS)
             .bind::<diesel::sql_types::Integer, _>((user % i64::from(i32::MAX)) as i32)
-            .bind::<diesel::sql_types::Integer, _>((schedule % i64::from(i32::MAX)) as i32)
             .execute(self)
+            .map(drop)
+    }
+
+    fn lock_seat(&mut self, seat: i64) -> QueryResult<()> {
+        seats::table
+            .find(seat)
+            .select(seats::id)
+            .for_update()
+            .first::<i64>(self)
+            .optional()
             .map(drop)
     }
 }
 
-impl HoldLock for diesel::SqliteConnection {
-    fn lock_user_schedule(&mut self, _user: i64, _schedule: i64) -> QueryResult<()> {
+impl RowLocks for diesel::SqliteConnection {
+    fn lock_user_holds(&mut self, _user: i64) -> QueryResult<()> {
+        Ok(())
+    }
+
+    fn lock_seat(&mut self, _seat: i64) -> QueryResult<()> {
         Ok(())
     }
 }
 
+/// The time a decision is taken at: read after the locks it depends on are held, never
+/// before a wait for a connection or a lock. Millisecond precision: the same instant
+/// whichever backend stores it (PostgreSQL keeps microseconds, SQLite the text it is
+/// given), and what the API shows.
+fn decision_time() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(3)
+}
+
 /// A stored value that breaks an invariant: a failed query, not the caller's fault.
-fn corrupt(reason: String) -> BookingError {
-    BookingError::Repository(marquee_domain::RepositoryError::Query { reason })
+fn corrupt_row(reason: String) -> diesel::result::Error {
+    diesel::result::Error::DeserializationError(reason.into())
+}
+
+/// An invariant the locks guarantee did not hold: a failed query (500), never a refusal.
+fn broken(what: &str) -> Abort {
+    Abort::Database(diesel::result::Error::QueryBuilderError(what.into()))
+}
+
+/// The caller's reservation `$id` as a live hold, decided at the time it evaluates to:
+/// reads the reservation (for its seat), locks the seat row, reads the reservation again
+/// (a cancel, payment or sweep that committed meanwhile is now visible, and none can start
+/// while the seat is locked), then takes the decision time. Returns the refusal that fits
+/// from the enclosing closure: not found, paid already, cancelled (`reservation-not-held`),
+/// or expired. Evaluates to `(Reservation, DateTime<Utc>)`.
+macro_rules! live_hold {
+    ($c:ident, $user:expr, $id:expr) => {{
+        macro_rules! read {
+            () => {
+                reservations::table
+                    .find($id.get())
+                    .filter(reservations::user_id.eq($user.get()))
+                    .select(ReservationRow::as_select())
+                    .first::<ReservationRow>($c)
+                    .optional()?
+                    .ok_or(BookingError::ReservationNotFound($id))?
+                    .into_domain()?
+            };
+        }
+        let seat = read!().seat_id;
+        $c.lock_seat(seat.get())?;
+        let reservation = read!();
+        let now = decision_time();
+        match reservation.effective_status(now) {
+            ReservationStatus::Held => {}
+            ReservationStatus::Confirmed => {
+                return Err(Abort::Refused(BookingError::AlreadyPaid($id)));
+            }
+            ReservationStatus::Expired => {
+                return Err(Abort::Refused(BookingError::HoldExpired($id)));
+            }
+            status @ ReservationStatus::Cancelled => {
+                return Err(Abort::Refused(BookingError::NotHeld { id: $id, status }));
+            }
+        }
+        (reservation, now)
+    }};
 }
 
 fn naive(at: DateTime<Utc>) -> NaiveDateTime {
@@ -227,51 +363,43 @@ impl BookingRepository for DieselBooking {
         user: UserId,
         amount: Money,
         key: IdempotencyKey,
-    ) -> Result<Wallet, BookingError> {
+        render: Render<Wallet>,
+    ) -> Result<Answered<Wallet>, BookingError> {
         let max_balance = self.max_balance;
         let request = format!("charge:{amount}");
-        let balance = self
-            .pool
+        self.pool
             .run(move |conn| {
-                let now = naive(Utc::now());
                 finish(write_transaction!(conn, |c| {
-                    if let Claim::Replay(answer) = claim_key!(c, user, &key, &request, now) {
-                        return answer
-                            .parse::<i64>()
-                            .map_err(|_| Abort::Database(diesel::result::Error::NotFound));
-                    }
-                    diesel::insert_into(wallets::table)
-                        .values((wallets::user_id.eq(user.get()), wallets::balance.eq(0)))
-                        .on_conflict_do_nothing()
+                    Ok(idempotent!(c, user, &key, &request, render, |c| {
+                        diesel::insert_into(wallets::table)
+                            .values((wallets::user_id.eq(user.get()), wallets::balance.eq(0)))
+                            .on_conflict_do_nothing()
+                            .execute(c)?;
+                        let credited = diesel::update(
+                            wallets::table
+                                .find(user.get())
+                                .filter(wallets::balance.le(max_balance - amount)),
+                        )
+                        .set(wallets::balance.eq(wallets::balance + amount))
                         .execute(c)?;
-                    let credited = diesel::update(
-                        wallets::table
+                        if credited == 0 {
+                            return Err(Abort::Refused(BookingError::BalanceLimit {
+                                limit: max_balance,
+                            }));
+                        }
+                        let balance: i64 = wallets::table
                             .find(user.get())
-                            .filter(wallets::balance.le(max_balance - amount)),
-                    )
-                    .set(wallets::balance.eq(wallets::balance + amount))
-                    .execute(c)?;
-                    if credited == 0 {
-                        return Err(Abort::Refused(BookingError::BalanceLimit {
-                            limit: max_balance,
-                        }));
-                    }
-                    let balance: i64 = wallets::table
-                        .find(user.get())
-                        .select(wallets::balance)
-                        .first(c)?;
-                    diesel::update(idempotency_keys::table.find((user.get(), key.as_str())))
-                        .set(idempotency_keys::response.eq(Some(balance.to_string())))
-                        .execute(c)?;
-                    Ok(balance)
+                            .select(wallets::balance)
+                            .first(c)?;
+                        Ok::<_, Abort>(Wallet {
+                            user_id: user,
+                            balance,
+                        })
+                    }))
                 }))
             })
             .await
-            .map_err(booking_error)?;
-        Ok(Wallet {
-            user_id: user,
-            balance,
-        })
+            .map_err(booking_error)
     }
 
     async fn hold_seat(
@@ -279,15 +407,9 @@ impl BookingRepository for DieselBooking {
         user: UserId,
         seat: SeatId,
         rules: HoldRules,
-        now: DateTime<Utc>,
     ) -> Result<Reservation, BookingError> {
-        // Millisecond precision: the same instant whichever backend stores it (PostgreSQL
-        // keeps microseconds, SQLite the text it is given), and what the API shows.
-        let now = now.trunc_subsecs(3);
-        let until = now + rules.hold_for;
         self.pool
             .run(move |conn| {
-                let (now, until) = (naive(now), naive(until));
                 finish(write_transaction!(conn, |c| {
                     let (schedule, price): (i64, i64) = seats::table
                         .find(seat.get())
@@ -295,6 +417,12 @@ impl BookingRepository for DieselBooking {
                         .first(c)
                         .optional()?
                         .ok_or(BookingError::SeatNotFound(seat))?;
+                    // The user's holds first, then the seat: no other operation takes the
+                    // per-user lock, so this order cannot deadlock with pay or cancel.
+                    c.lock_user_holds(user.get())?;
+                    c.lock_seat(seat.get())?;
+                    let now_utc = decision_time();
+                    let (now, until) = (naive(now_utc), naive(now_utc + rules.hold_for));
                     let (opens, closes): (NaiveDateTime, NaiveDateTime) = schedules::table
                         .find(schedule)
                         .select((schedules::booking_opens_at, schedules::booking_closes_at))
@@ -305,17 +433,24 @@ impl BookingRepository for DieselBooking {
                             closes: closes.and_utc(),
                         }));
                     }
-                    c.lock_user_schedule(user.get(), schedule)?;
-                    let live_holds: i64 = seats::table
-                        .filter(seats::schedule_id.eq(schedule))
+                    // The schedules of the user's live holds: both caps from one query.
+                    let held: Vec<i64> = seats::table
                         .filter(seats::held_by.eq(user.get()))
                         .filter(seats::status.eq("HELD"))
                         .filter(seats::held_until.gt(now))
-                        .count()
-                        .get_result(c)?;
-                    if live_holds >= rules.max_holds_per_schedule {
+                        .select(seats::schedule_id)
+                        .load(c)?;
+                    let on_schedule = held.iter().filter(|s| **s == schedule).count();
+                    if i64::try_from(on_schedule).unwrap_or(i64::MAX)
+                        >= rules.max_holds_per_schedule
+                    {
                         return Err(Abort::Refused(BookingError::HoldLimitReached {
                             limit: rules.max_holds_per_schedule,
+                        }));
+                    }
+                    if i64::try_from(held.len()).unwrap_or(i64::MAX) >= rules.max_holds_per_user {
+                        return Err(Abort::Refused(BookingError::UserHoldLimitReached {
+                            limit: rules.max_holds_per_user,
                         }));
                     }
                     // The arbiter: only one transaction can move the seat out of "free".
@@ -388,30 +523,11 @@ impl BookingRepository for DieselBooking {
             .map_err(booking_error)
     }
 
-    async fn cancel(
-        &self,
-        user: UserId,
-        id: ReservationId,
-        now: DateTime<Utc>,
-    ) -> Result<Reservation, BookingError> {
+    async fn cancel(&self, user: UserId, id: ReservationId) -> Result<Reservation, BookingError> {
         self.pool
             .run(move |conn| {
                 finish(write_transaction!(conn, |c| {
-                    let row: ReservationRow = reservations::table
-                        .find(id.get())
-                        .filter(reservations::user_id.eq(user.get()))
-                        .select(ReservationRow::as_select())
-                        .first(c)
-                        .optional()?
-                        .ok_or(BookingError::ReservationNotFound(id))?;
-                    let mut reservation = row.into_domain()?;
-                    match reservation.effective_status(now) {
-                        ReservationStatus::Held => {}
-                        ReservationStatus::Expired => {
-                            return Err(Abort::Refused(BookingError::HoldExpired(id)));
-                        }
-                        status => return Err(Abort::Refused(BookingError::NotHeld { id, status })),
-                    }
+                    let (mut reservation, now) = live_hold!(c, user, id);
                     // Seat first, then reservation: the order pay and the sweep lock them in,
                     // so that concurrent operations on one hold cannot deadlock.
                     let freed = diesel::update(
@@ -419,7 +535,8 @@ impl BookingRepository for DieselBooking {
                             .find(reservation.seat_id.get())
                             .filter(seats::status.eq("HELD"))
                             .filter(seats::held_by.eq(user.get()))
-                            .filter(seats::held_until.eq(naive(reservation.expires_at))),
+                            .filter(seats::held_until.eq(naive(reservation.expires_at)))
+                            .filter(seats::held_until.gt(naive(now))),
                     )
                     .set((
                         seats::status.eq("AVAILABLE"),
@@ -434,20 +551,10 @@ impl BookingRepository for DieselBooking {
                     )
                     .set(reservations::status.eq("CANCELLED"))
                     .execute(c)?;
+                    // The seat row is locked and the reservation was read after the lock:
+                    // both conditions hold by construction, and a miss is a broken invariant.
                     if freed == 0 || cancelled == 0 {
-                        // Lost a race: paid, cancelled or swept meanwhile.
-                        let status: String = reservations::table
-                            .find(id.get())
-                            .select(reservations::status)
-                            .first(c)?;
-                        return Err(Abort::Refused(match status.as_str() {
-                            "CONFIRMED" => BookingError::AlreadyPaid(id),
-                            "HELD" | "EXPIRED" => BookingError::HoldExpired(id),
-                            _ => BookingError::NotHeld {
-                                id,
-                                status: ReservationStatus::Cancelled,
-                            },
-                        }));
+                        return Err(broken("a locked live hold could not be cancelled"));
                     }
                     reservation.status = ReservationStatus::Cancelled;
                     Ok(reservation)
@@ -462,122 +569,94 @@ impl BookingRepository for DieselBooking {
         user: UserId,
         id: ReservationId,
         key: IdempotencyKey,
-        now: DateTime<Utc>,
-    ) -> Result<PaymentReceipt, BookingError> {
+        render: Render<PaymentReceipt>,
+    ) -> Result<Answered<PaymentReceipt>, BookingError> {
         let request = format!("pay:{id}");
-        let answer = self
-            .pool
+        self.pool
             .run(move |conn| {
-                let now_utc = now;
-                let now = naive(now);
                 finish(write_transaction!(conn, |c| {
-                    if let Claim::Replay(answer) = claim_key!(c, user, &key, &request, now) {
-                        return Ok(answer);
-                    }
-                    let row: ReservationRow = reservations::table
-                        .find(id.get())
-                        .filter(reservations::user_id.eq(user.get()))
-                        .select(ReservationRow::as_select())
-                        .first(c)
-                        .optional()?
-                        .ok_or(BookingError::ReservationNotFound(id))?;
-                    let reservation = row.into_domain()?;
-                    match reservation.effective_status(now_utc) {
-                        ReservationStatus::Held => {}
-                        ReservationStatus::Confirmed => {
-                            return Err(Abort::Refused(BookingError::AlreadyPaid(id)));
-                        }
-                        ReservationStatus::Expired => {
-                            return Err(Abort::Refused(BookingError::HoldExpired(id)));
-                        }
-                        status => return Err(Abort::Refused(BookingError::NotHeld { id, status })),
-                    }
-                    // The seat is still this hold's (same holder, same expiry, not run out).
-                    let sold = diesel::update(
-                        seats::table
-                            .find(reservation.seat_id.get())
-                            .filter(seats::status.eq("HELD"))
-                            .filter(seats::held_by.eq(user.get()))
-                            .filter(seats::held_until.eq(naive(reservation.expires_at)))
-                            .filter(seats::held_until.gt(now)),
-                    )
-                    .set((
-                        seats::status.eq("SOLD"),
-                        seats::held_by.eq(None::<i64>),
-                        seats::held_until.eq(None::<NaiveDateTime>),
-                    ))
-                    .execute(c)?;
-                    if sold == 0 {
-                        // Lost a race: another payment (with another key) sold it, or the
-                        // hold ran out.
-                        let status: String = reservations::table
-                            .find(id.get())
-                            .select(reservations::status)
-                            .first(c)?;
-                        return Err(Abort::Refused(if status == "CONFIRMED" {
-                            BookingError::AlreadyPaid(id)
-                        } else {
-                            BookingError::HoldExpired(id)
-                        }));
-                    }
-                    let confirmed = diesel::update(
-                        reservations::table
-                            .find(id.get())
-                            .filter(reservations::status.eq("HELD")),
-                    )
-                    .set(reservations::status.eq("CONFIRMED"))
-                    .execute(c)?;
-                    if confirmed == 0 {
-                        return Err(Abort::Refused(BookingError::AlreadyPaid(id)));
-                    }
-                    let price = reservation.price;
-                    let debited = diesel::update(
-                        wallets::table
-                            .find(user.get())
-                            .filter(wallets::balance.ge(price)),
-                    )
-                    .set(wallets::balance.eq(wallets::balance - price))
-                    .execute(c)?;
-                    if debited == 0 {
-                        let balance = wallets::table
-                            .find(user.get())
-                            .select(wallets::balance)
-                            .first::<i64>(c)
-                            .optional()?
-                            .unwrap_or(0);
-                        return Err(Abort::Refused(BookingError::InsufficientBalance {
-                            balance,
-                            needed: price,
-                        }));
-                    }
-                    let payment: i64 = diesel::insert_into(payments::table)
-                        .values((
-                            payments::reservation_id.eq(id.get()),
-                            payments::user_id.eq(user.get()),
-                            payments::amount.eq(price),
-                            payments::paid_at.eq(now),
+                    Ok(idempotent!(c, user, &key, &request, render, |c| {
+                        let (reservation, now) = live_hold!(c, user, id);
+                        let sold = diesel::update(
+                            seats::table
+                                .find(reservation.seat_id.get())
+                                .filter(seats::status.eq("HELD"))
+                                .filter(seats::held_by.eq(user.get()))
+                                .filter(seats::held_until.eq(naive(reservation.expires_at)))
+                                .filter(seats::held_until.gt(naive(now))),
+                        )
+                        .set((
+                            seats::status.eq("SOLD"),
+                            seats::held_by.eq(None::<i64>),
+                            seats::held_until.eq(None::<NaiveDateTime>),
                         ))
-                        .returning(payments::id)
-                        .get_result(c)?;
-                    let answer = format!("{payment}:{price}");
-                    diesel::update(idempotency_keys::table.find((user.get(), key.as_str())))
-                        .set(idempotency_keys::response.eq(Some(answer.clone())))
                         .execute(c)?;
-                    Ok(answer)
+                        let confirmed = diesel::update(
+                            reservations::table
+                                .find(id.get())
+                                .filter(reservations::status.eq("HELD")),
+                        )
+                        .set(reservations::status.eq("CONFIRMED"))
+                        .execute(c)?;
+                        // As in cancel: the locked seat and the re-read reservation make
+                        // these certain.
+                        if sold == 0 || confirmed == 0 {
+                            return Err(broken("a locked live hold could not be sold"));
+                        }
+                        let price = reservation.price;
+                        let debited = diesel::update(
+                            wallets::table
+                                .find(user.get())
+                                .filter(wallets::balance.ge(price)),
+                        )
+                        .set(wallets::balance.eq(wallets::balance - price))
+                        .execute(c)?;
+                        if debited == 0 {
+                            let balance = wallets::table
+                                .find(user.get())
+                                .select(wallets::balance)
+                                .first::<i64>(c)
+                                .optional()?
+                                .unwrap_or(0);
+                            return Err(Abort::Refused(BookingError::InsufficientBalance {
+                                balance,
+                                needed: price,
+                            }));
+                        }
+                        let payment: i64 = diesel::insert_into(payments::table)
+                            .values((
+                                payments::reservation_id.eq(id.get()),
+                                payments::user_id.eq(user.get()),
+                                payments::amount.eq(price),
+                                payments::paid_at.eq(naive(now)),
+                            ))
+                            .returning(payments::id)
+                            .get_result(c)?;
+                        Ok::<_, Abort>(PaymentReceipt {
+                            payment_id: marquee_domain::PaymentId::new(payment)
+                                .map_err(|e| Abort::Database(corrupt_row(e.to_string())))?,
+                            reservation_id: id,
+                            seat_id: reservation.seat_id,
+                            amount: price,
+                        })
+                    }))
                 }))
             })
             .await
-            .map_err(booking_error)?;
-        let (payment, amount) = answer
-            .split_once(':')
-            .and_then(|(p, a)| Some((p.parse::<i64>().ok()?, a.parse::<i64>().ok()?)))
-            .ok_or_else(|| corrupt(format!("stored payment answer {answer:?} is malformed")))?;
-        Ok(PaymentReceipt {
-            payment_id: marquee_domain::PaymentId::new(payment)
-                .map_err(|e| corrupt(e.to_string()))?,
-            reservation_id: id,
-            amount,
-        })
+            .map_err(booking_error)
+    }
+
+    async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64, BookingError> {
+        let deleted = self
+            .pool
+            .run(move |conn| {
+                Ok(diesel::delete(
+                    idempotency_keys::table.filter(idempotency_keys::created_at.lt(naive(before))),
+                )
+                .execute(conn)?)
+            })
+            .await?;
+        Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
     }
 
     async fn expire_holds(

@@ -71,8 +71,9 @@ diesel::table! {
         user_id -> BigInt,
         idem_key -> Text,
         request -> Text,
-        response -> Nullable<Text>,
         created_at -> Timestamp,
+        response_status -> Nullable<Integer>,
+        response_body -> Nullable<Text>,
     }
 }
 

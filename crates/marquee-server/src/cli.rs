@@ -41,7 +41,7 @@ pub struct TokenArgs {
     /// The user id the token names (its `sub`).
     #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
     pub user: i64,
-    /// How long the token is valid, e.g. 1h, 30m, 7d.
+    /// How long the token is valid, e.g. 1h, 30m; at most auth.max_token_lifetime (24h).
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub ttl: std::time::Duration,
 }
@@ -122,9 +122,7 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Capacity(args) => capacity(&args),
         Command::Token(args) => {
             let user = marquee_domain::UserId::new(args.user)?;
-            let token = marquee_api::auth::Tokens::new(&settings.auth.jwt_secret)
-                .mint(user, args.ttl)
-                .context("cannot sign the token")?;
+            let token = settings.auth.tokens().mint(user, args.ttl)?;
             say(&token)
         }
         Command::Serve => {

@@ -84,6 +84,32 @@ pub struct RedisSettings {
 pub struct AuthSettings {
     /// The HS256 secret tokens are signed with; at least 32 bytes. Never logged.
     pub jwt_secret: marquee_api::auth::Secret,
+    /// The longest a token may be valid for; longer ones are refused.
+    #[serde(with = "humantime_serde")]
+    pub max_token_lifetime: Duration,
+    /// When set (not empty), tokens must carry this `iss`.
+    #[serde(default)]
+    pub issuer: String,
+    /// When set (not empty), tokens must carry this `aud`.
+    #[serde(default)]
+    pub audience: String,
+}
+
+impl AuthSettings {
+    /// The claims rules tokens are checked against.
+    pub fn token_rules(&self) -> marquee_api::auth::TokenRules {
+        let set = |value: &str| Some(value.trim().to_owned()).filter(|v| !v.is_empty());
+        marquee_api::auth::TokenRules {
+            max_lifetime: self.max_token_lifetime,
+            issuer: set(&self.issuer),
+            audience: set(&self.audience),
+        }
+    }
+
+    /// Checks and mints tokens with these settings.
+    pub fn tokens(&self) -> marquee_api::auth::Tokens {
+        marquee_api::auth::Tokens::new(&self.jwt_secret, self.token_rules())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -94,6 +120,12 @@ pub struct BookingSettings {
     pub hold_duration: Duration,
     /// Live holds one user may have on one schedule.
     pub max_holds_per_schedule: u32,
+    /// Live holds one user may have across every schedule.
+    pub max_holds_per_user: u32,
+    /// How long an idempotency key and its recorded response are kept; a retry after that
+    /// is a new request.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_retention: Duration,
     /// The largest single wallet charge, in minor units.
     pub max_charge: i64,
     /// The most a wallet may hold, in minor units.
@@ -201,6 +233,19 @@ impl Settings {
         if booking.max_holds_per_schedule == 0 {
             bail!("invalid configuration: booking.max_holds_per_schedule must be at least 1");
         }
+        if booking.max_holds_per_user < booking.max_holds_per_schedule {
+            bail!(
+                "invalid configuration: booking.max_holds_per_user must be at least \
+                 booking.max_holds_per_schedule ({})",
+                booking.max_holds_per_schedule
+            );
+        }
+        if booking.idempotency_retention < Duration::from_secs(1) {
+            bail!("invalid configuration: booking.idempotency_retention must be at least 1s");
+        }
+        if self.auth.max_token_lifetime < Duration::from_secs(60) {
+            bail!("invalid configuration: auth.max_token_lifetime must be at least 1m");
+        }
         if booking.max_charge < 1 || booking.max_balance < booking.max_charge {
             bail!(
                 "invalid configuration: booking.max_charge must be at least 1 and at most booking.max_balance"
@@ -241,6 +286,24 @@ impl Settings {
         Ok(())
     }
 
+    /// Refuses to serve a reachable address with the development `auth.jwt_secret`: it is
+    /// printed in `config/default.toml` and the README, so anyone could sign tokens for any
+    /// user with it. On a loopback address only this machine can reach the server, which is
+    /// what the embedded default is for.
+    pub fn check_serving_secret(&self) -> anyhow::Result<()> {
+        let bind = self.bind_address()?;
+        if bind.ip().is_loopback() || self.auth.jwt_secret.expose() != development_secret()? {
+            return Ok(());
+        }
+        bail!(
+            "invalid configuration: auth.jwt_secret is the public development secret from \
+             config/default.toml, and server.bind {bind} is reachable from other machines: \
+             anyone could sign tokens with it. Set MARQUEE__AUTH__JWT_SECRET to a secret of at \
+             least 32 bytes (for example `openssl rand -hex 32`), or bind a loopback address \
+             such as 127.0.0.1:8080"
+        )
+    }
+
     /// `server.bind`, parsed.
     pub fn bind_address(&self) -> anyhow::Result<SocketAddr> {
         self.server.bind.parse().map_err(|error| {
@@ -265,6 +328,15 @@ impl Settings {
             connection_timeout: self.redis.connection_timeout,
         })
     }
+}
+
+/// The development `auth.jwt_secret`, as the embedded `config/default.toml` sets it.
+fn development_secret() -> anyhow::Result<String> {
+    Config::builder()
+        .add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml))
+        .build()
+        .and_then(|config| config.get_string("auth.jwt_secret"))
+        .context("the embedded config/default.toml has no auth.jwt_secret")
 }
 
 /// One TOML layer: the file in `dir` if it exists, else the embedded copy.

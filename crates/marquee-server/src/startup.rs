@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use marquee_api::auth::Tokens;
 use marquee_api::booking::BookingPolicy;
 use marquee_api::{AppState, CatalogueCache, Server, ServerHandle, ServerOptions};
 use marquee_cache::{Cache, RedisLink};
@@ -21,8 +20,8 @@ pub struct Application {
     server: Server,
     pool: DbPool,
     cache: Cache,
-    /// The expired-hold sweeper's state and interval; it runs while the server does.
-    sweeper: (AppState, Duration),
+    /// The background jobs' state and settings; they run while the server does.
+    jobs: Jobs,
 }
 
 impl std::fmt::Debug for Application {
@@ -57,6 +56,7 @@ impl Application {
 
     /// [`Application::build`], with `layer` around the catalogue repository.
     pub async fn build_with(settings: Settings, layer: CatalogueLayer) -> anyhow::Result<Self> {
+        settings.check_serving_secret()?;
         // First, so that everything built below reports to it.
         let prometheus = crate::telemetry::prometheus();
         let pool = connect_database(&settings).await?;
@@ -116,10 +116,11 @@ impl Application {
                 hold: marquee_domain::HoldRules {
                     hold_for,
                     max_holds_per_schedule: i64::from(settings.booking.max_holds_per_schedule),
+                    max_holds_per_user: i64::from(settings.booking.max_holds_per_user),
                 },
                 max_charge: settings.booking.max_charge,
             },
-            tokens: Tokens::new(&settings.auth.jwt_secret),
+            tokens: settings.auth.tokens(),
             health_checks,
             metrics: {
                 // Gauges that are read off their source when scraped.
@@ -142,7 +143,11 @@ impl Application {
             n => n,
         };
         let shutdown_timeout = settings.server.shutdown_timeout;
-        let sweeper = (state.clone(), settings.booking.sweep_interval);
+        let jobs = Jobs {
+            state: state.clone(),
+            sweep_interval: settings.booking.sweep_interval,
+            idempotency_retention: settings.booking.idempotency_retention,
+        };
         let server = marquee_api::serve(
             state,
             listener,
@@ -157,7 +162,7 @@ impl Application {
             server,
             pool,
             cache,
-            sweeper,
+            jobs,
         })
     }
 
@@ -183,8 +188,12 @@ impl Application {
     /// requests finish (up to `server.shutdown_timeout`), and closes the pools.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle = self.server.handle();
-        let (state, interval) = self.sweeper;
-        let sweeper = tokio::spawn(sweep_expired_holds(state, interval));
+        let jobs = self.jobs;
+        let sweeper = tokio::spawn(sweep_expired_holds(jobs.state.clone(), jobs.sweep_interval));
+        let purger = tokio::spawn(purge_idempotency_keys(
+            jobs.state,
+            jobs.idempotency_retention,
+        ));
         let stopper = tokio::spawn(async move {
             wait_for_stop_signal().await;
             tracing::info!("stop signal received; draining in-flight requests");
@@ -202,6 +211,7 @@ impl Application {
         self.server.await.context("the HTTP server failed")?;
         stopper.abort();
         sweeper.abort();
+        purger.abort();
         // Closing connections blocks, and a hung database must not hold up the exit: close
         // them on a detached thread (which the runtime's shutdown does not wait for) and wait
         // at most 5 s.
@@ -245,6 +255,37 @@ async fn wait_for_stop_signal() -> i32 {
     }
 }
 
+/// What the background jobs need.
+struct Jobs {
+    state: AppState,
+    sweep_interval: Duration,
+    idempotency_retention: Duration,
+}
+
+/// Deletes idempotency keys older than `retention`, so that the table holds about a
+/// retention's worth of keys instead of growing without bound. It runs every tenth of the
+/// retention (between 1 s and a minute), so a key outlives its retention by at most that;
+/// the delete goes by the `created_at` index. Each instance runs one; a key deleted twice is
+/// deleted once.
+async fn purge_idempotency_keys(state: AppState, retention: Duration) {
+    let every = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let Ok(retention) = chrono::TimeDelta::from_std(retention) else {
+        tracing::error!(?retention, "booking.idempotency_retention is out of range");
+        return;
+    };
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let before = chrono::Utc::now() - retention;
+        match state.booking.purge_idempotency_keys(before).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "expired idempotency keys purged"),
+            Err(error) => tracing::warn!(%error, "purging idempotency keys failed"),
+        }
+    }
+}
+
 /// Writes expired holds back as free seats every `interval`, and drops their cached
 /// listings. Each instance runs one; they race harmlessly (the update is conditional).
 async fn sweep_expired_holds(state: AppState, interval: Duration) {
@@ -276,7 +317,13 @@ impl HealthCheck for RedisHealth {
         false
     }
 
+    /// The reason given is generic, as for the database: readiness is often reachable from
+    /// outside, and the client's message names hosts, ports and system errors. The full
+    /// error is logged.
     async fn check(&self) -> Result<(), String> {
-        self.0.ping().await.map_err(|error| error.to_string())
+        self.0.ping().await.map_err(|error| {
+            tracing::warn!(%error, "redis readiness check failed");
+            "redis cannot be reached".to_owned()
+        })
     }
 }

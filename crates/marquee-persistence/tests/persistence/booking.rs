@@ -6,7 +6,8 @@ use std::sync::Arc;
 use chrono::{TimeDelta, Utc};
 use diesel::prelude::*;
 use marquee_domain::{
-    BookingError, BookingRepository, HoldRules, IdempotencyKey, ReservationStatus, SeatId, UserId,
+    Answered, BookingError, BookingRepository, HoldRules, IdempotencyKey, PaymentReceipt,
+    RecordedResponse, ReservationStatus, SeatId, UserId, Wallet,
 };
 use marquee_persistence::{Backend, DbPool, DieselBooking, PoolConfig, SeedPlan};
 
@@ -18,6 +19,28 @@ fn rules() -> HoldRules {
     HoldRules {
         hold_for: TimeDelta::minutes(5),
         max_holds_per_schedule: 4,
+        max_holds_per_user: 10,
+    }
+}
+
+/// Records an outcome as its debug text, which says which value or refusal it was; the
+/// API records the HTTP response instead.
+fn render<T: std::fmt::Debug>(outcome: &Result<T, BookingError>) -> RecordedResponse {
+    RecordedResponse {
+        status: if outcome.is_ok() { 200 } else { 409 },
+        body: said(outcome),
+    }
+}
+
+fn said<T: std::fmt::Debug>(outcome: &Result<T, BookingError>) -> String {
+    format!("{outcome:?}")
+}
+
+/// The value of an operation this call performed; panics on a refusal or a replay.
+fn performed<T: std::fmt::Debug>(answered: Answered<T>) -> T {
+    match answered.performed {
+        Some(value) => value,
+        None => panic!("not performed: {:?}", answered.response),
     }
 }
 
@@ -57,7 +80,7 @@ async fn one_seat_two_hundred_users(backend: Backend) {
     let attempts: Vec<_> = (1..=200)
         .map(|u| {
             let booking = booking.clone();
-            tokio::spawn(async move { booking.hold_seat(user(u), seat, rules(), Utc::now()).await })
+            tokio::spawn(async move { booking.hold_seat(user(u), seat, rules()).await })
         })
         .collect();
     let mut won = 0;
@@ -91,7 +114,7 @@ async fn a_thousand_users_fifty_seats_two_instances(backend: Backend) {
             };
             // Seats 1..=50 are schedule 1's.
             let seat = SeatId::new(1 + (u * 7) % 50).unwrap();
-            tokio::spawn(async move { booking.hold_seat(user(u), seat, rules(), Utc::now()).await })
+            tokio::spawn(async move { booking.hold_seat(user(u), seat, rules()).await })
         })
         .collect();
     let mut won = 0;
@@ -130,73 +153,113 @@ async fn concurrent_charges_all_apply_and_keys_charge_once(backend: Backend) {
     let charges: Vec<_> = (0..100)
         .map(|i| {
             let booking = booking.clone();
-            tokio::spawn(async move { booking.charge(user(7), 10, key(&format!("c{i}"))).await })
+            tokio::spawn(async move {
+                booking
+                    .charge(user(7), 10, key(&format!("c{i}")), render)
+                    .await
+            })
         })
         .collect();
     for charge in charges {
-        charge.await.unwrap().unwrap();
+        performed(charge.await.unwrap().unwrap());
     }
     assert_eq!(booking.wallet(user(7)).await.unwrap().balance, 1_000);
 
     let replays: Vec<_> = (0..10)
         .map(|_| {
             let booking = booking.clone();
-            tokio::spawn(async move { booking.charge(user(7), 10, key("same")).await })
+            tokio::spawn(async move { booking.charge(user(7), 10, key("same"), render).await })
         })
         .collect();
     let mut answers = HashSet::new();
+    let mut first = 0;
     for replay in replays {
-        answers.insert(replay.await.unwrap().unwrap().balance);
+        let answered = replay.await.unwrap().unwrap();
+        first += usize::from(!answered.replayed);
+        answers.insert(answered.response.body);
     }
+    assert_eq!(first, 1, "one request performs the charge");
     assert_eq!(answers.len(), 1, "every replay gets the first answer");
     assert_eq!(booking.wallet(user(7)).await.unwrap().balance, 1_010);
     assert_eq!(
-        booking.charge(user(7), 20, key("same")).await,
+        booking.charge(user(7), 20, key("same"), render).await,
         Err(BookingError::IdempotencyKeyReused)
     );
+    let refused = booking
+        .charge(user(7), MAX_BALANCE, key("too-much"), render)
+        .await
+        .unwrap();
     assert_eq!(
-        booking.charge(user(7), MAX_BALANCE, key("too-much")).await,
-        Err(BookingError::BalanceLimit { limit: MAX_BALANCE })
+        refused.response.body,
+        said::<Wallet>(&Err(BookingError::BalanceLimit { limit: MAX_BALANCE }))
     );
+    assert_eq!(refused.performed, None);
 }
 
 async fn one_payment_whatever_the_retries(backend: Backend) {
-    let (_db, pool, booking) = booking(backend).await;
+    let (db, pool, booking) = booking(backend).await;
     let held = booking
-        .hold_seat(user(3), SeatId::new(2).unwrap(), rules(), Utc::now())
+        .hold_seat(user(3), SeatId::new(2).unwrap(), rules())
+        .await
+        .unwrap();
+    let short = said::<PaymentReceipt>(&Err(BookingError::InsufficientBalance {
+        balance: 0,
+        needed: held.price,
+    }));
+    let refused = booking
+        .pay(user(3), held.id, key("p1"), render)
         .await
         .unwrap();
     assert_eq!(
-        booking.pay(user(3), held.id, key("p1"), Utc::now()).await,
-        Err(BookingError::InsufficientBalance {
-            balance: 0,
-            needed: held.price
-        })
+        (refused.response.body.as_str(), refused.replayed),
+        (short.as_str(), false)
+    );
+    // The refusal rolled the sale back but kept the key and its answer.
+    assert_eq!(
+        db.count("SELECT count(*) AS n FROM seats WHERE id = 2 AND status = 'HELD'"),
+        1
     );
     booking
-        .charge(user(3), 50_000, key("top-up"))
+        .charge(user(3), 50_000, key("top-up"), render)
         .await
         .unwrap();
+    // After the top-up the same key still answers the refusal: it is the outcome of that
+    // request. A new attempt takes a new key.
+    let retried = booking
+        .pay(user(3), held.id, key("p1"), render)
+        .await
+        .unwrap();
+    assert_eq!(
+        (retried.response.body.as_str(), retried.replayed),
+        (short.as_str(), true)
+    );
     let retries: Vec<_> = (0..20)
         .map(|_| {
             let booking = booking.clone();
-            tokio::spawn(async move { booking.pay(user(3), held.id, key("p1"), Utc::now()).await })
+            tokio::spawn(async move { booking.pay(user(3), held.id, key("p2"), render).await })
         })
         .collect();
     let mut receipts = HashSet::new();
     for retry in retries {
-        let receipt = retry.await.unwrap().unwrap();
-        receipts.insert((receipt.payment_id, receipt.amount));
+        receipts.insert(retry.await.unwrap().unwrap().response.body);
     }
     assert_eq!(receipts.len(), 1, "20 identical answers");
+    assert!(
+        receipts.iter().all(|r| r.starts_with("Ok(")),
+        "{receipts:?}"
+    );
     assert_eq!(
         booking.wallet(user(3)).await.unwrap().balance,
         50_000 - held.price,
         "one debit"
     );
+    let again = booking
+        .pay(user(3), held.id, key("p3"), render)
+        .await
+        .unwrap();
     assert_eq!(
-        booking.pay(user(3), held.id, key("p2"), Utc::now()).await,
-        Err(BookingError::AlreadyPaid(held.id))
+        again.response.body,
+        said::<PaymentReceipt>(&Err(BookingError::AlreadyPaid(held.id)))
     );
     let paid = booking
         .reservation(user(3), held.id)
@@ -217,27 +280,50 @@ async fn one_payment_whatever_the_retries(backend: Backend) {
 async fn others_cannot_touch_a_reservation(backend: Backend) {
     let (_db, _pool, booking) = booking(backend).await;
     let held = booking
-        .hold_seat(user(1), SeatId::new(3).unwrap(), rules(), Utc::now())
+        .hold_seat(user(1), SeatId::new(3).unwrap(), rules())
         .await
         .unwrap();
-    booking.charge(user(2), 100_000, key("k")).await.unwrap();
+    booking
+        .charge(user(2), 100_000, key("k"), render)
+        .await
+        .unwrap();
     assert_eq!(booking.reservation(user(2), held.id).await.unwrap(), None);
     assert!(booking.reservations(user(2)).await.unwrap().is_empty());
     assert_eq!(
-        booking.cancel(user(2), held.id, Utc::now()).await,
+        booking.cancel(user(2), held.id).await,
         Err(BookingError::ReservationNotFound(held.id))
     );
+    let stolen = booking
+        .pay(user(2), held.id, key("steal"), render)
+        .await
+        .unwrap();
     assert_eq!(
-        booking
-            .pay(user(2), held.id, key("steal"), Utc::now())
-            .await,
-        Err(BookingError::ReservationNotFound(held.id))
+        stolen.response.body,
+        said::<PaymentReceipt>(&Err(BookingError::ReservationNotFound(held.id)))
     );
-    let cancelled = booking.cancel(user(1), held.id, Utc::now()).await.unwrap();
+    let cancelled = booking.cancel(user(1), held.id).await.unwrap();
     assert_eq!(cancelled.status, ReservationStatus::Cancelled);
+    // A cancelled hold can be neither cancelled again nor paid: both say it is not held.
+    let not_held = BookingError::NotHeld {
+        id: held.id,
+        status: ReservationStatus::Cancelled,
+    };
+    assert_eq!(
+        booking.cancel(user(1), held.id).await,
+        Err(not_held.clone())
+    );
+    booking
+        .charge(user(1), 100_000, key("k"), render)
+        .await
+        .unwrap();
+    let late = booking
+        .pay(user(1), held.id, key("after-cancel"), render)
+        .await
+        .unwrap();
+    assert_eq!(late.response.body, said::<PaymentReceipt>(&Err(not_held)));
     // The seat is free again.
     booking
-        .hold_seat(user(2), SeatId::new(3).unwrap(), rules(), Utc::now())
+        .hold_seat(user(2), SeatId::new(3).unwrap(), rules())
         .await
         .unwrap();
 }
@@ -249,26 +335,25 @@ async fn an_expired_hold_frees_the_seat_at_once(backend: Backend) {
         hold_for: TimeDelta::milliseconds(300),
         ..rules()
     };
-    let first = booking
-        .hold_seat(user(1), seat, short, Utc::now())
-        .await
-        .unwrap();
+    let first = booking.hold_seat(user(1), seat, short).await.unwrap();
     assert!(matches!(
-        booking.hold_seat(user(2), seat, short, Utc::now()).await,
+        booking.hold_seat(user(2), seat, short).await,
         Err(BookingError::SeatTaken(_))
     ));
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     // Before any sweep: the seat is free, and the old hold can no longer be paid.
-    let second = booking
-        .hold_seat(user(2), seat, rules(), Utc::now())
+    let second = booking.hold_seat(user(2), seat, rules()).await.unwrap();
+    booking
+        .charge(user(1), 100_000, key("k"), render)
         .await
         .unwrap();
-    booking.charge(user(1), 100_000, key("k")).await.unwrap();
+    let late = booking
+        .pay(user(1), first.id, key("late"), render)
+        .await
+        .unwrap();
     assert_eq!(
-        booking
-            .pay(user(1), first.id, key("late"), Utc::now())
-            .await,
-        Err(BookingError::HoldExpired(first.id))
+        late.response.body,
+        said::<PaymentReceipt>(&Err(BookingError::HoldExpired(first.id)))
     );
     let swept = booking.expire_holds(Utc::now()).await.unwrap();
     assert!(swept.is_empty(), "the seat was re-held, nothing to free");
@@ -294,36 +379,223 @@ async fn windows_and_limits_are_enforced(backend: Backend) {
     // Schedule 4 of concert 1 (seats 151..=200) opens in a week.
     assert!(matches!(
         booking
-            .hold_seat(user(1), SeatId::new(151).unwrap(), rules(), Utc::now())
+            .hold_seat(user(1), SeatId::new(151).unwrap(), rules())
             .await,
         Err(BookingError::BookingClosed { .. })
     ));
     assert!(matches!(
         booking
-            .hold_seat(user(1), SeatId::new(999_999).unwrap(), rules(), Utc::now())
+            .hold_seat(user(1), SeatId::new(999_999).unwrap(), rules())
             .await,
         Err(BookingError::SeatNotFound(_))
     ));
     for seat in 10..14 {
         booking
-            .hold_seat(user(1), SeatId::new(seat).unwrap(), rules(), Utc::now())
+            .hold_seat(user(1), SeatId::new(seat).unwrap(), rules())
             .await
             .unwrap();
     }
     assert_eq!(
         booking
-            .hold_seat(user(1), SeatId::new(14).unwrap(), rules(), Utc::now())
+            .hold_seat(user(1), SeatId::new(14).unwrap(), rules())
             .await,
         Err(BookingError::HoldLimitReached { limit: 4 })
     );
-    // Another schedule has its own limit.
+    // Another schedule has its own limit...
+    for seat in [51, 52, 53, 54, 101, 102] {
+        booking
+            .hold_seat(user(1), SeatId::new(seat).unwrap(), rules())
+            .await
+            .unwrap();
+    }
+    // ...but not the user: ten live holds in all, on any schedules, are the most.
+    assert_eq!(
+        booking
+            .hold_seat(user(1), SeatId::new(201).unwrap(), rules())
+            .await,
+        Err(BookingError::UserHoldLimitReached { limit: 10 })
+    );
+    // Another user is not affected.
     booking
-        .hold_seat(user(1), SeatId::new(60).unwrap(), rules(), Utc::now())
+        .hold_seat(user(2), SeatId::new(201).unwrap(), rules())
         .await
         .unwrap();
 }
 
+/// Idempotency keys older than the retention are purged; younger ones stay.
+async fn old_idempotency_keys_are_purged(backend: Backend) {
+    let (db, _pool, booking) = booking(backend).await;
+    performed(
+        booking
+            .charge(user(5), 100, key("old"), render)
+            .await
+            .unwrap(),
+    );
+    let cutoff = Utc::now() + TimeDelta::milliseconds(5);
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    performed(
+        booking
+            .charge(user(5), 100, key("young"), render)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(booking.purge_idempotency_keys(cutoff).await.unwrap(), 1);
+    assert_eq!(
+        db.count("SELECT count(*) AS n FROM idempotency_keys WHERE idem_key = 'young'"),
+        1
+    );
+    // The purged key is a new request now; the young one still replays.
+    performed(
+        booking
+            .charge(user(5), 100, key("old"), render)
+            .await
+            .unwrap(),
+    );
+    assert!(
+        booking
+            .charge(user(5), 100, key("young"), render)
+            .await
+            .unwrap()
+            .replayed
+    );
+    assert_eq!(booking.wallet(user(5)).await.unwrap().balance, 300);
+}
+
+/// The migration to recorded responses keeps the answers of keys written before it, so a
+/// retry with such a key still replays instead of charging or paying again; and its down
+/// migration restores them.
+async fn earlier_idempotency_answers_survive_the_migration(backend: Backend) {
+    use diesel::connection::SimpleConnection;
+    use diesel_migrations::MigrationHarness;
+    let (db, pool, booking) = booking(backend).await;
+    let old_rows = "INSERT INTO idempotency_keys (user_id, idem_key, request, response, created_at) \
+         VALUES (5, 'c', 'charge:100', '100', '2026-12-01 10:00:00'), \
+                (5, 'p', 'pay:7', '3:15000', '2026-12-01 10:00:00')";
+    let url = db.url().as_str().to_owned();
+    let step = move |down: bool| match backend {
+        Backend::Postgres => {
+            let mut conn = diesel::PgConnection::establish(&url).unwrap();
+            if down {
+                conn.revert_last_migration(marquee_persistence::migrations::POSTGRES)
+                    .unwrap();
+                conn.batch_execute(old_rows).unwrap();
+            } else {
+                conn.run_pending_migrations(marquee_persistence::migrations::POSTGRES)
+                    .unwrap();
+            }
+        }
+        Backend::Sqlite => {
+            let mut conn = diesel::SqliteConnection::establish(&url).unwrap();
+            if down {
+                conn.revert_last_migration(marquee_persistence::migrations::SQLITE)
+                    .unwrap();
+                conn.batch_execute(old_rows).unwrap();
+            } else {
+                conn.run_pending_migrations(marquee_persistence::migrations::SQLITE)
+                    .unwrap();
+            }
+        }
+    };
+    // A key recorded now with a refusal has no compact form: the down migration drops it.
+    let refused = booking
+        .pay(
+            user(6),
+            marquee_domain::ReservationId::new(99).unwrap(),
+            key("refused"),
+            render,
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused.response.status, 409);
+    drop(pool);
+    step(true);
+    assert_eq!(db.count("SELECT count(*) AS n FROM idempotency_keys"), 2);
+    step(false);
+    let charged = booking
+        .charge(user(5), 100, key("c"), render)
+        .await
+        .unwrap();
+    assert!(charged.replayed);
+    assert_eq!(
+        charged.response,
+        RecordedResponse {
+            status: 200,
+            body: r#"{"userId":5,"balance":100}"#.into()
+        }
+    );
+    let paid = booking
+        .pay(
+            user(5),
+            marquee_domain::ReservationId::new(7).unwrap(),
+            key("p"),
+            render,
+        )
+        .await
+        .unwrap();
+    assert!(paid.replayed);
+    assert_eq!(
+        paid.response.body,
+        r#"{"paymentId":3,"reservationId":7,"amount":15000,"status":"CONFIRMED"}"#
+    );
+    assert_eq!(
+        booking.wallet(user(5)).await.unwrap().balance,
+        0,
+        "nothing ran again"
+    );
+}
+
+/// A payment and a cancellation of one hold, sent at once: exactly one wins, and the loser
+/// always hears the same thing for the same cause: a payment that lost to the cancellation
+/// is `reservation-not-held` (never `hold-expired`), a cancellation that lost to the
+/// payment is `already-paid`.
+async fn pay_and_cancel_races_answer_one_code_each(backend: Backend) {
+    let (_db, _pool, booking) = booking(backend).await;
+    booking
+        .charge(user(8), 10_000_000, key("funds"), render)
+        .await
+        .unwrap();
+    let mut outcomes = std::collections::BTreeMap::new();
+    for round in 0..3 {
+        let holds: Vec<_> = (1..=4)
+            .map(|n| SeatId::new(round * 50 + n).unwrap())
+            .collect();
+        let mut races = Vec::new();
+        for seat in holds {
+            let held = booking.hold_seat(user(8), seat, rules()).await.unwrap();
+            let (a, b) = (booking.clone(), booking.clone());
+            let pay = tokio::spawn(async move {
+                a.pay(user(8), held.id, key(&format!("pay-{}", held.id)), render)
+                    .await
+            });
+            let cancel = tokio::spawn(async move { b.cancel(user(8), held.id).await });
+            races.push((held.id, pay, cancel));
+        }
+        for (id, pay, cancel) in races {
+            let paid = pay.await.unwrap().unwrap();
+            let cancelled = cancel.await.unwrap();
+            let outcome = match (paid.performed.is_some(), &cancelled) {
+                (true, Err(BookingError::AlreadyPaid(_))) => "paid",
+                (false, Ok(_)) => {
+                    assert_eq!(
+                        paid.response.body,
+                        said::<PaymentReceipt>(&Err(BookingError::NotHeld {
+                            id,
+                            status: ReservationStatus::Cancelled
+                        }))
+                    );
+                    "cancelled"
+                }
+                other => panic!("both or neither won: {other:?} {paid:?}"),
+            };
+            *outcomes.entry(outcome).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(outcomes.values().sum::<i32>(), 12, "{outcomes:?}");
+}
+
 on_each_backend!(
+    pay_and_cancel_races_answer_one_code_each,
+    earlier_idempotency_answers_survive_the_migration,
     one_seat_two_hundred_users,
     a_thousand_users_fifty_seats_two_instances,
     concurrent_charges_all_apply_and_keys_charge_once,
@@ -331,4 +603,5 @@ on_each_backend!(
     others_cannot_touch_a_reservation,
     an_expired_hold_frees_the_seat_at_once,
     windows_and_limits_are_enforced,
+    old_idempotency_keys_are_purged,
 );

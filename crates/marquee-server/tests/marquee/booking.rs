@@ -193,25 +193,37 @@ async fn charges_add_up_and_keys_charge_once(backend: Backend) {
     );
 }
 
-/// One payment retried 20 times at once with one key: one debit, 20 identical answers. A
-/// new key afterwards is refused.
+/// A refused payment stays refused under its key, as with Stripe: the retry after a top-up
+/// gets the same 402, marked as a replay. A new key pays; retried 20 times at once it makes
+/// one debit and 20 identical answers. A key after that is refused.
 async fn a_payment_is_taken_once(backend: Backend) {
     let app = TestApp::spawn_with(backend, BUSY).await;
     let app = std::sync::Arc::new(app);
     let (_, held) = hold(&app, 9, 11).await;
     let id = held["id"].as_i64().unwrap();
     let price = held["price"].as_i64().unwrap();
-    let (status, body) = pay(&app, 9, id, "pay-1").await;
+    let (status, refusal) = pay(&app, 9, id, "pay-1").await;
     assert_eq!(
-        (status, body["code"].as_str()),
+        (status, refusal["code"].as_str()),
         (402, Some("insufficient-balance"))
     );
     charge(&app, 9, 100_000, "top-up").await;
+    let replay = app
+        .client
+        .post(format!("{}/api/v1/reservations/{id}/payment", app.address))
+        .bearer_auth(app.token(9))
+        .header("Idempotency-Key", "pay-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    let replayed = assert_problem(replay, 402, "insufficient-balance").await;
+    assert_eq!(replayed, refusal, "the first answer, as it was");
 
     let retries: Vec<_> = (0..20)
         .map(|_| {
             let app = app.clone();
-            tokio::spawn(async move { pay(&app, 9, id, "pay-1").await })
+            tokio::spawn(async move { pay(&app, 9, id, "pay-2").await })
         })
         .collect();
     let mut answers = HashSet::new();
@@ -227,7 +239,7 @@ async fn a_payment_is_taken_once(backend: Backend) {
     assert_eq!(answer["amount"], price);
     let (_, wallet) = charge(&app, 9, 1, "check").await;
     assert_eq!(wallet["balance"], 100_000 - price + 1, "one debit");
-    let (status, body) = pay(&app, 9, id, "pay-2").await;
+    let (status, body) = pay(&app, 9, id, "pay-3").await;
     assert_eq!((status, body["code"].as_str()), (409, Some("already-paid")));
     let seats: Value = app
         .get_json("/api/v1/schedules/1/seats?status=sold")
@@ -321,7 +333,130 @@ async fn holds_respect_the_booking_window(backend: Backend) {
     );
 }
 
+/// A row lock held by another session (a backup, an operator in psql, another instance's
+/// long transaction), released after `wait`.
+fn hold_seat_lock(db: &TestDatabase, seat: i64, wait: Duration) -> std::thread::JoinHandle<()> {
+    use diesel::Connection;
+    use diesel::connection::SimpleConnection;
+    let url = db.url().clone();
+    let (locked, on_locked) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let sql = format!("SELECT id FROM seats WHERE id = {seat} FOR UPDATE");
+        match url.backend() {
+            Backend::Postgres => {
+                let mut conn = diesel::PgConnection::establish(url.as_str()).unwrap();
+                conn.batch_execute(&format!("BEGIN; {sql};")).unwrap();
+                locked.send(()).unwrap();
+                std::thread::sleep(wait);
+                conn.batch_execute("COMMIT").unwrap();
+            }
+            // SQLite has no row locks: an immediate transaction holds the database's one
+            // write lock, as a second instance or `marquee seed` would.
+            Backend::Sqlite => {
+                let mut conn = diesel::SqliteConnection::establish(url.as_str()).unwrap();
+                conn.batch_execute("BEGIN IMMEDIATE").unwrap();
+                locked.send(()).unwrap();
+                std::thread::sleep(wait);
+                conn.batch_execute("COMMIT").unwrap();
+            }
+        }
+    });
+    on_locked.recv().unwrap();
+    holder
+}
+
+/// Expiry is judged when the payment is decided, not when it arrived: a payment sent while
+/// the hold is live, but held up by a lock until after it ran out, is refused 410. And a
+/// hold held up by a lock lasts its full duration from when it was written.
+async fn decisions_use_the_time_of_the_decision(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &[("MARQUEE__BOOKING__HOLD_DURATION", "1s")]).await;
+    // The locks below are held for less than database.lock_timeout, so the requests wait
+    // them out instead of giving up.
+    charge(&app, 1, 100_000, "funds").await;
+    let (_, held) = hold(&app, 1, 21).await;
+    let id = held["id"].as_i64().unwrap();
+    let expires: chrono::DateTime<chrono::Utc> =
+        held["expiresAt"].as_str().unwrap().parse().unwrap();
+    let lock = hold_seat_lock(&app.db, 21, Duration::from_millis(1_500));
+    let sent = chrono::Utc::now();
+    assert!(sent < expires, "sent while the hold is live");
+    let (status, body) = pay(&app, 1, id, "late-by-the-lock").await;
+    lock.join().unwrap();
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (410, Some("hold-expired")),
+        "{body}"
+    );
+    assert_eq!(charge(&app, 1, 1, "check").await.1["balance"], 100_001);
+
+    let lock = hold_seat_lock(&app.db, 22, Duration::from_millis(1_200));
+    let sent = chrono::Utc::now();
+    let (status, held) = hold(&app, 2, 22).await;
+    lock.join().unwrap();
+    assert_eq!(status, 201, "{held}");
+    let expires: chrono::DateTime<chrono::Utc> =
+        held["expiresAt"].as_str().unwrap().parse().unwrap();
+    let lasts = expires - sent;
+    assert!(
+        lasts >= chrono::TimeDelta::milliseconds(2_100),
+        "1 s counted from the write, 1.2 s after the request: {lasts}"
+    );
+}
+
+/// One user may hold `booking.max_holds_per_user` seats in all, whatever the schedules.
+async fn holds_are_capped_per_user_across_schedules(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &[("MARQUEE__BOOKING__MAX_HOLDS_PER_USER", "5")]).await;
+    // Four on schedule 1 (its own cap), one on schedule 2.
+    for seat in [1, 2, 3, 4, 51] {
+        assert_eq!(hold(&app, 1, seat).await.0, 201);
+    }
+    let (status, body) = hold(&app, 1, 101).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("hold-limit-reached")),
+        "{body}"
+    );
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("across all schedules")
+    );
+    assert_eq!(
+        hold(&app, 2, 101).await.0,
+        201,
+        "another user is not affected"
+    );
+}
+
+/// Idempotency keys are purged after `booking.idempotency_retention` by the server's own job:
+/// the table does not grow without bound, and a purged key is a new request.
+async fn idempotency_keys_are_purged_after_the_retention(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        &[("MARQUEE__BOOKING__IDEMPOTENCY_RETENTION", "1s")],
+    )
+    .await;
+    assert_eq!(charge(&app, 4, 100, "once").await.1["balance"], 100);
+    assert_eq!(
+        app.db.count("SELECT count(*) AS n FROM idempotency_keys"),
+        1
+    );
+    let started = Instant::now();
+    while app.db.count("SELECT count(*) AS n FROM idempotency_keys") > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the key was not purged"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(charge(&app, 4, 100, "once").await.1["balance"], 200);
+}
+
 on_each_backend!(
+    decisions_use_the_time_of_the_decision,
+    holds_are_capped_per_user_across_schedules,
+    idempotency_keys_are_purged_after_the_retention,
     two_hundred_users_one_seat,
     a_thousand_users_fifty_seats_two_instances,
     charges_add_up_and_keys_charge_once,
@@ -408,6 +543,17 @@ async fn bad_input_is_refused_with_a_problem() {
             "idempotency-key-invalid",
         ),
         (raw(&hold_url, "[1]", None), 400, "invalid-json"),
+        // A duplicate key is refused, not resolved to either value.
+        (
+            raw(&charge_url, "{\"amount\": 1, \"amount\": 5000}", Some("k2")),
+            400,
+            "invalid-json",
+        ),
+        (
+            raw(&hold_url, "{\"seatId\": 3, \"seatId\": 4}", None),
+            400,
+            "invalid-json",
+        ),
         (
             raw(&hold_url, "{\"seatId\": \"7\"}", None),
             400,

@@ -251,12 +251,94 @@ fn token_prints_only_a_token() {
     let token = stdout(&output);
     assert_eq!(token.lines().count(), 1);
     assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
-    let tokens = marquee_api::auth::Tokens::new(&marquee_api::auth::Secret::new(
-        "marquee-development-secret-do-not-use-in-production",
-    ));
+    let tokens = marquee_api::auth::Tokens::new(
+        &marquee_api::auth::Secret::new("marquee-development-secret-do-not-use-in-production"),
+        marquee_api::auth::TokenRules::default(),
+    );
     assert_eq!(tokens.verify(&token).map(|user| user.get()), Ok(42));
     let refused = marquee(&db, &["token", "--user", "0"], &[]);
     assert!(!refused.status.success());
     let refused = marquee(&db, &["token", "--user", "1", "--ttl", "soon"], &[]);
     assert!(!refused.status.success());
+    // Beyond auth.max_token_lifetime (24 h by default, here lowered): refused, and said why.
+    let refused = marquee(&db, &["token", "--user", "1", "--ttl", "25h"], &[]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("auth.max_token_lifetime"),
+        "{refused:?}"
+    );
+    let capped = marquee(
+        &db,
+        &["token", "--user", "1", "--ttl", "2h"],
+        &[("MARQUEE__AUTH__MAX_TOKEN_LIFETIME", "1h")],
+    );
+    assert!(!capped.status.success(), "{capped:?}");
+    assert!(stdout(&capped).is_empty(), "no token is printed");
+}
+
+/// The development secret guards only a loopback address: on any other address `serve`
+/// refuses to start, names the key and says how to set it. With a secret of its own it
+/// starts anywhere.
+#[test]
+fn serve_refuses_the_development_secret_on_a_reachable_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.sqlite3");
+    for bind in ["0.0.0.0:0", "[::]:0", "10.1.2.3:0"] {
+        let refused = marquee(&db, &["serve"], &[("MARQUEE__SERVER__BIND", bind)]);
+        assert!(!refused.status.success(), "{bind}: {refused:?}");
+        let message = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            message.contains("auth.jwt_secret") && message.contains("MARQUEE__AUTH__JWT_SECRET"),
+            "{bind}: {message}"
+        );
+    }
+    assert!(!db.exists(), "refused before anything was opened");
+    // A loopback address with the development secret serves; a custom secret serves anywhere.
+    for (bind, secret) in [
+        ("127.0.0.1:0", None),
+        (
+            "0.0.0.0:0",
+            Some("a-secret-of-our-own-that-is-long-enough-0123"),
+        ),
+    ] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_marquee"));
+        command
+            .arg("serve")
+            .env_remove("MARQUEE_ENV")
+            .env("MARQUEE__DATABASE__URL", &db)
+            .env("MARQUEE__SERVER__BIND", bind)
+            .env("MARQUEE__LOG__FILTER", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(secret) = secret {
+            command.env("MARQUEE__AUTH__JWT_SECRET", secret);
+        }
+        let mut child = command.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (lines, seen) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = lines.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut log = Vec::new();
+        while let Ok(line) = seen.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            let listening = line.contains("listening");
+            log.push(line);
+            if listening {
+                break;
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(
+            log.iter().any(|line| line.contains("listening")),
+            "{bind} should serve: {log:#?}"
+        );
+    }
 }

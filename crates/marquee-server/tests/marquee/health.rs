@@ -199,6 +199,16 @@ async fn starts_while_redis_is_down() {
         (200, Some("DEGRADED")),
         "{ready}"
     );
+    // The reason is a fixed sentence: the client's error (host, port, "connection refused
+    // (os error 111)") goes to the log only.
+    assert_eq!(
+        ready["checks"]["redis"]["reason"], "redis cannot be reached",
+        "{ready}"
+    );
+    let text = ready.to_string();
+    for internal in ["os error", "refused", "127.0.0.1", ":1"] {
+        assert!(!text.contains(internal), "{internal:?} in {text}");
+    }
     assert_eq!(app.get("/api/v1/concerts/1").await.status(), 200);
 }
 

@@ -125,7 +125,7 @@ pub struct Instance {
 impl Instance {
     pub async fn start(settings: Settings, layer: CatalogueLayer) -> Self {
         marquee_server::telemetry::init(&settings);
-        let tokens = marquee_api::auth::Tokens::new(&settings.auth.jwt_secret);
+        let tokens = settings.auth.tokens();
         let app = Application::build_with(settings, layer)
             .await
             .expect("the app builds");
