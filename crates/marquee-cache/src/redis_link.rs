@@ -9,8 +9,8 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Deserialize;
 
-/// How to reach Redis.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// How to reach Redis. Its `Debug` output shows the URL without its password.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://host:port[/db]`, `rediss://...` or `unix:///path`.
@@ -55,7 +55,7 @@ impl RedisConfig {
                 "url",
                 format!(
                     "must start with redis://, unix:// or redis+unix://, got {:?}",
-                    self.url
+                    self.redacted_url()
                 ),
             );
         }
@@ -68,12 +68,52 @@ impl RedisConfig {
         Ok(())
     }
 
+    /// The URL with every password replaced by `***`, for logs and errors: the password of
+    /// the user (`redis://user:password@host`) and the `pass` query parameter of a socket
+    /// URL (`unix:///path?pass=...`). A value that does not parse as a URL is not shown.
+    pub fn redacted_url(&self) -> String {
+        let Ok(url) = url::Url::parse(&self.url) else {
+            return "(not a URL)".to_owned();
+        };
+        let is_secret = |key: &str| key.to_ascii_lowercase().contains("pass");
+        let secret_query = url.query_pairs().any(|(key, _)| is_secret(&key));
+        if url.password().is_none() && !secret_query {
+            // Nothing to hide: show the URL as it was written, not re-serialised.
+            return self.url.clone();
+        }
+        let mut shown = url.clone();
+        if url.password().is_some() && shown.set_password(Some("***")).is_err() {
+            return "(a URL with a password)".to_owned();
+        }
+        if secret_query {
+            let pairs: Vec<(String, String)> = url
+                .query_pairs()
+                .map(|(key, value)| {
+                    let value = if is_secret(&key) { "***".into() } else { value };
+                    (key.into_owned(), value.into_owned())
+                })
+                .collect();
+            shown.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        shown.into()
+    }
+
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
             response_timeout: Self::default_response_timeout(),
             connection_timeout: Self::default_connection_timeout(),
         }
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &self.redacted_url())
+            .field("response_timeout", &self.response_timeout)
+            .field("connection_timeout", &self.connection_timeout)
+            .finish()
     }
 }
 
@@ -232,5 +272,46 @@ impl RedisLink {
             .await
             .map_err(|_| RedisError::Timeout(bound))?
             .map_err(RedisError::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redacted(url: &str) -> String {
+        RedisConfig::new(url).redacted_url()
+    }
+
+    #[test]
+    fn redaction_hides_passwords_wherever_redis_urls_carry_them() {
+        assert_eq!(
+            redacted("redis://app:s3cr3t@pa55@cache:6379/0"),
+            "redis://app:***@cache:6379/0"
+        );
+        assert_eq!(redacted("redis://:p%40ss@cache"), "redis://:***@cache");
+        assert_eq!(
+            redacted("unix:///run/redis.sock?db=1&pass=s3cr3t"),
+            "unix:///run/redis.sock?db=1&pass=***"
+        );
+        let config = RedisConfig::new("redis://:s3cr3t@cache");
+        assert!(!format!("{config:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn redaction_keeps_urls_without_passwords_as_written() {
+        assert_eq!(redacted("redis://cache:6379"), "redis://cache:6379");
+        assert_eq!(redacted("http://cache"), "http://cache");
+        assert_eq!(redacted("redis://:s3cr3t@cache:port"), "(not a URL)");
+    }
+
+    #[test]
+    fn a_refused_url_is_named_without_its_password() {
+        let error = RedisConfig::new("http://:s3cr3t@cache")
+            .validate()
+            .unwrap_err();
+        assert_eq!(error.field, "url");
+        assert!(!error.to_string().contains("s3cr3t"), "{error}");
+        assert!(error.to_string().contains("http://:***@cache/"), "{error}");
     }
 }

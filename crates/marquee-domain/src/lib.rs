@@ -14,4 +14,4 @@ pub use catalogue::{
     SeatStatus,
 };
 pub use ids::{ConcertId, IdError, PaymentId, ReservationId, ScheduleId, SeatId, UserId};
-pub use ports::{BookingRepository, CatalogueRepository, HealthCheck, RepositoryError};
+pub use ports::{BookingRepository, BusyCause, CatalogueRepository, HealthCheck, RepositoryError};

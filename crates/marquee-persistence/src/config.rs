@@ -66,7 +66,8 @@ impl Default for PoolConfig {
     }
 }
 
-/// A pool setting that is out of range. `field` is the setting's name in [`PoolConfig`].
+/// A pool setting that is out of range. `field` is the setting's name in [`PoolConfig`] or
+/// [`SessionTimeouts`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {reason}")]
 pub struct PoolConfigError {
@@ -145,9 +146,115 @@ impl PoolConfig {
     }
 }
 
+/// Bounds every pooled connection applies to its own statements, so that a request never
+/// waits without limit behind work it cannot see: a row lock held in `psql`, a long
+/// migration, a second process writing to the same SQLite file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionTimeouts {
+    /// The longest a statement waits for a lock held by other work before it fails.
+    /// PostgreSQL: the session's `lock_timeout`. SQLite: `busy_timeout`, the wait for the
+    /// database's write lock. Default 2 s; at least 1 ms.
+    pub lock_timeout: Duration,
+    /// The longest one statement may run before the database cancels it. PostgreSQL only
+    /// (SQLite has no such bound): the session's `statement_timeout`. Migrations and seeding
+    /// run without it. Zero turns it off. Default 5 s.
+    pub statement_timeout: Duration,
+}
+
+impl Default for SessionTimeouts {
+    fn default() -> Self {
+        Self {
+            lock_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl SessionTimeouts {
+    /// Both backends take these bounds as a C `int` of milliseconds.
+    const MAX: Duration = Duration::from_millis(i32::MAX as u64);
+
+    /// Checks both bounds; `field` of the error names the one at fault.
+    pub fn validate(&self) -> Result<(), PoolConfigError> {
+        let out_of_range = |value: Duration, zero_allowed: bool| {
+            (value < Duration::from_millis(1) && !(zero_allowed && value.is_zero()))
+                || value > Self::MAX
+        };
+        if out_of_range(self.lock_timeout, false) {
+            return Err(PoolConfigError {
+                field: "lock_timeout",
+                reason: format!(
+                    "must be at least 1ms and at most {}ms, got {:?}",
+                    Self::MAX.as_millis(),
+                    self.lock_timeout
+                ),
+            });
+        }
+        if out_of_range(self.statement_timeout, true) {
+            return Err(PoolConfigError {
+                field: "statement_timeout",
+                reason: format!(
+                    "must be 0 or at least 1ms and at most {}ms, got {:?}",
+                    Self::MAX.as_millis(),
+                    self.statement_timeout
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// `lock_timeout` in whole milliseconds, as both backends take it.
+    pub(crate) fn lock_timeout_ms(&self) -> u128 {
+        self.lock_timeout.as_millis()
+    }
+
+    /// `statement_timeout` in whole milliseconds; 0 is off.
+    pub(crate) fn statement_timeout_ms(&self) -> u128 {
+        self.statement_timeout.as_millis()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_timeouts_default_and_refuse_unbounded_lock_waits() {
+        let defaults = SessionTimeouts::default();
+        assert_eq!(defaults.lock_timeout, Duration::from_secs(2));
+        assert_eq!(defaults.statement_timeout, Duration::from_secs(5));
+        assert_eq!(defaults.validate(), Ok(()));
+        let off = SessionTimeouts {
+            statement_timeout: Duration::ZERO,
+            ..defaults
+        };
+        assert_eq!(off.validate(), Ok(()));
+        for (field, timeouts) in [
+            (
+                "lock_timeout",
+                SessionTimeouts {
+                    lock_timeout: Duration::ZERO,
+                    ..defaults
+                },
+            ),
+            (
+                "lock_timeout",
+                SessionTimeouts {
+                    lock_timeout: Duration::from_micros(500),
+                    ..defaults
+                },
+            ),
+            (
+                "statement_timeout",
+                SessionTimeouts {
+                    statement_timeout: Duration::from_secs(30 * 24 * 3600),
+                    ..defaults
+                },
+            ),
+        ] {
+            assert_eq!(timeouts.validate().map_err(|e| e.field), Err(field));
+        }
+    }
 
     #[test]
     fn defaults_match_hikaricp_and_validate() {

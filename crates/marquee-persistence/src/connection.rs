@@ -9,7 +9,10 @@ use diesel::r2d2::R2D2Connection;
 use diesel::{Connection, PgConnection, SqliteConnection};
 use rand::Rng;
 
-use crate::config::PoolConfig;
+use percent_encoding::percent_decode_str;
+use url::Url;
+
+use crate::config::{PoolConfig, SessionTimeouts};
 
 /// A connection to PostgreSQL or SQLite.
 ///
@@ -84,10 +87,14 @@ impl Backend {
 /// A database location: a `postgres://` (or `postgresql://`) URL, or a SQLite file path
 /// (optionally written `sqlite://path`).
 #[derive(Clone, PartialEq, Eq)]
-pub struct DatabaseUrl {
-    backend: Backend,
-    /// For PostgreSQL the URL as given; for SQLite the file path.
-    target: String,
+pub struct DatabaseUrl(Location);
+
+#[derive(Clone, PartialEq, Eq)]
+enum Location {
+    /// A libpq connection URI, as the `url` crate parsed (and normalised) it.
+    Postgres(Url),
+    /// A SQLite file path.
+    Sqlite(String),
 }
 
 /// Why a database URL was refused.
@@ -103,6 +110,9 @@ pub enum DatabaseUrlError {
         "has the unsupported scheme {0:?}; use postgres://, postgresql://, sqlite:// or a file path"
     )]
     UnsupportedScheme(String),
+    /// The parser's reason, which never quotes the URL (it may hold a password).
+    #[error("is not a valid URL ({0})")]
+    Invalid(String),
 }
 
 impl DatabaseUrl {
@@ -112,10 +122,9 @@ impl DatabaseUrl {
             return Err(DatabaseUrlError::Empty);
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Ok(Self {
-                backend: Backend::Postgres,
-                target: url.to_owned(),
-            });
+            let parsed =
+                Url::parse(url).map_err(|error| DatabaseUrlError::Invalid(error.to_string()))?;
+            return Ok(Self(Location::Postgres(parsed)));
         }
         if let Some((scheme, _)) = url.split_once("://")
             && scheme != "sqlite"
@@ -130,36 +139,96 @@ impl DatabaseUrl {
         if path == ":memory:" || path.contains("mode=memory") {
             return Err(DatabaseUrlError::InMemorySqlite);
         }
-        Ok(Self {
-            backend: Backend::Sqlite,
-            target: path.to_owned(),
-        })
+        Ok(Self(Location::Sqlite(path.to_owned())))
     }
 
     pub fn backend(&self) -> Backend {
-        self.backend
-    }
-
-    /// The URL or path as configured. May contain a password: never log it; log
-    /// [`DatabaseUrl::redacted`] instead.
-    pub fn as_str(&self) -> &str {
-        &self.target
-    }
-
-    /// The location with any password replaced by `***`, for logs and errors.
-    pub fn redacted(&self) -> String {
-        if self.backend == Backend::Sqlite {
-            return self.target.clone();
+        match self.0 {
+            Location::Postgres(_) => Backend::Postgres,
+            Location::Sqlite(_) => Backend::Sqlite,
         }
-        let Some((scheme, rest)) = self.target.split_once("://") else {
-            return self.target.clone();
+    }
+
+    /// The URL (normalised by the URL parser) or the path. May contain a password: never log
+    /// it; log [`DatabaseUrl::redacted`] instead.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            Location::Postgres(url) => url.as_str(),
+            Location::Sqlite(path) => path,
+        }
+    }
+
+    /// The location with every password replaced by `***`, for logs and errors: the
+    /// password of the user, and the value of any query parameter whose name contains
+    /// `password` (libpq's `password` and `sslpassword`). A SQLite path is shown as it is.
+    pub fn redacted(&self) -> String {
+        let url = match &self.0 {
+            Location::Postgres(url) => url,
+            Location::Sqlite(path) => return path.clone(),
         };
-        match rest.split_once('@') {
-            Some((userinfo, host)) => match userinfo.split_once(':') {
-                Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
-                None => self.target.clone(),
-            },
-            None => self.target.clone(),
+        let mut shown = url.clone();
+        if url.password().is_some() && shown.set_password(Some("***")).is_err() {
+            // Only a URL without a host refuses a password, and the parser gives such a URL
+            // none; should one appear anyway, show nothing of it rather than the password.
+            return format!("{}://***", url.scheme());
+        }
+        if url.query().is_some() {
+            let pairs: Vec<(String, String)> = url
+                .query_pairs()
+                .map(|(key, value)| {
+                    let value = if is_secret_parameter(&key) {
+                        "***".to_owned()
+                    } else {
+                        value.into_owned()
+                    };
+                    (key.into_owned(), value)
+                })
+                .collect();
+            shown.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        shown.into()
+    }
+
+    /// The URL's secrets as they may appear in a driver's message: each password, both as
+    /// written (percent-encoded) and decoded.
+    fn secrets(&self) -> Vec<String> {
+        let Location::Postgres(url) = &self.0 else {
+            return Vec::new();
+        };
+        let mut secrets: Vec<String> = url
+            .query_pairs()
+            .filter(|(key, _)| is_secret_parameter(key))
+            .map(|(_, value)| value.into_owned())
+            .collect();
+        if let Some(password) = url.password() {
+            secrets.push(password.to_owned());
+            secrets.push(
+                percent_decode_str(password)
+                    .decode_utf8_lossy()
+                    .into_owned(),
+            );
+        }
+        secrets.retain(|secret| !secret.is_empty());
+        // Longest first, so that a secret containing another is replaced whole.
+        secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+        secrets
+    }
+
+    /// Removes the URL's passwords from a connection error. libpq quotes parts of the
+    /// connection string in some of its messages (a malformed percent-encoding, a host it
+    /// cannot resolve), and these messages are logged and reported at start-up.
+    fn scrub(&self, error: diesel::ConnectionError) -> diesel::ConnectionError {
+        use diesel::ConnectionError as E;
+        let secrets = self.secrets();
+        let clean = |message: String| {
+            secrets
+                .iter()
+                .fold(message, |message, secret| message.replace(secret, "***"))
+        };
+        match error {
+            E::BadConnection(message) => E::BadConnection(clean(message)),
+            E::InvalidConnectionUrl(message) => E::InvalidConnectionUrl(clean(message)),
+            other => other,
         }
     }
 
@@ -167,14 +236,24 @@ impl DatabaseUrl {
     pub(crate) fn establish(
         &self,
         config: &PoolConfig,
+        timeouts: &SessionTimeouts,
     ) -> Result<DbConnection, diesel::ConnectionError> {
-        match self.backend {
-            Backend::Postgres => {
-                PgConnection::establish(&postgres_url_with_timeouts(&self.target, config))
-                    .map(DbConnection::Postgres)
+        match &self.0 {
+            Location::Postgres(url) => {
+                let mut conn = PgConnection::establish(libpq_url(url, config).as_str())
+                    .map_err(|error| self.scrub(error))?;
+                // Set per session rather than in the URL's `options`, so that the URL's own
+                // parameters stay as the operator wrote them; these win over them.
+                conn.batch_execute(&format!(
+                    "SET lock_timeout = {}; SET statement_timeout = {};",
+                    timeouts.lock_timeout_ms(),
+                    timeouts.statement_timeout_ms()
+                ))
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                Ok(DbConnection::Postgres(conn))
             }
-            Backend::Sqlite => {
-                if let Some(parent) = Path::new(&self.target).parent()
+            Location::Sqlite(path) => {
+                if let Some(parent) = Path::new(path).parent()
                     && !parent.as_os_str().is_empty()
                 {
                     std::fs::create_dir_all(parent).map_err(|error| {
@@ -184,15 +263,17 @@ impl DatabaseUrl {
                         ))
                     })?;
                 }
-                let mut conn = SqliteConnection::establish(&self.target)?;
-                // busy_timeout first: it makes this connection wait for a lock instead of
-                // failing at once with SQLITE_BUSY, and switching to WAL takes one while the
-                // pool opens its other connections. WAL lets readers run beside the one
-                // writer. Foreign keys are off by default in SQLite; the schema relies on them.
-                conn.batch_execute(
-                    "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
+                let mut conn = SqliteConnection::establish(path)?;
+                // busy_timeout first: it makes this connection wait (at most lock_timeout)
+                // for a lock instead of failing at once with SQLITE_BUSY, and switching to
+                // WAL takes one while the pool opens its other connections. WAL lets readers
+                // run beside the one writer. Foreign keys are off by default in SQLite; the
+                // schema relies on them.
+                conn.batch_execute(&format!(
+                    "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; \
                      PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-                )
+                    timeouts.lock_timeout_ms()
+                ))
                 .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
                 Ok(DbConnection::Sqlite(conn))
             }
@@ -206,26 +287,35 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
-/// Adds libpq time bounds the URL does not set itself.
+/// Whether a libpq query parameter holds a secret (`password`, `sslpassword`).
+fn is_secret_parameter(key: &str) -> bool {
+    key.to_ascii_lowercase().contains("password")
+}
+
+/// `url` with the libpq time bounds it does not set itself.
 ///
 /// Without `connect_timeout` a black-holed host keeps a connect attempt for the kernel's
 /// SYN timeout (minutes); without `tcp_user_timeout` a link that dies mid-query leaves the
 /// query waiting for the kernel's retransmission timeout (about 15 minutes), holding a pool
 /// connection all that time.
-fn postgres_url_with_timeouts(url: &str, config: &PoolConfig) -> String {
-    let mut url = url.to_owned();
-    let mut add = |key: &str, value: u128| {
-        if !url.contains(&format!("{key}=")) {
-            url.push(if url.contains('?') { '&' } else { '?' });
-            url.push_str(&format!("{key}={value}"));
-        }
-    };
+fn libpq_url(url: &Url, config: &PoolConfig) -> Url {
+    let mut url = url.clone();
     // libpq takes whole seconds here, and treats anything below 2 as 2.
-    add(
-        "connect_timeout",
-        config.connection_timeout.as_secs().max(2).into(),
-    );
-    add("tcp_user_timeout", config.validation_timeout.as_millis());
+    let bounds = [
+        (
+            "connect_timeout",
+            config.connection_timeout.as_secs().max(2).to_string(),
+        ),
+        (
+            "tcp_user_timeout",
+            config.validation_timeout.as_millis().to_string(),
+        ),
+    ];
+    for (key, value) in bounds {
+        if !url.query_pairs().any(|(present, _)| present == key) {
+            url.query_pairs_mut().append_pair(key, &value);
+        }
+    }
     url
 }
 
@@ -254,6 +344,7 @@ impl fmt::Debug for ManagedConnection {
 pub(crate) struct ConnectionManager {
     pub(crate) url: DatabaseUrl,
     pub(crate) config: PoolConfig,
+    pub(crate) timeouts: SessionTimeouts,
 }
 
 /// A connection that was used this recently is handed out without a ping. HikariCP does the
@@ -283,7 +374,7 @@ impl r2d2::ManageConnection for ConnectionManager {
         let started = Instant::now();
         let conn = self
             .url
-            .establish(&self.config)
+            .establish(&self.config, &self.timeouts)
             .map_err(diesel::r2d2::Error::ConnectionError)?;
         let now = Instant::now();
         crate::metrics::created(&self.config.pool_name, now - started);
@@ -341,14 +432,103 @@ mod tests {
     #[test]
     fn adds_libpq_timeouts_only_when_absent() {
         let config = PoolConfig::default();
+        let libpq = |url: &str| {
+            let Location::Postgres(url) = DatabaseUrl::parse(url).expect("valid").0 else {
+                panic!("a postgres url");
+            };
+            libpq_url(&url, &config).to_string()
+        };
         assert_eq!(
-            postgres_url_with_timeouts("postgres://h/db", &config),
+            libpq("postgres://h/db"),
             "postgres://h/db?connect_timeout=30&tcp_user_timeout=5000"
         );
         assert_eq!(
-            postgres_url_with_timeouts("postgres://h/db?connect_timeout=3", &config),
+            libpq("postgres://h/db?connect_timeout=3"),
             "postgres://h/db?connect_timeout=3&tcp_user_timeout=5000"
         );
+        // A parameter whose name merely ends like one of ours is not taken for it.
+        assert_eq!(
+            libpq("postgres://h/db?xconnect_timeout=3&sslmode=disable"),
+            "postgres://h/db?xconnect_timeout=3&sslmode=disable&connect_timeout=30&tcp_user_timeout=5000"
+        );
+    }
+
+    fn redacted(url: &str) -> String {
+        DatabaseUrl::parse(url).expect("valid").redacted()
+    }
+
+    #[test]
+    fn redaction_hides_a_password_that_contains_an_at_sign() {
+        // The last `@` ends the user information, as in every URL parser that follows the
+        // URL standard; splitting at the first one would show `pa55` as part of the host.
+        let url = DatabaseUrl::parse("postgres://app:s3cr3t@pa55@host/db").expect("valid");
+        assert_eq!(url.redacted(), "postgres://app:***@host/db");
+        assert_eq!(
+            format!("{url:?}"),
+            "DatabaseUrl(postgres://app:***@host/db)"
+        );
+    }
+
+    #[test]
+    fn redaction_hides_query_parameter_passwords() {
+        assert_eq!(
+            redacted("postgres://app@host/db?password=s3cr3t&sslmode=disable"),
+            "postgres://app@host/db?password=***&sslmode=disable"
+        );
+        assert_eq!(
+            redacted("postgresql://host/db?sslpassword=k3y&PASSWORD=s3cr3t"),
+            "postgresql://host/db?sslpassword=***&PASSWORD=***"
+        );
+    }
+
+    #[test]
+    fn redaction_hides_percent_encoded_passwords() {
+        assert_eq!(
+            redacted("postgres://app:p%40ss%3Aw%2Frd@host:5432/db"),
+            "postgres://app:***@host:5432/db"
+        );
+        assert_eq!(
+            redacted("postgres://app@host/db?password=p%26ss%3Dw%20rd"),
+            "postgres://app@host/db?password=***"
+        );
+    }
+
+    #[test]
+    fn redaction_keeps_what_is_not_a_password() {
+        assert_eq!(
+            redacted("postgres://app@host:5432/db"),
+            "postgres://app@host:5432/db"
+        );
+        assert_eq!(redacted("postgres://host/db"), "postgres://host/db");
+        // SQLite paths are shown unchanged, even where they look like user information.
+        assert_eq!(redacted("data/m.sqlite3"), "data/m.sqlite3");
+        assert_eq!(
+            redacted("sqlite:///var/a:b@c.sqlite3"),
+            "/var/a:b@c.sqlite3"
+        );
+    }
+
+    #[test]
+    fn connection_errors_lose_the_passwords() {
+        let url =
+            DatabaseUrl::parse("postgres://app:s3cr%40t@host/db?password=qp4ss").expect("valid");
+        let scrubbed = url.scrub(diesel::ConnectionError::BadConnection(
+            "invalid percent-encoded token: \"s3cr%40t\"; user s3cr@t; qp4ss".into(),
+        ));
+        assert_eq!(
+            scrubbed.to_string(),
+            "invalid percent-encoded token: \"***\"; user ***; ***"
+        );
+    }
+
+    #[test]
+    fn an_unparsable_postgres_url_is_refused_without_quoting_it() {
+        let error = DatabaseUrl::parse("postgres://app:s3cr3t@h1:5432,h2:5432/db").unwrap_err();
+        assert_eq!(
+            error,
+            DatabaseUrlError::Invalid("invalid port number".into())
+        );
+        assert!(!error.to_string().contains("s3cr3t"));
     }
 
     #[test]
@@ -356,6 +536,7 @@ mod tests {
         let manager = ConnectionManager {
             url: DatabaseUrl::parse("unused.sqlite3").expect("valid"),
             config: PoolConfig::default(),
+            timeouts: SessionTimeouts::default(),
         };
         let now = Instant::now();
         let lifetime = manager.config.max_lifetime;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use marquee_domain::RepositoryError;
+use marquee_domain::{BusyCause, RepositoryError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PersistenceError {
@@ -46,6 +46,65 @@ impl PersistenceError {
             ))
         )
     }
+
+    /// What the work waited for, when it failed because the database was busy with other
+    /// work: no free connection, a lock held elsewhere past the lock timeout, or a statement
+    /// cancelled for running too long. `None` for every other failure.
+    pub fn busy_cause(&self) -> Option<BusyCause> {
+        match self {
+            Self::Busy { waited } => Some(BusyCause::ConnectionWait { waited: *waited }),
+            Self::Query(error) => contention(error),
+            _ => None,
+        }
+    }
+}
+
+/// Recognises the database's own "gave up waiting" errors:
+///
+/// - PostgreSQL: SQLSTATE 55P03 `lock_not_available` (`lock_timeout` ran out, or `NOWAIT`)
+///   and 57014 `query_canceled` (`statement_timeout` ran out, or `pg_cancel_backend`);
+/// - SQLite: `SQLITE_BUSY` (another connection or process holds the write lock past
+///   `busy_timeout`) and `SQLITE_LOCKED` (a table or schema lock inside this process).
+///
+/// Neither code is reachable through diesel 2.3: its PostgreSQL error keeps the SQLSTATE to
+/// itself (it maps a fixed list of codes onto `DatabaseErrorKind` and the rest onto
+/// `Unknown`, and `DatabaseErrorInformation` has no accessor for the code), and its SQLite
+/// error carries only `sqlite3_errmsg`'s text. So the primary message is matched. SQLite's
+/// messages are fixed English strings (`sqlite3ErrStr`). PostgreSQL's follow the server's
+/// `lc_messages`; a server that reports in another language gets 500 `internal` for these
+/// instead of 503 (the persistence tests pin the English text against a real server).
+fn contention(error: &diesel::result::Error) -> Option<BusyCause> {
+    use diesel::result::{DatabaseErrorKind, Error};
+    const LOCK_WAITS: [&str; 5] = [
+        // PostgreSQL 55P03.
+        "canceling statement due to lock timeout",
+        "could not obtain lock on",
+        // SQLite SQLITE_BUSY and its extended codes.
+        "database is locked",
+        // SQLite SQLITE_LOCKED and SQLITE_LOCKED_SHAREDCACHE.
+        "database table is locked",
+        "database schema is locked",
+    ];
+    // PostgreSQL 57014.
+    const CANCELLED: [&str; 2] = [
+        "canceling statement due to statement timeout",
+        "canceling statement due to user request",
+    ];
+    match error {
+        Error::DatabaseError(DatabaseErrorKind::Unknown, info) => {
+            let message = info.message();
+            if LOCK_WAITS.iter().any(|known| message.starts_with(known)) {
+                Some(BusyCause::LockWait)
+            } else if CANCELLED.iter().any(|known| message.starts_with(known)) {
+                Some(BusyCause::StatementCancelled)
+            } else {
+                None
+            }
+        }
+        // A COMMIT can meet SQLITE_BUSY too (a deferred transaction upgrading its lock).
+        Error::RollbackErrorOnCommit { commit_error, .. } => contention(commit_error),
+        _ => None,
+    }
 }
 
 impl From<PersistenceError> for RepositoryError {
@@ -55,8 +114,10 @@ impl From<PersistenceError> for RepositoryError {
                 reason: error.to_string(),
             };
         }
+        if let Some(cause) = error.busy_cause() {
+            return RepositoryError::Busy { cause };
+        }
         match error {
-            PersistenceError::Busy { waited } => RepositoryError::Busy { waited },
             PersistenceError::Unavailable { reason } => RepositoryError::Unavailable { reason },
             other => RepositoryError::Query {
                 reason: other.to_string(),

@@ -15,7 +15,7 @@ pub mod test_support;
 
 pub use booking::DieselBooking;
 pub use catalogue::DieselCatalogue;
-pub use config::{PoolConfig, PoolConfigError};
+pub use config::{PoolConfig, PoolConfigError, SessionTimeouts};
 pub use connection::{Backend, DatabaseUrl, DatabaseUrlError, DbConnection};
 pub use error::PersistenceError;
 pub use pool::{DbPool, PoolState};

@@ -12,10 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use diesel::connection::SimpleConnection;
 use marquee_domain::HealthCheck;
 use tokio::sync::Semaphore;
 
-use crate::config::PoolConfig;
+use crate::config::{PoolConfig, SessionTimeouts};
 use crate::connection::{Backend, ConnectionManager, DatabaseUrl, DbConnection};
 use crate::error::PersistenceError;
 
@@ -32,6 +33,7 @@ struct Inner {
     /// Requests waiting for a permit: HikariCP's "pending" threads.
     pending: AtomicUsize,
     config: PoolConfig,
+    timeouts: SessionTimeouts,
     backend: Backend,
     last_error: Arc<LastError>,
 }
@@ -105,12 +107,26 @@ impl DbPool {
     /// open; fails if they cannot, so a misconfigured service stops at start-up instead of
     /// answering 503 to everyone. Call it before the async runtime starts or from a blocking
     /// task.
+    ///
+    /// Its connections wait for locks and run statements within [`SessionTimeouts::default`];
+    /// [`DbPool::build_with`] sets other bounds.
     pub fn build(url: &DatabaseUrl, config: &PoolConfig) -> Result<Self, PersistenceError> {
+        Self::build_with(url, config, SessionTimeouts::default())
+    }
+
+    /// [`DbPool::build`], with `timeouts` applied to every connection the pool opens.
+    pub fn build_with(
+        url: &DatabaseUrl,
+        config: &PoolConfig,
+        timeouts: SessionTimeouts,
+    ) -> Result<Self, PersistenceError> {
         config.validate()?;
+        timeouts.validate()?;
         let last_error = Arc::new(LastError::default());
         let manager = ConnectionManager {
             url: url.clone(),
             config: config.clone(),
+            timeouts,
         };
         let max = config.maximum_pool_size;
         let min = config.min_idle();
@@ -125,12 +141,11 @@ impl DbPool {
         if url.backend() == Backend::Sqlite {
             // Switching a new SQLite file to WAL takes a lock; doing it once here keeps the
             // pool's connections from contending for it as they open together.
-            drop(
-                url.establish(config)
-                    .map_err(|error| PersistenceError::Unavailable {
-                        reason: error.to_string(),
-                    })?,
-            );
+            drop(url.establish(config, &timeouts).map_err(|error| {
+                PersistenceError::Unavailable {
+                    reason: error.to_string(),
+                }
+            })?);
         }
         let started = Instant::now();
         let pool = r2d2::Pool::builder()
@@ -168,6 +183,7 @@ impl DbPool {
                 permits: Arc::new(Semaphore::new(max as usize)),
                 pending: AtomicUsize::new(0),
                 config: config.clone(),
+                timeouts,
                 backend: url.backend(),
                 last_error,
             }),
@@ -180,6 +196,10 @@ impl DbPool {
 
     pub fn config(&self) -> &PoolConfig {
         &self.inner.config
+    }
+
+    pub fn timeouts(&self) -> SessionTimeouts {
+        self.inner.timeouts
     }
 
     /// Sets the pool's gauges (`hikaricp_connections`, `_active`, `_idle`, `_pending`,
@@ -302,9 +322,39 @@ impl DbPool {
         }
     }
 
+    /// [`DbPool::run`] for an operator's bulk work (migrations, seeding), whose statements
+    /// may rightly run longer than `statement_timeout`: on PostgreSQL the bound is lifted
+    /// for `work` and set again after it. `lock_timeout` still applies: a migration queued
+    /// behind a lock would hold up every request queued behind the migration.
+    pub(crate) async fn run_bulk<T, F>(&self, work: F) -> Result<T, PersistenceError>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, PersistenceError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let timeouts = self.inner.timeouts;
+        self.run(move |conn| {
+            if !matches!(conn, DbConnection::Postgres(_)) {
+                return work(conn);
+            }
+            conn.batch_execute("SET statement_timeout = 0;")?;
+            let result = work(conn);
+            // Set again even when `work` failed: the connection goes back to serving
+            // requests. Should this fail, the link is almost surely gone, and the pool
+            // discards the connection.
+            let restored = conn.batch_execute(&format!(
+                "SET statement_timeout = {};",
+                timeouts.statement_timeout_ms()
+            ));
+            let value = result?;
+            restored?;
+            Ok(value)
+        })
+        .await
+    }
+
     /// Applies pending migrations for this pool's backend; returns the versions applied.
     pub async fn migrate(&self) -> Result<Vec<String>, PersistenceError> {
-        self.run(crate::migrations::run_pending).await
+        self.run_bulk(crate::migrations::run_pending).await
     }
 }
 

@@ -231,12 +231,13 @@ fn demo_schedule(
 impl DbPool {
     /// Seeds `plan` into the database.
     pub async fn seed(&self, plan: SeedPlan) -> Result<SeedReport, PersistenceError> {
-        self.run(move |conn| seed(conn, plan, Utc::now())).await
+        self.run_bulk(move |conn| seed(conn, plan, Utc::now()))
+            .await
     }
 
     /// Seeds the demo catalogue if there are no concerts yet; returns what it created.
     pub async fn seed_demo_if_empty(&self) -> Result<Option<SeedReport>, PersistenceError> {
-        self.run(|conn| {
+        self.run_bulk(|conn| {
             let any: bool =
                 diesel::select(diesel::dsl::exists(concerts::table.select(concerts::id)))
                     .get_result(conn)?;

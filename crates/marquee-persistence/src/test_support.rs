@@ -19,7 +19,7 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 
-use crate::connection::{Backend, DatabaseUrl};
+use crate::connection::{Backend, DatabaseUrl, DbConnection};
 use crate::migrations::run_pending;
 
 /// Environment variable naming a PostgreSQL server for tests: a URL whose database the test
@@ -41,7 +41,10 @@ impl TestDatabase {
         let path = dir.path().join("marquee.sqlite3");
         let url = DatabaseUrl::parse(&path.to_string_lossy()).expect("a file path is a SQLite url");
         let mut conn = url
-            .establish(&crate::PoolConfig::default())
+            .establish(
+                &crate::PoolConfig::default(),
+                &crate::SessionTimeouts::default(),
+            )
             .expect("open the test SQLite database");
         run_pending(&mut conn).expect("migrate the test SQLite database");
         Self {
@@ -103,19 +106,50 @@ impl TestDatabase {
     pub fn execute(&self, sql: &str) {
         let mut conn = self
             .url
-            .establish(&crate::PoolConfig::default())
+            .establish(
+                &crate::PoolConfig::default(),
+                &crate::SessionTimeouts::default(),
+            )
             .expect("connect to the test database");
         conn.batch_execute(sql).expect("run test SQL");
     }
 }
 
+/// A connection of its own that stays open, outside any pool: for holding locks the way
+/// another process would (a backup, a second instance, an operator in `psql`).
+#[derive(Debug)]
+pub struct TestSession(DbConnection);
+
+impl TestSession {
+    /// Runs SQL on this session; a transaction it begins stays open until it is ended here
+    /// or the session is dropped.
+    pub fn execute(&mut self, sql: &str) {
+        self.0.batch_execute(sql).expect("run test SQL");
+    }
+}
+
 impl TestDatabase {
+    /// Opens a [`TestSession`] on this database.
+    pub fn session(&self) -> TestSession {
+        TestSession(
+            self.url
+                .establish(
+                    &crate::PoolConfig::default(),
+                    &crate::SessionTimeouts::default(),
+                )
+                .expect("connect to the test database"),
+        )
+    }
+
     /// Runs a query that returns one integer column named `n` (e.g. `SELECT count(*) AS n
     /// FROM seats`), for checks on the tables themselves.
     pub fn count(&self, sql: &str) -> i64 {
         let mut conn = self
             .url
-            .establish(&crate::PoolConfig::default())
+            .establish(
+                &crate::PoolConfig::default(),
+                &crate::SessionTimeouts::default(),
+            )
             .expect("connect to the test database");
         diesel::sql_query(sql)
             .get_result::<Found>(&mut conn)
@@ -204,7 +238,10 @@ fn ensure_template(admin: &str) -> String {
         {
             let url = DatabaseUrl::parse(&with_database(admin, &building)).expect("a postgres url");
             let mut template = url
-                .establish(&crate::PoolConfig::default())
+                .establish(
+                    &crate::PoolConfig::default(),
+                    &crate::SessionTimeouts::default(),
+                )
                 .expect("connect to the template database");
             run_pending(&mut template).expect("migrate the template database");
         }

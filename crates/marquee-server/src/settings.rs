@@ -19,7 +19,7 @@ use anyhow::{Context, bail};
 use config::{Config, Environment, File, FileFormat};
 use marquee_api::CachePolicies;
 use marquee_cache::{CacheConfig, RedisConfig};
-use marquee_persistence::{DatabaseUrl, PoolConfig};
+use marquee_persistence::{DatabaseUrl, PoolConfig, SessionTimeouts};
 use serde::Deserialize;
 
 const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
@@ -57,17 +57,49 @@ pub struct ServerSettings {
     pub slow_request_threshold: Duration,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `[database]`. Its `Debug` output shows the URL without its password.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     pub url: String,
     pub auto_migrate: bool,
     pub seed_demo_if_empty: bool,
+    /// The longest a statement waits for a lock held by other work (PostgreSQL's
+    /// `lock_timeout`, SQLite's `busy_timeout`). Default 2 s.
+    #[serde(with = "humantime_serde", default = "default_lock_timeout")]
+    pub lock_timeout: Duration,
+    /// The longest one statement may run on PostgreSQL; 0 is off. Default 5 s.
+    #[serde(with = "humantime_serde", default = "default_statement_timeout")]
+    pub statement_timeout: Duration,
     #[serde(default)]
     pub pool: PoolConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+fn default_lock_timeout() -> Duration {
+    SessionTimeouts::default().lock_timeout
+}
+
+fn default_statement_timeout() -> Duration {
+    SessionTimeouts::default().statement_timeout
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = DatabaseUrl::parse(&self.url)
+            .map_or_else(|_| "(invalid)".to_owned(), |url| url.redacted());
+        f.debug_struct("DatabaseSettings")
+            .field("url", &url)
+            .field("auto_migrate", &self.auto_migrate)
+            .field("seed_demo_if_empty", &self.seed_demo_if_empty)
+            .field("lock_timeout", &self.lock_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("pool", &self.pool)
+            .finish()
+    }
+}
+
+/// `[redis]`. Its `Debug` output shows the URL without its password.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
     /// Empty means: no Redis, use the in-process cache.
@@ -77,6 +109,16 @@ pub struct RedisSettings {
     pub response_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub connection_timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &RedisConfig::new(self.url.trim()).redacted_url())
+            .field("response_timeout", &self.response_timeout)
+            .field("connection_timeout", &self.connection_timeout)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -218,6 +260,9 @@ impl Settings {
             .pool
             .validate()
             .map_err(|error| anyhow::anyhow!("invalid configuration: database.pool.{error}"))?;
+        self.session_timeouts()
+            .validate()
+            .map_err(|error| anyhow::anyhow!("invalid configuration: database.{error}"))?;
         if self.auth.jwt_secret.expose().len() < 32 {
             bail!(
                 "invalid configuration: auth.jwt_secret must be at least 32 bytes \
@@ -317,6 +362,14 @@ impl Settings {
     pub fn database_url(&self) -> anyhow::Result<DatabaseUrl> {
         DatabaseUrl::parse(&self.database.url)
             .map_err(|error| anyhow::anyhow!("invalid configuration: database.url {error}"))
+    }
+
+    /// The bounds every database connection applies to its statements.
+    pub fn session_timeouts(&self) -> SessionTimeouts {
+        SessionTimeouts {
+            lock_timeout: self.database.lock_timeout,
+            statement_timeout: self.database.statement_timeout,
+        }
     }
 
     /// Redis's settings, or `None` for the in-process cache.

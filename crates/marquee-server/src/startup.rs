@@ -37,8 +37,9 @@ impl std::fmt::Debug for Application {
 pub async fn connect_database(settings: &Settings) -> anyhow::Result<DbPool> {
     let url = settings.database_url()?;
     let config = settings.database.pool.clone();
+    let timeouts = settings.session_timeouts();
     let redacted = url.redacted();
-    tokio::task::spawn_blocking(move || DbPool::build(&url, &config))
+    tokio::task::spawn_blocking(move || DbPool::build_with(&url, &config, timeouts))
         .await
         .context("the database connector stopped")?
         .with_context(|| format!("cannot open the database at {redacted}"))

@@ -6,6 +6,7 @@
 
 mod booking;
 mod catalogue;
+mod locks;
 mod pool;
 mod seed;
 

@@ -33,7 +33,7 @@ fn migrate_then_seed_bulk_and_demo() {
     let first = marquee(&db, &["migrate"], &[]);
     assert!(first.status.success(), "{first:?}");
     assert!(
-        stdout(&first).starts_with("applied 2 migration(s)"),
+        stdout(&first).starts_with("applied 3 migration(s)"),
         "{first:?}"
     );
     let again = marquee(&db, &["migrate"], &[]);
@@ -341,4 +341,51 @@ fn serve_refuses_the_development_secret_on_a_reachable_address() {
             "{bind} should serve: {log:#?}"
         );
     }
+}
+
+/// A database URL whose password holds an `@`, with a second password as a query parameter
+/// (as libpq accepts), and a Redis URL with a password in a refused scheme: no line of
+/// `marquee migrate`'s output shows either password, whether the database cannot be reached
+/// or the settings are refused.
+#[test]
+fn passwords_in_urls_never_reach_the_output() {
+    const SECRETS: [&str; 4] = ["s3cr3t", "pa55", "qp4ss", "r3d1s"];
+    let unreachable = [
+        // Port 1 refuses at once; the pool gives up after its connection_timeout.
+        "postgres://app:s3cr3t@pa55@127.0.0.1:1/marquee?password=qp4ss",
+        // A malformed percent-escape, which libpq quotes back in its error.
+        "postgres://app:s3cr3t%zz@127.0.0.1:1/marquee",
+    ];
+    let quick = [
+        ("MARQUEE__DATABASE__POOL__CONNECTION_TIMEOUT", "1s"),
+        ("MARQUEE__DATABASE__POOL__VALIDATION_TIMEOUT", "500ms"),
+        ("MARQUEE__LOG__FILTER", "debug"),
+    ];
+    let assert_no_secret = |output: &Output| {
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(!output.status.success(), "{text}");
+        for secret in SECRETS {
+            assert!(!text.contains(secret), "{secret:?} in: {text}");
+        }
+        text
+    };
+    for url in unreachable {
+        let output = marquee(Path::new(url), &["migrate"], &quick);
+        let text = assert_no_secret(&output);
+        assert!(
+            text.contains("cannot open the database at postgres://app:***@127.0.0.1:1/marquee"),
+            "{text}"
+        );
+    }
+    let refused = marquee(
+        Path::new("postgres://app:s3cr3t@127.0.0.1:1/marquee"),
+        &["migrate"],
+        &[("MARQUEE__REDIS__URL", "http://:r3d1s@cache")],
+    );
+    let text = assert_no_secret(&refused);
+    assert!(text.contains("redis.url"), "{text}");
 }

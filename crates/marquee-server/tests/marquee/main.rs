@@ -14,6 +14,7 @@ mod cli;
 mod errors;
 mod health;
 mod helpers;
+mod locks;
 mod settings;
 mod shutdown;
 
