@@ -25,13 +25,6 @@ use crate::migrations::run_pending;
 /// Environment variable naming a PostgreSQL server for tests: a URL whose database the test
 /// user can connect to and create databases from, e.g. `postgres://postgres@127.0.0.1/postgres`.
 pub const POSTGRES_URL_VAR: &str = "MARQUEE_TEST_DATABASE_URL";
-/// Set to `1` to make a missing backend fail the tests instead of skipping them.
-pub const REQUIRE_BACKENDS_VAR: &str = "MARQUEE_REQUIRE_BACKENDS";
-
-/// Whether tests that need an unavailable backend must fail rather than skip.
-pub fn backends_required() -> bool {
-    std::env::var(REQUIRE_BACKENDS_VAR).is_ok_and(|v| v == "1")
-}
 
 /// A database that exists for one test.
 #[derive(Debug)]
@@ -61,18 +54,21 @@ impl TestDatabase {
         }
     }
 
-    /// A migrated PostgreSQL database cloned from the template, or `None` if
-    /// [`POSTGRES_URL_VAR`] is not set (and [`REQUIRE_BACKENDS_VAR`] is not `1`).
-    pub fn postgres() -> Option<Self> {
+    /// A migrated PostgreSQL database cloned from the template on the server
+    /// [`POSTGRES_URL_VAR`] names.
+    ///
+    /// # Panics
+    /// If that variable is unset or empty. A test that calls this carries
+    /// `#[ignore = "needs PostgreSQL: set MARQUEE_TEST_DATABASE_URL"]`, so it only runs when
+    /// asked for (`--include-ignored`), and then it must fail rather than pass without
+    /// PostgreSQL.
+    pub fn postgres() -> Self {
         let admin = match std::env::var(POSTGRES_URL_VAR) {
             Ok(url) if !url.is_empty() => url,
-            _ if backends_required() => {
-                panic!("{REQUIRE_BACKENDS_VAR}=1 but {POSTGRES_URL_VAR} is not set")
-            }
-            _ => {
-                eprintln!("skipping a PostgreSQL test: {POSTGRES_URL_VAR} is not set");
-                return None;
-            }
+            _ => panic!(
+                "this test needs PostgreSQL: set {POSTGRES_URL_VAR} to a server whose user may \
+                 create databases, e.g. postgres://postgres@127.0.0.1:5432/postgres"
+            ),
         };
         let template = ensure_template(&admin);
         static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -87,17 +83,17 @@ impl TestDatabase {
         conn.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
             .expect("clone the template database");
         let url = DatabaseUrl::parse(&with_database(&admin, &name)).expect("a postgres url");
-        Some(Self {
+        Self {
             url,
             postgres: Some((admin, name)),
             _dir: None,
-        })
+        }
     }
 
-    /// A database of the given backend, or `None` where [`TestDatabase::postgres`] skips.
-    pub fn new(backend: Backend) -> Option<Self> {
+    /// A database of the given backend (see [`TestDatabase::postgres`] for PostgreSQL's).
+    pub fn new(backend: Backend) -> Self {
         match backend {
-            Backend::Sqlite => Some(Self::sqlite()),
+            Backend::Sqlite => Self::sqlite(),
             Backend::Postgres => Self::postgres(),
         }
     }

@@ -2,6 +2,11 @@
 // Test tools: a failed arrangement must fail the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod backends;
 pub mod chaos;
 
+pub use backends::{
+    REDIS_URL_VAR, REQUIRE_BACKENDS_VAR, Tier, assert_backend_tests_fail_without,
+    assert_backend_tests_run, redis_url,
+};
 pub use chaos::{ChaosProxy, host_port, through};

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use marquee_cache::{Cache, CacheConfig, CacheGroup, CachePolicy, Loader, RedisConfig, RedisLink};
+// Test modules name them `crate::support::...`.
+pub use marquee_testkit::{Tier, redis_url};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the source failed")]
@@ -62,19 +64,6 @@ impl Source {
     }
 }
 
-pub fn redis_url() -> Option<String> {
-    match std::env::var("MARQUEE_TEST_REDIS_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("MARQUEE_REQUIRE_BACKENDS").is_ok_and(|v| v == "1") => {
-            panic!("MARQUEE_REQUIRE_BACKENDS=1 but MARQUEE_TEST_REDIS_URL is not set")
-        }
-        _ => {
-            eprintln!("skipping a Redis test: MARQUEE_TEST_REDIS_URL is not set");
-            None
-        }
-    }
-}
-
 /// A namespace no other test (or earlier run) uses.
 pub fn namespace() -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -113,46 +102,17 @@ pub fn link(url: &str) -> RedisLink {
     .unwrap()
 }
 
-/// Where a test runs: in-process only, or on Redis (when available).
-#[derive(Debug, Clone, Copy)]
-pub enum Tier {
-    Local,
-    Redis,
-}
-
-/// A cache of `tier` with one group `g` on `source`; `None` if Redis is needed and absent.
+/// A cache of `tier` with one group `g` on `source`.
 pub fn group(
     tier: Tier,
     config: CacheConfig,
     policy: CachePolicy,
     source: &Arc<Source>,
-) -> Option<(Cache, CacheGroup<SourceDown>)> {
+) -> (Cache, CacheGroup<SourceDown>) {
     let cache = match tier {
         Tier::Local => Cache::local(config).unwrap(),
-        Tier::Redis => Cache::redis(config, link(&redis_url()?)).unwrap(),
+        Tier::Redis => Cache::redis(config, link(&redis_url())).unwrap(),
     };
     let group = cache.group("g", policy, source.loader()).unwrap();
-    Some((cache, group))
-}
-
-#[macro_export]
-macro_rules! on_each_tier {
-    ($($name:ident),* $(,)?) => {
-        mod local {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name($crate::support::Tier::Local).await
-                }
-            )*
-        }
-        mod redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name($crate::support::Tier::Redis).await
-                }
-            )*
-        }
-    };
+    (cache, group)
 }

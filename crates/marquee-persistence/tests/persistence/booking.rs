@@ -63,21 +63,19 @@ fn config() -> PoolConfig {
 /// A booking repository on the demo catalogue (schedule 1 is open; seat 1 costs 15000).
 async fn booking(
     backend: Backend,
-) -> Option<(
+) -> (
     marquee_persistence::test_support::TestDatabase,
     DbPool,
     Arc<DieselBooking>,
-)> {
-    let (db, pool) = pool_on(backend, config())?;
+) {
+    let (db, pool) = pool_on(backend, config());
     pool.seed(SeedPlan::DEMO).await.unwrap();
     let booking = Arc::new(DieselBooking::new(pool.clone(), MAX_BALANCE));
-    Some((db, pool, booking))
+    (db, pool, booking)
 }
 
 async fn one_seat_two_hundred_users(backend: Backend) {
-    let Some((_db, _pool, booking)) = booking(backend).await else {
-        return;
-    };
+    let (_db, _pool, booking) = booking(backend).await;
     let seat = SeatId::new(1).unwrap();
     let attempts: Vec<_> = (1..=200)
         .map(|u| {
@@ -102,9 +100,7 @@ async fn one_seat_two_hundred_users(backend: Backend) {
 
 /// 1,000 users race for the 50 seats of one schedule through two pools (two instances).
 async fn a_thousand_users_fifty_seats_two_instances(backend: Backend) {
-    let Some((db, pool, first)) = booking(backend).await else {
-        return;
-    };
+    let (db, pool, first) = booking(backend).await;
     let second = Arc::new(DieselBooking::new(
         DbPool::build(db.url(), &config()).unwrap(),
         MAX_BALANCE,
@@ -153,9 +149,7 @@ async fn a_thousand_users_fifty_seats_two_instances(backend: Backend) {
 }
 
 async fn concurrent_charges_all_apply_and_keys_charge_once(backend: Backend) {
-    let Some((_db, _pool, booking)) = booking(backend).await else {
-        return;
-    };
+    let (_db, _pool, booking) = booking(backend).await;
     let charges: Vec<_> = (0..100)
         .map(|i| {
             let booking = booking.clone();
@@ -203,9 +197,7 @@ async fn concurrent_charges_all_apply_and_keys_charge_once(backend: Backend) {
 }
 
 async fn one_payment_whatever_the_retries(backend: Backend) {
-    let Some((db, pool, booking)) = booking(backend).await else {
-        return;
-    };
+    let (db, pool, booking) = booking(backend).await;
     let held = booking
         .hold_seat(user(3), SeatId::new(2).unwrap(), rules())
         .await
@@ -286,9 +278,7 @@ async fn one_payment_whatever_the_retries(backend: Backend) {
 }
 
 async fn others_cannot_touch_a_reservation(backend: Backend) {
-    let Some((_db, _pool, booking)) = booking(backend).await else {
-        return;
-    };
+    let (_db, _pool, booking) = booking(backend).await;
     let held = booking
         .hold_seat(user(1), SeatId::new(3).unwrap(), rules())
         .await
@@ -339,9 +329,7 @@ async fn others_cannot_touch_a_reservation(backend: Backend) {
 }
 
 async fn an_expired_hold_frees_the_seat_at_once(backend: Backend) {
-    let Some((_db, _pool, booking)) = booking(backend).await else {
-        return;
-    };
+    let (_db, _pool, booking) = booking(backend).await;
     let seat = SeatId::new(4).unwrap();
     let short = HoldRules {
         hold_for: TimeDelta::milliseconds(300),
@@ -387,9 +375,7 @@ async fn an_expired_hold_frees_the_seat_at_once(backend: Backend) {
 }
 
 async fn windows_and_limits_are_enforced(backend: Backend) {
-    let Some((_db, _pool, booking)) = booking(backend).await else {
-        return;
-    };
+    let (_db, _pool, booking) = booking(backend).await;
     // Schedule 4 of concert 1 (seats 151..=200) opens in a week.
     assert!(matches!(
         booking
@@ -438,9 +424,7 @@ async fn windows_and_limits_are_enforced(backend: Backend) {
 
 /// Idempotency keys older than the retention are purged; younger ones stay.
 async fn old_idempotency_keys_are_purged(backend: Backend) {
-    let Some((db, _pool, booking)) = booking(backend).await else {
-        return;
-    };
+    let (db, _pool, booking) = booking(backend).await;
     performed(
         booking
             .charge(user(5), 100, key("old"), render)
@@ -483,9 +467,7 @@ async fn old_idempotency_keys_are_purged(backend: Backend) {
 async fn earlier_idempotency_answers_survive_the_migration(backend: Backend) {
     use diesel::connection::SimpleConnection;
     use diesel_migrations::MigrationHarness;
-    let Some((db, pool, booking)) = booking(backend).await else {
-        return;
-    };
+    let (db, pool, booking) = booking(backend).await;
     let old_rows = "INSERT INTO idempotency_keys (user_id, idem_key, request, response, created_at) \
          VALUES (5, 'c', 'charge:100', '100', '2026-12-01 10:00:00'), \
                 (5, 'p', 'pay:7', '3:15000', '2026-12-01 10:00:00')";
@@ -567,9 +549,7 @@ async fn earlier_idempotency_answers_survive_the_migration(backend: Backend) {
 /// is `reservation-not-held` (never `hold-expired`), a cancellation that lost to the
 /// payment is `already-paid`.
 async fn pay_and_cancel_races_answer_one_code_each(backend: Backend) {
-    let Some((_db, _pool, booking)) = booking(backend).await else {
-        return;
-    };
+    let (_db, _pool, booking) = booking(backend).await;
     booking
         .charge(user(8), 10_000_000, key("funds"), render)
         .await

@@ -1,5 +1,7 @@
-//! marquee-persistence against real databases: SQLite always, PostgreSQL when
-//! `MARQUEE_TEST_DATABASE_URL` is set. Every test runs on each backend in its own database.
+//! marquee-persistence against real databases: SQLite always, PostgreSQL when asked for.
+//! Every test runs on each backend in its own database. The PostgreSQL tests are ignored
+//! unless run with `--include-ignored` and `MARQUEE_TEST_DATABASE_URL` set (see
+//! `marquee_testkit::backends`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod booking;
@@ -8,15 +10,16 @@ mod locks;
 mod pool;
 mod seed;
 
-use marquee_persistence::test_support::TestDatabase;
+use marquee_persistence::test_support::{POSTGRES_URL_VAR, TestDatabase};
 use marquee_persistence::{Backend, DbPool, PoolConfig};
+// Test modules name it `crate::on_each_backend`.
+use marquee_testkit::on_each_backend;
 
-/// A pool on a fresh migrated database of `backend`, or `None` where that backend is not
-/// available (see `TestDatabase::postgres`).
-pub fn pool_on(backend: Backend, config: PoolConfig) -> Option<(TestDatabase, DbPool)> {
-    let db = TestDatabase::new(backend)?;
+/// A pool on a fresh migrated database of `backend`.
+pub fn pool_on(backend: Backend, config: PoolConfig) -> (TestDatabase, DbPool) {
+    let db = TestDatabase::new(backend);
     let pool = DbPool::build(db.url(), &config).expect("the pool builds");
-    Some((db, pool))
+    (db, pool)
 }
 
 /// A small pool with short timeouts, so failure tests finish quickly.
@@ -29,24 +32,16 @@ pub fn quick_config() -> PoolConfig {
     }
 }
 
-#[macro_export]
-macro_rules! on_each_backend {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(marquee_persistence::Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(marquee_persistence::Backend::Postgres).await
-                }
-            )*
-        }
-    };
+/// The PostgreSQL tests show as ignored where no server is configured, and fail rather than
+/// pass when run without one.
+#[test]
+fn postgres_tests_are_ignored_and_fail_without_a_server() {
+    marquee_testkit::assert_backend_tests_fail_without(&[POSTGRES_URL_VAR], &["postgres"]);
+}
+
+/// With `MARQUEE_REQUIRE_BACKENDS=1` (CI), a run without PostgreSQL or without the ignored
+/// tests fails.
+#[test]
+fn required_backends_are_set_and_their_tests_run() {
+    marquee_testkit::assert_backend_tests_run(&[POSTGRES_URL_VAR]);
 }

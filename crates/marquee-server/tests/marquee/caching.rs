@@ -14,7 +14,7 @@ use marquee_domain::{
 };
 use marquee_persistence::Backend;
 use marquee_persistence::test_support::TestDatabase;
-use marquee_testkit::{ChaosProxy, host_port, through};
+use marquee_testkit::{ChaosProxy, host_port, redis_url, through};
 
 use crate::helpers::{Instance, TestApp, test_settings};
 
@@ -94,19 +94,6 @@ impl CatalogueRepository for Wrapped {
     }
 }
 
-fn redis_url() -> Option<String> {
-    match std::env::var("MARQUEE_TEST_REDIS_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if marquee_persistence::test_support::backends_required() => {
-            panic!("MARQUEE_REQUIRE_BACKENDS=1 but MARQUEE_TEST_REDIS_URL is not set")
-        }
-        _ => {
-            eprintln!("skipping a Redis test: MARQUEE_TEST_REDIS_URL is not set");
-            None
-        }
-    }
-}
-
 fn namespace() -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let nanos = std::time::SystemTime::now()
@@ -159,9 +146,7 @@ async fn counted_app(db: TestDatabase, redis: Option<&str>) -> (TestApp, Arc<Cou
 }
 
 async fn cold_concert_loaded_once(backend: Backend, redis: Option<String>) {
-    let Some(db) = TestDatabase::new(backend) else {
-        return;
-    };
+    let db = TestDatabase::new(backend);
     let (app, counting) = counted_app(db, redis.as_deref()).await;
 
     let answers = burst(
@@ -187,16 +172,18 @@ async fn a_stampede_on_sqlite_and_the_local_cache_loads_once() {
 
 /// The same on PostgreSQL and Redis.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL and Redis: set MARQUEE_TEST_DATABASE_URL and MARQUEE_TEST_REDIS_URL"]
 async fn a_stampede_on_postgres_and_redis_loads_once() {
-    let Some(redis) = redis_url() else { return };
+    let redis = redis_url();
     cold_concert_loaded_once(Backend::Postgres, Some(redis)).await;
 }
 
 /// Three instances on one Redis and one database, 300 concurrent requests spread over them
 /// for a cold key: one load in the whole fleet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: set MARQUEE_TEST_REDIS_URL"]
 async fn a_fleet_on_one_redis_loads_a_cold_key_once() {
-    let Some(redis) = redis_url() else { return };
+    let redis = redis_url();
     let db = TestDatabase::sqlite();
     let namespace = namespace();
     let counting = Arc::new(Counting::default());
@@ -255,16 +242,18 @@ async fn penetration_is_stopped_by_the_local_cache() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: set MARQUEE_TEST_REDIS_URL"]
 async fn penetration_is_stopped_by_redis() {
-    let Some(redis) = redis_url() else { return };
+    let redis = redis_url();
     nonexistent_ids_reach_the_database_once(Some(redis)).await;
 }
 
 /// Redis cut mid-run: no request fails, the breaker opens, loads on the database stay within
 /// the fallback bound, and reads return to Redis once it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: set MARQUEE_TEST_REDIS_URL"]
 async fn a_redis_outage_fails_no_request() {
-    let Some(redis) = redis_url() else { return };
+    let redis = redis_url();
     let proxy = ChaosProxy::start(&host_port(&redis)).await;
     let through_proxy = through(&redis, &proxy);
     let db = TestDatabase::sqlite();
@@ -346,8 +335,9 @@ async fn a_redis_outage_fails_no_request() {
 
 /// A body is byte-identical whether it came from the database, Redis or the L1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: set MARQUEE_TEST_REDIS_URL"]
 async fn responses_are_identical_from_every_tier() {
-    let Some(redis) = redis_url() else { return };
+    let redis = redis_url();
     let db = TestDatabase::sqlite();
     let namespace = namespace();
     let redis_only = test_settings(
@@ -420,9 +410,7 @@ async fn responses_are_identical_from_every_tier() {
 /// The cache's metrics are exported on `/metrics`, per key group.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_activity_shows_in_metrics() {
-    let Some(app) = TestApp::spawn(Backend::Sqlite).await else {
-        return;
-    };
+    let app = TestApp::spawn(Backend::Sqlite).await;
     for _ in 0..3 {
         assert_eq!(app.get("/api/v1/concerts/11").await.status(), 200);
     }

@@ -52,15 +52,15 @@ pub fn test_settings(db_url: &str, overrides: &[(&str, &str)]) -> Settings {
 }
 
 impl TestApp {
-    /// A running app with the demo catalogue, or `None` if `backend` is not available here.
-    pub async fn spawn(backend: Backend) -> Option<Self> {
+    /// A running app with the demo catalogue on a database of `backend`.
+    pub async fn spawn(backend: Backend) -> Self {
         Self::spawn_with(backend, &[]).await
     }
 
-    pub async fn spawn_with(backend: Backend, overrides: &[(&str, &str)]) -> Option<Self> {
-        let db = TestDatabase::new(backend)?;
+    pub async fn spawn_with(backend: Backend, overrides: &[(&str, &str)]) -> Self {
+        let db = TestDatabase::new(backend);
         let settings = test_settings(db.url().as_str(), overrides);
-        Some(Self::start(db, settings).await)
+        Self::start(db, settings).await
     }
 
     pub async fn start(db: TestDatabase, settings: Settings) -> Self {
@@ -180,28 +180,4 @@ pub async fn assert_problem(response: reqwest::Response, status: u16, code: &str
             .is_some_and(|t| t.ends_with(&format!("/{code}")))
     );
     body
-}
-
-/// Generates `mod sqlite` and `mod postgres`, each with a `#[tokio::test]` per listed
-/// function, calling it with that backend.
-#[macro_export]
-macro_rules! on_each_backend {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(marquee_persistence::Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(marquee_persistence::Backend::Postgres).await
-                }
-            )*
-        }
-    };
 }

@@ -16,8 +16,7 @@ async fn a_graceful_stop_drains_in_flight_requests() {
             ("MARQUEE__SERVER__SHUTDOWN_TIMEOUT", "10s"),
         ],
     )
-    .await
-    .unwrap();
+    .await;
 
     // Occupy the only connection, so the next request is still in flight when the stop
     // signal arrives.
