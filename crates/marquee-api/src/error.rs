@@ -149,6 +149,7 @@ impl ApiError {
                         (S::CONFLICT, "reservation-not-held", "Reservation not held")
                     }
                     B::HoldExpired(_) => (S::GONE, "hold-expired", "Hold expired"),
+                    B::NotAdmitted(_) => (S::FORBIDDEN, "not-admitted", "Not admitted"),
                     B::AlreadyPaid(_) => (S::CONFLICT, "already-paid", "Already paid"),
                     B::InsufficientBalance { .. } => (
                         S::PAYMENT_REQUIRED,

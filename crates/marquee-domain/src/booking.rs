@@ -155,6 +155,8 @@ pub struct HoldRules {
     pub max_holds_per_schedule: i64,
     /// Live holds one user may have across every schedule.
     pub max_holds_per_user: i64,
+    /// With the waiting room on: a hold needs a live admission to the seat's concert.
+    pub require_admission: bool,
 }
 
 /// Why a booking operation was refused. Every variant but `Repository` is an answer about
@@ -181,6 +183,8 @@ pub enum BookingError {
         id: ReservationId,
         status: ReservationStatus,
     },
+    #[error("you have not been admitted to book concert {0}: join its queue and wait your turn")]
+    NotAdmitted(crate::ids::ConcertId),
     #[error("the hold of reservation {0} has expired")]
     HoldExpired(ReservationId),
     #[error("reservation {0} is paid already")]

@@ -4,6 +4,7 @@ pub mod booking;
 pub mod catalogue;
 pub mod ids;
 pub mod ports;
+pub mod queue;
 
 pub use booking::{
     Answered, BookingError, HoldRules, IdempotencyKey, Money, Payment, PaymentReceipt,
@@ -15,3 +16,4 @@ pub use catalogue::{
 };
 pub use ids::{ConcertId, IdError, PaymentId, ReservationId, ScheduleId, SeatId, UserId};
 pub use ports::{BookingRepository, BusyCause, CatalogueRepository, HealthCheck, RepositoryError};
+pub use queue::{AdmissionRound, QueueEntry, QueueError, QueueRepository, QueueRules, QueueStatus};

@@ -118,6 +118,7 @@ impl Application {
                     hold_for,
                     max_holds_per_schedule: i64::from(settings.booking.max_holds_per_schedule),
                     max_holds_per_user: i64::from(settings.booking.max_holds_per_user),
+                    require_admission: false,
                 },
                 max_charge: settings.booking.max_charge,
             },

@@ -20,6 +20,7 @@ fn rules() -> HoldRules {
         hold_for: TimeDelta::minutes(5),
         max_holds_per_schedule: 4,
         max_holds_per_user: 10,
+        require_admission: false,
     }
 }
 
