@@ -229,11 +229,11 @@ fn send<T>(answered: &Answered<T>) -> HttpResponse {
 }
 
 /// Seat states changed for `seat`'s schedule: drop the cached seat lists and schedule
-/// counts, on every instance.
-async fn evict_seat(state: &AppState, seat: SeatId) {
-    if let Ok(Some((schedule, concert))) = state.booking.seat_location(seat).await {
-        state.cache.evict_schedule(schedule, concert).await;
-    }
+/// counts, on every instance. Returns the seat's concert.
+async fn evict_seat(state: &AppState, seat: SeatId) -> Option<marquee_domain::ConcertId> {
+    let (schedule, concert) = state.booking.seat_location(seat).await.ok()??;
+    state.cache.evict_schedule(schedule, concert).await;
+    Some(concert)
 }
 
 const PROBLEM: &str = "application/problem+json";
@@ -294,6 +294,7 @@ pub async fn charge(
         (status = 401, description = "`unauthorized`", body = Problem, content_type = PROBLEM),
         (status = 503, description = "`database-busy` or `database-unavailable`; see Retry-After", body = Problem, content_type = PROBLEM),
         (status = 404, description = "`seat-not-found`", body = Problem, content_type = PROBLEM),
+        (status = 403, description = "`not-admitted`: the waiting room is on and the caller is not ACTIVE in the seat's concert queue", body = Problem, content_type = PROBLEM),
         (status = 409, description = "`seat-taken`, `booking-closed`, `hold-limit-reached`", body = Problem, content_type = PROBLEM),
         (status = 413, description = "`payload-too-large`: the body is over 16 KiB", body = Problem, content_type = PROBLEM),
         (status = 415, description = "`unsupported-media-type`: the body is not `application/json`", body = Problem, content_type = PROBLEM),
@@ -409,8 +410,12 @@ pub async fn pay(
     let id = reservation_id(&path)?;
     let key = idempotency_key(req.headers())?;
     let answered = state.booking.pay(caller.0, id, key, render_payment).await?;
-    if let Some(receipt) = &answered.performed {
-        evict_seat(&state, receipt.seat_id).await;
+    if let Some(receipt) = &answered.performed
+        && let Some(concert) = evict_seat(&state, receipt.seat_id).await
+        && let Some(room) = &state.queue
+    {
+        // The payment ended the admission in the database; the view follows.
+        room.admission_used(concert, caller.0).await;
     }
     Ok(send(&answered))
 }

@@ -38,6 +38,8 @@ pub enum ApiError {
     ConcertNotFound(ConcertId),
     #[error("schedule {0} does not exist")]
     ScheduleNotFound(ScheduleId),
+    #[error("you are not in the queue of concert {0}")]
+    QueueEntryNotFound(ConcertId),
     #[error("no resource at {path}")]
     RouteNotFound { path: String },
     #[error("{method} is not allowed on this resource; use {allowed}")]
@@ -112,6 +114,11 @@ impl ApiError {
             ),
             Self::ConcertNotFound(_) => (S::NOT_FOUND, "concert-not-found", "Concert not found"),
             Self::ScheduleNotFound(_) => (S::NOT_FOUND, "schedule-not-found", "Schedule not found"),
+            Self::QueueEntryNotFound(_) => (
+                S::NOT_FOUND,
+                "queue-entry-not-found",
+                "Not in the queue",
+            ),
             Self::RouteNotFound { .. } => (S::NOT_FOUND, "route-not-found", "Not found"),
             Self::MethodNotAllowed { .. } => (
                 S::METHOD_NOT_ALLOWED,

@@ -8,6 +8,7 @@ pub mod error;
 pub mod health;
 pub mod http_metrics;
 pub mod openapi;
+pub mod queue;
 pub mod request_span;
 
 use std::sync::Arc;
@@ -71,6 +72,8 @@ pub struct AppState {
     pub metrics: MetricsRender,
     /// Run in order by `/health/ready`.
     pub health_checks: Vec<Arc<dyn HealthCheck>>,
+    /// The waiting room, when `queue.enabled`; without it every user may book.
+    pub queue: Option<Arc<queue::WaitingRoom>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -112,6 +115,13 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                 "/api/v1/schedules/{scheduleId}/seats",
                 catalogue::list_seats,
             ))
+            .service(
+                web::resource("/api/v1/concerts/{concertId}/queue")
+                    .route(web::post().to(queue::join))
+                    .route(web::get().to(queue::poll))
+                    .route(web::delete().to(queue::leave))
+                    .default_service(web::to(method_not_allowed_for("GET, POST, DELETE"))),
+            )
             .service(
                 web::resource("/api/v1/wallet")
                     .route(web::get().to(booking::wallet))

@@ -5,7 +5,7 @@ use utoipa::OpenApi;
 use utoipa::Modify;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::{booking, catalogue, error, health};
+use crate::{booking, catalogue, error, health, queue};
 
 /// Declares the `bearer` scheme the booking endpoints require.
 #[derive(Debug)]
@@ -47,6 +47,9 @@ impl Modify for BearerAuth {
         booking::get_reservation,
         booking::cancel,
         booking::pay,
+        queue::join,
+        queue::poll,
+        queue::leave,
     ),
     components(schemas(error::Problem)),
     modifiers(&BearerAuth),
@@ -54,6 +57,7 @@ impl Modify for BearerAuth {
         (name = "catalogue", description = "Concerts, schedules and seats"),
         (name = "health", description = "Liveness and readiness"),
         (name = "booking", description = "Wallet, seat holds and payments (bearer token)"),
+        (name = "queue", description = "The waiting room in front of booking at ticket openings (bearer token)"),
     )
 )]
 pub struct ApiDoc;

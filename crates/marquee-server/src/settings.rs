@@ -39,6 +39,7 @@ pub struct Settings {
     pub cache_ttl: CachePolicies,
     pub auth: AuthSettings,
     pub booking: BookingSettings,
+    pub queue: QueueSettings,
     pub log: LogSettings,
 }
 
@@ -177,6 +178,37 @@ pub struct BookingSettings {
     pub sweep_interval: Duration,
 }
 
+/// The waiting room (`[queue]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSettings {
+    /// Whether holds need an admission from the concert's queue.
+    pub enabled: bool,
+    /// Admissions per second per concert, for the whole fleet together.
+    pub admit_per_second: u32,
+    /// The most users admitted at once per concert.
+    pub active_limit: u32,
+    /// How long an admission lasts; a payment ends it early.
+    #[serde(with = "humantime_serde")]
+    pub active_ttl: Duration,
+    /// A waiting user who has not polled for this long is dropped.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl QueueSettings {
+    /// The rules the waiting room admits by.
+    pub fn rules(&self) -> marquee_domain::QueueRules {
+        let delta = |d: Duration| chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX);
+        marquee_domain::QueueRules {
+            admit_per_second: self.admit_per_second,
+            active_limit: self.active_limit,
+            active_ttl: delta(self.active_ttl),
+            idle_timeout: delta(self.idle_timeout),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -302,6 +334,25 @@ impl Settings {
         }
         if booking.sweep_interval < Duration::from_millis(100) {
             bail!("invalid configuration: booking.sweep_interval must be at least 100ms");
+        }
+        let queue = &self.queue;
+        if queue.admit_per_second == 0 || queue.admit_per_second > 100_000 {
+            bail!("invalid configuration: queue.admit_per_second must be between 1 and 100000");
+        }
+        if queue.active_limit == 0 {
+            bail!("invalid configuration: queue.active_limit must be at least 1");
+        }
+        if queue.active_ttl < Duration::from_secs(1) || queue.active_ttl > Duration::from_secs(24 * 3600)
+        {
+            bail!("invalid configuration: queue.active_ttl must be between 1s and 24h");
+        }
+        if queue.idle_timeout < Duration::from_secs(3)
+            || queue.idle_timeout > Duration::from_secs(24 * 3600)
+        {
+            bail!(
+                "invalid configuration: queue.idle_timeout must be between 3s and 24h \
+                 (clients are told to poll at most a third of it apart)"
+            );
         }
         self.cache
             .validate()

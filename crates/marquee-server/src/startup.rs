@@ -106,6 +106,25 @@ impl Application {
         let repository = layer(Arc::new(DieselCatalogue::new(pool.clone())));
         let hold_for = chrono::TimeDelta::from_std(settings.booking.hold_duration)
             .context("invalid booking.hold_duration")?;
+        let queue = if settings.queue.enabled {
+            let view = match settings.redis_config() {
+                Some(redis) => marquee_queue::QueueView::redis(marquee_queue::RedisViewConfig {
+                    url: redis.url,
+                    namespace: settings.cache.namespace.clone(),
+                    response_timeout: redis.response_timeout,
+                    connection_timeout: redis.connection_timeout,
+                })
+                .context("invalid redis settings for the waiting room")?,
+                None => marquee_queue::QueueView::local(),
+            };
+            Some(Arc::new(marquee_api::queue::WaitingRoom::new(
+                settings.queue.rules(),
+                Arc::new(marquee_persistence::DieselQueue::new(pool.clone())),
+                view,
+            )))
+        } else {
+            None
+        };
         let state = AppState {
             cache: CatalogueCache::new(&cache, &settings.cache_ttl, repository)
                 .context("invalid cache_ttl settings")?,
@@ -118,12 +137,13 @@ impl Application {
                     hold_for,
                     max_holds_per_schedule: i64::from(settings.booking.max_holds_per_schedule),
                     max_holds_per_user: i64::from(settings.booking.max_holds_per_user),
-                    require_admission: false,
+                    require_admission: settings.queue.enabled,
                 },
                 max_charge: settings.booking.max_charge,
             },
             tokens: settings.auth.tokens(),
             health_checks,
+            queue: queue.clone(),
             metrics: {
                 // Gauges that are read off their source when scraped.
                 let pool = pool.clone();
@@ -146,6 +166,7 @@ impl Application {
         };
         let shutdown_timeout = settings.server.shutdown_timeout;
         let jobs = Jobs {
+            queue,
             state: state.clone(),
             sweep_interval: settings.booking.sweep_interval,
             idempotency_retention: settings.booking.idempotency_retention,
@@ -192,6 +213,7 @@ impl Application {
         let handle = self.server.handle();
         let jobs = self.jobs;
         let sweeper = tokio::spawn(sweep_expired_holds(jobs.state.clone(), jobs.sweep_interval));
+        let admitter = jobs.queue.map(|room| tokio::spawn(run_admission_rounds(room)));
         let purger = tokio::spawn(purge_idempotency_keys(
             jobs.state,
             jobs.idempotency_retention,
@@ -214,6 +236,9 @@ impl Application {
         stopper.abort();
         sweeper.abort();
         purger.abort();
+        if let Some(admitter) = admitter {
+            admitter.abort();
+        }
         // Closing connections blocks, and a hung database must not hold up the exit: close
         // them on a detached thread (which the runtime's shutdown does not wait for) and wait
         // at most 5 s.
@@ -259,6 +284,8 @@ async fn wait_for_stop_signal() -> i32 {
 
 /// What the background jobs need.
 struct Jobs {
+    /// The waiting room, whose admission rounds run while the server does.
+    queue: Option<Arc<marquee_api::queue::WaitingRoom>>,
     state: AppState,
     sweep_interval: Duration,
     idempotency_retention: Duration,
@@ -286,6 +313,30 @@ async fn purge_idempotency_keys(state: AppState, retention: Duration) {
             Ok(0) => {}
             Ok(purged) => tracing::debug!(purged, "expired idempotency keys purged"),
             Err(error) => tracing::warn!(%error, "purging idempotency keys failed"),
+        }
+    }
+}
+
+/// Runs the waiting room's admission rounds every `ROUND_EVERY`. A failing round (the
+/// database is down) is logged once when it starts failing and once when it recovers, not
+/// ten times a second.
+async fn run_admission_rounds(room: Arc<marquee_api::queue::WaitingRoom>) {
+    let mut ticks = tokio::time::interval(marquee_api::queue::ROUND_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        ticks.tick().await;
+        match marquee_api::queue::admission_round(&room).await {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("waiting room admission rounds recovered");
+            }
+            Ok(()) => {}
+            Err(error) if !failing => {
+                failing = true;
+                tracing::warn!(%error, "waiting room admission round failed; retrying");
+            }
+            Err(_) => {}
         }
     }
 }

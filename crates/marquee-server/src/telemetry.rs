@@ -73,6 +73,7 @@ pub fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
             marquee_cache::metrics::describe();
             marquee_persistence::metrics::describe();
             marquee_api::http_metrics::describe();
+            marquee_api::queue::describe();
             metrics::describe_gauge!(
                 "marquee_build_info",
                 "Always 1; the labels say which build is running."

@@ -1,0 +1,482 @@
+//! The waiting room: join, poll and leave a concert's queue, and the admission rounds that
+//! let the next in line book.
+//!
+//! Two parts keep a queue. The database holds the truth ([`QueueRepository`]): the entries
+//! in join order, every admission, and the rate gate; nothing is lost when Redis restarts.
+//! The view ([`QueueView`], in process or in Redis) answers polls, the request a queue gets
+//! most, without a database read and in at most one Redis round trip. Every change goes to
+//! the database first and is then mirrored into the view; an admission round on each
+//! instance rebuilds a view that was lost (a poll found it unknown) or that may have missed a
+//! mirror (every [`RECONCILE_EVERY`]), so the view is never wrong for longer than that.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use marquee_domain::{
+    ConcertId, QueueEntry, QueueError, QueueRepository, QueueRules, QueueStatus, UserId,
+};
+use marquee_queue::{Poll, QueueView};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, Problem};
+
+/// How often each instance runs an admission round for every open queue. Admissions are
+/// limited per one-second window, so a round every 100 ms admits a freed slot's successor
+/// within a tenth of a second and keeps the rate even within ±10 % of a window.
+pub const ROUND_EVERY: Duration = Duration::from_millis(100);
+
+/// How often an instance rebuilds a queue's view from the database even when nothing says
+/// it is wrong: the bound on how long a mirror write lost between the database and Redis (an
+/// instance dying between the two) can show a user the wrong status.
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(5);
+
+/// The waiting room's parts and rules.
+pub struct WaitingRoom {
+    pub rules: QueueRules,
+    pub repository: Arc<dyn QueueRepository>,
+    pub view: QueueView,
+    /// When this instance last rebuilt each queue's view; a queue a poll found unknown is
+    /// taken out so that the next round rebuilds it.
+    rebuilt: Mutex<HashMap<ConcertId, Instant>>,
+    /// Queues that had gauges last round, so that a queue that empties reads 0, not its
+    /// last count.
+    gauged: Mutex<HashSet<ConcertId>>,
+}
+
+impl std::fmt::Debug for WaitingRoom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WaitingRoom")
+            .field("rules", &self.rules)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WaitingRoom {
+    pub fn new(rules: QueueRules, repository: Arc<dyn QueueRepository>, view: QueueView) -> Self {
+        Self {
+            rules,
+            repository,
+            view,
+            rebuilt: Mutex::new(HashMap::new()),
+            gauged: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Marks a queue's view for rebuilding in the next round.
+    fn view_lost(&self, concert: ConcertId) {
+        if let Ok(mut rebuilt) = self.rebuilt.lock() {
+            rebuilt.remove(&concert);
+        }
+    }
+
+    fn due_for_rebuild(&self, concert: ConcertId) -> bool {
+        self.rebuilt.lock().map_or(true, |rebuilt| {
+            rebuilt
+                .get(&concert)
+                .is_none_or(|at| at.elapsed() >= RECONCILE_EVERY)
+        })
+    }
+
+    /// Mirrors an entry the database just wrote into the view. A failure is not the
+    /// client's: the view is rebuilt in the next round, and polls ask the database meanwhile.
+    async fn mirror(&self, entry: &QueueEntry) {
+        let (queue, member) = ids(entry.concert, entry.user);
+        let mirrored = match (entry.status, entry.expires_at) {
+            (QueueStatus::Active, Some(expires)) => {
+                self.view
+                    .activate(queue, &[(member, expires.timestamp_millis())])
+                    .await
+            }
+            _ => {
+                self.view
+                    .add_waiting(queue, member, entry.seq, now_ms())
+                    .await
+            }
+        };
+        if let Err(error) = mirrored {
+            tracing::debug!(%error, concert = %entry.concert, "queue view not updated");
+            self.view_lost(entry.concert);
+        }
+    }
+
+    /// Ends `user`'s admission to `concert` in the view (the database ended it with the
+    /// payment).
+    pub async fn admission_used(&self, concert: ConcertId, user: UserId) {
+        let (queue, member) = ids(concert, user);
+        if let Err(error) = self.view.remove(queue, &[member]).await {
+            tracing::debug!(%error, %concert, "queue view not updated");
+            self.view_lost(concert);
+        }
+    }
+
+    /// Seconds a client should wait before polling again: 1 s within a second's admissions
+    /// of the front, up to 5 s further back, where a poll can only say the line moved (a line
+    /// of 20,000 polled every 5 s is 4,000 polls a second). Never more than a third of
+    /// `idle_timeout`, so that a client that polls as told is not dropped as idle.
+    fn poll_after(&self, status: QueueStatus, position: Option<u64>) -> u32 {
+        let third = self.rules.idle_timeout.num_seconds() / 3;
+        let longest = u64::try_from(third).unwrap_or(1).clamp(1, 5);
+        let seconds = match (status, position) {
+            (QueueStatus::Waiting, Some(position)) => {
+                position / u64::from(self.rules.admit_per_second.max(1))
+            }
+            _ => longest,
+        };
+        u32::try_from(seconds.clamp(1, longest)).unwrap_or(1)
+    }
+
+    fn body(&self, entry: &QueueEntry) -> QueueEntryBody {
+        let position = entry.position();
+        QueueEntryBody {
+            concert_id: entry.concert.get(),
+            status: entry.status.as_str(),
+            position,
+            admitted_at: entry.admitted_at,
+            expires_at: entry.expires_at,
+            poll_after_seconds: self.poll_after(entry.status, position),
+        }
+    }
+}
+
+fn ids(concert: ConcertId, user: UserId) -> (u64, u64) {
+    // Ids are positive, so both fit.
+    (concert.get().unsigned_abs(), user.get().unsigned_abs())
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// A user's place in a concert's queue.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueEntryBody {
+    pub concert_id: i64,
+    /// `WAITING` or `ACTIVE`. Only an ACTIVE user may hold seats of the concert.
+    #[schema(pattern = "^(WAITING|ACTIVE)$")]
+    pub status: &'static str,
+    /// 1-based: the users ahead, plus one. `null` while ACTIVE.
+    #[schema(minimum = 1)]
+    pub position: Option<u64>,
+    /// When the user was admitted; `null` while WAITING.
+    pub admitted_at: Option<DateTime<Utc>>,
+    /// When the admission runs out (a payment ends it early); `null` while WAITING, and
+    /// while the waiting room is off.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// How long to wait before polling again.
+    #[schema(minimum = 1)]
+    pub poll_after_seconds: u32,
+}
+
+/// The body while the waiting room is off: everyone is admitted, and nothing is stored.
+fn open_door(concert: ConcertId) -> QueueEntryBody {
+    QueueEntryBody {
+        concert_id: concert.get(),
+        status: QueueStatus::Active.as_str(),
+        position: None,
+        admitted_at: Some(Utc::now()),
+        expires_at: None,
+        poll_after_seconds: 5,
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(error: QueueError) -> Self {
+        match error {
+            QueueError::ConcertNotFound(concert) => Self::ConcertNotFound(concert),
+            QueueError::EntryNotFound(concert) => Self::QueueEntryNotFound(concert),
+            QueueError::Repository(error) => Self::Repository(error),
+        }
+    }
+}
+
+fn concert_id(raw: &str) -> Result<ConcertId, ApiError> {
+    raw.parse().map_err(|source| ApiError::InvalidId {
+        parameter: "concertId",
+        source,
+    })
+}
+
+/// `concert-not-found` for a concert that does not exist, else `queue-entry-not-found`.
+async fn not_in_queue(state: &AppState, concert: ConcertId) -> ApiError {
+    match crate::catalogue::concert_exists(state, concert).await {
+        Ok(true) => ApiError::QueueEntryNotFound(concert),
+        Ok(false) => ApiError::ConcertNotFound(concert),
+        Err(error) => error,
+    }
+}
+
+const PROBLEM: &str = "application/problem+json";
+
+/// Joins the concert's queue; joining again returns the same entry.
+#[utoipa::path(post, path = "/api/v1/concerts/{concertId}/queue", tag = "queue", security(("bearer" = [])),
+    params(("concertId" = i64, Path, minimum = 1, maximum = 9223372036854775807_i64)),
+    responses(
+        (status = 201, description = "Joined: a new entry, ACTIVE at once when the concert is quiet", body = QueueEntryBody),
+        (status = 200, description = "Already in the queue: the same entry (or, with the waiting room off, an open door)", body = QueueEntryBody),
+        (status = 400, description = "`invalid-id`", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`concert-not-found`", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "`database-busy` or `database-unavailable`; see Retry-After", body = Problem, content_type = PROBLEM),
+    ))]
+pub async fn join(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let concert = concert_id(&path)?;
+    let Some(room) = &state.queue else {
+        return if crate::catalogue::concert_exists(&state, concert).await? {
+            Ok(HttpResponse::Ok().json(open_door(concert)))
+        } else {
+            Err(ApiError::ConcertNotFound(concert))
+        };
+    };
+    let (entry, new) = room
+        .repository
+        .join(concert, caller.0, room.rules)
+        .await?;
+    if new {
+        room.mirror(&entry).await;
+        if entry.status == QueueStatus::Active {
+            metrics::counter!(ADMITTED).increment(1);
+        }
+    }
+    let body = room.body(&entry);
+    Ok(if new {
+        HttpResponse::Created().json(body)
+    } else {
+        HttpResponse::Ok().json(body)
+    })
+}
+
+/// The caller's entry: its status and position. Answered from the queue's view, without a
+/// database read, whenever the view can.
+#[utoipa::path(get, path = "/api/v1/concerts/{concertId}/queue", tag = "queue", security(("bearer" = [])),
+    params(("concertId" = i64, Path, minimum = 1, maximum = 9223372036854775807_i64)),
+    responses(
+        (status = 200, description = "The entry", body = QueueEntryBody),
+        (status = 400, description = "`invalid-id`", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`queue-entry-not-found` (not in the queue, or the admission ran out), `concert-not-found`", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "`database-busy` or `database-unavailable`; see Retry-After", body = Problem, content_type = PROBLEM),
+    ))]
+pub async fn poll(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let concert = concert_id(&path)?;
+    let Some(room) = &state.queue else {
+        return if crate::catalogue::concert_exists(&state, concert).await? {
+            Ok(HttpResponse::Ok().json(open_door(concert)))
+        } else {
+            Err(ApiError::ConcertNotFound(concert))
+        };
+    };
+    let (queue, member) = ids(concert, caller.0);
+    let seen = room.view.poll(queue, member, now_ms()).await;
+    let entry = match seen {
+        Ok(Poll::Waiting { position }) => QueueEntry {
+            concert,
+            user: caller.0,
+            seq: 0,
+            status: QueueStatus::Waiting,
+            joined_at: Utc::now(),
+            admitted_at: None,
+            expires_at: None,
+            ahead: position.saturating_sub(1),
+        },
+        Ok(Poll::Active { expires_ms }) => {
+            let expires_at = DateTime::from_timestamp_millis(expires_ms);
+            QueueEntry {
+                concert,
+                user: caller.0,
+                seq: 0,
+                status: QueueStatus::Active,
+                joined_at: Utc::now(),
+                admitted_at: expires_at.and_then(|at| at.checked_sub_signed(room.rules.active_ttl)),
+                expires_at,
+                ahead: 0,
+            }
+        }
+        Ok(Poll::Absent) => return Err(not_in_queue(&state, concert).await),
+        // The view cannot answer (lost in a Redis restart, or Redis is down): the database
+        // can, and the next round rebuilds the view.
+        Ok(Poll::Unknown) | Err(_) => {
+            if let Err(error) = &seen {
+                tracing::debug!(%error, %concert, "queue view unavailable; asking the database");
+            }
+            room.view_lost(concert);
+            match room.repository.entry(concert, caller.0).await? {
+                Some(entry) => entry,
+                None => return Err(not_in_queue(&state, concert).await),
+            }
+        }
+    };
+    Ok(HttpResponse::Ok().json(room.body(&entry)))
+}
+
+/// Leaves the concert's queue, waiting or admitted (an admission's slot goes to the next in
+/// line).
+#[utoipa::path(delete, path = "/api/v1/concerts/{concertId}/queue", tag = "queue", security(("bearer" = [])),
+    params(("concertId" = i64, Path, minimum = 1, maximum = 9223372036854775807_i64)),
+    responses(
+        (status = 204, description = "Left"),
+        (status = 400, description = "`invalid-id`", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "`unauthorized`", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`queue-entry-not-found`, `concert-not-found`", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "`database-busy` or `database-unavailable`; see Retry-After", body = Problem, content_type = PROBLEM),
+    ))]
+pub async fn leave(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let concert = concert_id(&path)?;
+    let Some(room) = &state.queue else {
+        return if crate::catalogue::concert_exists(&state, concert).await? {
+            Ok(HttpResponse::NoContent().finish())
+        } else {
+            Err(ApiError::ConcertNotFound(concert))
+        };
+    };
+    if !room.repository.leave(concert, caller.0).await? {
+        return Err(not_in_queue(&state, concert).await);
+    }
+    metrics::counter!(DROPPED, "reason" => "left").increment(1);
+    room.admission_used(concert, caller.0).await;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// One admission round over every open queue: rebuilds views that are lost or due, drops
+/// idle waiters and run-out admissions, admits the next in line, mirrors it all into the
+/// view, and sets the gauges. Every instance runs rounds; the database keeps them from
+/// admitting beyond the limits together.
+pub async fn admission_round(room: &WaitingRoom) -> Result<(), QueueError> {
+    let concerts = room.repository.open_queues().await?;
+    let open: HashSet<ConcertId> = concerts.iter().copied().collect();
+    for concert in concerts {
+        let queue = ids(concert, concert).0;
+        if room.due_for_rebuild(concert) {
+            rebuild(room, concert).await?;
+        }
+        let idle_since = Utc::now() - room.rules.idle_timeout;
+        let idle = match room.view.idle(queue, idle_since.timestamp_millis()).await {
+            Ok(members) => members
+                .into_iter()
+                .filter_map(|member| UserId::new(i64::try_from(member).ok()?).ok())
+                .collect(),
+            // Without the view nobody's last poll is known: nobody is dropped.
+            Err(_) => Vec::new(),
+        };
+        let round = room.repository.admit(concert, room.rules, idle).await?;
+        let gone: Vec<u64> = round
+            .expired
+            .iter()
+            .chain(&round.dropped_idle)
+            .map(|user| ids(concert, *user).1)
+            .collect();
+        let admitted: Vec<(u64, i64)> = round
+            .admitted
+            .iter()
+            .filter_map(|entry| {
+                Some((
+                    ids(concert, entry.user).1,
+                    entry.expires_at?.timestamp_millis(),
+                ))
+            })
+            .collect();
+        let mirrored = async {
+            if !gone.is_empty() {
+                room.view.remove(queue, &gone).await?;
+            }
+            if !admitted.is_empty() {
+                room.view.activate(queue, &admitted).await?;
+            }
+            Ok::<_, marquee_queue::ViewError>(())
+        };
+        if mirrored.await.is_err() {
+            room.view_lost(concert);
+        }
+        metrics::counter!(ADMITTED).increment(round.admitted.len() as u64);
+        metrics::counter!(DROPPED, "reason" => "idle").increment(round.dropped_idle.len() as u64);
+        metrics::counter!(DROPPED, "reason" => "expired").increment(round.expired.len() as u64);
+        let label = concert.to_string();
+        metrics::gauge!(WAITING, "concert" => label.clone()).set(round.waiting as f64);
+        metrics::gauge!(ACTIVE, "concert" => label).set(round.active as f64);
+    }
+    if let Ok(mut gauged) = room.gauged.lock() {
+        for closed in gauged.difference(&open) {
+            let label = closed.to_string();
+            metrics::gauge!(WAITING, "concert" => label.clone()).set(0.0);
+            metrics::gauge!(ACTIVE, "concert" => label).set(0.0);
+        }
+        *gauged = open;
+    }
+    Ok(())
+}
+
+/// Replaces a queue's view with the database's rows.
+async fn rebuild(room: &WaitingRoom, concert: ConcertId) -> Result<(), QueueError> {
+    let entries = room.repository.snapshot(concert).await?;
+    let now = Utc::now();
+    let mut waiting = Vec::new();
+    let mut active = Vec::new();
+    for entry in &entries {
+        let member = ids(concert, entry.user).1;
+        match (entry.status, entry.expires_at) {
+            (QueueStatus::Active, Some(expires)) if expires > now => {
+                active.push((member, expires.timestamp_millis()));
+            }
+            (QueueStatus::Waiting, _) => waiting.push((member, entry.seq)),
+            _ => {}
+        }
+    }
+    let queue = ids(concert, concert).0;
+    match room
+        .view
+        .rebuild(queue, &waiting, &active, now.timestamp_millis())
+        .await
+    {
+        Ok(()) => {
+            if let Ok(mut rebuilt) = room.rebuilt.lock() {
+                rebuilt.insert(concert, Instant::now());
+            }
+        }
+        Err(error) => tracing::debug!(%error, %concert, "queue view not rebuilt"),
+    }
+    Ok(())
+}
+
+/// Users waiting in a concert's queue.
+pub const WAITING: &str = "marquee_queue_waiting";
+/// Users admitted to a concert now.
+pub const ACTIVE: &str = "marquee_queue_active";
+/// Admissions given, by joins on a quiet concert and by rounds.
+pub const ADMITTED: &str = "marquee_queue_admitted_total";
+/// Entries removed without being used, by `reason`: `idle`, `left`, `expired`.
+pub const DROPPED: &str = "marquee_queue_dropped_total";
+
+/// Describes the queue's metrics and registers the counters at zero, so that dashboards and
+/// alerts see them before the first ticket opening.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_gauge!(WAITING, "Users waiting in a concert's queue.");
+    describe_gauge!(ACTIVE, "Users admitted to book a concert now.");
+    describe_counter!(ADMITTED, "Admissions to book, given by the waiting room.");
+    describe_counter!(
+        DROPPED,
+        "Queue entries removed without booking, by reason (idle, left, expired)."
+    );
+    metrics::counter!(ADMITTED).increment(0);
+    for reason in ["idle", "left", "expired"] {
+        metrics::counter!(DROPPED, "reason" => reason).increment(0);
+    }
+}
