@@ -306,17 +306,25 @@ pub async fn poll(
                 ahead: 0,
             }
         }
-        Ok(Poll::Absent) => return Err(not_in_queue(&state, concert).await),
-        // The view cannot answer (lost in a Redis restart, or Redis is down): the database
-        // can, and the next round rebuilds the view.
-        Ok(Poll::Unknown) | Err(_) => {
+        // The view cannot answer (lost in a Redis restart, or Redis is down), or does not
+        // know the user, which a join that raced a rebuild can cause: the database decides,
+        // and a view that missed an entry is rebuilt in the next round. The cost falls on
+        // polls of users who are not in the queue, which well-behaved clients do not send.
+        Ok(Poll::Absent | Poll::Unknown) | Err(_) => {
             if let Err(error) = &seen {
                 tracing::debug!(%error, %concert, "queue view unavailable; asking the database");
             }
-            room.view_lost(concert);
             match room.repository.entry(concert, caller.0).await? {
-                Some(entry) => entry,
-                None => return Err(not_in_queue(&state, concert).await),
+                Some(entry) => {
+                    room.view_lost(concert);
+                    entry
+                }
+                None => {
+                    if !matches!(seen, Ok(Poll::Absent)) {
+                        room.view_lost(concert);
+                    }
+                    return Err(not_in_queue(&state, concert).await);
+                }
             }
         }
     };
