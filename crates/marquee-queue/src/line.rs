@@ -93,7 +93,8 @@ impl Line {
                 let covered = self.prefix(i - 1) - self.prefix(i - lowbit(i));
                 self.slots.push(place);
                 self.present.push(true);
-                self.tree.push(u32::try_from(covered + 1).unwrap_or(u32::MAX));
+                self.tree
+                    .push(u32::try_from(covered + 1).unwrap_or(u32::MAX));
                 self.len += 1;
             }
             Err(_) => {

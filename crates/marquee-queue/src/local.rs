@@ -68,7 +68,11 @@ impl LocalView {
         let Some(queue) = queues.get_mut(&queue) else {
             return;
         };
-        if queue.active.get(&member).is_some_and(|&expires| expires > now_ms) {
+        if queue
+            .active
+            .get(&member)
+            .is_some_and(|&expires| expires > now_ms)
+        {
             return;
         }
         queue.active.remove(&member);

@@ -318,7 +318,10 @@ impl RedisView {
         }
         let keys = self.keys(queue);
         let mut invocation = REMOVE.prepare_invoke();
-        invocation.key(&keys.waiting).key(&keys.active).key(&keys.seen);
+        invocation
+            .key(&keys.waiting)
+            .key(&keys.active)
+            .key(&keys.seen);
         for member in members {
             invocation.arg(member);
         }

@@ -38,7 +38,9 @@ async fn positions_follow_joins_admissions_and_departures(tier: Tier) {
     );
 
     let expires = T0 + 60_000;
-    view.activate(Q, &[(1, expires), (2, expires)]).await.unwrap();
+    view.activate(Q, &[(1, expires), (2, expires)])
+        .await
+        .unwrap();
     view.remove(Q, &[4]).await.unwrap();
     // Waiting now: 6 (25), 3 (30), 5 (50).
     assert_eq!(

@@ -67,7 +67,9 @@ async fn a_rebuild_of_twenty_thousand_gives_the_tail_its_position(tier: Tier) {
     assert_eq!(view.counts(Q, T0).await.unwrap(), (20_000, 500));
     let front: Vec<(u64, i64)> = (1..=100).map(|m| (m, T0 + 60_000)).collect();
     view.activate(Q, &front).await.unwrap();
-    view.remove(Q, &(101..=200).collect::<Vec<_>>()).await.unwrap();
+    view.remove(Q, &(101..=200).collect::<Vec<_>>())
+        .await
+        .unwrap();
     assert_eq!(
         view.poll(Q, 20_000, T0).await.unwrap(),
         Poll::Waiting { position: 19_800 }
