@@ -144,9 +144,13 @@ impl WaitingRoom {
     }
 }
 
+/// The view's ids for a concert's queue and one of its users. Ids are positive, so both fit.
 fn ids(concert: ConcertId, user: UserId) -> (u64, u64) {
-    // Ids are positive, so both fit.
-    (concert.get().unsigned_abs(), user.get().unsigned_abs())
+    (queue_id(concert), user.get().unsigned_abs())
+}
+
+fn queue_id(concert: ConcertId) -> u64 {
+    concert.get().unsigned_abs()
 }
 
 fn now_ms() -> i64 {
@@ -371,7 +375,7 @@ pub async fn admission_round(room: &WaitingRoom) -> Result<(), QueueError> {
     let concerts = room.repository.open_queues().await?;
     let open: HashSet<ConcertId> = concerts.iter().copied().collect();
     for concert in concerts {
-        let queue = ids(concert, concert).0;
+        let queue = queue_id(concert);
         if room.due_for_rebuild(concert) {
             rebuild(room, concert).await?;
         }
@@ -447,7 +451,7 @@ async fn rebuild(room: &WaitingRoom, concert: ConcertId) -> Result<(), QueueErro
             _ => {}
         }
     }
-    let queue = ids(concert, concert).0;
+    let queue = queue_id(concert);
     match room
         .view
         .rebuild(queue, &waiting, &active, now.timestamp_millis())
