@@ -276,15 +276,17 @@ async fn the_rate_is_fleet_wide(backend: Backend) {
     }
     let rules = rules(1_000, 5);
     let started = Utc::now();
-    let rounds: Vec<_> = [first.clone(), second.clone()]
+    // Two schedulers per instance, so that rounds overlap at each window's start.
+    let rounds: Vec<_> = [&first, &second, &first, &second]
         .into_iter()
         .map(|queue| {
+            let queue = queue.clone();
             tokio::spawn(async move {
                 let mut admitted = Vec::new();
                 while Utc::now() - started < TimeDelta::seconds(3) {
                     let round = queue.admit(concert(), rules, Vec::new()).await.unwrap();
                     admitted.extend(round.admitted);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
                 }
                 admitted
             })
