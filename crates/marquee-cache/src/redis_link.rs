@@ -131,7 +131,7 @@ impl RedisLink {
     }
 
     /// Runs one command with the response bound.
-    async fn bounded<T: redis::FromRedisValue>(
+    pub(crate) async fn bounded<T: redis::FromRedisValue>(
         &self,
         command: &redis::Cmd,
     ) -> Result<T, RedisError> {
@@ -217,6 +217,30 @@ impl RedisLink {
     pub async fn pttl(&self, key: &str) -> Result<Option<u64>, RedisError> {
         let ttl: i64 = self.bounded(redis::cmd("PTTL").arg(key)).await?;
         Ok(u64::try_from(ttl).ok())
+    }
+
+    /// Every key matching `pattern` (SCAN MATCH, each step bounded). It walks the whole
+    /// keyspace: for tests and tooling, never for a request path.
+    pub async fn scan(&self, pattern: &str) -> Result<Vec<String>, RedisError> {
+        let mut keys = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = self
+                .bounded(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(1000),
+                )
+                .await?;
+            keys.extend(batch);
+            if next == 0 {
+                return Ok(keys);
+            }
+            cursor = next;
+        }
     }
 
     /// A dedicated connection subscribed to `channel` (pub/sub needs its own connection).

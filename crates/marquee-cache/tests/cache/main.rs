@@ -6,3 +6,4 @@ mod coalescing;
 mod expiry;
 mod outage;
 mod support;
+mod trust;
