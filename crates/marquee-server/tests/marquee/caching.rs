@@ -397,10 +397,16 @@ async fn responses_are_identical_from_every_tier() {
             .await
             .remove(0)
             .1;
+        // A page of the list also needs the count of concerts, cached once for all pages.
+        let cold_loads = if path.starts_with("/api/v1/concerts?") {
+            2
+        } else {
+            1
+        };
         assert_eq!(
             counting.loads(),
-            loads + 1,
-            "{path}: one load, then cache hits"
+            loads + cold_loads,
+            "{path}: one load (and the count, for a page), then cache hits"
         );
         let from_local = burst(std::slice::from_ref(&c.address), path, 1)
             .await

@@ -13,5 +13,6 @@ mod cli;
 mod errors;
 mod health;
 mod helpers;
+mod paging;
 mod settings;
 mod shutdown;
