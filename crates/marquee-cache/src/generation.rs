@@ -10,8 +10,9 @@
 //! does not guard against.
 //!
 //! A generation lives for twice the group's longest entry life after its last bump, and a
-//! load older than that life does not store at all: its generation may have expired and
-//! been reset, and a result that old is not worth keeping anyway.
+//! load whose ticket is older than that life (once, not twice) does not store at all: the
+//! generation it would be checked against may have expired and been reset, and a result
+//! that old is not worth keeping anyway.
 
 use std::time::{Duration, Instant};
 
