@@ -165,9 +165,11 @@ async fn cached(
 /// A cached JSON body as a response.
 /// Whether a concert exists, by the cached concert lookup (a negative answer is cached too).
 pub(crate) async fn concert_exists(state: &AppState, id: ConcertId) -> Result<bool, ApiError> {
-    Ok(cached(&state.cache.concert, &CatalogueCache::concert_key(id))
-        .await?
-        .is_some())
+    Ok(
+        cached(&state.cache.concert, &CatalogueCache::concert_key(id))
+            .await?
+            .is_some(),
+    )
 }
 
 fn json(body: Bytes) -> Result<HttpResponse, ApiError> {

@@ -242,10 +242,7 @@ pub async fn join(
             Err(ApiError::ConcertNotFound(concert))
         };
     };
-    let (entry, new) = room
-        .repository
-        .join(concert, caller.0, room.rules)
-        .await?;
+    let (entry, new) = room.repository.join(concert, caller.0, room.rules).await?;
     if new {
         room.mirror(&entry).await;
         if entry.status == QueueStatus::Active {
