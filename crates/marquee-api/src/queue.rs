@@ -132,14 +132,30 @@ impl WaitingRoom {
     }
 
     fn body(&self, entry: &QueueEntry) -> QueueEntryBody {
-        let position = entry.position();
+        self.answer(
+            entry.concert,
+            entry.status,
+            entry.position(),
+            entry.admitted_at,
+            entry.expires_at,
+        )
+    }
+
+    fn answer(
+        &self,
+        concert: ConcertId,
+        status: QueueStatus,
+        position: Option<u64>,
+        admitted_at: Option<DateTime<Utc>>,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> QueueEntryBody {
         QueueEntryBody {
-            concert_id: entry.concert.get(),
-            status: entry.status.as_str(),
+            concert_id: concert.get(),
+            status: status.as_str(),
             position,
-            admitted_at: entry.admitted_at,
-            expires_at: entry.expires_at,
-            poll_after_seconds: self.poll_after(entry.status, position),
+            admitted_at,
+            expires_at,
+            poll_after_seconds: self.poll_after(status, position),
         }
     }
 }
@@ -283,29 +299,22 @@ pub async fn poll(
     };
     let (queue, member) = ids(concert, caller.0);
     let seen = room.view.poll(queue, member, now_ms()).await;
-    let entry = match seen {
-        Ok(Poll::Waiting { position }) => QueueEntry {
-            concert,
-            user: caller.0,
-            seq: 0,
-            status: QueueStatus::Waiting,
-            joined_at: Utc::now(),
-            admitted_at: None,
-            expires_at: None,
-            ahead: position.saturating_sub(1),
-        },
+    let body = match seen {
+        Ok(Poll::Waiting { position }) => {
+            room.answer(concert, QueueStatus::Waiting, Some(position), None, None)
+        }
         Ok(Poll::Active { expires_ms }) => {
             let expires_at = DateTime::from_timestamp_millis(expires_ms);
-            QueueEntry {
+            // The view keeps only the expiry; an admission lasts `active_ttl` from its start.
+            let admitted_at =
+                expires_at.and_then(|at| at.checked_sub_signed(room.rules.active_ttl));
+            room.answer(
                 concert,
-                user: caller.0,
-                seq: 0,
-                status: QueueStatus::Active,
-                joined_at: Utc::now(),
-                admitted_at: expires_at.and_then(|at| at.checked_sub_signed(room.rules.active_ttl)),
+                QueueStatus::Active,
+                None,
+                admitted_at,
                 expires_at,
-                ahead: 0,
-            }
+            )
         }
         // The view cannot answer (lost in a Redis restart, or Redis is down), or does not
         // know the user, which a join that raced a rebuild can cause: the database decides,
@@ -318,7 +327,7 @@ pub async fn poll(
             match room.repository.entry(concert, caller.0).await? {
                 Some(entry) => {
                     room.view_lost(concert);
-                    entry
+                    room.body(&entry)
                 }
                 None => {
                     if !matches!(seen, Ok(Poll::Absent)) {
@@ -329,7 +338,7 @@ pub async fn poll(
             }
         }
     };
-    Ok(HttpResponse::Ok().json(room.body(&entry)))
+    Ok(HttpResponse::Ok().json(body))
 }
 
 /// Leaves the concert's queue, waiting or admitted (an admission's slot goes to the next in
@@ -420,6 +429,9 @@ pub async fn admission_round(room: &WaitingRoom) -> Result<(), QueueError> {
         let label = concert.to_string();
         metrics::gauge!(WAITING, "concert" => label.clone()).set(round.waiting as f64);
         metrics::gauge!(ACTIVE, "concert" => label).set(round.active as f64);
+    }
+    if let Ok(mut rebuilt) = room.rebuilt.lock() {
+        rebuilt.retain(|concert, _| open.contains(concert));
     }
     if let Ok(mut gauged) = room.gauged.lock() {
         for closed in gauged.difference(&open) {
