@@ -308,13 +308,7 @@ pub async fn poll(
             // The view keeps only the expiry; an admission lasts `active_ttl` from its start.
             let admitted_at =
                 expires_at.and_then(|at| at.checked_sub_signed(room.rules.active_ttl));
-            room.answer(
-                concert,
-                QueueStatus::Active,
-                None,
-                admitted_at,
-                expires_at,
-            )
+            room.answer(concert, QueueStatus::Active, None, admitted_at, expires_at)
         }
         // The view cannot answer (lost in a Redis restart, or Redis is down), or does not
         // know the user, which a join that raced a rebuild can cause: the database decides,
