@@ -194,8 +194,22 @@ pub struct QueueEntryBody {
     pub poll_after_seconds: u32,
 }
 
-/// The body while the waiting room is off: everyone is admitted, and nothing is stored.
-fn open_door(concert: ConcertId) -> QueueEntryBody {
+/// The answer while the waiting room is off, for a concert that exists: everyone is
+/// admitted, and nothing is stored.
+async fn open_door(
+    state: &AppState,
+    concert: ConcertId,
+    answer: HttpResponse,
+) -> Result<HttpResponse, ApiError> {
+    if crate::catalogue::concert_exists(state, concert).await? {
+        Ok(answer)
+    } else {
+        Err(ApiError::ConcertNotFound(concert))
+    }
+}
+
+/// The entry every user has while the waiting room is off.
+fn door(concert: ConcertId) -> QueueEntryBody {
     QueueEntryBody {
         concert_id: concert.get(),
         status: QueueStatus::Active.as_str(),
@@ -252,11 +266,7 @@ pub async fn join(
 ) -> Result<HttpResponse, ApiError> {
     let concert = concert_id(&path)?;
     let Some(room) = &state.queue else {
-        return if crate::catalogue::concert_exists(&state, concert).await? {
-            Ok(HttpResponse::Ok().json(open_door(concert)))
-        } else {
-            Err(ApiError::ConcertNotFound(concert))
-        };
+        return open_door(&state, concert, HttpResponse::Ok().json(door(concert))).await;
     };
     let (entry, new) = room.repository.join(concert, caller.0, room.rules).await?;
     if new {
@@ -291,11 +301,7 @@ pub async fn poll(
 ) -> Result<HttpResponse, ApiError> {
     let concert = concert_id(&path)?;
     let Some(room) = &state.queue else {
-        return if crate::catalogue::concert_exists(&state, concert).await? {
-            Ok(HttpResponse::Ok().json(open_door(concert)))
-        } else {
-            Err(ApiError::ConcertNotFound(concert))
-        };
+        return open_door(&state, concert, HttpResponse::Ok().json(door(concert))).await;
     };
     let (queue, member) = ids(concert, caller.0);
     let seen = room.view.poll(queue, member, now_ms()).await;
@@ -353,11 +359,7 @@ pub async fn leave(
 ) -> Result<HttpResponse, ApiError> {
     let concert = concert_id(&path)?;
     let Some(room) = &state.queue else {
-        return if crate::catalogue::concert_exists(&state, concert).await? {
-            Ok(HttpResponse::NoContent().finish())
-        } else {
-            Err(ApiError::ConcertNotFound(concert))
-        };
+        return open_door(&state, concert, HttpResponse::NoContent().finish()).await;
     };
     if !room.repository.leave(concert, caller.0).await? {
         return Err(not_in_queue(&state, concert).await);

@@ -293,6 +293,41 @@ fn corrupt_row(reason: String) -> diesel::result::Error {
     diesel::result::Error::DeserializationError(reason.into())
 }
 
+/// Ends the live hold `$reservation` (as `live_hold!` returned it): its seat becomes
+/// `$seat_status` and the reservation `$status`. Seat first, then reservation: the order pay,
+/// cancel and the sweep lock them in, so that concurrent operations on one hold cannot
+/// deadlock. Both updates are conditional on the hold being the one read and still live; with
+/// the seat locked and the reservation read after the lock they cannot miss, so a miss is a
+/// broken invariant (500), not a refusal.
+macro_rules! settle_hold {
+    ($c:ident, $user:expr, $reservation:expr, $now:expr, $seat_status:literal, $status:expr) => {{
+        let seat_settled = diesel::update(
+            seats::table
+                .find($reservation.seat_id.get())
+                .filter(seats::status.eq("HELD"))
+                .filter(seats::held_by.eq($user.get()))
+                .filter(seats::held_until.eq(naive($reservation.expires_at)))
+                .filter(seats::held_until.gt(naive($now))),
+        )
+        .set((
+            seats::status.eq($seat_status),
+            seats::held_by.eq(None::<i64>),
+            seats::held_until.eq(None::<NaiveDateTime>),
+        ))
+        .execute($c)?;
+        let settled = diesel::update(
+            reservations::table
+                .find($reservation.id.get())
+                .filter(reservations::status.eq("HELD")),
+        )
+        .set(reservations::status.eq($status.as_str()))
+        .execute($c)?;
+        if seat_settled == 0 || settled == 0 {
+            return Err(broken("a locked live hold could not be settled"));
+        }
+    }};
+}
+
 /// An invariant the locks guarantee did not hold: a failed query (500), never a refusal.
 fn broken(what: &str) -> Abort {
     Abort::Database(diesel::result::Error::QueryBuilderError(what.into()))
@@ -554,34 +589,14 @@ impl BookingRepository for DieselBooking {
             .run(move |conn| {
                 finish(write_transaction!(conn, |c| {
                     let (mut reservation, now) = live_hold!(c, user, id);
-                    // Seat first, then reservation: the order pay and the sweep lock them in,
-                    // so that concurrent operations on one hold cannot deadlock.
-                    let freed = diesel::update(
-                        seats::table
-                            .find(reservation.seat_id.get())
-                            .filter(seats::status.eq("HELD"))
-                            .filter(seats::held_by.eq(user.get()))
-                            .filter(seats::held_until.eq(naive(reservation.expires_at)))
-                            .filter(seats::held_until.gt(naive(now))),
-                    )
-                    .set((
-                        seats::status.eq("AVAILABLE"),
-                        seats::held_by.eq(None::<i64>),
-                        seats::held_until.eq(None::<NaiveDateTime>),
-                    ))
-                    .execute(c)?;
-                    let cancelled = diesel::update(
-                        reservations::table
-                            .find(id.get())
-                            .filter(reservations::status.eq("HELD")),
-                    )
-                    .set(reservations::status.eq("CANCELLED"))
-                    .execute(c)?;
-                    // The seat row is locked and the reservation was read after the lock:
-                    // both conditions hold by construction, and a miss is a broken invariant.
-                    if freed == 0 || cancelled == 0 {
-                        return Err(broken("a locked live hold could not be cancelled"));
-                    }
+                    settle_hold!(
+                        c,
+                        user,
+                        reservation,
+                        now,
+                        "AVAILABLE",
+                        ReservationStatus::Cancelled
+                    );
                     reservation.status = ReservationStatus::Cancelled;
                     Ok(reservation)
                 }))
@@ -603,32 +618,14 @@ impl BookingRepository for DieselBooking {
                 finish(write_transaction!(conn, |c| {
                     Ok(idempotent!(c, user, &key, &request, render, |c| {
                         let (reservation, now) = live_hold!(c, user, id);
-                        let sold = diesel::update(
-                            seats::table
-                                .find(reservation.seat_id.get())
-                                .filter(seats::status.eq("HELD"))
-                                .filter(seats::held_by.eq(user.get()))
-                                .filter(seats::held_until.eq(naive(reservation.expires_at)))
-                                .filter(seats::held_until.gt(naive(now))),
-                        )
-                        .set((
-                            seats::status.eq("SOLD"),
-                            seats::held_by.eq(None::<i64>),
-                            seats::held_until.eq(None::<NaiveDateTime>),
-                        ))
-                        .execute(c)?;
-                        let confirmed = diesel::update(
-                            reservations::table
-                                .find(id.get())
-                                .filter(reservations::status.eq("HELD")),
-                        )
-                        .set(reservations::status.eq("CONFIRMED"))
-                        .execute(c)?;
-                        // As in cancel: the locked seat and the re-read reservation make
-                        // these certain.
-                        if sold == 0 || confirmed == 0 {
-                            return Err(broken("a locked live hold could not be sold"));
-                        }
+                        settle_hold!(
+                            c,
+                            user,
+                            reservation,
+                            now,
+                            "SOLD",
+                            ReservationStatus::Confirmed
+                        );
                         let price = reservation.price;
                         let debited = diesel::update(
                             wallets::table
