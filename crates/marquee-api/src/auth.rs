@@ -1,6 +1,7 @@
 //! Identity: `Authorization: Bearer <token>`, an HS256 JWT whose `sub` is the user id.
 //!
-//! The secret comes from configuration and is never logged ([`Secret`]'s `Debug` hides it).
+//! The secret comes from configuration as a [`SecretString`]: its `Debug` output is redacted,
+//! it is read only through [`ExposeSecret::expose_secret`], and it is zeroed when dropped.
 //! A missing, malformed, badly signed or expired token is a 401 with
 //! `WWW-Authenticate: Bearer`; the problem's detail says which, without echoing the token.
 //!
@@ -16,31 +17,11 @@ use std::time::Duration;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use marquee_domain::UserId;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::error::ApiError;
-
-/// A secret that does not print.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -137,7 +118,7 @@ pub enum MintError {
 }
 
 impl Tokens {
-    pub fn new(secret: &Secret, rules: TokenRules) -> Self {
+    pub fn new(secret: &SecretString, rules: TokenRules) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
         validation.validate_nbf = true;
@@ -152,8 +133,8 @@ impl Tokens {
         }
         validation.set_required_spec_claims(&required);
         Self {
-            encoding: EncodingKey::from_secret(secret.expose().as_bytes()),
-            decoding: DecodingKey::from_secret(secret.expose().as_bytes()),
+            encoding: EncodingKey::from_secret(secret.expose_secret().as_bytes()),
+            decoding: DecodingKey::from_secret(secret.expose_secret().as_bytes()),
             validation,
             rules,
         }
@@ -247,7 +228,7 @@ mod tests {
     const SECRET: &str = "a-secret-that-is-long-enough-0123456789";
 
     fn tokens(rules: TokenRules) -> Tokens {
-        Tokens::new(&Secret::new(SECRET), rules)
+        Tokens::new(&SecretString::from(SECRET), rules)
     }
 
     /// A token with hand-set claims, signed with the right secret.
@@ -275,12 +256,11 @@ mod tests {
         assert_eq!(tokens.verify(&token), Ok(user));
 
         let other = Tokens::new(
-            &Secret::new("another-secret-that-is-long-enough-01234"),
+            &SecretString::from("another-secret-that-is-long-enough-01234"),
             TokenRules::default(),
         );
         assert_eq!(other.verify(&token), Err(AuthError::Invalid));
         assert_eq!(tokens.verify("not.a.token"), Err(AuthError::Invalid));
-        assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(***)");
     }
 
     #[test]

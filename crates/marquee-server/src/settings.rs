@@ -20,6 +20,7 @@ use config::{Config, Environment, File, FileFormat};
 use marquee_api::CachePolicies;
 use marquee_cache::{CacheConfig, RedisConfig};
 use marquee_persistence::{DatabaseUrl, PoolConfig, SessionTimeouts};
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
@@ -125,8 +126,9 @@ impl std::fmt::Debug for RedisSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
-    /// The HS256 secret tokens are signed with; at least 32 bytes. Never logged.
-    pub jwt_secret: marquee_api::auth::Secret,
+    /// The HS256 secret tokens are signed with; at least 32 bytes. Never logged: its `Debug`
+    /// output is redacted, and it is zeroed when the settings are dropped.
+    pub jwt_secret: SecretString,
     /// The longest a token may be valid for; longer ones are refused.
     #[serde(with = "humantime_serde")]
     pub max_token_lifetime: Duration,
@@ -295,7 +297,7 @@ impl Settings {
         self.session_timeouts()
             .validate()
             .map_err(|error| anyhow::anyhow!("invalid configuration: database.{error}"))?;
-        if self.auth.jwt_secret.expose().len() < 32 {
+        if self.auth.jwt_secret.expose_secret().len() < 32 {
             bail!(
                 "invalid configuration: auth.jwt_secret must be at least 32 bytes \
                  (set MARQUEE__AUTH__JWT_SECRET)"
@@ -393,7 +395,7 @@ impl Settings {
     /// what the embedded default is for.
     pub fn check_serving_secret(&self) -> anyhow::Result<()> {
         let bind = self.bind_address()?;
-        if bind.ip().is_loopback() || self.auth.jwt_secret.expose() != development_secret()? {
+        if bind.ip().is_loopback() || self.auth.jwt_secret.expose_secret() != development_secret()? {
             return Ok(());
         }
         bail!(

@@ -2,9 +2,8 @@
 //! ARCHITECTURE.md states these as Architecture Invariants.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 
-use serde_json::Value;
+use cargo_metadata::{DependencyKind, MetadataCommand, Node, PackageId};
 
 struct Workspace {
     /// Direct normal (non-dev) dependencies of each workspace crate, by crate name.
@@ -13,98 +12,53 @@ struct Workspace {
     transitive: BTreeMap<String, BTreeSet<String>>,
 }
 
-/// The host's target triple, so metadata is resolved for this platform only (and needs no
-/// download of crates that only other platforms use).
-fn host_triple() -> String {
-    let output = Command::new("rustc")
-        .arg("-vV")
-        .output()
-        .expect("run rustc -vV");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .find_map(|line| line.strip_prefix("host: "))
-        .expect("rustc -vV names the host")
-        .to_owned()
-}
-
 fn workspace() -> Workspace {
-    let output = Command::new(env!("CARGO"))
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--offline",
-            "--filter-platform",
-        ])
-        .arg(host_triple())
-        .arg("--manifest-path")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.toml"))
-        .output()
+    // Resolved for the host's platform only, so that `--offline` needs no download of crates
+    // that only other platforms use.
+    let host = rustc_version::version_meta().expect("run rustc -vV").host;
+    let metadata = MetadataCommand::new()
+        .cargo_path(env!("CARGO"))
+        .manifest_path(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.toml"))
+        .other_options(["--offline".to_owned(), "--filter-platform".to_owned(), host])
+        .exec()
         .expect("run cargo metadata");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let metadata: Value = serde_json::from_slice(&output.stdout).unwrap();
-    let members: BTreeSet<&str> = metadata["workspace_members"]
-        .as_array()
-        .unwrap()
+    let nodes: BTreeMap<&PackageId, &Node> = metadata
+        .resolve
+        .as_ref()
+        .expect("cargo metadata resolves the dependencies")
+        .nodes
         .iter()
-        .map(|id| id.as_str().unwrap())
+        .map(|node| (&node.id, node))
         .collect();
-    let name_of: BTreeMap<&str, &str> = metadata["packages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| (p["id"].as_str().unwrap(), p["name"].as_str().unwrap()))
-        .collect();
-    let nodes: BTreeMap<&str, &Value> = metadata["resolve"]["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| (n["id"].as_str().unwrap(), n))
-        .collect();
-    let normal_deps = |id: &str| -> Vec<String> {
-        nodes[id]["deps"]
-            .as_array()
-            .unwrap()
+    let normal_deps = |id: &PackageId| -> Vec<&PackageId> {
+        nodes[id]
+            .deps
             .iter()
             .filter(|dep| {
-                dep["dep_kinds"]
-                    .as_array()
-                    .unwrap()
+                dep.dep_kinds
                     .iter()
-                    .any(|k| k["kind"].is_null())
+                    .any(|info| info.kind == DependencyKind::Normal)
             })
-            .map(|dep| dep["pkg"].as_str().unwrap().to_owned())
+            .map(|dep| &dep.pkg)
             .collect()
     };
+    let name_of = |id: &PackageId| metadata[id].name.to_string();
 
     let mut direct = BTreeMap::new();
     let mut transitive = BTreeMap::new();
-    for &member in &members {
-        let name = name_of[member].to_owned();
+    for member in &metadata.workspace_members {
         direct.insert(
-            name.clone(),
-            normal_deps(member)
-                .iter()
-                .map(|id| name_of[id.as_str()].to_owned())
-                .collect(),
+            name_of(member),
+            normal_deps(member).into_iter().map(name_of).collect(),
         );
         let mut seen = BTreeSet::new();
         let mut stack = normal_deps(member);
         while let Some(id) = stack.pop() {
-            if seen.insert(id.clone()) {
-                stack.extend(normal_deps(&id));
+            if seen.insert(id) {
+                stack.extend(normal_deps(id));
             }
         }
-        transitive.insert(
-            name,
-            seen.iter()
-                .map(|id| name_of[id.as_str()].to_owned())
-                .collect(),
-        );
+        transitive.insert(name_of(member), seen.into_iter().map(name_of).collect());
     }
     Workspace { direct, transitive }
 }

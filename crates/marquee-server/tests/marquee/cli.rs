@@ -252,7 +252,7 @@ fn token_prints_only_a_token() {
     assert_eq!(token.lines().count(), 1);
     assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
     let tokens = marquee_api::auth::Tokens::new(
-        &marquee_api::auth::Secret::new("marquee-development-secret-do-not-use-in-production"),
+        &secrecy::SecretString::from("marquee-development-secret-do-not-use-in-production"),
         marquee_api::auth::TokenRules::default(),
     );
     assert_eq!(tokens.verify(&token).map(|user| user.get()), Ok(42));

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use marquee_server::Settings;
+use secrecy::ExposeSecret;
 use marquee_server::settings::{LogFormat, Sources};
 
 fn load(environment: Option<&str>, variables: &[(&str, &str)]) -> anyhow::Result<Settings> {
@@ -174,7 +175,10 @@ fn production_needs_its_own_token_secret() {
     // Environment values are taken as text: an all-digit secret is not turned into a number.
     let digits = "1234567890123456789012345678901234567890";
     let settings = load(None, &[("MARQUEE__AUTH__JWT_SECRET", digits)]).unwrap();
-    assert_eq!(settings.auth.jwt_secret.expose(), digits);
+    assert_eq!(settings.auth.jwt_secret.expose_secret(), digits);
+    // A copy left in freed memory could outlive the process's need for it.
+    fn zeroed_on_drop(_: &impl secrecy::zeroize::ZeroizeOnDrop) {}
+    zeroed_on_drop(&settings.auth.jwt_secret);
     let message = error_of(None, &[("MARQUEE__BOOKING__HOLD_DURATION", "300000years")]);
     assert!(message.contains("booking.hold_duration"), "{message}");
 }
