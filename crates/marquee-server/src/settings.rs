@@ -395,7 +395,8 @@ impl Settings {
     /// what the embedded default is for.
     pub fn check_serving_secret(&self) -> anyhow::Result<()> {
         let bind = self.bind_address()?;
-        if bind.ip().is_loopback() || self.auth.jwt_secret.expose_secret() != development_secret()? {
+        let development = development_secret()?;
+        if bind.ip().is_loopback() || self.auth.jwt_secret.expose_secret() != development {
             return Ok(());
         }
         bail!(

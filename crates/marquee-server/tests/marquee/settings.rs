@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use marquee_server::Settings;
-use secrecy::ExposeSecret;
 use marquee_server::settings::{LogFormat, Sources};
+use secrecy::ExposeSecret;
 
 fn load(environment: Option<&str>, variables: &[(&str, &str)]) -> anyhow::Result<Settings> {
     Settings::load_from(Sources {
