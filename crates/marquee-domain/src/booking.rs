@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::ids::{PaymentId, ReservationId, ScheduleId, SeatId, UserId};
+use crate::ids::{ConcertId, PaymentId, ReservationId, ScheduleId, SeatId, UserId};
 
 /// An amount of money in minor units.
 pub type Money = i64;
@@ -42,15 +42,6 @@ pub struct Reservation {
     pub status: ReservationStatus,
     pub price: Money,
     pub expires_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Payment {
-    pub id: PaymentId,
-    pub reservation_id: ReservationId,
-    pub user_id: UserId,
-    pub amount: Money,
-    pub paid_at: DateTime<Utc>,
 }
 
 /// A user's prepaid balance. It is never negative.
@@ -184,7 +175,7 @@ pub enum BookingError {
         status: ReservationStatus,
     },
     #[error("you have not been admitted to book concert {0}: join its queue and wait your turn")]
-    NotAdmitted(crate::ids::ConcertId),
+    NotAdmitted(ConcertId),
     #[error("the hold of reservation {0} has expired")]
     HoldExpired(ReservationId),
     #[error("reservation {0} is paid already")]
@@ -196,5 +187,5 @@ pub enum BookingError {
     #[error("this Idempotency-Key was used for a different request")]
     IdempotencyKeyReused,
     #[error(transparent)]
-    Repository(#[from] crate::ports::RepositoryError),
+    Repository(#[from] crate::error::RepositoryError),
 }

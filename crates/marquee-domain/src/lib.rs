@@ -2,18 +2,20 @@
 
 pub mod booking;
 pub mod catalogue;
+pub mod error;
 pub mod ids;
 pub mod ports;
 pub mod queue;
 
 pub use booking::{
-    Answered, BookingError, HoldRules, IdempotencyKey, Money, Payment, PaymentReceipt,
-    RecordedResponse, Render, Reservation, ReservationStatus, Wallet,
+    Answered, BookingError, HoldRules, IdempotencyKey, Money, PaymentReceipt, RecordedResponse,
+    Render, Reservation, ReservationStatus, Wallet,
 };
 pub use catalogue::{
     Concert, Page, PageRequest, PageRequestError, Schedule, ScheduleAvailability, Seat, SeatFilter,
     SeatStatus,
 };
+pub use error::{BusyCause, RepositoryError};
 pub use ids::{ConcertId, IdError, PaymentId, ReservationId, ScheduleId, SeatId, UserId};
-pub use ports::{BookingRepository, BusyCause, CatalogueRepository, HealthCheck, RepositoryError};
+pub use ports::{BookingRepository, CatalogueRepository, HealthCheck};
 pub use queue::{AdmissionRound, QueueEntry, QueueError, QueueRepository, QueueRules, QueueStatus};

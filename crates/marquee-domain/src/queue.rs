@@ -11,8 +11,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 
+use crate::error::RepositoryError;
 use crate::ids::{ConcertId, UserId};
-use crate::ports::RepositoryError;
 
 /// How a concert's queue admits users.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
