@@ -1,9 +1,10 @@
-//! Identity: `Authorization: Bearer <token>`, an HS256 JWT whose `sub` is the user id.
+//! Identity: bearer tokens, HS256 JWTs whose `sub` is the user id, checked (and, for
+//! `marquee token`, minted) by [`Tokens`]. [`crate::caller::Caller`] reads them from requests.
 //!
 //! The secret comes from configuration as a [`SecretString`]: its `Debug` output is redacted,
 //! it is read only through [`ExposeSecret::expose_secret`], and it is zeroed when dropped.
-//! A missing, malformed, badly signed or expired token is a 401 with
-//! `WWW-Authenticate: Bearer`; the problem's detail says which, without echoing the token.
+//! Each way a token can fail is an [`AuthError`], whose message says which without echoing
+//! the token.
 //!
 //! Every time claim is checked, without leeway: `exp` must be in the future, `nbf` (when
 //! present) in the past, and the token may not outlive [`TokenRules::max_lifetime`] (`exp`
@@ -11,17 +12,12 @@
 //! ten-year `exp` is useless. `iss` and `aud` are required and checked when configured.
 
 use std::fmt;
-use std::future::{Ready, ready};
 use std::time::Duration;
 
-use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use marquee_domain::UserId;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-
-use crate::AppState;
-use crate::error::ApiError;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -187,38 +183,6 @@ impl Tokens {
         }
         claims.sub.parse().map_err(|_| AuthError::Invalid)
     }
-}
-
-/// The authenticated caller of a request.
-#[derive(Debug, Clone, Copy)]
-pub struct Caller(pub UserId);
-
-impl FromRequest for Caller {
-    type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
-        ready(authenticate(req).map_err(ApiError::Unauthorized))
-    }
-}
-
-fn authenticate(req: &HttpRequest) -> Result<Caller, AuthError> {
-    let header = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .ok_or(AuthError::Missing)?
-        .to_str()
-        .map_err(|_| AuthError::NotBearer)?;
-    let token = header
-        .strip_prefix("Bearer ")
-        .or_else(|| header.strip_prefix("bearer "))
-        .map(str::trim)
-        .filter(|token| !token.is_empty())
-        .ok_or(AuthError::NotBearer)?;
-    let state = req
-        .app_data::<web::Data<AppState>>()
-        .ok_or(AuthError::Invalid)?;
-    state.tokens.verify(token).map(Caller)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::auth::Caller;
+use crate::caller::Caller;
 use crate::catalogue_cache::CatalogueCache;
 use crate::error::{ApiError, PROBLEM_JSON, Problem};
 

@@ -3,126 +3,15 @@
 use actix_web::http::header::ContentType;
 use actix_web::{HttpResponse, web};
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use marquee_cache::CacheError;
-use marquee_domain::{
-    Concert, ConcertId, Page, PageRequest, ScheduleAvailability, ScheduleId, Seat, SeatFilter,
-    SeatStatus,
-};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use marquee_domain::{ConcertId, PageRequest, ScheduleId, SeatFilter};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::AppState;
+use crate::catalogue_body::{ConcertBody, ConcertPageBody, ScheduleBody, SeatBody};
 use crate::catalogue_cache::CatalogueCache;
 use crate::error::{ApiError, Problem};
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ConcertBody {
-    pub id: i64,
-    pub title: String,
-    pub artist: String,
-    pub venue: String,
-    pub description: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ConcertPageBody {
-    pub items: Vec<ConcertBody>,
-    /// The page number, from 0.
-    pub page: i64,
-    /// The page size asked for.
-    pub size: i64,
-    /// How many concerts there are in all.
-    pub total: i64,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ScheduleBody {
-    pub id: i64,
-    pub concert_id: i64,
-    pub starts_at: DateTime<Utc>,
-    /// Seats can be held from this instant...
-    pub booking_opens_at: DateTime<Utc>,
-    /// ...until this one (exclusive).
-    pub booking_closes_at: DateTime<Utc>,
-    pub total_seats: i64,
-    /// Seats free to hold now, counting holds that have run out as free.
-    pub available_seats: i64,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum SeatStatusBody {
-    Available,
-    Held,
-    Sold,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SeatBody {
-    pub id: i64,
-    pub number: i32,
-    /// Price in minor currency units.
-    pub price: i64,
-    pub status: SeatStatusBody,
-}
-
-impl From<Concert> for ConcertBody {
-    fn from(concert: Concert) -> Self {
-        Self {
-            id: concert.id.get(),
-            title: concert.title,
-            artist: concert.artist,
-            venue: concert.venue,
-            description: concert.description,
-        }
-    }
-}
-
-impl From<Page<Concert>> for ConcertPageBody {
-    fn from(page: Page<Concert>) -> Self {
-        Self {
-            items: page.items.into_iter().map(ConcertBody::from).collect(),
-            page: page.request.page(),
-            size: page.request.size(),
-            total: page.total,
-        }
-    }
-}
-
-impl From<ScheduleAvailability> for ScheduleBody {
-    fn from(entry: ScheduleAvailability) -> Self {
-        let schedule = entry.schedule;
-        Self {
-            id: schedule.id.get(),
-            concert_id: schedule.concert_id.get(),
-            starts_at: schedule.starts_at,
-            booking_opens_at: schedule.booking_opens_at,
-            booking_closes_at: schedule.booking_closes_at,
-            total_seats: entry.total_seats,
-            available_seats: entry.available_seats,
-        }
-    }
-}
-
-impl From<Seat> for SeatBody {
-    fn from(seat: Seat) -> Self {
-        Self {
-            id: seat.id.get(),
-            number: seat.number,
-            price: seat.price,
-            status: match seat.status {
-                SeatStatus::Available => SeatStatusBody::Available,
-                SeatStatus::Held => SeatStatusBody::Held,
-                SeatStatus::Sold => SeatStatusBody::Sold,
-            },
-        }
-    }
-}
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -162,7 +51,6 @@ async fn cached(
     Ok(body?)
 }
 
-/// A cached JSON body as a response.
 /// Whether a concert exists, by the cached concert lookup (a negative answer is cached too).
 pub(crate) async fn concert_exists(state: &AppState, id: ConcertId) -> Result<bool, ApiError> {
     Ok(
@@ -172,6 +60,7 @@ pub(crate) async fn concert_exists(state: &AppState, id: ConcertId) -> Result<bo
     )
 }
 
+/// A cached JSON body as a response.
 fn json(body: Bytes) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok()
         .content_type(ContentType::json())

@@ -15,7 +15,7 @@ use marquee_domain::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::catalogue::{ConcertBody, ConcertPageBody, ScheduleBody, SeatBody};
+use crate::catalogue_body::{ConcertBody, ConcertPageBody, ScheduleBody, SeatBody};
 
 /// The lifetime rules of each catalogue key group.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -2,7 +2,9 @@
 
 pub mod auth;
 pub mod booking;
+pub mod caller;
 pub mod catalogue;
+pub mod catalogue_body;
 pub mod catalogue_cache;
 pub mod error;
 pub mod health;
