@@ -18,21 +18,6 @@ pub const ERRORS: &str = "marquee_cache_errors_total";
 pub const BREAKER_STATE: &str = "marquee_cache_breaker_state";
 pub const FALLBACK_WAITS: &str = "marquee_cache_fallback_waits_total";
 
-/// Every metric name, for exporters that describe or pre-register them.
-pub const ALL: &[&str] = &[
-    HITS,
-    MISSES,
-    LOADS,
-    LOAD_SECONDS,
-    COALESCED,
-    LEASE_WAITS,
-    EARLY_REFRESHES,
-    STALE_SERVED,
-    ERRORS,
-    BREAKER_STATE,
-    FALLBACK_WAITS,
-];
-
 /// Registers each metric's help text with the installed recorder (exporters show it).
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
