@@ -71,7 +71,7 @@ const DATABASE: &[&str] = &[
     "pq-sys",
     "libsqlite3-sys",
 ];
-const REDIS: &[&str] = &["redis", "deadpool-redis", "moka"];
+const REDIS: &[&str] = &["redis", "moka"];
 
 fn users_of<'a>(ws: &'a Workspace, krate: &str) -> Vec<&'a str> {
     ws.direct
