@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::{HttpResponse, web};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use marquee_domain::{
     ConcertId, QueueEntry, QueueError, QueueRepository, QueueRules, QueueStatus, UserId,
 };
@@ -26,9 +26,10 @@ use crate::AppState;
 use crate::caller::Caller;
 use crate::error::{ApiError, Problem};
 
-/// How often each instance runs an admission round for every open queue. Admissions are
-/// limited per one-second window, so a round every 100 ms admits a freed slot's successor
-/// within a tenth of a second and keeps the rate even within ±10 % of a window.
+/// How often each instance runs an admission round for every open queue: a freed slot goes
+/// to the next in line within a tenth of a second. Admissions are counted per one-second
+/// window, so with free slots the first round of a second may admit that second's whole
+/// budget at once; the count per window is exact, the spread within it is not.
 pub const ROUND_EVERY: Duration = Duration::from_millis(100);
 
 /// How often an instance rebuilds a queue's view from the database even when nothing says
@@ -214,7 +215,7 @@ fn door(concert: ConcertId) -> QueueEntryBody {
         concert_id: concert.get(),
         status: QueueStatus::Active.as_str(),
         position: None,
-        admitted_at: Some(Utc::now()),
+        admitted_at: Some(Utc::now().trunc_subsecs(3)),
         expires_at: None,
         poll_after_seconds: 5,
     }
@@ -376,55 +377,13 @@ pub async fn leave(
 pub async fn admission_round(room: &WaitingRoom) -> Result<(), QueueError> {
     let concerts = room.repository.open_queues().await?;
     let open: HashSet<ConcertId> = concerts.iter().copied().collect();
+    // A queue whose round fails (a lock held elsewhere, say) must not hold up the others:
+    // each goes on, and the first failure is reported after all had their turn.
+    let mut failed = None;
     for concert in concerts {
-        let queue = queue_id(concert);
-        if room.due_for_rebuild(concert) {
-            rebuild(room, concert).await?;
+        if let Err(error) = concert_round(room, concert).await {
+            failed.get_or_insert(error);
         }
-        let idle_since = Utc::now() - room.rules.idle_timeout;
-        let idle = match room.view.idle(queue, idle_since.timestamp_millis()).await {
-            Ok(members) => members
-                .into_iter()
-                .filter_map(|member| UserId::new(i64::try_from(member).ok()?).ok())
-                .collect(),
-            // Without the view nobody's last poll is known: nobody is dropped.
-            Err(_) => Vec::new(),
-        };
-        let round = room.repository.admit(concert, room.rules, idle).await?;
-        let gone: Vec<u64> = round
-            .expired
-            .iter()
-            .chain(&round.dropped_idle)
-            .map(|user| ids(concert, *user).1)
-            .collect();
-        let admitted: Vec<(u64, i64)> = round
-            .admitted
-            .iter()
-            .filter_map(|entry| {
-                Some((
-                    ids(concert, entry.user).1,
-                    entry.expires_at?.timestamp_millis(),
-                ))
-            })
-            .collect();
-        let mirrored = async {
-            if !gone.is_empty() {
-                room.view.remove(queue, &gone).await?;
-            }
-            if !admitted.is_empty() {
-                room.view.activate(queue, &admitted).await?;
-            }
-            Ok::<_, marquee_queue::ViewError>(())
-        };
-        if mirrored.await.is_err() {
-            room.view_lost(concert);
-        }
-        metrics::counter!(ADMITTED).increment(round.admitted.len() as u64);
-        metrics::counter!(DROPPED, "reason" => "idle").increment(round.dropped_idle.len() as u64);
-        metrics::counter!(DROPPED, "reason" => "expired").increment(round.expired.len() as u64);
-        let label = concert.to_string();
-        metrics::gauge!(WAITING, "concert" => label.clone()).set(round.waiting as f64);
-        metrics::gauge!(ACTIVE, "concert" => label).set(round.active as f64);
     }
     if let Ok(mut rebuilt) = room.rebuilt.lock() {
         rebuilt.retain(|concert, _| open.contains(concert));
@@ -437,6 +396,59 @@ pub async fn admission_round(room: &WaitingRoom) -> Result<(), QueueError> {
         }
         *gauged = open;
     }
+    failed.map_or(Ok(()), Err)
+}
+
+/// One concert's part of an admission round.
+async fn concert_round(room: &WaitingRoom, concert: ConcertId) -> Result<(), QueueError> {
+    let queue = queue_id(concert);
+    if room.due_for_rebuild(concert) {
+        rebuild(room, concert).await?;
+    }
+    let idle_since = Utc::now() - room.rules.idle_timeout;
+    let idle = match room.view.idle(queue, idle_since.timestamp_millis()).await {
+        Ok(members) => members
+            .into_iter()
+            .filter_map(|member| UserId::new(i64::try_from(member).ok()?).ok())
+            .collect(),
+        // Without the view nobody's last poll is known: nobody is dropped.
+        Err(_) => Vec::new(),
+    };
+    let round = room.repository.admit(concert, room.rules, idle).await?;
+    let gone: Vec<u64> = round
+        .expired
+        .iter()
+        .chain(&round.dropped_idle)
+        .map(|user| ids(concert, *user).1)
+        .collect();
+    let admitted: Vec<(u64, i64)> = round
+        .admitted
+        .iter()
+        .filter_map(|entry| {
+            Some((
+                ids(concert, entry.user).1,
+                entry.expires_at?.timestamp_millis(),
+            ))
+        })
+        .collect();
+    let mirrored = async {
+        if !gone.is_empty() {
+            room.view.remove(queue, &gone).await?;
+        }
+        if !admitted.is_empty() {
+            room.view.activate(queue, &admitted).await?;
+        }
+        Ok::<_, marquee_queue::ViewError>(())
+    };
+    if mirrored.await.is_err() {
+        room.view_lost(concert);
+    }
+    metrics::counter!(ADMITTED).increment(round.admitted.len() as u64);
+    metrics::counter!(DROPPED, "reason" => "idle").increment(round.dropped_idle.len() as u64);
+    metrics::counter!(DROPPED, "reason" => "expired").increment(round.expired.len() as u64);
+    let label = concert.to_string();
+    metrics::gauge!(WAITING, "concert" => label.clone()).set(round.waiting as f64);
+    metrics::gauge!(ACTIVE, "concert" => label).set(round.active as f64);
     Ok(())
 }
 
