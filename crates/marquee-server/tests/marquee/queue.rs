@@ -412,7 +412,14 @@ async fn a_lost_redis_loses_no_place() {
         }
         entries
     };
-    let wiped = delete_keys(&redis, &format!("{namespace}:queue:*"));
+    // The first admission round builds the view; wait for it, then lose it.
+    let pattern = format!("{namespace}:queue:*");
+    let started = Instant::now();
+    let mut wiped = 0;
+    while wiped == 0 && started.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        wiped = delete_keys(&redis, &pattern);
+    }
     assert!(wiped > 0, "the queue's view lived in Redis");
     for (user, was) in (1..=6).zip(&before) {
         let (status, now) = poll(&app, user, 5).await;
