@@ -365,24 +365,24 @@ def plot(folder, out, admit_per_second=None):
     top.legend(loc="upper right", fontsize=8)
     top.set_title(f"{os.path.basename(os.path.normpath(folder))}: the waiting room, from /metrics once a second")
 
-    # Each reading's rate is over the second before it: hence where="pre".
-    for column, colour, label in (("admitted_total", "tab:green", "admissions/s"),
-                                  ("holds_created", "tab:orange", "holds created/s (database)"),
-                                  ("joins_total", "tab:purple", "joins/s")):
+    # Each reading's rate is over the second before it: hence where="pre". Admissions and
+    # holds (about admit_per_second) on the left axis; joins and polls (thousands) on the right.
+    twin = bottom.twinx()
+    for axis, column, colour, style, label in (
+            (bottom, "admitted_total", "tab:green", "-", "admissions/s"),
+            (bottom, "holds_created", "tab:orange", "--", "holds created/s (database)"),
+            (twin, "joins_total", "tab:purple", "-", "joins/s (right)"),
+            (twin, "polls_total", "tab:gray", "-", "polls/s (right)")):
         points = rates(rows, column)
-        bottom.step([e - start for e, _ in points], [r for _, r in points], where="pre",
-                    color=colour, linewidth=1, label=label)
+        axis.step([e - start for e, _ in points], [r for _, r in points], where="pre", color=colour,
+                  linestyle=style, linewidth=1, alpha=0.6 if axis is twin else 1.0, label=label)
     if admit_per_second:
         bottom.axhline(admit_per_second, color="black", linestyle=":", linewidth=1,
                        label=f"configured admit_per_second ({admit_per_second:g})")
-    bottom.set_ylabel("per second")
-    bottom.set_yscale("symlog", linthresh=10)
-    bottom.grid(True, which="both", alpha=0.3)
-    polls = rates(rows, "polls_total")
-    twin = bottom.twinx()
-    twin.step([e - start for e, _ in polls], [r for _, r in polls], where="pre", color="tab:gray",
-              alpha=0.6, linewidth=1, label="polls/s (right)")
-    twin.set_ylabel("polls per second")
+    bottom.set_ylabel("admissions, holds per second")
+    bottom.set_ylim(bottom=0)
+    bottom.grid(True, alpha=0.3)
+    twin.set_ylabel("joins, polls per second")
     twin.set_ylim(bottom=0)
     handles, labels = bottom.get_legend_handles_labels()
     more = twin.get_legend_handles_labels()
