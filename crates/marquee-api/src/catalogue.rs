@@ -165,15 +165,23 @@ async fn cached(
 /// A cached JSON body as a response.
 /// Whether a concert exists, by the cached concert lookup (a negative answer is cached too).
 pub(crate) async fn concert_exists(state: &AppState, id: ConcertId) -> Result<bool, ApiError> {
-    Ok(cached(&state.cache.concert, &CatalogueCache::concert_key(id))
-        .await?
-        .is_some())
+    Ok(
+        cached(&state.cache.concert, &CatalogueCache::concert_key(id))
+            .await?
+            .is_some(),
+    )
 }
 
 fn json(body: Bytes) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok()
         .content_type(ContentType::json())
         .body(body))
+}
+
+/// The count and every page always exist (past the end a page is empty): a loader of
+/// theirs that answered "absent" is a bug, reported as a failed load.
+fn never_absent() -> ApiError {
+    ApiError::from(CacheError::LoadAborted)
 }
 
 fn parse_id<T: std::str::FromStr<Err = marquee_domain::IdError>>(
@@ -201,10 +209,21 @@ pub async fn list_concerts(
         params.page.unwrap_or(0),
         params.size.unwrap_or(PageRequest::DEFAULT_SIZE),
     )?;
+    // Pages past the end are told apart by the cached count and answered from it: cached
+    // one by one, page numbers without end would each add an entry and push hot keys out
+    // of a memory-bounded Redis; not cached, each would be a database query.
+    let total = cached(
+        &state.cache.concerts_page,
+        CatalogueCache::CONCERTS_TOTAL_KEY,
+    )
+    .await?;
+    let total = CatalogueCache::concerts_total(&total.ok_or_else(never_absent)?)?;
+    if request.offset() >= total {
+        return json(CatalogueCache::past_the_end(request, total)?);
+    }
     let key = CatalogueCache::concerts_page_key(request);
     let body = cached(&state.cache.concerts_page, &key).await?;
-    // A page always exists (past the end it is empty).
-    json(body.ok_or_else(|| ApiError::from(CacheError::LoadAborted))?)
+    json(body.ok_or_else(never_absent)?)
 }
 
 /// Get one concert.

@@ -23,7 +23,7 @@ use crate::catalogue::{ConcertBody, ConcertPageBody, ScheduleBody, SeatBody};
 pub struct CachePolicies {
     /// `GET /api/v1/concerts/{id}`. Concerts rarely change: the original's 200 s + 0..60 s.
     pub concert: CachePolicy,
-    /// `GET /api/v1/concerts?page&size`.
+    /// `GET /api/v1/concerts?page&size`, and the count of concerts those pages carry.
     pub concerts_page: CachePolicy,
     /// `GET /api/v1/concerts/{id}/schedules`: carries `availableSeats`, which every hold
     /// changes, so it lives seconds, not minutes.
@@ -104,6 +104,14 @@ impl CatalogueCache {
             }
         });
         let concerts_page = loader(&repository, |repository, key| async move {
+            if key == Self::CONCERTS_TOTAL_KEY {
+                // Every page carries the count; the smallest page costs the least.
+                let smallest = PageRequest::new(0, 1).map_err(|error| RepositoryError::Query {
+                    reason: error.to_string(),
+                })?;
+                let page = repository.list_concerts(smallest).await?;
+                return render(&page.total).map(Some);
+            }
             let (page, size) = key.split_once(':').ok_or_else(|| bad_key(&key))?;
             let request = page
                 .parse()
@@ -151,6 +159,28 @@ impl CatalogueCache {
 
     pub fn concerts_page_key(request: PageRequest) -> String {
         format!("{}:{}", request.page(), request.size())
+    }
+
+    /// The key of the number of concerts in `concerts_page`; no `{page}:{size}` key can
+    /// take this form.
+    pub const CONCERTS_TOTAL_KEY: &str = "total";
+
+    /// The number of concerts, from the body cached under [`Self::CONCERTS_TOTAL_KEY`].
+    pub fn concerts_total(body: &[u8]) -> Result<i64, RepositoryError> {
+        serde_json::from_slice(body).map_err(|error| RepositoryError::Query {
+            reason: format!("malformed cached concert count: {error}"),
+        })
+    }
+
+    /// The body of a page past the end: no items, and the count. Rendered for each request
+    /// rather than cached, since every page number would need an entry of its own.
+    pub fn past_the_end(request: PageRequest, total: i64) -> Result<Bytes, RepositoryError> {
+        render(&ConcertPageBody {
+            items: Vec::new(),
+            page: request.page(),
+            size: request.size(),
+            total,
+        })
     }
 
     pub fn schedules_key(concert: ConcertId) -> String {

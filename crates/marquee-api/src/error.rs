@@ -114,11 +114,9 @@ impl ApiError {
             ),
             Self::ConcertNotFound(_) => (S::NOT_FOUND, "concert-not-found", "Concert not found"),
             Self::ScheduleNotFound(_) => (S::NOT_FOUND, "schedule-not-found", "Schedule not found"),
-            Self::QueueEntryNotFound(_) => (
-                S::NOT_FOUND,
-                "queue-entry-not-found",
-                "Not in the queue",
-            ),
+            Self::QueueEntryNotFound(_) => {
+                (S::NOT_FOUND, "queue-entry-not-found", "Not in the queue")
+            }
             Self::RouteNotFound { .. } => (S::NOT_FOUND, "route-not-found", "Not found"),
             Self::MethodNotAllowed { .. } => (
                 S::METHOD_NOT_ALLOWED,

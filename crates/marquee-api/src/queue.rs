@@ -132,21 +132,41 @@ impl WaitingRoom {
     }
 
     fn body(&self, entry: &QueueEntry) -> QueueEntryBody {
-        let position = entry.position();
+        self.answer(
+            entry.concert,
+            entry.status,
+            entry.position(),
+            entry.admitted_at,
+            entry.expires_at,
+        )
+    }
+
+    fn answer(
+        &self,
+        concert: ConcertId,
+        status: QueueStatus,
+        position: Option<u64>,
+        admitted_at: Option<DateTime<Utc>>,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> QueueEntryBody {
         QueueEntryBody {
-            concert_id: entry.concert.get(),
-            status: entry.status.as_str(),
+            concert_id: concert.get(),
+            status: status.as_str(),
             position,
-            admitted_at: entry.admitted_at,
-            expires_at: entry.expires_at,
-            poll_after_seconds: self.poll_after(entry.status, position),
+            admitted_at,
+            expires_at,
+            poll_after_seconds: self.poll_after(status, position),
         }
     }
 }
 
+/// The view's ids for a concert's queue and one of its users. Ids are positive, so both fit.
 fn ids(concert: ConcertId, user: UserId) -> (u64, u64) {
-    // Ids are positive, so both fit.
-    (concert.get().unsigned_abs(), user.get().unsigned_abs())
+    (queue_id(concert), user.get().unsigned_abs())
+}
+
+fn queue_id(concert: ConcertId) -> u64 {
+    concert.get().unsigned_abs()
 }
 
 fn now_ms() -> i64 {
@@ -238,10 +258,7 @@ pub async fn join(
             Err(ApiError::ConcertNotFound(concert))
         };
     };
-    let (entry, new) = room
-        .repository
-        .join(concert, caller.0, room.rules)
-        .await?;
+    let (entry, new) = room.repository.join(concert, caller.0, room.rules).await?;
     if new {
         room.mirror(&entry).await;
         if entry.status == QueueStatus::Active {
@@ -282,29 +299,16 @@ pub async fn poll(
     };
     let (queue, member) = ids(concert, caller.0);
     let seen = room.view.poll(queue, member, now_ms()).await;
-    let entry = match seen {
-        Ok(Poll::Waiting { position }) => QueueEntry {
-            concert,
-            user: caller.0,
-            seq: 0,
-            status: QueueStatus::Waiting,
-            joined_at: Utc::now(),
-            admitted_at: None,
-            expires_at: None,
-            ahead: position.saturating_sub(1),
-        },
+    let body = match seen {
+        Ok(Poll::Waiting { position }) => {
+            room.answer(concert, QueueStatus::Waiting, Some(position), None, None)
+        }
         Ok(Poll::Active { expires_ms }) => {
             let expires_at = DateTime::from_timestamp_millis(expires_ms);
-            QueueEntry {
-                concert,
-                user: caller.0,
-                seq: 0,
-                status: QueueStatus::Active,
-                joined_at: Utc::now(),
-                admitted_at: expires_at.and_then(|at| at.checked_sub_signed(room.rules.active_ttl)),
-                expires_at,
-                ahead: 0,
-            }
+            // The view keeps only the expiry; an admission lasts `active_ttl` from its start.
+            let admitted_at =
+                expires_at.and_then(|at| at.checked_sub_signed(room.rules.active_ttl));
+            room.answer(concert, QueueStatus::Active, None, admitted_at, expires_at)
         }
         // The view cannot answer (lost in a Redis restart, or Redis is down), or does not
         // know the user, which a join that raced a rebuild can cause: the database decides,
@@ -317,7 +321,7 @@ pub async fn poll(
             match room.repository.entry(concert, caller.0).await? {
                 Some(entry) => {
                     room.view_lost(concert);
-                    entry
+                    room.body(&entry)
                 }
                 None => {
                     if !matches!(seen, Ok(Poll::Absent)) {
@@ -328,7 +332,7 @@ pub async fn poll(
             }
         }
     };
-    Ok(HttpResponse::Ok().json(room.body(&entry)))
+    Ok(HttpResponse::Ok().json(body))
 }
 
 /// Leaves the concert's queue, waiting or admitted (an admission's slot goes to the next in
@@ -371,7 +375,7 @@ pub async fn admission_round(room: &WaitingRoom) -> Result<(), QueueError> {
     let concerts = room.repository.open_queues().await?;
     let open: HashSet<ConcertId> = concerts.iter().copied().collect();
     for concert in concerts {
-        let queue = ids(concert, concert).0;
+        let queue = queue_id(concert);
         if room.due_for_rebuild(concert) {
             rebuild(room, concert).await?;
         }
@@ -420,6 +424,9 @@ pub async fn admission_round(room: &WaitingRoom) -> Result<(), QueueError> {
         metrics::gauge!(WAITING, "concert" => label.clone()).set(round.waiting as f64);
         metrics::gauge!(ACTIVE, "concert" => label).set(round.active as f64);
     }
+    if let Ok(mut rebuilt) = room.rebuilt.lock() {
+        rebuilt.retain(|concert, _| open.contains(concert));
+    }
     if let Ok(mut gauged) = room.gauged.lock() {
         for closed in gauged.difference(&open) {
             let label = closed.to_string();
@@ -447,7 +454,7 @@ async fn rebuild(room: &WaitingRoom, concert: ConcertId) -> Result<(), QueueErro
             _ => {}
         }
     }
-    let queue = ids(concert, concert).0;
+    let queue = queue_id(concert);
     match room
         .view
         .rebuild(queue, &waiting, &active, now.timestamp_millis())

@@ -7,7 +7,10 @@
 //! before expiry refresh the entry in the background (XFetch), and a refresher keeps the
 //! hottest keys loaded. Redis failing or slow never fails a read: the breaker opens, and
 //! reads go to the loader, at most `fallback_concurrency` at a time. A load that fails
-//! while a stale entry is at hand serves the stale entry. docs/cache.md has the reasoning.
+//! while a stale entry is at hand serves the stale entry. Entries read from Redis are
+//! checked against the group's policy, and stores are conditional on the key's generation,
+//! so that neither a forged entry nor a load that raced a write can pin an old value.
+//! docs/cache.md has the reasoning.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,6 +28,7 @@ use crate::breaker::{BreakerState, CircuitBreaker};
 use crate::config::{CacheConfig, CacheConfigError};
 use crate::entry::{Entry, millis, now_ms};
 use crate::flight::{self, Flights, Role};
+use crate::generation::{Ticket, generation_key};
 use crate::local::LocalTier;
 use crate::metrics;
 use crate::policy::{CachePolicy, CachePolicyError};
@@ -145,6 +149,7 @@ impl Cache {
     {
         policy.validate()?;
         metrics::register_group(name, self.shared.redis.is_some());
+        self.shared.local.keep_marks_for(mark_life(&policy));
         let inner = Arc::new(GroupInner {
             shared: self.shared.clone(),
             name,
@@ -170,6 +175,23 @@ impl Cache {
     pub fn uses_redis(&self) -> bool {
         self.shared.redis.is_some()
     }
+
+    /// How many entries the in-process tier holds now (the whole cache without Redis, the
+    /// L1 with it).
+    pub fn local_entry_count(&self) -> u64 {
+        self.shared.local.entry_count()
+    }
+}
+
+/// How long a generation (and an in-process invalidation mark) is kept after its last
+/// bump: twice the group's longest entry life, so that a store sent just before a load
+/// reaches that life, and delayed on its way, still meets the mark.
+fn mark_life(policy: &CachePolicy) -> Duration {
+    policy.longest_life().saturating_mul(2)
+}
+
+fn lease_key(full: &str) -> String {
+    format!("{full}:lease")
 }
 
 /// One key group of a [`Cache`]. Cheap to clone.
@@ -250,13 +272,14 @@ where
         }
 
         if let Some(redis) = self.redis_if_closed() {
+            let ticket = self.l1_ticket();
             match redis.get(&full).await {
                 Ok(raw) => {
                     shared.breaker.success();
-                    if let Some(entry) = raw.and_then(|raw| Entry::decode(Bytes::from(raw))) {
+                    if let Some(entry) = raw.and_then(|raw| self.decode_trusted(&full, raw)) {
                         if entry.is_fresh(now) {
                             metrics::hit(inner.name, TIER_REDIS);
-                            self.keep_in_l1(&full, &entry, now);
+                            self.keep_in_l1(&full, &entry, now, ticket);
                             self.refresh_early_if_due(key, &full, &entry, now);
                             return Ok(entry.value);
                         }
@@ -289,24 +312,63 @@ where
     }
 
     /// Drops `key` from every tier and tells the other instances to drop it from their L1.
-    /// If Redis cannot be reached, its copy lives out its TTL.
+    /// It also bumps the key's generation, so that a load that read the source before this
+    /// eviction does not store what it read, and detaches this instance's load of the key
+    /// in progress, so that a read from now on does not join it. If Redis cannot be
+    /// reached, its copy lives out its TTL.
     pub async fn evict(&self, key: &str) {
         let full = self.full_key(key);
-        self.inner.shared.local.remove(&full);
+        self.inner.shared.local.invalidate(&full);
+        self.inner.flights.forget(&full);
         if let Some(redis) = self.redis_if_closed() {
-            let deleted = redis.delete(&full).await;
-            self.report(deleted.is_ok(), "evict");
+            // The lease goes too: its holder's store will be refused, and a reader must not
+            // wait `lease_wait` for a value that will not come.
+            let evicted = redis
+                .bump_generation_and_delete(
+                    &generation_key(&full),
+                    millis(mark_life(&self.inner.policy)),
+                    &full,
+                    &lease_key(&full),
+                )
+                .await;
+            self.report(evicted.is_ok(), "evict");
+            // After the eviction, never before: an instance that drops its L1 copy on this
+            // message and reads Redis again must not find the old value there.
             self.announce(redis, &full).await;
         }
     }
 
     /// Replaces `key`'s value in every tier (`None`: remember that it does not exist), and
-    /// tells the other instances to drop their L1 copy.
+    /// tells the other instances to drop their L1 copy. Like [`CacheGroup::evict`], it bumps
+    /// the key's generation and detaches a load in progress, so a load that read the
+    /// source before it cannot overwrite the new value.
     pub async fn update(&self, key: &str, value: Option<Bytes>) {
+        let shared = &self.inner.shared;
         let full = self.full_key(key);
         let ttl = self.ttl_for(value.is_some());
-        let entry = Entry::new(value, ttl, Duration::ZERO, now_ms());
-        self.store(&full, &entry).await;
+        let now = now_ms();
+        let entry = Entry::new(value, ttl, Duration::ZERO, now);
+        self.inner.flights.forget(&full);
+        let keep = self.physical_ttl(&entry, now);
+        if let Some(redis) = self.redis_if_closed() {
+            let written = redis
+                .bump_generation_and_set(
+                    &generation_key(&full),
+                    millis(mark_life(&self.inner.policy)),
+                    &full,
+                    &entry.encode(),
+                    millis(keep),
+                )
+                .await;
+            self.report(written.is_ok(), "set");
+            if written.is_ok() {
+                let hold = self.l1_hold(&entry, now);
+                shared.local.replace(&full, entry, hold);
+                self.announce(redis, &full).await;
+                return;
+            }
+        }
+        shared.local.replace(&full, entry, keep);
         if let Some(redis) = self.redis_if_closed() {
             self.announce(redis, &full).await;
         }
@@ -362,7 +424,7 @@ where
         if shared.config.single_flight
             && let Some(redis) = self.redis_if_closed()
         {
-            let lease = format!("{full}:lease");
+            let lease = lease_key(full);
             let token = format!("{:016x}", rand::rng().random::<u64>());
             match redis
                 .set_nx_px(&lease, &token, millis(shared.config.lease_ttl))
@@ -373,16 +435,14 @@ where
                     // Another instance may have loaded, stored and released the lease between
                     // this reader's miss and its taking the lease: check again, so that a
                     // fleet loads a key once, not once per instance that lost that race.
-                    if let Some(entry) = self.stored_newer_than(redis, full, current.as_ref()).await
-                    {
+                    let (stored, ticket) =
+                        self.stored_newer_than(redis, full, current.as_ref()).await;
+                    if let Some(entry) = stored {
                         let released = redis.delete_if_equals(&lease, &token).await;
                         self.report(released.is_ok(), "lease");
                         return Ok(entry);
                     }
-                    let outcome = self.load_from_source(key).await;
-                    if let Ok(entry) = &outcome {
-                        self.store(full, entry).await;
-                    }
+                    let outcome = self.load_then_store(key, full, ticket).await;
                     let released = redis.delete_if_equals(&lease, &token).await;
                     self.report(released.is_ok(), "lease");
                     return outcome;
@@ -398,11 +458,8 @@ where
                     }
                     // The holder crashed or is slow: load without the lease. Its TTL bounds
                     // how long anyone defers to a dead holder.
-                    let outcome = self.load_from_source(key).await;
-                    if let Ok(entry) = &outcome {
-                        self.store(full, entry).await;
-                    }
-                    return outcome;
+                    let ticket = self.ticket(full).await;
+                    return self.load_then_store(key, full, ticket).await;
                 }
                 Err(_) => {
                     shared.breaker.failure();
@@ -424,29 +481,36 @@ where
         } else {
             None
         };
-        let outcome = self.load_from_source(key).await;
-        if let Ok(entry) = &outcome {
-            self.store(full, entry).await;
-        }
-        outcome
+        let ticket = self.ticket(full).await;
+        self.load_then_store(key, full, ticket).await
     }
 
     /// A fresh entry in Redis that is newer than `current` (any fresh entry if there is no
-    /// `current`): the result of a load that finished elsewhere.
+    /// `current`): the result of a load that finished elsewhere. The same round trip reads
+    /// the key's generation, for the ticket of the load that follows if there is none.
     async fn stored_newer_than(
         &self,
         redis: &RedisLink,
         full: &str,
         current: Option<&Entry>,
-    ) -> Option<Entry> {
-        let raw = redis.get(full).await.ok()??;
-        let entry = Entry::decode(Bytes::from(raw))?;
+    ) -> (Option<Entry>, Ticket) {
+        let mut ticket = self.l1_ticket();
+        let read = redis.get_with_generation(full, &generation_key(full)).await;
+        self.report(read.is_ok(), "get");
+        let Ok((raw, generation)) = read else {
+            return (None, ticket);
+        };
+        ticket.redis = Some(generation);
+        let Some(entry) = raw.and_then(|raw| self.decode_trusted(full, raw)) else {
+            return (None, ticket);
+        };
         let now = now_ms();
         let newer = current.is_none_or(|current| entry.expires_at > current.expires_at);
-        (entry.is_fresh(now) && newer).then(|| {
-            self.keep_in_l1(full, &entry, now);
+        let found = (entry.is_fresh(now) && newer).then(|| {
+            self.keep_in_l1(full, &entry, now, ticket);
             entry
-        })
+        });
+        (found, ticket)
     }
 
     /// Polls Redis for the value the lease holder is loading, up to `lease_wait`.
@@ -456,12 +520,13 @@ where
         while Instant::now() < deadline {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(50));
+            let ticket = self.l1_ticket();
             match redis.get(full).await {
                 Ok(Some(raw)) => {
-                    if let Some(entry) = Entry::decode(Bytes::from(raw)) {
+                    if let Some(entry) = self.decode_trusted(full, raw) {
                         let now = now_ms();
                         if entry.is_fresh(now) {
-                            self.keep_in_l1(full, &entry, now);
+                            self.keep_in_l1(full, &entry, now, ticket);
                             return Some(entry);
                         }
                     }
@@ -474,6 +539,75 @@ where
             }
         }
         None
+    }
+
+    /// Loads `key` from the source and stores the result, unless a write evicted or
+    /// replaced the key after `ticket` was taken (before this call, so before the source
+    /// is read): the result then answers only the reads that were waiting for it.
+    async fn load_then_store(&self, key: &str, full: &str, ticket: Ticket) -> Outcome<E> {
+        let outcome = self.load_from_source(key).await;
+        if let Ok(entry) = &outcome {
+            self.store(full, entry, ticket).await;
+        }
+        outcome
+    }
+
+    /// A ticket for a load of `full` that is about to read the source: with Redis, it
+    /// carries the key's generation (one GET per load; hits pay nothing).
+    async fn ticket(&self, full: &str) -> Ticket {
+        let taken = Instant::now();
+        let local = self.inner.shared.local.ticket();
+        let redis = match self.redis_if_closed() {
+            Some(redis) => {
+                let generation = redis.generation(&generation_key(full)).await;
+                self.report(generation.is_ok(), "get");
+                generation.ok()
+            }
+            None => None,
+        };
+        Ticket {
+            local,
+            redis,
+            taken,
+        }
+    }
+
+    /// A ticket for an L1 copy of what is about to be read from Redis: an invalidation
+    /// that arrives between the read and the copy must win.
+    fn l1_ticket(&self) -> Ticket {
+        Ticket {
+            taken: Instant::now(),
+            local: self.inner.shared.local.ticket(),
+            redis: None,
+        }
+    }
+
+    /// Decodes an entry read from Redis, unless it expires later than any entry of this
+    /// group can: written now, an entry expires within its longest TTL. One further out
+    /// was not written under this policy (it is forged or corrupt, or an older deployment
+    /// wrote it with longer TTLs), and served, it would live as long as it claims; it is a
+    /// miss instead, and the load replaces it. The stale grace is allowed on top, for
+    /// clocks that differ between instances.
+    fn decode_trusted(&self, full: &str, raw: Vec<u8>) -> Option<Entry> {
+        let entry = Entry::decode(Bytes::from(raw))?;
+        let policy = &self.inner.policy;
+        let longest_ttl = if entry.value.is_some() {
+            policy.window().1
+        } else {
+            policy.negative_ttl
+        };
+        let now = now_ms();
+        let latest = now.saturating_add(millis(longest_ttl.saturating_add(policy.stale_grace)));
+        if entry.expires_at > latest {
+            tracing::warn!(
+                group = self.inner.name,
+                key = full,
+                expires_in_ms = entry.expires_at.saturating_sub(now),
+                "an entry in Redis expires later than this group's policy allows; read as a miss"
+            );
+            return None;
+        }
+        Some(entry)
     }
 
     async fn load_from_source(&self, key: &str) -> Outcome<E> {
@@ -498,21 +632,51 @@ where
     }
 
     /// Writes `entry` to Redis (with the stale grace on top of its TTL) and to the
-    /// in-process tier. With Redis out of reach, the in-process tier keeps it for its whole
-    /// life instead of the short L1 time, so the outage does not multiply loads.
-    async fn store(&self, full: &str, entry: &Entry) {
+    /// in-process tier, unless the key was evicted or replaced since `ticket` was taken.
+    /// With Redis out of reach, the in-process tier keeps it for its whole life instead of
+    /// the short L1 time, so the outage does not multiply loads.
+    async fn store(&self, full: &str, entry: &Entry, ticket: Ticket) {
         let shared = &self.inner.shared;
+        if !ticket.is_younger_than(self.inner.policy.longest_life()) {
+            // The marks that would tell whether a write came after this load began may be
+            // gone; a value this old is not worth keeping anyway.
+            tracing::debug!(
+                group = self.inner.name,
+                key = full,
+                "a load too slow to store"
+            );
+            return;
+        }
         let now = now_ms();
         let keep = self.physical_ttl(entry, now);
-        if let Some(redis) = self.redis_if_closed() {
-            let written = redis.set_px(full, &entry.encode(), millis(keep)).await;
-            self.report(written.is_ok(), "set");
-            if written.is_ok() {
-                self.keep_in_l1(full, entry, now);
-                return;
+        if let (Some(generation), Some(redis)) = (ticket.redis, self.redis_if_closed()) {
+            let stored = redis
+                .set_px_if_generation(
+                    &generation_key(full),
+                    generation,
+                    full,
+                    &entry.encode(),
+                    millis(keep),
+                )
+                .await;
+            self.report(stored.is_ok(), "set");
+            match stored {
+                Ok(true) => {
+                    self.keep_in_l1(full, entry, now, ticket);
+                    return;
+                }
+                Ok(false) => {
+                    tracing::debug!(
+                        group = self.inner.name,
+                        key = full,
+                        "the key was written during its load; the load's value is not stored"
+                    );
+                    return;
+                }
+                Err(_) => {}
             }
         }
-        shared.local.insert(full, entry.clone(), keep);
+        shared.local.insert(full, entry.clone(), keep, ticket.local);
     }
 
     /// How long the stores keep an entry: its TTL plus the stale grace (values), or the
@@ -543,20 +707,26 @@ where
                         .saturating_add(millis(self.inner.policy.stale_grace)))
     }
 
-    /// Keeps `entry` in the in-process tier: for its whole life without Redis, for at most
-    /// `l1_ttl` (and never past its expiry) in front of Redis.
-    fn keep_in_l1(&self, full: &str, entry: &Entry, now: u64) {
+    /// Keeps `entry` in the in-process tier (for its whole life without Redis, for at most
+    /// `l1_ttl` and never past its expiry in front of Redis), unless the key was
+    /// invalidated since `ticket` was taken.
+    fn keep_in_l1(&self, full: &str, entry: &Entry, now: u64, ticket: Ticket) {
+        if ticket.is_younger_than(self.inner.policy.longest_life()) {
+            let hold = self.l1_hold(entry, now);
+            self.inner
+                .shared
+                .local
+                .insert(full, entry.clone(), hold, ticket.local);
+        }
+    }
+
+    fn l1_hold(&self, entry: &Entry, now: u64) -> Duration {
         let shared = &self.inner.shared;
         if shared.redis.is_none() {
-            shared
-                .local
-                .insert(full, entry.clone(), self.physical_ttl(entry, now));
-            return;
+            return self.physical_ttl(entry, now);
         }
         let remaining = Duration::from_millis(entry.expires_at.saturating_sub(now));
-        shared
-            .local
-            .insert(full, entry.clone(), shared.config.l1_ttl.min(remaining));
+        shared.config.l1_ttl.min(remaining)
     }
 
     fn refresh_early_if_due(&self, key: &str, full: &str, entry: &Entry, now: u64) {
@@ -586,7 +756,7 @@ where
         }
         let redis = self.redis_if_closed()?;
         match redis.get(full).await {
-            Ok(raw) => raw.and_then(|raw| Entry::decode(Bytes::from(raw))),
+            Ok(raw) => raw.and_then(|raw| self.decode_trusted(full, raw)),
             Err(_) => None,
         }
     }
@@ -634,7 +804,7 @@ async fn listen_for_invalidations(redis: RedisLink, channel: String, local: Loca
             let mut messages = subscription.on_message();
             while let Some(message) = messages.next().await {
                 if let Ok(key) = message.get_payload::<String>() {
-                    local.remove(&key);
+                    local.invalidate(&key);
                 }
             }
             local.clear();

@@ -38,6 +38,17 @@ impl<T: Clone> Flights<T> {
         }
     }
 
+    /// Detaches the flight of `key`, if there is one: callers from now on start a new
+    /// flight. The detached leader still finishes, for the callers that joined it. After a
+    /// write, a read must not join a load that may have read the data before it.
+    pub fn forget(&self, key: &str) {
+        let mut map = match self.map.lock() {
+            Ok(map) => map,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.remove(key);
+    }
+
     pub fn join(&self, key: &str) -> Role<T> {
         let mut map = match self.map.lock() {
             Ok(map) => map,
@@ -60,23 +71,13 @@ impl<T> Leader<T> {
     /// Publishes the outcome. The caller must have stored the value in the cache first: a
     /// request arriving after the flight is removed then finds it there.
     pub fn finish(self, outcome: T) {
-        self.remove();
+        self.remove_own();
         let _ = self.sender.send(Some(outcome));
     }
 
-    fn remove(&self) {
-        let mut map = match self.map.lock() {
-            Ok(map) => map,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        map.remove(&self.key);
-    }
-}
-
-impl<T> Drop for Leader<T> {
-    fn drop(&mut self) {
-        // Idempotent: after `finish` the key is gone already (or belongs to a newer flight,
-        // which must not be removed: only remove our own entry).
+    /// Removes this flight from the map, but never a newer flight of the same key (one
+    /// started after this one was forgotten).
+    fn remove_own(&self) {
         let mut map = match self.map.lock() {
             Ok(map) => map,
             Err(poisoned) => poisoned.into_inner(),
@@ -87,6 +88,13 @@ impl<T> Drop for Leader<T> {
         {
             map.remove(&self.key);
         }
+    }
+}
+
+impl<T> Drop for Leader<T> {
+    fn drop(&mut self) {
+        // Idempotent: after `finish` our flight is gone already.
+        self.remove_own();
     }
 }
 
@@ -119,6 +127,32 @@ mod tests {
             matches!(flights.join("k"), Role::Leader(_)),
             "a new flight after finish"
         );
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_flight_leaves_the_next_one_alone() {
+        let flights: Flights<u32> = Flights::new();
+        let Role::Leader(old) = flights.join("k") else {
+            panic!("the first caller leads")
+        };
+        let Role::Follower(joined) = flights.join("k") else {
+            panic!("the second caller follows")
+        };
+        flights.forget("k");
+        let Role::Leader(new) = flights.join("k") else {
+            panic!("after forget, a caller leads a new flight")
+        };
+        old.finish(1);
+        assert_eq!(
+            wait(joined).await,
+            Some(1),
+            "the old flight's callers get its answer"
+        );
+        let Role::Follower(later) = flights.join("k") else {
+            panic!("the old leader's finish did not remove the new flight")
+        };
+        new.finish(2);
+        assert_eq!(wait(later).await, Some(2));
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@ pub mod cache;
 pub mod config;
 mod entry;
 mod flight;
+mod generation;
 mod local;
 pub mod metrics;
 pub mod policy;

@@ -107,6 +107,15 @@ impl CachePolicy {
     pub fn window(&self) -> (Duration, Duration) {
         (self.base_ttl, self.base_ttl + self.jitter)
     }
+
+    /// The longest an entry of this policy can live, stale grace included: the longest
+    /// TTL (`base_ttl + jitter`, or `negative_ttl` if that is longer) plus `stale_grace`.
+    pub fn longest_life(&self) -> Duration {
+        self.window()
+            .1
+            .max(self.negative_ttl)
+            .saturating_add(self.stale_grace)
+    }
 }
 
 #[cfg(test)]
@@ -140,6 +149,22 @@ mod tests {
             busiest < draws / 20,
             "busiest second holds {busiest} of {draws}"
         );
+    }
+
+    #[test]
+    fn the_longest_life_counts_the_longer_ttl_and_the_grace() {
+        assert_eq!(
+            CachePolicy::default().longest_life(),
+            Duration::from_secs(200 + 60 + 60)
+        );
+        let short = CachePolicy {
+            base_ttl: Duration::from_secs(2),
+            jitter: Duration::from_secs(1),
+            stale_grace: Duration::from_secs(10),
+            ..CachePolicy::default()
+        };
+        // The 30 s negative TTL outlives the 3 s of a value.
+        assert_eq!(short.longest_life(), Duration::from_secs(30 + 10));
     }
 
     #[test]

@@ -171,7 +171,7 @@ impl RedisLink {
     }
 
     /// Runs one command with the response bound.
-    async fn bounded<T: redis::FromRedisValue>(
+    pub(crate) async fn bounded<T: redis::FromRedisValue>(
         &self,
         command: &redis::Cmd,
     ) -> Result<T, RedisError> {
@@ -239,13 +239,6 @@ impl RedisLink {
         Ok(deleted == 1)
     }
 
-    /// DEL.
-    pub async fn delete(&self, key: &str) -> Result<(), RedisError> {
-        self.bounded::<i64>(redis::cmd("DEL").arg(key))
-            .await
-            .map(drop)
-    }
-
     /// PUBLISH.
     pub async fn publish(&self, channel: &str, message: &str) -> Result<(), RedisError> {
         self.bounded::<i64>(redis::cmd("PUBLISH").arg(channel).arg(message))
@@ -257,6 +250,30 @@ impl RedisLink {
     pub async fn pttl(&self, key: &str) -> Result<Option<u64>, RedisError> {
         let ttl: i64 = self.bounded(redis::cmd("PTTL").arg(key)).await?;
         Ok(u64::try_from(ttl).ok())
+    }
+
+    /// Every key matching `pattern` (SCAN MATCH, each step bounded). It walks the whole
+    /// keyspace: for tests and tooling, never for a request path.
+    pub async fn scan(&self, pattern: &str) -> Result<Vec<String>, RedisError> {
+        let mut keys = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = self
+                .bounded(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(1000),
+                )
+                .await?;
+            keys.extend(batch);
+            if next == 0 {
+                return Ok(keys);
+            }
+            cursor = next;
+        }
     }
 
     /// A dedicated connection subscribed to `channel` (pub/sub needs its own connection).

@@ -24,7 +24,9 @@ use marquee_domain::{
 use crate::connection::write_transaction;
 use crate::error::PersistenceError;
 use crate::pool::DbPool;
-use crate::schema::{idempotency_keys, payments, reservations, schedules, seats, wallets};
+use crate::schema::{
+    idempotency_keys, payments, queue_entries, reservations, schedules, seats, wallets,
+};
 
 /// Bookings through a [`DbPool`].
 #[derive(Debug, Clone)]
@@ -282,7 +284,7 @@ impl RowLocks for diesel::SqliteConnection {
 /// before a wait for a connection or a lock. Millisecond precision: the same instant
 /// whichever backend stores it (PostgreSQL keeps microseconds, SQLite the text it is
 /// given), and what the API shows.
-fn decision_time() -> DateTime<Utc> {
+pub(crate) fn decision_time() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(3)
 }
 
@@ -425,15 +427,37 @@ impl BookingRepository for DieselBooking {
                     c.lock_seat(seat.get())?;
                     let now_utc = decision_time();
                     let (now, until) = (naive(now_utc), naive(now_utc + rules.hold_for));
-                    let (opens, closes): (NaiveDateTime, NaiveDateTime) = schedules::table
-                        .find(schedule)
-                        .select((schedules::booking_opens_at, schedules::booking_closes_at))
-                        .first(c)?;
+                    let (concert, opens, closes): (i64, NaiveDateTime, NaiveDateTime) =
+                        schedules::table
+                            .find(schedule)
+                            .select((
+                                schedules::concert_id,
+                                schedules::booking_opens_at,
+                                schedules::booking_closes_at,
+                            ))
+                            .first(c)?;
                     if !(opens <= now && now < closes) {
                         return Err(Abort::Refused(BookingError::BookingClosed {
                             opens: opens.and_utc(),
                             closes: closes.and_utc(),
                         }));
+                    }
+                    // The waiting room's gate, at the same time as the window: an admission
+                    // that runs out while the hold waited for its locks admits nothing.
+                    if rules.require_admission {
+                        let admitted: bool = diesel::select(diesel::dsl::exists(
+                            queue_entries::table
+                                .filter(queue_entries::concert_id.eq(concert))
+                                .filter(queue_entries::user_id.eq(user.get()))
+                                .filter(queue_entries::status.eq("ACTIVE"))
+                                .filter(queue_entries::expires_at.gt(now)),
+                        ))
+                        .get_result(c)?;
+                        if !admitted {
+                            let concert = ConcertId::new(concert)
+                                .map_err(|e| Abort::Database(corrupt_row(e.to_string())))?;
+                            return Err(Abort::Refused(BookingError::NotAdmitted(concert)));
+                        }
                     }
                     // The schedules of the user's live holds: both caps from one query.
                     let held: Vec<i64> = seats::table
@@ -625,6 +649,19 @@ impl BookingRepository for DieselBooking {
                                 needed: price,
                             }));
                         }
+                        // A purchase ends the payer's admission to the concert, so that
+                        // the slot goes to the next in line now rather than at expiry.
+                        let concert: i64 = schedules::table
+                            .find(reservation.schedule_id.get())
+                            .select(schedules::concert_id)
+                            .first(c)?;
+                        diesel::delete(
+                            queue_entries::table
+                                .filter(queue_entries::concert_id.eq(concert))
+                                .filter(queue_entries::user_id.eq(user.get()))
+                                .filter(queue_entries::status.eq("ACTIVE")),
+                        )
+                        .execute(c)?;
                         let payment: i64 = diesel::insert_into(payments::table)
                             .values((
                                 payments::reservation_id.eq(id.get()),

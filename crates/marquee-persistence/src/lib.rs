@@ -8,6 +8,7 @@ pub mod error;
 pub mod metrics;
 pub mod migrations;
 pub mod pool;
+pub mod queue;
 pub mod schema;
 pub mod seed;
 #[cfg(feature = "test-support")]
@@ -19,4 +20,5 @@ pub use config::{PoolConfig, PoolConfigError, SessionTimeouts};
 pub use connection::{Backend, DatabaseUrl, DatabaseUrlError, DbConnection};
 pub use error::PersistenceError;
 pub use pool::{DbPool, PoolState};
+pub use queue::DieselQueue;
 pub use seed::{SeedPlan, SeedReport};

@@ -77,7 +77,29 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    queue_entries (seq) {
+        seq -> BigInt,
+        concert_id -> BigInt,
+        user_id -> BigInt,
+        status -> Text,
+        joined_at -> Timestamp,
+        admitted_at -> Nullable<Timestamp>,
+        expires_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    queue_gates (concert_id) {
+        concert_id -> BigInt,
+        window_start -> Timestamp,
+        admitted -> Integer,
+    }
+}
+
 diesel::joinable!(reservations -> seats (seat_id));
+diesel::joinable!(queue_entries -> concerts (concert_id));
+diesel::joinable!(queue_gates -> concerts (concert_id));
 diesel::joinable!(payments -> reservations (reservation_id));
 diesel::allow_tables_to_appear_in_same_query!(
     concerts,
@@ -86,5 +108,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     wallets,
     reservations,
     payments,
-    idempotency_keys
+    idempotency_keys,
+    queue_entries,
+    queue_gates
 );

@@ -192,12 +192,6 @@ fn with_database(url: &str, database: &str) -> String {
 }
 
 #[derive(QueryableByName)]
-struct Name {
-    #[diesel(sql_type = Text)]
-    name: String,
-}
-
-#[derive(QueryableByName)]
 struct Found {
     #[diesel(sql_type = BigInt)]
     n: i64,
@@ -218,19 +212,10 @@ fn ensure_template(admin: &str) -> String {
         .n
         > 0;
     if !exists {
-        // Templates of older migrations are of no further use.
-        let stale: Vec<Name> = diesel::sql_query(
-            "SELECT datname AS name FROM pg_database WHERE datname LIKE 'marquee\\_template\\_%'",
-        )
-        .load(&mut conn)
-        .expect("list old templates");
-        for old in stale {
-            conn.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                old.name
-            ))
-            .expect("drop an old template");
-        }
+        // Templates of other migration sets are left alone: checkouts with different
+        // migrations (two branches, or worktrees) test side by side on one server, and
+        // dropping another's template would fail its tests while they clone it. Each is a
+        // few megabytes; `DROP DATABASE` removes old ones by hand.
         let building = format!("{name}_building");
         conn.batch_execute(&format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"))
             .and_then(|()| conn.batch_execute(&format!("CREATE DATABASE {building}")))

@@ -342,7 +342,8 @@ impl Settings {
         if queue.active_limit == 0 {
             bail!("invalid configuration: queue.active_limit must be at least 1");
         }
-        if queue.active_ttl < Duration::from_secs(1) || queue.active_ttl > Duration::from_secs(24 * 3600)
+        if queue.active_ttl < Duration::from_secs(1)
+            || queue.active_ttl > Duration::from_secs(24 * 3600)
         {
             bail!("invalid configuration: queue.active_ttl must be between 1s and 24h");
         }

@@ -213,7 +213,9 @@ impl Application {
         let handle = self.server.handle();
         let jobs = self.jobs;
         let sweeper = tokio::spawn(sweep_expired_holds(jobs.state.clone(), jobs.sweep_interval));
-        let admitter = jobs.queue.map(|room| tokio::spawn(run_admission_rounds(room)));
+        let admitter = jobs
+            .queue
+            .map(|room| tokio::spawn(run_admission_rounds(room)));
         let purger = tokio::spawn(purge_idempotency_keys(
             jobs.state,
             jobs.idempotency_retention,

@@ -7,6 +7,7 @@ mod coalescing;
 mod expiry;
 mod outage;
 mod support;
+mod trust;
 
 use marquee_testkit::REDIS_URL_VAR;
 // Test modules name it `crate::on_each_tier`.

@@ -466,6 +466,8 @@ async fn old_idempotency_keys_are_purged(backend: Backend) {
 /// retry with such a key still replays instead of charging or paying again; and its down
 /// migration restores them.
 async fn earlier_idempotency_answers_survive_the_migration(backend: Backend) {
+    /// The version of `2026-12-03-000003_recorded_responses`.
+    const RECORDED_RESPONSES: &str = "20261203000003";
     use diesel::connection::SimpleConnection;
     use diesel_migrations::MigrationHarness;
     let (db, pool, booking) = booking(backend).await;
@@ -477,8 +479,13 @@ async fn earlier_idempotency_answers_survive_the_migration(backend: Backend) {
         Backend::Postgres => {
             let mut conn = diesel::PgConnection::establish(&url).unwrap();
             if down {
-                conn.revert_last_migration(marquee_persistence::migrations::POSTGRES)
-                    .unwrap();
+                // Down to just before the recorded responses, later migrations first.
+                while conn
+                    .revert_last_migration(marquee_persistence::migrations::POSTGRES)
+                    .unwrap()
+                    .to_string()
+                    != RECORDED_RESPONSES
+                {}
                 conn.batch_execute(old_rows).unwrap();
             } else {
                 conn.run_pending_migrations(marquee_persistence::migrations::POSTGRES)
@@ -488,8 +495,13 @@ async fn earlier_idempotency_answers_survive_the_migration(backend: Backend) {
         Backend::Sqlite => {
             let mut conn = diesel::SqliteConnection::establish(&url).unwrap();
             if down {
-                conn.revert_last_migration(marquee_persistence::migrations::SQLITE)
-                    .unwrap();
+                // Down to just before the recorded responses, later migrations first.
+                while conn
+                    .revert_last_migration(marquee_persistence::migrations::SQLITE)
+                    .unwrap()
+                    .to_string()
+                    != RECORDED_RESPONSES
+                {}
                 conn.batch_execute(old_rows).unwrap();
             } else {
                 conn.run_pending_migrations(marquee_persistence::migrations::SQLITE)

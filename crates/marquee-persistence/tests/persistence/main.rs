@@ -8,6 +8,7 @@ mod booking;
 mod catalogue;
 mod locks;
 mod pool;
+mod queue;
 mod seed;
 
 use marquee_persistence::test_support::{POSTGRES_URL_VAR, TestDatabase};

@@ -138,6 +138,7 @@ fn the_workspace_has_the_documented_crates() {
             "marquee-cache",
             "marquee-domain",
             "marquee-persistence",
+            "marquee-queue",
             "marquee-server",
             "marquee-testkit"
         ]
@@ -174,24 +175,32 @@ fn only_persistence_knows_the_database() {
     }
 }
 
-/// marquee-cache is the only crate that knows Redis, and it knows nothing of Marquee:
-/// another service can use it as it is.
+/// marquee-cache and marquee-queue are the only crates that know Redis (and the queue knows
+/// only the redis client), and they know nothing of Marquee: another service can use either
+/// as it is.
 #[test]
-fn only_cache_knows_redis_and_cache_is_standalone() {
+fn only_cache_and_queue_know_redis_and_both_are_standalone() {
     let ws = workspace();
     for krate in REDIS {
+        let allowed: &[&str] = if *krate == "redis" {
+            &["marquee-cache", "marquee-queue"]
+        } else {
+            &["marquee-cache"]
+        };
         let users = users_of(&ws, krate);
         assert!(
-            users.iter().all(|u| *u == "marquee-cache"),
+            users.iter().all(|u| allowed.contains(u)),
             "{krate} used by {users:?}"
         );
     }
-    assert!(
-        !ws.transitive["marquee-cache"]
-            .iter()
-            .any(|name| name.starts_with("marquee-")),
-        "marquee-cache depends on no marquee crate"
-    );
+    for standalone in ["marquee-cache", "marquee-queue"] {
+        assert!(
+            !ws.transitive[standalone]
+                .iter()
+                .any(|name| name.starts_with("marquee-")),
+            "{standalone} depends on no marquee crate"
+        );
+    }
 }
 
 /// marquee-api is the only crate that knows actix-web; it reaches storage only through the

@@ -16,7 +16,7 @@ use marquee_persistence::Backend;
 use marquee_persistence::test_support::TestDatabase;
 use marquee_testkit::{ChaosProxy, host_port, redis_url, through};
 
-use crate::helpers::{Instance, TestApp, test_settings};
+use crate::helpers::{Instance, TestApp, namespace, test_settings};
 
 /// Counts the loads that reach the repository, and how many run at once.
 #[derive(Default)]
@@ -92,18 +92,6 @@ impl CatalogueRepository for Wrapped {
     ) -> Result<Option<Vec<Seat>>, RepositoryError> {
         self.counting.track(self.inner.list_seats(id, filter)).await
     }
-}
-
-fn namespace() -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!(
-        "marquee:v1:test:{}:{}:{nanos}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    )
 }
 
 /// Fires `count` concurrent GETs of `path` across `addresses`; returns (status, body) each.
@@ -387,10 +375,16 @@ async fn responses_are_identical_from_every_tier() {
             .await
             .remove(0)
             .1;
+        // A page of the list also needs the count of concerts, cached once for all pages.
+        let cold_loads = if path.starts_with("/api/v1/concerts?") {
+            2
+        } else {
+            1
+        };
         assert_eq!(
             counting.loads(),
-            loads + 1,
-            "{path}: one load, then cache hits"
+            loads + cold_loads,
+            "{path}: one load (and the count, for a page), then cache hits"
         );
         let from_local = burst(std::slice::from_ref(&c.address), path, 1)
             .await

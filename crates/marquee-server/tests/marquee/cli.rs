@@ -33,7 +33,7 @@ fn migrate_then_seed_bulk_and_demo() {
     let first = marquee(&db, &["migrate"], &[]);
     assert!(first.status.success(), "{first:?}");
     assert!(
-        stdout(&first).starts_with("applied 3 migration(s)"),
+        stdout(&first).starts_with("applied 4 migration(s)"),
         "{first:?}"
     );
     let again = marquee(&db, &["migrate"], &[]);

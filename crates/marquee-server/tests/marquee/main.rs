@@ -16,6 +16,7 @@ mod errors;
 mod health;
 mod helpers;
 mod locks;
+mod paging;
 mod queue;
 mod settings;
 mod shutdown;

@@ -171,7 +171,11 @@ async fn admission_is_first_come_first_served(backend: Backend) {
     }
     // One place per user: joining again is the same entry.
     let (status, again) = join(&app, 5, 3).await;
-    assert_eq!((status, again["position"].as_i64()), (200, Some(3)), "{again}");
+    assert_eq!(
+        (status, again["position"].as_i64()),
+        (200, Some(3)),
+        "{again}"
+    );
     assert_eq!(poll(&app, 6, 3).await.1["position"], 4);
 
     assert_eq!(leave(&app, 1, 3).await, 204);
@@ -230,7 +234,11 @@ async fn bad_input_on_every_route(backend: Backend) {
         for (path, status, code) in [
             ("/api/v1/concerts/0/queue", 400, "invalid-id"),
             ("/api/v1/concerts/abc/queue", 400, "invalid-id"),
-            ("/api/v1/concerts/99999999999999999999/queue", 400, "invalid-id"),
+            (
+                "/api/v1/concerts/99999999999999999999/queue",
+                400,
+                "invalid-id",
+            ),
             ("/api/v1/concerts/999999/queue", 404, "concert-not-found"),
         ] {
             let response = client
@@ -242,7 +250,10 @@ async fn bad_input_on_every_route(backend: Backend) {
             assert_problem(response, status, code).await;
         }
         let response = client
-            .request(method.clone(), format!("{}/api/v1/concerts/1/queue", app.address))
+            .request(
+                method.clone(),
+                format!("{}/api/v1/concerts/1/queue", app.address),
+            )
             .send()
             .await
             .unwrap();
@@ -268,7 +279,11 @@ async fn bad_input_on_every_route(backend: Backend) {
     let open = TestApp::spawn(backend).await;
     assert_eq!(hold(&open, 9, 7).await.0, 201, "no gate with the room off");
     let (status, door) = join(&open, 9, 1).await;
-    assert_eq!((status, door["status"].as_str()), (200, Some("ACTIVE")), "{door}");
+    assert_eq!(
+        (status, door["status"].as_str()),
+        (200, Some("ACTIVE")),
+        "{door}"
+    );
     assert_eq!(poll(&open, 9, 1).await.1["status"], "ACTIVE");
     assert_eq!(leave(&open, 9, 1).await, 204);
     assert_eq!(join(&open, 9, 999_999).await.0, 404);
@@ -410,9 +425,17 @@ async fn a_lost_redis_loses_no_place() {
     }
     proxy.cut().await;
     let (status, late) = join(&app, 7, 5).await;
-    assert_eq!((status, late["position"].as_i64()), (201, Some(5)), "{late}");
+    assert_eq!(
+        (status, late["position"].as_i64()),
+        (201, Some(5)),
+        "{late}"
+    );
     for user in 1..=7 {
-        assert_eq!(poll(&app, user, 5).await.0, 200, "user {user} with Redis down");
+        assert_eq!(
+            poll(&app, user, 5).await.0,
+            200,
+            "user {user} with Redis down"
+        );
     }
     proxy.restore();
     assert_eq!(leave(&app, 1, 5).await, 204);

@@ -1,0 +1,184 @@
+//! Generations: how a write's eviction defeats a load that read the source before it.
+//!
+//! The race: a load reads the old data, a write commits and evicts the key, then the load
+//! stores what it read; without a check that old value would be served until it expires.
+//! So every eviction (and update) bumps the key's *generation*, a counter kept in Redis
+//! under `{key}:generation`, and a load remembers the generation it started under (a
+//! [`Ticket`], taken before it reads the source). Its store is a script that writes only
+//! if the generation is still the same. The in-process tier has the same check with its
+//! own marks (see `local`). docs/cache.md ("Generations") says what this costs and what it
+//! does not guard against.
+//!
+//! A generation lives for twice the group's longest entry life after its last bump, and a
+//! load whose ticket is older than that life (once, not twice) does not store at all: the
+//! generation it would be checked against may have expired and been reset, and a result
+//! that old is not worth keeping anyway.
+
+use std::time::{Duration, Instant};
+
+use crate::local;
+use crate::redis_link::{RedisError, RedisLink};
+
+/// What a load remembers from before it read the source.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ticket {
+    /// The in-process tier's invalidation sequence.
+    pub local: local::Ticket,
+    /// The key's generation in Redis; `None` without Redis or when it could not be read:
+    /// what is loaded is then kept in-process only.
+    pub redis: Option<u64>,
+    /// When the ticket was taken, before either of the above was read.
+    pub taken: Instant,
+}
+
+impl Ticket {
+    /// Whether what was read under this ticket may still be stored: the marks that would
+    /// refuse it are kept for at least `life`.
+    pub fn is_younger_than(&self, life: Duration) -> bool {
+        self.taken.elapsed() < life
+    }
+}
+
+/// Where `full`'s generation lives in Redis.
+pub(crate) fn generation_key(full: &str) -> String {
+    format!("{full}:generation")
+}
+
+/// Reads the generation in `KEYS[1]` into `generation`. Anything that is not a number
+/// counts as 0, so a damaged counter makes a bump rewrite it rather than fail (an eviction
+/// that fails would leave the old value in place).
+macro_rules! read {
+    () => {
+        "local generation = tonumber(redis.call('GET', KEYS[1])) or 0 "
+    };
+}
+
+/// Bumps the generation in `KEYS[1]` and keeps it for `ARGV[1]` ms.
+macro_rules! bump {
+    () => {
+        "generation = generation + 1 redis.call('SET', KEYS[1], generation, 'PX', ARGV[1]) "
+    };
+}
+
+const GENERATION: &str = concat!(read!(), "return generation");
+const GET_WITH_GENERATION: &str =
+    concat!(read!(), "return {redis.call('GET', KEYS[2]), generation}");
+const SET_IF_GENERATION: &str = concat!(
+    read!(),
+    "if generation ~= tonumber(ARGV[1]) then return 0 end ",
+    "redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) return 1"
+);
+const BUMP_AND_DELETE: &str = concat!(
+    read!(),
+    bump!(),
+    "redis.call('DEL', KEYS[2], KEYS[3]) return 1"
+);
+const BUMP_AND_SET: &str = concat!(
+    read!(),
+    bump!(),
+    "redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) return 1"
+);
+
+impl RedisLink {
+    /// The generation of the key whose counter is `generation_key` (0 if it has none).
+    pub(crate) async fn generation(&self, generation_key: &str) -> Result<u64, RedisError> {
+        let generation: i64 = self
+            .bounded(
+                redis::cmd("EVAL")
+                    .arg(GENERATION)
+                    .arg(1)
+                    .arg(generation_key),
+            )
+            .await?;
+        Ok(u64::try_from(generation).unwrap_or(0))
+    }
+
+    /// GET `key` and the generation in `generation_key`, in one round trip.
+    pub(crate) async fn get_with_generation(
+        &self,
+        key: &str,
+        generation_key: &str,
+    ) -> Result<(Option<Vec<u8>>, u64), RedisError> {
+        let (value, generation): (Option<Vec<u8>>, i64) = self
+            .bounded(
+                redis::cmd("EVAL")
+                    .arg(GET_WITH_GENERATION)
+                    .arg(2)
+                    .arg(generation_key)
+                    .arg(key),
+            )
+            .await?;
+        Ok((value, u64::try_from(generation).unwrap_or(0)))
+    }
+
+    /// SET `key` `value` PX `ttl_ms`, only if `generation_key` still holds `generation`:
+    /// `false` if an eviction or update came in between.
+    pub(crate) async fn set_px_if_generation(
+        &self,
+        generation_key: &str,
+        generation: u64,
+        key: &str,
+        value: &[u8],
+        ttl_ms: u64,
+    ) -> Result<bool, RedisError> {
+        let stored: i64 = self
+            .bounded(
+                redis::cmd("EVAL")
+                    .arg(SET_IF_GENERATION)
+                    .arg(2)
+                    .arg(generation_key)
+                    .arg(key)
+                    .arg(generation)
+                    .arg(value)
+                    .arg(ttl_ms.max(1)),
+            )
+            .await?;
+        Ok(stored == 1)
+    }
+
+    /// Bumps the generation (kept for `mark_ms`) and deletes `key` and `lease`, atomically:
+    /// no store made under the old generation can land after the delete.
+    pub(crate) async fn bump_generation_and_delete(
+        &self,
+        generation_key: &str,
+        mark_ms: u64,
+        key: &str,
+        lease: &str,
+    ) -> Result<(), RedisError> {
+        self.bounded::<i64>(
+            redis::cmd("EVAL")
+                .arg(BUMP_AND_DELETE)
+                .arg(3)
+                .arg(generation_key)
+                .arg(key)
+                .arg(lease)
+                .arg(mark_ms.max(1)),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Bumps the generation (kept for `mark_ms`) and sets `key` to `value` for `ttl_ms`,
+    /// atomically.
+    pub(crate) async fn bump_generation_and_set(
+        &self,
+        generation_key: &str,
+        mark_ms: u64,
+        key: &str,
+        value: &[u8],
+        ttl_ms: u64,
+    ) -> Result<(), RedisError> {
+        self.bounded::<i64>(
+            redis::cmd("EVAL")
+                .arg(BUMP_AND_SET)
+                .arg(2)
+                .arg(generation_key)
+                .arg(key)
+                .arg(mark_ms.max(1))
+                .arg(value)
+                .arg(ttl_ms.max(1)),
+        )
+        .await
+        .map(drop)
+    }
+}

@@ -1,0 +1,632 @@
+//! [`DieselQueue`]: the waiting room's durable truth on the database.
+//!
+//! One `queue_entries` row per user and concert, in the order of `seq`, a number the
+//! database hands out at the insert and never reuses. `UNIQUE (concert_id, user_id)` makes
+//! one place per user whatever the retries: a second join finds the first one's row.
+//!
+//! Every admission decision of a concert, whether a join admitted at once or an admission
+//! round, is taken in one write transaction that first locks the concert's `queue_gates`
+//! row (`SELECT ... FOR UPDATE` on PostgreSQL; on SQLite the immediate transaction already
+//! holds the database's one write lock), then takes the time, then counts the live
+//! admissions and the admissions of the current one-second window that the gate row
+//! records. Instances deciding at once therefore decide one after the other, each seeing the
+//! last one's admissions, and together never exceed `active_limit` or `admit_per_second`.
+//!
+//! Joins take the gate too, so that the order of `seq` is the order admissions see: a join
+//! that may be admitted at once (nobody was waiting) takes it exclusively; a join behind a
+//! line can never be admitted at once, and takes it shared, so such joins run side by side
+//! and only wait for an admission decision in progress. Every `seq` is handed out under the
+//! gate, so when an admission holds it every smaller `seq` is committed and visible: nobody
+//! can be admitted ahead of an earlier joiner whose insert had not committed yet.
+
+use async_trait::async_trait;
+use chrono::{NaiveDateTime, SubsecRound};
+use diesel::prelude::*;
+use marquee_domain::{
+    AdmissionRound, ConcertId, QueueEntry, QueueError, QueueRepository, QueueRules, QueueStatus,
+    UserId,
+};
+
+use crate::booking::decision_time;
+use crate::connection::{DbConnection, on_concrete_connection, write_transaction};
+use crate::error::PersistenceError;
+use crate::pool::DbPool;
+use crate::schema::{concerts, queue_entries, queue_gates};
+
+/// The waiting room's rows through a [`DbPool`].
+#[derive(Debug, Clone)]
+pub struct DieselQueue {
+    pool: DbPool,
+}
+
+impl DieselQueue {
+    pub fn new(pool: DbPool) -> Self {
+        Self { pool }
+    }
+
+    /// Runs `work` on a pooled connection; a refusal it returns is the caller's answer, a
+    /// database error a `QueueError::Repository`.
+    async fn run<T, F>(&self, work: F) -> Result<T, QueueError>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, Abort> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.pool
+            .run(move |conn| match work(conn) {
+                Ok(value) => Ok(Ok(value)),
+                Err(Abort::Refused(refusal)) => Ok(Err(refusal)),
+                Err(Abort::Database(error)) => Err(PersistenceError::Query(error)),
+            })
+            .await
+            .map_err(|error| QueueError::Repository(error.into()))?
+    }
+}
+
+/// A transaction's way out: a refusal to report, or a database error. Either rolls back.
+#[derive(Debug)]
+enum Abort {
+    Refused(QueueError),
+    Database(diesel::result::Error),
+}
+
+impl From<diesel::result::Error> for Abort {
+    fn from(error: diesel::result::Error) -> Self {
+        Self::Database(error)
+    }
+}
+
+/// A stored value that breaks an invariant: a failed query, not the caller's fault.
+fn corrupt(reason: String) -> diesel::result::Error {
+    diesel::result::Error::DeserializationError(reason.into())
+}
+
+const WAITING: &str = "WAITING";
+const ACTIVE: &str = "ACTIVE";
+
+#[derive(Queryable, Selectable, Debug)]
+#[diesel(table_name = queue_entries)]
+struct EntryRow {
+    seq: i64,
+    concert_id: i64,
+    user_id: i64,
+    status: String,
+    joined_at: NaiveDateTime,
+    admitted_at: Option<NaiveDateTime>,
+    expires_at: Option<NaiveDateTime>,
+}
+
+impl EntryRow {
+    fn is_waiting(&self) -> bool {
+        self.status == WAITING
+    }
+
+    /// Waiting, or admitted and not run out at `now`. An admission that ran out counts as
+    /// gone, before any round removes its row.
+    fn is_live(&self, now: NaiveDateTime) -> bool {
+        self.is_waiting() || self.expires_at.is_some_and(|until| until > now)
+    }
+
+    fn into_domain(self, ahead: u64) -> QueryResult<QueueEntry> {
+        let status = match self.status.as_str() {
+            WAITING => QueueStatus::Waiting,
+            ACTIVE => QueueStatus::Active,
+            other => return Err(corrupt(format!("queue entry status {other:?}"))),
+        };
+        Ok(QueueEntry {
+            concert: ConcertId::new(self.concert_id).map_err(|e| corrupt(e.to_string()))?,
+            user: user_id(self.user_id)?,
+            seq: self.seq,
+            status,
+            joined_at: self.joined_at.and_utc(),
+            admitted_at: self.admitted_at.map(|at| at.and_utc()),
+            expires_at: self.expires_at.map(|at| at.and_utc()),
+            ahead,
+        })
+    }
+}
+
+fn user_id(id: i64) -> QueryResult<UserId> {
+    UserId::new(id).map_err(|e| corrupt(e.to_string()))
+}
+
+fn count(rows: i64) -> u64 {
+    u64::try_from(rows).unwrap_or(0)
+}
+
+/// A concert's rate limiter: the admissions given in the one-second window that starts at
+/// `window_start`.
+#[derive(Queryable, Selectable, Debug, Clone, Copy)]
+#[diesel(table_name = queue_gates)]
+struct Gate {
+    window_start: NaiveDateTime,
+    admitted: i32,
+}
+
+impl Gate {
+    /// The window `now` falls in, and the admissions already given in it. Fixed windows of
+    /// whole seconds need one row and no history: a sliding window would have to keep every
+    /// admission time of the last second.
+    fn window(self, now: NaiveDateTime) -> (NaiveDateTime, u32) {
+        let current = now.trunc_subsecs(0);
+        if self.window_start >= current {
+            // The same window; or one ahead of this instance's clock, which another
+            // instance opened, and whose count must not be ignored.
+            (self.window_start, u32::try_from(self.admitted).unwrap_or(0))
+        } else {
+            (current, 0)
+        }
+    }
+}
+
+/// How a transaction holds the gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GateLock {
+    /// Joins that stay waiting, side by side.
+    Shared,
+    /// Admission decisions, one at a time.
+    Exclusive,
+}
+
+/// The gate's lock, the one statement whose form differs between the backends.
+trait GateLocks {
+    /// Reads the concert's gate row (which must exist), locked as `mode` says until the
+    /// transaction ends.
+    fn lock_gate(&mut self, concert: i64, mode: GateLock) -> QueryResult<Gate>;
+}
+
+impl GateLocks for diesel::PgConnection {
+    fn lock_gate(&mut self, concert: i64, mode: GateLock) -> QueryResult<Gate> {
+        let gate = queue_gates::table.find(concert).select(Gate::as_select());
+        match mode {
+            GateLock::Exclusive => gate.for_update().first(self),
+            GateLock::Shared => gate.for_share().first(self),
+        }
+    }
+}
+
+impl GateLocks for diesel::SqliteConnection {
+    fn lock_gate(&mut self, concert: i64, _mode: GateLock) -> QueryResult<Gate> {
+        // The immediate transaction holds the write lock: nothing else runs until it ends.
+        queue_gates::table
+            .find(concert)
+            .select(Gate::as_select())
+            .first(self)
+    }
+}
+
+/// The statements the queue's transactions are made of, written once and compiled for each
+/// concrete connection (the transactions run on those, see `write_transaction!`).
+trait QueueStatements: GateLocks {
+    fn concert_exists(&mut self, concert: i64) -> QueryResult<bool>;
+    /// Creates the concert's gate row if it has none.
+    fn ensure_gate(&mut self, concert: i64, now: NaiveDateTime) -> QueryResult<()>;
+    fn anyone_waiting(&mut self, concert: i64) -> QueryResult<bool>;
+    fn find_entry(&mut self, concert: i64, user: i64) -> QueryResult<Option<EntryRow>>;
+    /// Inserts a waiting entry; `None` if the user has one already.
+    fn insert_waiting(
+        &mut self,
+        concert: i64,
+        user: i64,
+        now: NaiveDateTime,
+    ) -> QueryResult<Option<EntryRow>>;
+    fn delete_entry(&mut self, seq: i64) -> QueryResult<usize>;
+    /// Waiting entries of the concert with a smaller `seq`.
+    fn waiting_ahead(&mut self, concert: i64, seq: i64) -> QueryResult<u64>;
+    fn count_waiting(&mut self, concert: i64) -> QueryResult<u64>;
+    fn count_live(&mut self, concert: i64, now: NaiveDateTime) -> QueryResult<u64>;
+    /// Deletes the admissions that ran out; returns their users.
+    fn delete_expired(&mut self, concert: i64, now: NaiveDateTime) -> QueryResult<Vec<i64>>;
+    /// Deletes the waiting entries of `users`; returns the users that had one.
+    fn delete_waiting_of(&mut self, concert: i64, users: &[i64]) -> QueryResult<Vec<i64>>;
+    /// The `seq` of the first `n` waiting entries.
+    fn next_in_line(&mut self, concert: i64, n: u32) -> QueryResult<Vec<i64>>;
+    /// Admits the waiting entries `seqs` at `now` until `until`; returns them in `seq` order.
+    fn activate(
+        &mut self,
+        seqs: &[i64],
+        now: NaiveDateTime,
+        until: NaiveDateTime,
+    ) -> QueryResult<Vec<EntryRow>>;
+    fn record_admissions(
+        &mut self,
+        concert: i64,
+        window: NaiveDateTime,
+        admitted: u32,
+    ) -> QueryResult<()>;
+}
+
+/// Users per `IN (...)` list: far below SQLite's 32,766 bind parameters.
+const USERS_PER_STATEMENT: usize = 1_000;
+
+macro_rules! queue_statements {
+    ($($conn:ty),*) => {$(
+        impl QueueStatements for $conn {
+            fn concert_exists(&mut self, concert: i64) -> QueryResult<bool> {
+                diesel::select(diesel::dsl::exists(concerts::table.find(concert))).get_result(self)
+            }
+
+            fn ensure_gate(&mut self, concert: i64, now: NaiveDateTime) -> QueryResult<()> {
+                diesel::insert_into(queue_gates::table)
+                    .values((
+                        queue_gates::concert_id.eq(concert),
+                        queue_gates::window_start.eq(now.trunc_subsecs(0)),
+                        queue_gates::admitted.eq(0),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(self)
+                    .map(drop)
+            }
+
+            fn anyone_waiting(&mut self, concert: i64) -> QueryResult<bool> {
+                diesel::select(diesel::dsl::exists(
+                    queue_entries::table
+                        .filter(queue_entries::concert_id.eq(concert))
+                        .filter(queue_entries::status.eq(WAITING)),
+                ))
+                .get_result(self)
+            }
+
+            fn find_entry(&mut self, concert: i64, user: i64) -> QueryResult<Option<EntryRow>> {
+                queue_entries::table
+                    .filter(queue_entries::concert_id.eq(concert))
+                    .filter(queue_entries::user_id.eq(user))
+                    .select(EntryRow::as_select())
+                    .first(self)
+                    .optional()
+            }
+
+            fn insert_waiting(
+                &mut self,
+                concert: i64,
+                user: i64,
+                now: NaiveDateTime,
+            ) -> QueryResult<Option<EntryRow>> {
+                diesel::insert_into(queue_entries::table)
+                    .values((
+                        queue_entries::concert_id.eq(concert),
+                        queue_entries::user_id.eq(user),
+                        queue_entries::status.eq(WAITING),
+                        queue_entries::joined_at.eq(now),
+                    ))
+                    .on_conflict((queue_entries::concert_id, queue_entries::user_id))
+                    .do_nothing()
+                    .returning(EntryRow::as_returning())
+                    .get_result(self)
+                    .optional()
+            }
+
+            fn delete_entry(&mut self, seq: i64) -> QueryResult<usize> {
+                diesel::delete(queue_entries::table.find(seq)).execute(self)
+            }
+
+            fn waiting_ahead(&mut self, concert: i64, seq: i64) -> QueryResult<u64> {
+                queue_entries::table
+                    .filter(queue_entries::concert_id.eq(concert))
+                    .filter(queue_entries::status.eq(WAITING))
+                    .filter(queue_entries::seq.lt(seq))
+                    .count()
+                    .get_result(self)
+                    .map(count)
+            }
+
+            fn count_waiting(&mut self, concert: i64) -> QueryResult<u64> {
+                queue_entries::table
+                    .filter(queue_entries::concert_id.eq(concert))
+                    .filter(queue_entries::status.eq(WAITING))
+                    .count()
+                    .get_result(self)
+                    .map(count)
+            }
+
+            fn count_live(&mut self, concert: i64, now: NaiveDateTime) -> QueryResult<u64> {
+                queue_entries::table
+                    .filter(queue_entries::concert_id.eq(concert))
+                    .filter(queue_entries::status.eq(ACTIVE))
+                    .filter(queue_entries::expires_at.gt(now))
+                    .count()
+                    .get_result(self)
+                    .map(count)
+            }
+
+            fn delete_expired(&mut self, concert: i64, now: NaiveDateTime) -> QueryResult<Vec<i64>> {
+                diesel::delete(
+                    queue_entries::table
+                        .filter(queue_entries::concert_id.eq(concert))
+                        .filter(queue_entries::status.eq(ACTIVE))
+                        .filter(queue_entries::expires_at.le(now)),
+                )
+                .returning(queue_entries::user_id)
+                .get_results(self)
+            }
+
+            fn delete_waiting_of(&mut self, concert: i64, users: &[i64]) -> QueryResult<Vec<i64>> {
+                let mut dropped = Vec::new();
+                for chunk in users.chunks(USERS_PER_STATEMENT) {
+                    dropped.extend(
+                        diesel::delete(
+                            queue_entries::table
+                                .filter(queue_entries::concert_id.eq(concert))
+                                .filter(queue_entries::status.eq(WAITING))
+                                .filter(queue_entries::user_id.eq_any(chunk)),
+                        )
+                        .returning(queue_entries::user_id)
+                        .get_results::<i64>(self)?,
+                    );
+                }
+                Ok(dropped)
+            }
+
+            fn next_in_line(&mut self, concert: i64, n: u32) -> QueryResult<Vec<i64>> {
+                if n == 0 {
+                    return Ok(Vec::new());
+                }
+                queue_entries::table
+                    .filter(queue_entries::concert_id.eq(concert))
+                    .filter(queue_entries::status.eq(WAITING))
+                    .order(queue_entries::seq)
+                    .limit(i64::from(n))
+                    .select(queue_entries::seq)
+                    .load(self)
+            }
+
+            fn activate(
+                &mut self,
+                seqs: &[i64],
+                now: NaiveDateTime,
+                until: NaiveDateTime,
+            ) -> QueryResult<Vec<EntryRow>> {
+                if seqs.is_empty() {
+                    return Ok(Vec::new());
+                }
+                // Only waiting rows: one that left meanwhile is not admitted, and its slot
+                // stays free for the next round.
+                let mut admitted: Vec<EntryRow> = diesel::update(
+                    queue_entries::table
+                        .filter(queue_entries::seq.eq_any(seqs))
+                        .filter(queue_entries::status.eq(WAITING)),
+                )
+                .set((
+                    queue_entries::status.eq(ACTIVE),
+                    queue_entries::admitted_at.eq(Some(now)),
+                    queue_entries::expires_at.eq(Some(until)),
+                ))
+                .returning(EntryRow::as_returning())
+                .get_results(self)?;
+                admitted.sort_by_key(|row| row.seq);
+                Ok(admitted)
+            }
+
+            fn record_admissions(
+                &mut self,
+                concert: i64,
+                window: NaiveDateTime,
+                admitted: u32,
+            ) -> QueryResult<()> {
+                diesel::update(queue_gates::table.find(concert))
+                    .set((
+                        queue_gates::window_start.eq(window),
+                        queue_gates::admitted.eq(i32::try_from(admitted).unwrap_or(i32::MAX)),
+                    ))
+                    .execute(self)
+                    .map(drop)
+            }
+        }
+    )*};
+}
+
+queue_statements!(diesel::PgConnection, diesel::SqliteConnection);
+
+/// `row` with the users ahead of it counted.
+fn counted<C: QueueStatements>(c: &mut C, row: EntryRow) -> QueryResult<QueueEntry> {
+    let ahead = if row.is_waiting() {
+        c.waiting_ahead(row.concert_id, row.seq)?
+    } else {
+        0
+    };
+    row.into_domain(ahead)
+}
+
+fn known_concert<C: QueueStatements>(c: &mut C, concert: ConcertId) -> Result<(), Abort> {
+    if c.concert_exists(concert.get())? {
+        Ok(())
+    } else {
+        Err(Abort::Refused(QueueError::ConcertNotFound(concert)))
+    }
+}
+
+/// The gate row of `concert`, created if needed and locked as `mode` says; then the time of
+/// the decision, taken after any wait for the lock.
+fn enter_gate<C: QueueStatements>(
+    c: &mut C,
+    concert: i64,
+    mode: GateLock,
+) -> QueryResult<(Gate, NaiveDateTime)> {
+    c.ensure_gate(concert, decision_time().naive_utc())?;
+    let gate = c.lock_gate(concert, mode)?;
+    Ok((gate, decision_time().naive_utc()))
+}
+
+fn join_in<C: QueueStatements>(
+    c: &mut C,
+    concert: ConcertId,
+    user: UserId,
+    rules: QueueRules,
+) -> Result<(QueueEntry, bool), Abort> {
+    known_concert(c, concert)?;
+    let (concert_id, user_id) = (concert.get(), user.get());
+    // Somebody waiting now will still be ahead when this join commits (the line only moves
+    // in admission order), so such a join cannot be admitted at once and need not wait for
+    // other joins. If they were all admitted meanwhile, the next round admits this one.
+    let mode = if c.anyone_waiting(concert_id)? {
+        GateLock::Shared
+    } else {
+        GateLock::Exclusive
+    };
+    let (gate, now) = enter_gate(c, concert_id, mode)?;
+    if let Some(found) = c.find_entry(concert_id, user_id)? {
+        if found.is_live(now) {
+            return Ok((counted(c, found)?, false));
+        }
+        // The admission ran out: the user joins again, at the back of the line.
+        c.delete_entry(found.seq)?;
+    }
+    let Some(mut entry) = c.insert_waiting(concert_id, user_id, now)? else {
+        // A join of the same user committed after the look-up (on PostgreSQL the insert
+        // waited for it): its entry is the user's one place.
+        let found = c.find_entry(concert_id, user_id)?.ok_or_else(|| {
+            corrupt("a queue entry that blocked an insert has disappeared".into())
+        })?;
+        return Ok((counted(c, found)?, false));
+    };
+    if mode == GateLock::Exclusive {
+        let (window, used) = gate.window(now);
+        let admit = used < rules.admit_per_second
+            && c.count_live(concert_id, now)? < u64::from(rules.active_limit)
+            && c.waiting_ahead(concert_id, entry.seq)? == 0;
+        if admit {
+            let until = now + rules.active_ttl;
+            entry = c
+                .activate(&[entry.seq], now, until)?
+                .pop()
+                .ok_or_else(|| corrupt("a new queue entry could not be admitted".into()))?;
+            c.record_admissions(concert_id, window, used + 1)?;
+        }
+    }
+    Ok((counted(c, entry)?, true))
+}
+
+fn admit_in<C: QueueStatements>(
+    c: &mut C,
+    concert: ConcertId,
+    rules: QueueRules,
+    idle: &[i64],
+) -> Result<AdmissionRound, Abort> {
+    known_concert(c, concert)?;
+    let concert_id = concert.get();
+    let (gate, now) = enter_gate(c, concert_id, GateLock::Exclusive)?;
+    let expired = c.delete_expired(concert_id, now)?;
+    let dropped_idle = c.delete_waiting_of(concert_id, idle)?;
+    let live = c.count_live(concert_id, now)?;
+    let (window, used) = gate.window(now);
+    let free = u64::from(rules.active_limit).saturating_sub(live);
+    let room = rules
+        .admit_per_second
+        .saturating_sub(used)
+        .min(u32::try_from(free).unwrap_or(u32::MAX));
+    let next = c.next_in_line(concert_id, room)?;
+    let admitted = c.activate(&next, now, now + rules.active_ttl)?;
+    if !admitted.is_empty() {
+        let given = u32::try_from(admitted.len()).unwrap_or(u32::MAX);
+        c.record_admissions(concert_id, window, used.saturating_add(given))?;
+    }
+    let waiting = c.count_waiting(concert_id)?;
+    let active = live + admitted.len() as u64;
+    Ok(AdmissionRound {
+        admitted: admitted
+            .into_iter()
+            .map(|row| row.into_domain(0))
+            .collect::<QueryResult<_>>()?,
+        expired: expired
+            .into_iter()
+            .map(user_id)
+            .collect::<QueryResult<_>>()?,
+        dropped_idle: dropped_idle
+            .into_iter()
+            .map(user_id)
+            .collect::<QueryResult<_>>()?,
+        waiting,
+        active,
+    })
+}
+
+fn entry_in<C: QueueStatements>(
+    c: &mut C,
+    concert: ConcertId,
+    user: UserId,
+) -> QueryResult<Option<QueueEntry>> {
+    let now = decision_time().naive_utc();
+    match c.find_entry(concert.get(), user.get())? {
+        Some(row) if row.is_live(now) => counted(c, row).map(Some),
+        _ => Ok(None),
+    }
+}
+
+#[async_trait]
+impl QueueRepository for DieselQueue {
+    async fn join(
+        &self,
+        concert: ConcertId,
+        user: UserId,
+        rules: QueueRules,
+    ) -> Result<(QueueEntry, bool), QueueError> {
+        self.run(move |conn| write_transaction!(conn, |c| join_in(c, concert, user, rules)))
+            .await
+    }
+
+    async fn entry(
+        &self,
+        concert: ConcertId,
+        user: UserId,
+    ) -> Result<Option<QueueEntry>, QueueError> {
+        self.run(move |conn| {
+            Ok(on_concrete_connection!(conn, |c| entry_in(
+                c, concert, user
+            ))?)
+        })
+        .await
+    }
+
+    async fn leave(&self, concert: ConcertId, user: UserId) -> Result<bool, QueueError> {
+        self.run(move |conn| {
+            let deleted = diesel::delete(
+                queue_entries::table
+                    .filter(queue_entries::concert_id.eq(concert.get()))
+                    .filter(queue_entries::user_id.eq(user.get())),
+            )
+            .execute(conn)?;
+            Ok(deleted > 0)
+        })
+        .await
+    }
+
+    async fn admit(
+        &self,
+        concert: ConcertId,
+        rules: QueueRules,
+        idle: Vec<UserId>,
+    ) -> Result<AdmissionRound, QueueError> {
+        let idle: Vec<i64> = idle.into_iter().map(UserId::get).collect();
+        self.run(move |conn| write_transaction!(conn, |c| admit_in(c, concert, rules, &idle)))
+            .await
+    }
+
+    async fn open_queues(&self) -> Result<Vec<ConcertId>, QueueError> {
+        self.run(|conn| {
+            let concerts: Vec<i64> = queue_entries::table
+                .select(queue_entries::concert_id)
+                .distinct()
+                .order(queue_entries::concert_id)
+                .load(conn)?;
+            Ok(concerts
+                .into_iter()
+                .map(|id| ConcertId::new(id).map_err(|e| corrupt(e.to_string())))
+                .collect::<QueryResult<_>>()?)
+        })
+        .await
+    }
+
+    async fn snapshot(&self, concert: ConcertId) -> Result<Vec<QueueEntry>, QueueError> {
+        self.run(move |conn| {
+            let rows: Vec<EntryRow> = queue_entries::table
+                .filter(queue_entries::concert_id.eq(concert.get()))
+                .order(queue_entries::seq)
+                .select(EntryRow::as_select())
+                .load(conn)?;
+            Ok(rows
+                .into_iter()
+                .map(|row| row.into_domain(0))
+                .collect::<QueryResult<_>>()?)
+        })
+        .await
+    }
+}

@@ -1,0 +1,89 @@
+//! Views of either tier, each Redis one in a namespace of its own.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use marquee_queue::{QueueView, RedisViewConfig};
+// Test modules name them `crate::support::...`.
+pub use marquee_testkit::{Tier, redis_url};
+
+/// A time in milliseconds, far from 0 so that tests can go back and forth.
+pub const T0: i64 = 1_700_000_000_000;
+
+/// A namespace no other test (or earlier run) uses.
+pub fn namespace() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "queue-test:{}:{}:{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+pub fn redis_config(url: &str, namespace: &str) -> RedisViewConfig {
+    RedisViewConfig {
+        // Generous: on a loaded machine a slow reply would fail a test that is not about
+        // time. The outage tests set their own bounds.
+        response_timeout: Duration::from_secs(2),
+        ..RedisViewConfig::new(url, namespace)
+    }
+}
+
+/// A view of `tier`, empty, and its namespace (`None` in process).
+pub fn view(tier: Tier) -> (QueueView, Option<String>) {
+    match tier {
+        Tier::Local => (QueueView::local(), None),
+        Tier::Redis => {
+            let namespace = namespace();
+            let view = QueueView::redis(redis_config(&redis_url(), &namespace)).unwrap();
+            (view, Some(namespace))
+        }
+    }
+}
+
+/// Every key of `namespace`, sorted (by SCAN: the Redis is shared with other tests).
+pub async fn keys(namespace: &str) -> Vec<String> {
+    let mut connection = connection().await;
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{namespace}:*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        keys.extend(batch);
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    keys.sort();
+    keys
+}
+
+/// Deletes every key of `namespace`, as a Redis restart would, without touching anyone
+/// else's keys. Returns how many it deleted.
+pub async fn delete_keys(namespace: &str) -> usize {
+    let keys = keys(namespace).await;
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut connection().await)
+            .await
+            .unwrap();
+    }
+    keys.len()
+}
+
+async fn connection() -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(redis_url()).unwrap();
+    client.get_multiplexed_async_connection().await.unwrap()
+}
