@@ -10,14 +10,14 @@
 //
 // How the users are modelled. 20,000 users cannot be 20,000 VUs on a small machine, and k6's
 // VUs share no memory, so a user's state (when it was told to poll next, whether it is
-// admitted) lives in one VU: VU k of VUS owns the users k, k + VUS, k + 2 VUS, ... and runs each
-// of them on its own clock. User i (0-based) joins at start + i * JOIN_WINDOW / USERS, so the
-// joins arrive at a constant rate across the window whatever the answers take, as an
-// arrival-rate executor would send them; each poll is due pollAfterSeconds after the answer
-// that asked for it. A VU does whichever of its users' requests is due first and sleeps until
-// then. Should a VU fall behind (its requests slower than its users' schedule), requests go
-// out late instead of being dropped: `queue_schedule_lag` measures how late, and its p99 should
-// stay in the milliseconds for the figures to describe an open load.
+// admitted) lives in one VU: VU k of VUS owns the users k, k + VUS, k + 2 VUS, ... and runs
+// each of them as its own asynchronous flow (http.asyncRequest and timers), so one user's slow
+// hold does not delay the others' polls. User i (0-based) joins at start + i * JOIN_WINDOW /
+// USERS, so the joins arrive at a constant rate across the window whatever the answers take,
+// as an arrival-rate executor would send them; each poll is due pollAfterSeconds after the
+// answer that asked for it. `queue_schedule_lag` measures how late the VUs sent what was due
+// (a VU's JavaScript is single-threaded): its p99 should stay in the milliseconds for the
+// figures to describe an open load.
 //
 // Knobs: USERS (20000), JOIN_WINDOW (20s), VUS (100), CONCERT_ID (121), FIRST_USER (1),
 // MAX_WAIT (10m: how long after the join window a user still waits before giving up),
@@ -32,7 +32,7 @@
 // neither should happen.
 
 import http from 'k6/http';
-import { check, sleep } from 'k6';
+import { check } from 'k6';
 import { Counter, Trend } from 'k6/metrics';
 import exec from 'k6/execution';
 
@@ -146,8 +146,19 @@ export function setup() {
   return { start: Date.now() + START_DELAY_MS, seats: seatIds };
 }
 
+const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Waits until `due` (a Date.now() value), and records how late the wait ended. */
+async function until(due) {
+  const wait = due - Date.now();
+  if (wait > 0) await pause(wait);
+  scheduleLag.add(Math.max(0, Date.now() - due));
+}
+
+const post = (url, body, params) => http.asyncRequest('POST', url, body, params);
+
 /** Holds a seat, charges its price and pays; `user.index` picks the first seat to try. */
-function book(user, seats) {
+async function book(user, seats) {
   const headers = auth(user.token, user.queueToken ? { 'Queue-Token': user.queueToken } : {});
   let reservation = null;
   for (let attempt = 0; attempt < HOLD_TRIES && reservation === null; attempt++) {
@@ -155,7 +166,7 @@ function book(user, seats) {
     // in the line is likely to have taken.
     const seat = seats[(user.index + attempt * 7919) % seats.length];
     holdAttempts.add(1);
-    const hold = http.post(`${BASE_URL}/api/v1/reservations`, JSON.stringify({ seatId: seat }), {
+    const hold = await post(`${BASE_URL}/api/v1/reservations`, JSON.stringify({ seatId: seat }), {
       headers, tags: { name: 'POST /api/v1/reservations' },
     });
     const answered = check(hold, {
@@ -177,7 +188,7 @@ function book(user, seats) {
   }
   holds.add(1);
 
-  const charge = http.post(`${BASE_URL}/api/v1/wallet/charge`, JSON.stringify({ amount: reservation.price }), {
+  const charge = await post(`${BASE_URL}/api/v1/wallet/charge`, JSON.stringify({ amount: reservation.price }), {
     headers: auth(user.token, { 'Idempotency-Key': `charge-${reservation.id}` }),
     tags: { name: 'POST /api/v1/wallet/charge' },
   });
@@ -188,7 +199,7 @@ function book(user, seats) {
   charges.add(1);
 
   paymentAttempts.add(1);
-  const payment = http.post(`${BASE_URL}/api/v1/reservations/${reservation.id}/payment`, null, {
+  const payment = await post(`${BASE_URL}/api/v1/reservations/${reservation.id}/payment`, null, {
     headers: auth(user.token, { 'Idempotency-Key': `pay-${reservation.id}` }),
     tags: { name: 'POST /api/v1/reservations/{id}/payment' },
   });
@@ -199,84 +210,75 @@ function book(user, seats) {
   }
 }
 
-/** What the user does after an answer carrying its entry. */
-function follow(user, entry, answeredAt, seats) {
-  if (entry.queueToken) user.queueToken = entry.queueToken;
-  if (entry.status === 'ACTIVE') {
-    admissions.add(1);
-    timeToAdmission.add(answeredAt - user.joinedAt);
-    user.done = true;
-    book(user, seats);
-  } else {
-    user.due = answeredAt + entry.pollAfterSeconds * 1000;
-  }
-}
-
-function join(user, seats) {
+/** Joins; the entry, or null when the join failed. */
+async function join(user) {
   user.joinedAt = Date.now();
-  const response = http.post(QUEUE_URL, null, { headers: auth(user.token), tags: { name: `POST ${QUEUE_ROUTE}` } });
+  const response = await post(QUEUE_URL, null, { headers: auth(user.token), tags: { name: `POST ${QUEUE_ROUTE}` } });
   const entry = entryOf(response);
   const answer = entry ? entry.status : String(response.status);
   joinDuration.add(response.timings.duration, { answer });
   joins.add(1, { answer });
   if (!check(response, { 'join: 201 with an entry': (r) => r.status === 201 && entry !== null })) {
     failures.add(1, { step: 'join' });
-    user.done = true;
-    return;
+    return null;
   }
-  user.joined = true;
-  follow(user, entry, Date.now(), seats);
+  return entry;
 }
 
-function poll(user, seats, joiningUntil) {
+/** Polls; the entry, null when it is gone (404), or the last entry again after another
+ * failure, which a client retries. */
+async function poll(user, last, joiningUntil) {
   const sentAt = Date.now();
-  const response = http.get(QUEUE_URL, { headers: auth(user.token), tags: { name: `GET ${QUEUE_ROUTE}` } });
+  const response = await http.asyncRequest('GET', QUEUE_URL, null, {
+    headers: auth(user.token), tags: { name: `GET ${QUEUE_ROUTE}` },
+  });
   const entry = entryOf(response);
   pollDuration.add(response.timings.duration, { phase: sentAt < joiningUntil ? 'joining' : 'after' });
   polls.add(1);
-  if (!check(response, { 'poll: 200 with an entry': (r) => r.status === 200 && entry !== null })) {
-    if (response.status === 404) {
-      // Dropped from the queue although it polled when told to.
-      lost.add(1);
-      user.done = true;
-    } else {
-      // A client retries a failed poll; a second later is what the shortest advice says.
-      user.due = Date.now() + 1000;
-    }
-    failures.add(1, { step: 'poll' });
-    return;
+  if (check(response, { 'poll: 200 with an entry': (r) => r.status === 200 && entry !== null })) return entry;
+  failures.add(1, { step: 'poll' });
+  if (response.status === 404) {
+    // Dropped from the queue although it polled when told to.
+    lost.add(1);
+    return null;
   }
-  follow(user, entry, Date.now(), seats);
+  // A second later is what the shortest advice says.
+  return { ...last, pollAfterSeconds: 1 };
 }
 
-export default function (data) {
+/** One user, from its join to its payment (or until it gives up). */
+async function live(user, seats, joiningUntil, deadline) {
+  await until(user.joinAt);
+  let entry = await join(user);
+  while (entry !== null) {
+    if (entry.queueToken) user.queueToken = entry.queueToken;
+    if (entry.status === 'ACTIVE') {
+      admissions.add(1);
+      timeToAdmission.add(Date.now() - user.joinedAt);
+      await book(user, seats);
+      return;
+    }
+    const due = Date.now() + entry.pollAfterSeconds * 1000;
+    if (due > deadline) {
+      gaveUp.add(1);
+      return;
+    }
+    await until(due);
+    entry = await poll(user, entry, joiningUntil);
+  }
+}
+
+export default async function (data) {
   // per-vu-iterations with one iteration each: iterationInTest is 0..VUS-1, one per VU.
   const slot = exec.scenario.iterationInTest;
   const mint = tokenMinter();
   const users = [];
   for (let index = slot; index < USERS; index += VUS) {
     users.push({
-      index, token: mint(FIRST_USER + index), due: data.start + (index * JOIN_WINDOW_MS) / USERS,
-      joined: false, done: false, joinedAt: 0, queueToken: null,
+      index, token: mint(FIRST_USER + index), joinAt: data.start + (index * JOIN_WINDOW_MS) / USERS,
+      joinedAt: 0, queueToken: null,
     });
   }
   const joiningUntil = data.start + JOIN_WINDOW_MS;
-  const deadline = joiningUntil + MAX_WAIT_MS;
-  for (;;) {
-    // A scan rather than a heap: a VU owns a few hundred users, and a request costs far more.
-    let next = null;
-    for (const user of users) {
-      if (!user.done && (next === null || user.due < next.due)) next = user;
-    }
-    if (next === null) return;
-    if (next.due > deadline) {
-      gaveUp.add(users.filter((user) => !user.done).length);
-      return;
-    }
-    const wait = next.due - Date.now();
-    if (wait > 0) sleep(wait / 1000);
-    scheduleLag.add(Math.max(0, Date.now() - next.due));
-    if (next.joined) poll(next, data.seats, joiningUntil);
-    else join(next, data.seats);
-  }
+  await Promise.all(users.map((user) => live(user, data.seats, joiningUntil, joiningUntil + MAX_WAIT_MS)));
 }
