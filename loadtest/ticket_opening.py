@@ -36,7 +36,7 @@ COLUMNS = (
      "dropped_idle", "dropped_left", "dropped_expired"]
     + [f"{what}_total" for what in ("joins", "polls")]
     + [f"{what}_le_{b}" for what in ("joins", "polls") for b in BUCKETS]
-    + ["holds_total", "holds_created", "payments_total", "server_cpu_seconds"]
+    + ["holds_total", "holds_created", "payments_total", "server_cpu_seconds", "machine_cpu_seconds"]
 )
 
 SAMPLE = re.compile(r"^([A-Za-z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\d+)?$")
@@ -94,6 +94,18 @@ def reading(samples):
     return row
 
 
+def machine_cpu_seconds(path="/proc/stat"):
+    """CPU time every core of the machine has spent busy (user, nice, system, irq, softirq,
+    steal), in seconds: k6, the server and anything else running; 0 where /proc is missing."""
+    try:
+        with open(path) as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def scrape(base_url, path, interval=1.0):
     """Appends a row every `interval` seconds until SIGTERM or SIGINT; a failed read is
     skipped (the server may be starting or stopping), not fatal."""
@@ -111,6 +123,7 @@ def scrape(base_url, path, interval=1.0):
                     text = response.read().decode(errors="replace")
                 now = time.time()
                 row = reading(parse_metrics(text))
+                row["machine_cpu_seconds"] = machine_cpu_seconds()
                 writer.writerow([f"{now - start:.3f}", f"{now:.3f}"] + [f"{row[c]:g}" for c in COLUMNS[2:]])
                 out.flush()
             except OSError:
@@ -304,9 +317,12 @@ def report(folder, admit_per_second, load_before=None):
     lines.append(f"- holds created/s (the booking rate at the database): peak {max(holds_per_second, default=0):.0f}, "
                  f"p50 {percentile(holds_per_second, 0.5) or 0:.0f}")
     cpu = rates(rows, "server_cpu_seconds")
+    machine = rates(rows, "machine_cpu_seconds")
     if cpu:
-        lines.append(f"- server CPU (cores busy): p50 {percentile([c for _, c in cpu], 0.5):.2f}, "
-                     f"peak {max(c for _, c in cpu):.2f}")
+        lines.append(f"- CPU, cores busy: the server p50 {percentile([c for _, c in cpu], 0.5):.2f}, "
+                     f"peak {max(c for _, c in cpu):.2f}; the whole machine (k6, the server, the "
+                     f"databases and anything else) p50 {percentile([c for _, c in machine], 0.5):.2f}, "
+                     f"peak {max(c for _, c in machine):.2f}, of {os.cpu_count()}")
     db = db_booking_rate(os.path.join(folder, "reservations-created.txt"))
     if db:
         lines.append(f"- the tables: {db['count']} reservations created over {db['seconds']:.0f} s, "
