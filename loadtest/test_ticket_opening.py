@@ -78,6 +78,10 @@ class Arithmetic(unittest.TestCase):
         self.assertAlmostEqual(ticket_opening.bucket_quantile(buckets, 0.5), 0.001)
         self.assertAlmostEqual(ticket_opening.bucket_quantile(buckets, 0.95), 0.0075)
 
+    def test_bucket_quantile_beyond_the_last_bound_is_infinite(self):
+        buckets = {0.001: 10, 10.0: 50, float("inf"): 100}
+        self.assertEqual(ticket_opening.bucket_quantile(buckets, 0.95), float("inf"))
+
     def test_db_booking_rate_from_time_stamps(self):
         with tempfile.TemporaryDirectory() as folder:
             path = os.path.join(folder, "created.txt")
