@@ -327,7 +327,14 @@ pub async fn poll(
             }
             match room.repository.entry(concert, caller.0).await? {
                 Some(entry) => {
-                    room.view_lost(concert);
+                    if matches!(seen, Ok(Poll::Absent)) {
+                        // The view is there but missed this entry: put it in, so that the
+                        // next poll is answered by the view. A whole rebuild for one entry
+                        // would cost a read of every row while the line is at its longest.
+                        room.mirror(&entry).await;
+                    } else {
+                        room.view_lost(concert);
+                    }
                     room.body(&entry)
                 }
                 None => {
