@@ -51,6 +51,10 @@ pub fn serve(
             .configure(configure(state.clone()))
     })
     .workers(options.workers)
+    // Longer than any client waits between requests on one connection: the waiting room
+    // tells clients to poll up to 5 s apart, and actix's default keep-alive is 5 s, so an
+    // idle connection was closed just as the next poll was sent on it (the client sees EOF).
+    .keep_alive(std::time::Duration::from_secs(75))
     .shutdown_timeout(options.shutdown_timeout.as_secs().max(1))
     .disable_signals()
     .listen(listener)?

@@ -269,11 +269,24 @@ pub async fn join(
     let Some(room) = &state.queue else {
         return open_door(&state, concert, HttpResponse::Ok().json(door(concert))).await;
     };
-    let (entry, new) = room.repository.join(concert, caller.0, room.rules).await?;
+    let (mut entry, new) = room.repository.join(concert, caller.0, room.rules).await?;
     if new {
         room.mirror(&entry).await;
         if entry.status == QueueStatus::Active {
             metrics::counter!(ADMITTED).increment(1);
+        }
+    }
+    if entry.status == QueueStatus::Waiting {
+        // The join does not count the line (see `QueueRepository::join`): the view gives
+        // the position in one lookup, and the database only when the view cannot.
+        let (queue, member) = ids(concert, caller.0);
+        match room.view.poll(queue, member, now_ms()).await {
+            Ok(Poll::Waiting { position }) => entry.ahead = position.saturating_sub(1),
+            _ => {
+                if let Some(counted) = room.repository.entry(concert, caller.0).await? {
+                    entry = counted;
+                }
+            }
         }
     }
     let body = room.body(&entry);

@@ -101,7 +101,8 @@ pub trait QueueRepository: Send + Sync + 'static {
     /// Puts `user` in `concert`'s queue, or finds the entry already there (one place per
     /// user per concert; `true` when the entry is new). A new joiner is admitted at once
     /// when nobody waits ahead, a slot is free and the rate allows, so a quiet concert shows
-    /// no queue.
+    /// no queue. The entry's `ahead` is left 0: counting the line inside the join's write
+    /// would scan it for every joiner; ask the view or [`QueueRepository::entry`].
     async fn join(
         &self,
         concert: ConcertId,
