@@ -27,7 +27,11 @@ async fn mark(pool: &Pool<UrlConnector<SqliteConnection>>) {
 /// Whether the next unit of work gets the marked connection.
 async fn same_connection(pool: &Pool<UrlConnector<SqliteConnection>>) -> bool {
     pool.run(|conn| {
-        Ok::<_, AppError>(diesel::sql_query("SELECT n FROM temp.marker").execute(conn).is_ok())
+        Ok::<_, AppError>(
+            diesel::sql_query("SELECT n FROM temp.marker")
+                .execute(conn)
+                .is_ok(),
+        )
     })
     .await
     .unwrap()
@@ -40,14 +44,19 @@ async fn a_connection_is_reused_after_work_that_succeeded_or_refused() {
     assert!(same_connection(&pool).await);
     let refused = pool.run(|_| Err::<(), _>(AppError::Refused("no"))).await;
     assert!(refused.is_err());
-    assert!(same_connection(&pool).await, "a refusal keeps the connection");
+    assert!(
+        same_connection(&pool).await,
+        "a refusal keeps the connection"
+    );
 }
 
 #[tokio::test]
 async fn a_connection_whose_work_panicked_is_discarded() {
     let (_dir, pool) = pool_of_one();
     mark(&pool).await;
-    let _ = pool.run(|_| -> Result<(), AppError> { panic!("boom") }).await;
+    let _ = pool
+        .run(|_| -> Result<(), AppError> { panic!("boom") })
+        .await;
     assert!(!same_connection(&pool).await);
 }
 

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use diesel::prelude::*;
 use diesel::SqliteConnection;
+use diesel::prelude::*;
 use marquee_pool::{Connector, Pool, PoolConfig, PoolError, UrlConnector};
 
 use crate::{AppError, quick_config, sqlite_pool};
@@ -110,7 +110,9 @@ async fn a_wait_during_failing_connects_ends_in_unavailable() {
     let pool = Pool::build(connector, &config).unwrap();
     down.store(true, Ordering::SeqCst);
     // A panic discards the one connection, and it cannot be opened again.
-    let _ = pool.run(|_| -> Result<(), AppError> { panic!("discard") }).await;
+    let _ = pool
+        .run(|_| -> Result<(), AppError> { panic!("discard") })
+        .await;
     let started = Instant::now();
     let error = pool.run(|_| Ok::<_, AppError>(())).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(2));

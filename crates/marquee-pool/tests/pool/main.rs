@@ -13,7 +13,9 @@ use diesel::SqliteConnection;
 use marquee_pool::{Pool, PoolConfig, PoolError, UrlConnector};
 
 /// A pool on a SQLite file in a temporary folder, removed when the folder is dropped.
-pub fn sqlite_pool(config: PoolConfig) -> (tempfile::TempDir, Pool<UrlConnector<SqliteConnection>>) {
+pub fn sqlite_pool(
+    config: PoolConfig,
+) -> (tempfile::TempDir, Pool<UrlConnector<SqliteConnection>>) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("pool.sqlite3");
     let pool = Pool::build(UrlConnector::new(file.to_string_lossy()), &config).unwrap();
