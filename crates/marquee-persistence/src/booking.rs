@@ -27,6 +27,7 @@ use crate::pool::DbPool;
 use crate::schema::{
     idempotency_keys, payments, queue_entries, reservations, schedules, seats, wallets,
 };
+use marquee_pool::PoolError;
 
 /// Bookings through a [`DbPool`].
 #[derive(Debug, Clone)]
@@ -42,11 +43,16 @@ impl DieselBooking {
     }
 }
 
-/// A transaction's way out: a refusal to report, or a database error. Either rolls back.
-#[derive(Debug)]
+/// A booking operation's way out: a refusal to report, a database error, or the pool's
+/// failure to run it. Inside a transaction, either of the first two rolls back.
+#[derive(Debug, thiserror::Error)]
 enum Abort {
+    #[error("refused: {0}")]
     Refused(BookingError),
-    Database(diesel::result::Error),
+    #[error("database query failed: {0}")]
+    Database(#[source] diesel::result::Error),
+    #[error(transparent)]
+    Pool(#[from] PoolError),
 }
 
 impl From<diesel::result::Error> for Abort {
@@ -61,25 +67,13 @@ impl From<BookingError> for Abort {
     }
 }
 
-impl From<PersistenceError> for BookingError {
-    fn from(error: PersistenceError) -> Self {
-        Self::Repository(error.into())
-    }
-}
-
-fn finish<T>(result: Result<T, Abort>) -> Result<T, PersistenceError> {
-    match result {
-        Ok(value) => Ok(value),
-        Err(Abort::Database(error)) => Err(PersistenceError::Query(error)),
-        Err(Abort::Refused(refusal)) => Err(PersistenceError::Refused(Box::new(refusal))),
-    }
-}
-
-/// Unwraps a refusal carried through the pool's error type.
-fn booking_error(error: PersistenceError) -> BookingError {
-    match error {
-        PersistenceError::Refused(refusal) => *refusal,
-        other => other.into(),
+impl From<Abort> for BookingError {
+    fn from(abort: Abort) -> Self {
+        match abort {
+            Abort::Refused(refusal) => refusal,
+            Abort::Database(error) => Self::Repository(PersistenceError::Query(error).into()),
+            Abort::Pool(error) => Self::Repository(PersistenceError::Pool(error).into()),
+        }
     }
 }
 
@@ -213,7 +207,7 @@ macro_rules! idempotent {
                         return Err(Abort::Refused(BookingError::Repository(error)));
                     }
                     Err(Abort::Refused(refusal)) => Err(refusal),
-                    Err(Abort::Database(error)) => return Err(Abort::Database(error)),
+                    Err(failure @ (Abort::Database(_) | Abort::Pool(_))) => return Err(failure),
                 };
                 let response = ($render)(&outcome);
                 diesel::update(idempotency_keys::table.find(($user.get(), $key.as_str())))
@@ -382,7 +376,7 @@ impl BookingRepository for DieselBooking {
     async fn wallet(&self, user: UserId) -> Result<Wallet, BookingError> {
         let balance = self
             .pool
-            .run(move |conn| {
+            .run_as::<_, Abort, _>(move |conn| {
                 Ok(wallets::table
                     .find(user.get())
                     .select(wallets::balance)
@@ -407,8 +401,8 @@ impl BookingRepository for DieselBooking {
         let max_balance = self.max_balance;
         let request = format!("charge:{amount}");
         self.pool
-            .run(move |conn| {
-                finish(write_transaction!(conn, |c| {
+            .run_as::<_, Abort, _>(move |conn| {
+                write_transaction!(conn, |c| {
                     Ok(idempotent!(c, user, &key, &request, render, |c| {
                         diesel::insert_into(wallets::table)
                             .values((wallets::user_id.eq(user.get()), wallets::balance.eq(0)))
@@ -435,10 +429,10 @@ impl BookingRepository for DieselBooking {
                             balance,
                         })
                     }))
-                }))
+                })
             })
             .await
-            .map_err(booking_error)
+            .map_err(BookingError::from)
     }
 
     async fn hold_seat(
@@ -448,8 +442,8 @@ impl BookingRepository for DieselBooking {
         rules: HoldRules,
     ) -> Result<Reservation, BookingError> {
         self.pool
-            .run(move |conn| {
-                finish(write_transaction!(conn, |c| {
+            .run_as::<_, Abort, _>(move |conn| {
+                write_transaction!(conn, |c| {
                     let (schedule, price): (i64, i64) = seats::table
                         .find(seat.get())
                         .select((seats::schedule_id, seats::price))
@@ -544,10 +538,10 @@ impl BookingRepository for DieselBooking {
                         .returning(ReservationRow::as_returning())
                         .get_result(c)?;
                     row.into_domain()
-                }))
+                })
             })
             .await
-            .map_err(booking_error)
+            .map_err(BookingError::from)
     }
 
     async fn reservation(
@@ -556,38 +550,38 @@ impl BookingRepository for DieselBooking {
         id: ReservationId,
     ) -> Result<Option<Reservation>, BookingError> {
         self.pool
-            .run(move |conn| {
+            .run_as::<_, Abort, _>(move |conn| {
                 let row = reservations::table
                     .find(id.get())
                     .filter(reservations::user_id.eq(user.get()))
                     .select(ReservationRow::as_select())
                     .first(conn)
                     .optional()?;
-                finish(row.map(ReservationRow::into_domain).transpose())
+                row.map(ReservationRow::into_domain).transpose()
             })
             .await
-            .map_err(booking_error)
+            .map_err(BookingError::from)
     }
 
     async fn reservations(&self, user: UserId) -> Result<Vec<Reservation>, BookingError> {
         self.pool
-            .run(move |conn| {
+            .run_as::<_, Abort, _>(move |conn| {
                 let rows = reservations::table
                     .filter(reservations::user_id.eq(user.get()))
                     .order(reservations::id.desc())
                     .limit(100)
                     .select(ReservationRow::as_select())
                     .load(conn)?;
-                finish(rows.into_iter().map(ReservationRow::into_domain).collect())
+                rows.into_iter().map(ReservationRow::into_domain).collect()
             })
             .await
-            .map_err(booking_error)
+            .map_err(BookingError::from)
     }
 
     async fn cancel(&self, user: UserId, id: ReservationId) -> Result<Reservation, BookingError> {
         self.pool
-            .run(move |conn| {
-                finish(write_transaction!(conn, |c| {
+            .run_as::<_, Abort, _>(move |conn| {
+                write_transaction!(conn, |c| {
                     let (mut reservation, now) = live_hold!(c, user, id);
                     settle_hold!(
                         c,
@@ -599,10 +593,10 @@ impl BookingRepository for DieselBooking {
                     );
                     reservation.status = ReservationStatus::Cancelled;
                     Ok(reservation)
-                }))
+                })
             })
             .await
-            .map_err(booking_error)
+            .map_err(BookingError::from)
     }
 
     async fn pay(
@@ -614,8 +608,8 @@ impl BookingRepository for DieselBooking {
     ) -> Result<Answered<PaymentReceipt>, BookingError> {
         let request = format!("pay:{id}");
         self.pool
-            .run(move |conn| {
-                finish(write_transaction!(conn, |c| {
+            .run_as::<_, Abort, _>(move |conn| {
+                write_transaction!(conn, |c| {
                     Ok(idempotent!(c, user, &key, &request, render, |c| {
                         let (reservation, now) = live_hold!(c, user, id);
                         settle_hold!(
@@ -676,16 +670,16 @@ impl BookingRepository for DieselBooking {
                             amount: price,
                         })
                     }))
-                }))
+                })
             })
             .await
-            .map_err(booking_error)
+            .map_err(BookingError::from)
     }
 
     async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64, BookingError> {
         let deleted = self
             .pool
-            .run(move |conn| {
+            .run_as::<_, Abort, _>(move |conn| {
                 Ok(diesel::delete(
                     idempotency_keys::table.filter(idempotency_keys::created_at.lt(naive(before))),
                 )
@@ -701,9 +695,9 @@ impl BookingRepository for DieselBooking {
     ) -> Result<Vec<(ScheduleId, ConcertId)>, BookingError> {
         let freed = self
             .pool
-            .run(move |conn| {
+            .run_as::<_, Abort, _>(move |conn| {
                 let now = naive(now);
-                finish(write_transaction!(conn, |c| {
+                write_transaction!(conn, |c| {
                     let freed: Vec<i64> = diesel::update(
                         seats::table
                             .filter(seats::status.eq("HELD"))
@@ -729,10 +723,10 @@ impl BookingRepository for DieselBooking {
                         .select((schedules::id, schedules::concert_id))
                         .load(c)?;
                     Ok::<_, Abort>(pairs)
-                }))
+                })
             })
             .await
-            .map_err(booking_error)?;
+            .map_err(BookingError::from)?;
         Ok(freed
             .into_iter()
             .filter_map(|(schedule, concert)| {
@@ -750,7 +744,7 @@ impl BookingRepository for DieselBooking {
     ) -> Result<Option<(ScheduleId, ConcertId)>, BookingError> {
         let found = self
             .pool
-            .run(move |conn| {
+            .run_as::<_, Abort, _>(move |conn| {
                 Ok(seats::table
                     .inner_join(schedules::table)
                     .filter(seats::id.eq(seat.get()))

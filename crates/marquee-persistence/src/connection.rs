@@ -2,17 +2,16 @@
 
 use std::fmt;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
-use diesel::r2d2::R2D2Connection;
 use diesel::{Connection, PgConnection, SqliteConnection};
-use rand::Rng;
 
 use percent_encoding::percent_decode_str;
 use url::Url;
 
-use crate::config::{PoolConfig, SessionTimeouts};
+use marquee_pool::PoolConfig;
+
+use crate::config::SessionTimeouts;
 
 /// A connection to PostgreSQL or SQLite.
 ///
@@ -319,90 +318,21 @@ fn libpq_url(url: &Url, config: &PoolConfig) -> Url {
     url
 }
 
-/// A connection as the pool holds it: the connection, when it must retire, and when it was
-/// last returned.
-pub struct ManagedConnection {
-    pub(crate) conn: DbConnection,
-    retire_at: Option<Instant>,
-    last_returned: Instant,
-    /// Set when a query found the link dead. diesel's own `is_broken` only looks at the
-    /// transaction state, so without this a dead connection would go back into the pool.
-    pub(crate) lost: bool,
-}
-
-impl fmt::Debug for ManagedConnection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ManagedConnection")
-            .field("conn", &self.conn)
-            .field("retire_at", &self.retire_at)
-            .finish()
-    }
-}
-
-/// Opens connections for r2d2 and decides when one is no longer fit to hand out.
+/// Opens Marquee's connections for the pool: the URL's backend, with the per-connection
+/// settings each backend needs (see [`DatabaseUrl`]).
 #[derive(Debug)]
-pub(crate) struct ConnectionManager {
+pub(crate) struct DbConnector {
     pub(crate) url: DatabaseUrl,
+    /// The pool's settings, for libpq's own time bounds.
     pub(crate) config: PoolConfig,
     pub(crate) timeouts: SessionTimeouts,
 }
 
-/// A connection that was used this recently is handed out without a ping. HikariCP does the
-/// same (`aliveBypassWindowMs`): under load, pinging before every checkout would double the
-/// round trips for nothing.
-const ALIVE_BYPASS_WINDOW: Duration = Duration::from_millis(500);
+impl marquee_pool::Connector for DbConnector {
+    type Connection = DbConnection;
 
-impl ConnectionManager {
-    fn retire_at(&self, now: Instant) -> Option<Instant> {
-        let lifetime = self.config.max_lifetime;
-        if lifetime.is_zero() {
-            return None;
-        }
-        // HikariCP's variance: up to 2.5 % off each connection's lifetime, so that a pool
-        // whose connections were opened together does not close them all in the same second.
-        let spread = lifetime / 40;
-        let jitter = rand::rng().random_range(Duration::ZERO..=spread);
-        Some(now + lifetime - jitter)
-    }
-}
-
-impl r2d2::ManageConnection for ConnectionManager {
-    type Connection = ManagedConnection;
-    type Error = diesel::r2d2::Error;
-
-    fn connect(&self) -> Result<ManagedConnection, Self::Error> {
-        let started = Instant::now();
-        let conn = self
-            .url
-            .establish(&self.config, &self.timeouts)
-            .map_err(diesel::r2d2::Error::ConnectionError)?;
-        let now = Instant::now();
-        crate::metrics::created(&self.config.pool_name, now - started);
-        Ok(ManagedConnection {
-            conn,
-            retire_at: self.retire_at(now),
-            last_returned: now,
-            lost: false,
-        })
-    }
-
-    fn is_valid(&self, managed: &mut ManagedConnection) -> Result<(), Self::Error> {
-        let now = Instant::now();
-        if managed.retire_at.is_some_and(|at| now >= at) {
-            return Err(diesel::r2d2::Error::QueryError(
-                diesel::result::Error::BrokenTransactionManager,
-            ));
-        }
-        if now.duration_since(managed.last_returned) < ALIVE_BYPASS_WINDOW {
-            return Ok(());
-        }
-        managed.conn.ping().map_err(diesel::r2d2::Error::QueryError)
-    }
-
-    fn has_broken(&self, managed: &mut ManagedConnection) -> bool {
-        let now = Instant::now();
-        managed.last_returned = now;
-        managed.lost || managed.conn.is_broken() || managed.retire_at.is_some_and(|at| now >= at)
+    fn connect(&self) -> Result<DbConnection, diesel::ConnectionError> {
+        self.url.establish(&self.config, &self.timeouts)
     }
 }
 
@@ -529,26 +459,5 @@ mod tests {
             DatabaseUrlError::Invalid("invalid port number".into())
         );
         assert!(!error.to_string().contains("s3cr3t"));
-    }
-
-    #[test]
-    fn lifetimes_are_spread_over_two_and_a_half_percent() {
-        let manager = ConnectionManager {
-            url: DatabaseUrl::parse("unused.sqlite3").expect("valid"),
-            config: PoolConfig::default(),
-            timeouts: SessionTimeouts::default(),
-        };
-        let now = Instant::now();
-        let lifetime = manager.config.max_lifetime;
-        let retirements: Vec<Duration> = (0..200)
-            .map(|_| manager.retire_at(now).expect("lifetime set") - now)
-            .collect();
-        assert!(
-            retirements
-                .iter()
-                .all(|d| *d <= lifetime && *d >= lifetime - lifetime / 40)
-        );
-        let distinct: std::collections::HashSet<_> = retirements.iter().collect();
-        assert!(distinct.len() > 150, "jitter should make lifetimes differ");
     }
 }

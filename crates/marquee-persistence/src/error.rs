@@ -1,33 +1,32 @@
 //! The persistence crate's one error type, and how it maps onto the domain's.
 
-use std::time::Duration;
-
 use marquee_domain::{BusyCause, RepositoryError};
+use marquee_pool::{PoolConfigError, PoolError};
 
+/// Why a storage operation failed. The repositories return the domain's errors instead
+/// (`BookingError`, `QueueError`, `RepositoryError`), into which this converts.
 #[derive(Debug, thiserror::Error)]
 pub enum PersistenceError {
-    /// The pool config is out of range.
+    /// A `SessionTimeouts` bound is out of range.
     #[error("invalid pool setting {0}")]
-    Config(#[from] crate::config::PoolConfigError),
+    Config(#[from] PoolConfigError),
     /// The database URL is unusable.
     #[error("invalid database url: {0}")]
     Url(#[from] crate::connection::DatabaseUrlError),
-    /// Every connection stayed busy for the whole connection timeout.
-    #[error("no database connection became free within {waited:?}")]
-    Busy { waited: Duration },
-    /// No connection could be opened.
-    #[error("the database is unavailable: {reason}")]
-    Unavailable { reason: String },
+    /// The pool could not run the work: `Busy` (every connection stayed in use for the
+    /// whole `connection_timeout`), `Unavailable` (no connection could be opened), an
+    /// invalid `PoolConfig`, or a panic inside the work.
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    /// A query failed.
     #[error("database query failed: {0}")]
     Query(#[from] diesel::result::Error),
+    /// A migration failed.
     #[error("migration failed: {0}")]
     Migration(String),
+    /// A seed plan with a count of 0.
     #[error("invalid seed plan: {0}")]
     Seed(String),
-    /// A booking operation refused the request (the seat is taken, the balance short...).
-    /// Carried through the pool's error type; unwrapped by the booking repository.
-    #[error(transparent)]
-    Refused(Box<marquee_domain::BookingError>),
     /// A stored value breaks an invariant the schema should have enforced.
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -52,7 +51,9 @@ impl PersistenceError {
     /// cancelled for running too long. `None` for every other failure.
     pub fn busy_cause(&self) -> Option<BusyCause> {
         match self {
-            Self::Busy { waited } => Some(BusyCause::ConnectionWait { waited: *waited }),
+            Self::Pool(PoolError::Busy { waited }) => {
+                Some(BusyCause::ConnectionWait { waited: *waited })
+            }
             Self::Query(error) => contention(error),
             _ => None,
         }
@@ -118,7 +119,9 @@ impl From<PersistenceError> for RepositoryError {
             return RepositoryError::Busy { cause };
         }
         match error {
-            PersistenceError::Unavailable { reason } => RepositoryError::Unavailable { reason },
+            PersistenceError::Pool(PoolError::Unavailable { reason }) => {
+                RepositoryError::Unavailable { reason }
+            }
             other => RepositoryError::Query {
                 reason: other.to_string(),
             },

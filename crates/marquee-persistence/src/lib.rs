@@ -5,7 +5,6 @@ pub mod catalogue;
 pub mod config;
 pub mod connection;
 pub mod error;
-pub mod metrics;
 pub mod migrations;
 pub mod pool;
 pub mod queue;
@@ -16,9 +15,13 @@ pub mod test_support;
 
 pub use booking::DieselBooking;
 pub use catalogue::DieselCatalogue;
-pub use config::{PoolConfig, PoolConfigError, SessionTimeouts};
+pub use config::SessionTimeouts;
 pub use connection::{Backend, DatabaseUrl, DatabaseUrlError, DbConnection};
 pub use error::PersistenceError;
-pub use pool::{DbPool, PoolState};
+/// The pool's metrics (HikariCP's names), from marquee-pool.
+pub use marquee_pool::metrics;
+/// The pool's settings and its errors, from marquee-pool.
+pub use marquee_pool::{PoolConfig, PoolConfigError, PoolError, PoolState};
+pub use pool::DbPool;
 pub use queue::DieselQueue;
 pub use seed::{SeedPlan, SeedReport};

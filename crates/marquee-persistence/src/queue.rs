@@ -32,6 +32,7 @@ use crate::connection::{DbConnection, on_concrete_connection, write_transaction}
 use crate::error::PersistenceError;
 use crate::pool::DbPool;
 use crate::schema::{concerts, queue_entries, queue_gates};
+use marquee_pool::PoolError;
 
 /// The waiting room's rows through a [`DbPool`].
 #[derive(Debug, Clone)]
@@ -51,22 +52,24 @@ impl DieselQueue {
         F: FnOnce(&mut DbConnection) -> Result<T, Abort> + Send + 'static,
         T: Send + 'static,
     {
-        self.pool
-            .run(move |conn| match work(conn) {
-                Ok(value) => Ok(Ok(value)),
-                Err(Abort::Refused(refusal)) => Ok(Err(refusal)),
-                Err(Abort::Database(error)) => Err(PersistenceError::Query(error)),
-            })
-            .await
-            .map_err(|error| QueueError::Repository(error.into()))?
+        self.pool.run_as(work).await.map_err(|abort| match abort {
+            Abort::Refused(refusal) => refusal,
+            Abort::Database(error) => QueueError::Repository(PersistenceError::Query(error).into()),
+            Abort::Pool(error) => QueueError::Repository(PersistenceError::Pool(error).into()),
+        })
     }
 }
 
-/// A transaction's way out: a refusal to report, or a database error. Either rolls back.
-#[derive(Debug)]
+/// An operation's way out: a refusal to report, a database error, or the pool's failure to
+/// run it. Inside a transaction, either of the first two rolls back.
+#[derive(Debug, thiserror::Error)]
 enum Abort {
+    #[error("refused: {0}")]
     Refused(QueueError),
-    Database(diesel::result::Error),
+    #[error("database query failed: {0}")]
+    Database(#[source] diesel::result::Error),
+    #[error(transparent)]
+    Pool(#[from] PoolError),
 }
 
 impl From<diesel::result::Error> for Abort {

@@ -1,92 +1,14 @@
-//! The pool's promises: bounded waits, the right error for the right trouble, HikariCP's
-//! sizing, and no dead connection handed out twice.
+//! Marquee's pool on both backends: the pool's failures read as the domain's, the health
+//! check, migrations, and no dead PostgreSQL connection handed out twice. The pool's own
+//! promises (bounded waits, sizing, which connections are kept) are marquee-pool's tests.
 
 use std::time::{Duration, Instant};
 
+use marquee_domain::{BusyCause, RepositoryError};
 use marquee_persistence::test_support::TestDatabase;
-use marquee_persistence::{Backend, DatabaseUrl, DbPool, PersistenceError, PoolConfig};
+use marquee_persistence::{Backend, DatabaseUrl, DbPool, PersistenceError, PoolConfig, PoolError};
 
 use crate::{on_each_backend, pool_on, quick_config};
-
-async fn opens_minimum_idle_connections(backend: Backend) {
-    let config = PoolConfig {
-        maximum_pool_size: 4,
-        minimum_idle: Some(2),
-        ..PoolConfig::default()
-    };
-    let (_db, pool) = pool_on(backend, config);
-    let state = pool.state();
-    assert_eq!((state.max, state.min), (4, 2));
-    assert!(state.connections >= 2, "{state:?}");
-    assert_eq!(state.active, 0);
-    assert_eq!(state.pending, 0);
-}
-
-async fn a_busy_pool_fails_fast_with_busy(backend: Backend) {
-    let (_db, pool) = pool_on(backend, quick_config());
-    let holders: Vec<_> = (0..2)
-        .map(|_| {
-            let pool = pool.clone();
-            tokio::spawn(async move {
-                pool.run(|_| {
-                    std::thread::sleep(Duration::from_millis(1500));
-                    Ok(())
-                })
-                .await
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-
-    // Waiters are visible as pending while they wait.
-    let waiter = {
-        let pool = pool.clone();
-        tokio::spawn(async move { pool.run(|_| Ok(())).await })
-    };
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let state = pool.state();
-    assert_eq!((state.active, state.pending), (2, 1), "{state:?}");
-
-    let started = Instant::now();
-    let error = pool.run(|_| Ok(())).await.unwrap_err();
-    assert!(matches!(error, PersistenceError::Busy { .. }), "{error}");
-    assert!(started.elapsed() < Duration::from_secs(1));
-    assert!(matches!(
-        waiter.await.unwrap(),
-        Err(PersistenceError::Busy { .. })
-    ));
-
-    for holder in holders {
-        holder.await.unwrap().unwrap();
-    }
-    pool.run(|_| Ok(())).await.unwrap();
-    assert_eq!(pool.state().pending, 0);
-}
-
-/// A caller that gives up does not give the connection back early: the work finishes and
-/// the permit is returned with it, so the pool never runs more queries than connections.
-async fn a_cancelled_caller_does_not_leak_capacity(backend: Backend) {
-    let (_db, pool) = pool_on(backend, quick_config());
-    let slow = pool.run(|_| {
-        std::thread::sleep(Duration::from_millis(400));
-        Ok(())
-    });
-    assert!(
-        tokio::time::timeout(Duration::from_millis(50), slow)
-            .await
-            .is_err()
-    );
-    assert_eq!(
-        pool.state().active,
-        1,
-        "the abandoned work still holds its connection"
-    );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(pool.state().active, 0);
-    for _ in 0..5 {
-        pool.run(|_| Ok(())).await.unwrap();
-    }
-}
 
 async fn health_check_pings_the_database(backend: Backend) {
     use marquee_domain::HealthCheck;
@@ -101,10 +23,63 @@ async fn migrations_are_idempotent(backend: Backend) {
     assert_eq!(pool.migrate().await.unwrap(), Vec::<String>::new());
 }
 
+/// A busy pool reads as the domain's `Busy` with the wait as its cause (503 `database-busy`).
+async fn a_busy_pool_is_a_connection_wait(backend: Backend) {
+    let (_db, pool) = pool_on(backend, quick_config());
+    let holders: Vec<_> = (0..2)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                pool.run(|_| {
+                    std::thread::sleep(Duration::from_millis(800));
+                    Ok::<_, PersistenceError>(())
+                })
+                .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let error = pool
+        .run(|_| Ok::<_, PersistenceError>(()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, PersistenceError::Pool(PoolError::Busy { .. })),
+        "{error}"
+    );
+    assert!(matches!(
+        RepositoryError::from(error),
+        RepositoryError::Busy {
+            cause: BusyCause::ConnectionWait { .. }
+        }
+    ));
+    for holder in holders {
+        holder.await.unwrap().unwrap();
+    }
+}
+
+/// A panic inside the work is the pool's `Panicked`, not a borrowed diesel variant, and
+/// reads as an internal error (500), not as contention or an outage.
+async fn a_panic_is_a_pool_failure_not_a_query_error(backend: Backend) {
+    let (_db, pool) = pool_on(backend, quick_config());
+    let error = pool
+        .run(|_| -> Result<(), PersistenceError> { panic!("boom") })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, PersistenceError::Pool(PoolError::Panicked { .. })),
+        "{error:?}"
+    );
+    assert!(matches!(
+        RepositoryError::from(error),
+        RepositoryError::Query { .. }
+    ));
+    pool.run(|_| Ok::<_, PersistenceError>(())).await.unwrap();
+}
+
 on_each_backend!(
-    opens_minimum_idle_connections,
-    a_busy_pool_fails_fast_with_busy,
-    a_cancelled_caller_does_not_leak_capacity,
+    a_busy_pool_is_a_connection_wait,
+    a_panic_is_a_pool_failure_not_a_query_error,
     health_check_pings_the_database,
     migrations_are_idempotent,
 );
@@ -128,7 +103,7 @@ fn an_unreachable_database_fails_at_build_with_the_reason() {
     let error = DbPool::build(&url, &quick_config()).unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(
-        matches!(error, PersistenceError::Unavailable { .. }),
+        matches!(error, PersistenceError::Pool(PoolError::Unavailable { .. })),
         "{error}"
     );
     assert!(
@@ -150,7 +125,7 @@ async fn a_killed_connection_is_discarded() {
     };
     let pool = DbPool::build(db.url(), &config).unwrap();
     let pid: i32 = pool
-        .run(|conn| {
+        .run(|conn| -> Result<_, PersistenceError> {
             Ok(
                 diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>(
                     "pg_backend_pid()",
@@ -165,7 +140,9 @@ async fn a_killed_connection_is_discarded() {
     // Within the alive-bypass window the dead connection may be handed out once: the
     // failure must read as a lost connection.
     let first = pool
-        .run(|conn| Ok(diesel::sql_query("SELECT 1").execute(conn)?))
+        .run(|conn| -> Result<_, PersistenceError> {
+            Ok(diesel::sql_query("SELECT 1").execute(conn)?)
+        })
         .await;
     if let Err(error) = &first {
         assert!(error.is_connection_lost(), "{error}");
@@ -182,7 +159,7 @@ async fn a_killed_connection_is_discarded() {
     }
     // After that, a fresh connection serves.
     let new_pid: i32 = pool
-        .run(|conn| {
+        .run(|conn| -> Result<_, PersistenceError> {
             Ok(
                 diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>(
                     "pg_backend_pid()",

@@ -92,6 +92,7 @@ fn the_workspace_has_the_documented_crates() {
             "marquee-cache",
             "marquee-domain",
             "marquee-persistence",
+            "marquee-pool",
             "marquee-queue",
             "marquee-server",
             "marquee-testkit"
@@ -116,17 +117,30 @@ fn domain_depends_on_no_infrastructure() {
     );
 }
 
-/// marquee-persistence is the only crate that knows diesel and r2d2.
+/// marquee-persistence and marquee-pool are the only crates that know diesel and r2d2; only
+/// persistence knows the backends (drivers, migrations). marquee-pool knows nothing of
+/// Marquee: another service can use it as it is.
 #[test]
-fn only_persistence_knows_the_database() {
+fn only_persistence_and_pool_know_the_database() {
     let ws = workspace();
     for krate in DATABASE {
+        let allowed: &[&str] = if matches!(*krate, "diesel" | "r2d2") {
+            &["marquee-persistence", "marquee-pool"]
+        } else {
+            &["marquee-persistence"]
+        };
         let users = users_of(&ws, krate);
         assert!(
-            users.iter().all(|u| *u == "marquee-persistence"),
+            users.iter().all(|u| allowed.contains(u)),
             "{krate} used by {users:?}"
         );
     }
+    assert!(
+        !ws.transitive["marquee-pool"]
+            .iter()
+            .any(|name| name.starts_with("marquee-")),
+        "marquee-pool depends on no marquee crate"
+    );
 }
 
 /// marquee-cache and marquee-queue are the only crates that know Redis (and the queue knows

@@ -1,23 +1,39 @@
 //! The pool's metrics under HikariCP's Micrometer names, so that dashboards built for a
-//! Spring service's HikariCP panels work unchanged. Emitted through the `metrics` facade;
-//! every metric carries `pool` (HikariCP's `poolName`).
+//! Spring service's HikariCP panels work unchanged.
+//!
+//! They are emitted through the [`metrics`](https://docs.rs/metrics) facade, to whatever
+//! recorder the process installs (none: they cost next to nothing). Every metric carries
+//! the label `pool`, [`PoolConfig::pool_name`](crate::PoolConfig::pool_name). The gauges are
+//! set by [`Pool::record_metrics`](crate::Pool::record_metrics); the counter and histograms
+//! as things happen.
 
 use std::time::Duration;
 
 use crate::pool::PoolState;
 
+/// Gauge: open connections, busy or idle.
 pub const CONNECTIONS: &str = "hikaricp_connections";
+/// Gauge: connections in use.
 pub const ACTIVE: &str = "hikaricp_connections_active";
+/// Gauge: open connections not in use.
 pub const IDLE: &str = "hikaricp_connections_idle";
+/// Gauge: callers waiting for a connection.
 pub const PENDING: &str = "hikaricp_connections_pending";
+/// Gauge: `maximum_pool_size`.
 pub const MAX: &str = "hikaricp_connections_max";
+/// Gauge: `minimum_idle`.
 pub const MIN: &str = "hikaricp_connections_min";
+/// Counter: callers that got no connection within `connection_timeout`.
 pub const TIMEOUTS: &str = "hikaricp_connections_timeout_total";
+/// Histogram, seconds: the wait for a connection.
 pub const ACQUIRE_SECONDS: &str = "hikaricp_connections_acquire_seconds";
+/// Histogram, seconds: how long a connection was held.
 pub const USAGE_SECONDS: &str = "hikaricp_connections_usage_seconds";
+/// Histogram, seconds: how long opening a connection took.
 pub const CREATION_SECONDS: &str = "hikaricp_connections_creation_seconds";
 
-/// Registers each metric's help text with the installed recorder.
+/// Registers each metric's help text with the installed recorder. Call it once, after the
+/// recorder is installed.
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(CONNECTIONS, "Open connections, busy or idle.");
@@ -73,7 +89,7 @@ pub(crate) fn created(pool: &str, took: Duration) {
 /// Feeds r2d2's events into the metrics: how long each connection was held.
 #[derive(Debug)]
 pub(crate) struct PoolEvents {
-    pub pool: String,
+    pub(crate) pool: String,
 }
 
 impl r2d2::HandleEvent for PoolEvents {

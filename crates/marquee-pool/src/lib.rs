@@ -1,0 +1,14 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+mod config;
+mod connector;
+mod error;
+mod manager;
+pub mod metrics;
+mod pool;
+
+pub use config::{PoolConfig, PoolConfigError};
+pub use connector::{Connector, UrlConnector};
+pub use error::PoolError;
+pub use pool::{Pool, PoolState};
