@@ -144,8 +144,14 @@ static SWAP_IN: LazyLock<Script> = LazyLock::new(|| {
 #[derive(Clone)]
 pub(crate) struct RedisView {
     connection: ConnectionManager,
+    /// A second connection for rebuilds, with a longer bound: a rebuild moves the whole line
+    /// (tens of thousands of members, and a swap script over all of them), which a poll's
+    /// bound of a few tens of milliseconds cannot hold on a busy server. Kept apart so that
+    /// a rebuild's long replies never sit in front of polls on one connection.
+    bulk: ConnectionManager,
     namespace: String,
     response_timeout: Duration,
+    bulk_timeout: Duration,
     /// Seeded at random per process, so that two processes' rebuilds of one queue never
     /// share temporary keys.
     rebuild_ids: RandomState,
@@ -156,6 +162,7 @@ impl std::fmt::Debug for RedisView {
         f.debug_struct("RedisView")
             .field("namespace", &self.namespace)
             .field("response_timeout", &self.response_timeout)
+            .field("bulk_timeout", &self.bulk_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -166,6 +173,21 @@ struct QueueKeys {
     waiting: String,
     active: String,
     seen: String,
+}
+
+/// The bound on each step of a rebuild: twenty times a poll's, and at least 2 s.
+fn bulk_timeout(response_timeout: Duration) -> Duration {
+    (response_timeout * 20).max(Duration::from_secs(2))
+}
+
+async fn bounded<T>(
+    timeout: Duration,
+    call: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, ViewError> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| ViewError::Timeout)?
+        .map_err(unavailable)
 }
 
 fn unavailable(error: RedisError) -> ViewError {
@@ -180,16 +202,23 @@ impl RedisView {
     pub(crate) fn open(config: RedisViewConfig) -> Result<Self, ViewError> {
         let client = redis::Client::open(config.url.as_str())
             .map_err(|e| ViewError::Config(format!("redis url: {e}")))?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connection_timeout))
-            .set_response_timeout(Some(config.response_timeout))
-            .set_number_of_retries(1);
-        let connection = ConnectionManager::new_lazy_with_config(client, manager_config)
-            .map_err(|e| ViewError::Config(e.to_string()))?;
+        let bulk_timeout = bulk_timeout(config.response_timeout);
+        let manager = |response_timeout: Duration| {
+            let manager_config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(config.connection_timeout))
+                .set_response_timeout(Some(response_timeout))
+                .set_number_of_retries(1);
+            ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
+                .map_err(|e| ViewError::Config(e.to_string()))
+        };
+        let connection = manager(config.response_timeout)?;
+        let bulk = manager(bulk_timeout)?;
         Ok(Self {
             connection,
+            bulk,
             namespace: config.namespace,
             response_timeout: config.response_timeout,
+            bulk_timeout,
             rebuild_ids: RandomState::new(),
         })
     }
@@ -220,23 +249,29 @@ impl RedisView {
         self.within(invocation.invoke_async(&mut connection)).await
     }
 
-    /// Sends `pipe` in one round trip within the response timeout.
-    async fn pipeline<T: redis::FromRedisValue>(
-        &self,
-        pipe: &redis::Pipeline,
-    ) -> Result<T, ViewError> {
-        let mut connection = self.connection.clone();
-        self.within(pipe.query_async(&mut connection)).await
-    }
-
     async fn within<T>(
         &self,
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, ViewError> {
-        tokio::time::timeout(self.response_timeout, call)
-            .await
-            .map_err(|_| ViewError::Timeout)?
-            .map_err(unavailable)
+        bounded(self.response_timeout, call).await
+    }
+
+    /// [`Self::script`] on the rebuild connection, within the rebuild bound.
+    async fn bulk_script<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, ViewError> {
+        let mut connection = self.bulk.clone();
+        bounded(self.bulk_timeout, invocation.invoke_async(&mut connection)).await
+    }
+
+    /// [`Self::pipeline`] on the rebuild connection, within the rebuild bound.
+    async fn bulk_pipeline<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, ViewError> {
+        let mut connection = self.bulk.clone();
+        bounded(self.bulk_timeout, pipe.query_async(&mut connection)).await
     }
 
     pub(crate) async fn poll(
@@ -378,7 +413,7 @@ impl RedisView {
                 .cmd("PEXPIRE")
                 .arg(&new_seen)
                 .arg(REBUILD_KEYS_TTL_MS);
-            self.pipeline::<()>(&pipe).await?;
+            self.bulk_pipeline::<()>(&pipe).await?;
         }
         for chunk in active.chunks(REBUILD_CHUNK) {
             let mut pipe = redis::pipe();
@@ -389,7 +424,7 @@ impl RedisView {
             pipe.cmd("PEXPIRE")
                 .arg(&new_active)
                 .arg(REBUILD_KEYS_TTL_MS);
-            self.pipeline::<()>(&pipe).await?;
+            self.bulk_pipeline::<()>(&pipe).await?;
         }
 
         // A member listed twice is one member in a sorted set: count as the set will.
@@ -400,7 +435,7 @@ impl RedisView {
                 .collect::<std::collections::HashSet<_>>()
                 .len()
         };
-        self.script::<i64>(
+        self.bulk_script::<i64>(
             SWAP_IN
                 .key(&keys.built)
                 .key(&keys.waiting)

@@ -14,6 +14,9 @@ use marquee_persistence::{DbPool, DieselBooking, DieselCatalogue};
 
 use crate::settings::Settings;
 
+/// The least time a waiting-room poll waits for Redis before asking the database.
+const QUEUE_VIEW_PATIENCE: Duration = Duration::from_millis(500);
+
 /// A built, listening application. Dropping it without running it closes the listener.
 pub struct Application {
     port: u16,
@@ -111,7 +114,11 @@ impl Application {
                 Some(redis) => marquee_queue::QueueView::redis(marquee_queue::RedisViewConfig {
                     url: redis.url,
                     namespace: settings.cache.namespace.clone(),
-                    response_timeout: redis.response_timeout,
+                    // A poll that gives up on Redis asks the database, and at an opening
+                    // thousands of polls a second asking it at once would take the pool
+                    // from everyone: a poll waits for Redis at least half a second (a
+                    // cache read, whose fall-back is bounded, waits `response_timeout`).
+                    response_timeout: redis.response_timeout.max(QUEUE_VIEW_PATIENCE),
                     connection_timeout: redis.connection_timeout,
                 })
                 .context("invalid redis settings for the waiting room")?,
