@@ -21,13 +21,13 @@ use marquee_domain::{
     ScheduleId, SeatId, UserId, Wallet,
 };
 
+use crate::abort::corrupt_row;
 use crate::connection::write_transaction;
 use crate::error::PersistenceError;
 use crate::pool::DbPool;
 use crate::schema::{
     idempotency_keys, payments, queue_entries, reservations, schedules, seats, wallets,
 };
-use marquee_pool::PoolError;
 
 /// Bookings through a [`DbPool`].
 #[derive(Debug, Clone)]
@@ -43,23 +43,8 @@ impl DieselBooking {
     }
 }
 
-/// A booking operation's way out: a refusal to report, a database error, or the pool's
-/// failure to run it. Inside a transaction, either of the first two rolls back.
-#[derive(Debug, thiserror::Error)]
-enum Abort {
-    #[error("refused: {0}")]
-    Refused(BookingError),
-    #[error("database query failed: {0}")]
-    Database(#[source] diesel::result::Error),
-    #[error(transparent)]
-    Pool(#[from] PoolError),
-}
-
-impl From<diesel::result::Error> for Abort {
-    fn from(error: diesel::result::Error) -> Self {
-        Self::Database(error)
-    }
-}
+/// A booking operation's way out.
+type Abort = crate::abort::Abort<BookingError>;
 
 impl From<BookingError> for Abort {
     fn from(error: BookingError) -> Self {
@@ -280,11 +265,6 @@ impl RowLocks for diesel::SqliteConnection {
 /// given), and what the API shows.
 pub(crate) fn decision_time() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(3)
-}
-
-/// A stored value that breaks an invariant: a failed query, not the caller's fault.
-fn corrupt_row(reason: String) -> diesel::result::Error {
-    diesel::result::Error::DeserializationError(reason.into())
 }
 
 /// Ends the live hold `$reservation` (as `live_hold!` returned it): its seat becomes

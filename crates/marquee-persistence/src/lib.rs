@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod abort;
 pub mod booking;
 pub mod catalogue;
 pub mod config;

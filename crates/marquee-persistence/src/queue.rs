@@ -27,12 +27,12 @@ use marquee_domain::{
     UserId,
 };
 
+use crate::abort::corrupt_row;
 use crate::booking::decision_time;
 use crate::connection::{DbConnection, on_concrete_connection, write_transaction};
 use crate::error::PersistenceError;
 use crate::pool::DbPool;
 use crate::schema::{concerts, queue_entries, queue_gates};
-use marquee_pool::PoolError;
 
 /// The waiting room's rows through a [`DbPool`].
 #[derive(Debug, Clone)]
@@ -60,28 +60,8 @@ impl DieselQueue {
     }
 }
 
-/// An operation's way out: a refusal to report, a database error, or the pool's failure to
-/// run it. Inside a transaction, either of the first two rolls back.
-#[derive(Debug, thiserror::Error)]
-enum Abort {
-    #[error("refused: {0}")]
-    Refused(QueueError),
-    #[error("database query failed: {0}")]
-    Database(#[source] diesel::result::Error),
-    #[error(transparent)]
-    Pool(#[from] PoolError),
-}
-
-impl From<diesel::result::Error> for Abort {
-    fn from(error: diesel::result::Error) -> Self {
-        Self::Database(error)
-    }
-}
-
-/// A stored value that breaks an invariant: a failed query, not the caller's fault.
-fn corrupt(reason: String) -> diesel::result::Error {
-    diesel::result::Error::DeserializationError(reason.into())
-}
+/// A queue operation's way out.
+type Abort = crate::abort::Abort<QueueError>;
 
 const WAITING: &str = "WAITING";
 const ACTIVE: &str = "ACTIVE";
@@ -113,10 +93,10 @@ impl EntryRow {
         let status = match self.status.as_str() {
             WAITING => QueueStatus::Waiting,
             ACTIVE => QueueStatus::Active,
-            other => return Err(corrupt(format!("queue entry status {other:?}"))),
+            other => return Err(corrupt_row(format!("queue entry status {other:?}"))),
         };
         Ok(QueueEntry {
-            concert: ConcertId::new(self.concert_id).map_err(|e| corrupt(e.to_string()))?,
+            concert: ConcertId::new(self.concert_id).map_err(|e| corrupt_row(e.to_string()))?,
             user: user_id(self.user_id)?,
             seq: self.seq,
             status,
@@ -129,7 +109,7 @@ impl EntryRow {
 }
 
 fn user_id(id: i64) -> QueryResult<UserId> {
-    UserId::new(id).map_err(|e| corrupt(e.to_string()))
+    UserId::new(id).map_err(|e| corrupt_row(e.to_string()))
 }
 
 fn count(rows: i64) -> u64 {
@@ -477,7 +457,7 @@ fn join_in<C: QueueStatements>(
         // A join of the same user committed after the look-up (on PostgreSQL the insert
         // waited for it): its entry is the user's one place.
         let found = c.find_entry(concert_id, user_id)?.ok_or_else(|| {
-            corrupt("a queue entry that blocked an insert has disappeared".into())
+            corrupt_row("a queue entry that blocked an insert has disappeared".into())
         })?;
         return Ok((found.into_domain(0)?, false));
     };
@@ -491,7 +471,7 @@ fn join_in<C: QueueStatements>(
             entry = c
                 .activate(&[entry.seq], now, until)?
                 .pop()
-                .ok_or_else(|| corrupt("a new queue entry could not be admitted".into()))?;
+                .ok_or_else(|| corrupt_row("a new queue entry could not be admitted".into()))?;
             c.record_admissions(concert_id, window, used + 1)?;
         }
     }
@@ -615,7 +595,7 @@ impl QueueRepository for DieselQueue {
                 .load(conn)?;
             Ok(concerts
                 .into_iter()
-                .map(|id| ConcertId::new(id).map_err(|e| corrupt(e.to_string())))
+                .map(|id| ConcertId::new(id).map_err(|e| corrupt_row(e.to_string())))
                 .collect::<QueryResult<_>>()?)
         })
         .await
