@@ -24,6 +24,21 @@ pub const REQUIRE_BACKENDS_VAR: &str = "MARQUEE_REQUIRE_BACKENDS";
 /// If the variable is unset or empty: only a test marked
 /// `#[ignore = "needs Redis: set MARQUEE_TEST_REDIS_URL"]` may call this, and when it runs
 /// anyway (`--include-ignored`) it must fail rather than pass without Redis.
+/// `prefix` followed by this process's id, a counter and the clock's nanoseconds: a Redis
+/// namespace no other test, process or earlier run uses, so a test's keys are its own.
+pub fn unique_namespace(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "{prefix}:{}:{}:{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
 pub fn redis_url() -> String {
     match std::env::var(REDIS_URL_VAR) {
         Ok(url) if !url.is_empty() => url,

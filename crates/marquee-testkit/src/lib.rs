@@ -7,6 +7,6 @@ pub mod chaos;
 
 pub use backends::{
     REDIS_URL_VAR, REQUIRE_BACKENDS_VAR, Tier, assert_backend_tests_fail_without,
-    assert_backend_tests_run, redis_url,
+    assert_backend_tests_run, redis_url, unique_namespace,
 };
 pub use chaos::{ChaosProxy, host_port, through};

@@ -66,19 +66,7 @@ impl Source {
 
 /// A namespace no other test (or earlier run) uses.
 pub fn namespace() -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "marquee:v1:test:{}:{}:{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::SeqCst),
-        rand_suffix()
-    )
-}
-
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64 % 1_000_000)
+    marquee_testkit::unique_namespace("marquee:v1:test")
 }
 
 pub fn config(namespace: &str) -> CacheConfig {

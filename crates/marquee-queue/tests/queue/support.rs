@@ -1,6 +1,5 @@
 //! Views of either tier, each Redis one in a namespace of its own.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use marquee_queue::{QueueView, RedisViewConfig};
@@ -12,15 +11,7 @@ pub const T0: i64 = 1_700_000_000_000;
 
 /// A namespace no other test (or earlier run) uses.
 pub fn namespace() -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!(
-        "queue-test:{}:{}:{nanos}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    )
+    marquee_testkit::unique_namespace("queue-test")
 }
 
 pub fn redis_config(url: &str, namespace: &str) -> RedisViewConfig {

@@ -1,7 +1,6 @@
 //! `TestApp`: a running Marquee on port 0 with its own database.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use marquee_persistence::test_support::TestDatabase;
 use marquee_persistence::{Backend, DbPool};
@@ -25,15 +24,7 @@ pub struct TestApp {
 
 /// A cache namespace no other test (or earlier run) uses, so a test's Redis keys are its own.
 pub fn namespace() -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!(
-        "marquee:v1:test:{}:{}:{nanos}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    )
+    marquee_testkit::unique_namespace("marquee:v1:test")
 }
 
 /// Settings for a test app on `db`, with `overrides` as `MARQUEE__...` variables.
