@@ -18,12 +18,6 @@ pub const REDIS_URL_VAR: &str = "MARQUEE_TEST_REDIS_URL";
 /// [`assert_backend_tests_run`] then fails a run that leaves them ignored.
 pub const REQUIRE_BACKENDS_VAR: &str = "MARQUEE_REQUIRE_BACKENDS";
 
-/// The Redis server [`REDIS_URL_VAR`] names.
-///
-/// # Panics
-/// If the variable is unset or empty: only a test marked
-/// `#[ignore = "needs Redis: set MARQUEE_TEST_REDIS_URL"]` may call this, and when it runs
-/// anyway (`--include-ignored`) it must fail rather than pass without Redis.
 /// `prefix` followed by this process's id, a counter and the clock's nanoseconds: a Redis
 /// namespace no other test, process or earlier run uses, so a test's keys are its own.
 pub fn unique_namespace(prefix: &str) -> String {
@@ -39,6 +33,12 @@ pub fn unique_namespace(prefix: &str) -> String {
     )
 }
 
+/// The Redis server [`REDIS_URL_VAR`] names.
+///
+/// # Panics
+/// If the variable is unset or empty: only a test marked
+/// `#[ignore = "needs Redis: set MARQUEE_TEST_REDIS_URL"]` may call this, and when it runs
+/// anyway (`--include-ignored`) it must fail rather than pass without Redis.
 pub fn redis_url() -> String {
     match std::env::var(REDIS_URL_VAR) {
         Ok(url) if !url.is_empty() => url,
