@@ -24,5 +24,5 @@ pub use marquee_pool::metrics;
 /// The pool's settings and its errors, from marquee-pool.
 pub use marquee_pool::{PoolConfig, PoolConfigError, PoolError, PoolState};
 pub use pool::DbPool;
-pub use queue::DieselQueue;
+pub use queue::{DieselQueue, JOINS_PER_BATCH};
 pub use seed::{SeedPlan, SeedReport};

@@ -18,6 +18,18 @@
 //! and only wait for an admission decision in progress. Every `seq` is handed out under the
 //! gate, so when an admission holds it every smaller `seq` is committed and visible: nobody
 //! can be admitted ahead of an earlier joiner whose insert had not committed yet.
+//!
+//! Joins are written in batches, as a database groups commits: the first join to arrive
+//! while none is being written starts a writer task, which writes every join waiting at that
+//! moment in one transaction (up to [`JOINS_PER_BATCH`]), then the ones that arrived
+//! meanwhile, until none is left. At a ticket opening joins arrive by the thousand a second;
+//! one transaction each would hold a pool connection and a commit per join, and queue the
+//! bookings behind them. Behind a line, a batch's joins of one concert are one multi-row
+//! insert in arrival order; on a quiet concert each is decided in turn, inside the batch's
+//! transaction, as it would be alone.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{NaiveDateTime, SubsecRound};
@@ -33,16 +45,127 @@ use crate::connection::{DbConnection, on_concrete_connection, write_transaction}
 use crate::error::PersistenceError;
 use crate::pool::DbPool;
 use crate::schema::{concerts, queue_entries, queue_gates};
+use tokio::sync::oneshot;
 
 /// The waiting room's rows through a [`DbPool`].
 #[derive(Debug, Clone)]
 pub struct DieselQueue {
     pool: DbPool,
+    joins: Arc<JoinBatches>,
+}
+
+/// The most joins written in one transaction: large enough that a thousand joins a second
+/// take a handful of transactions, small enough that one batch's statements stay short.
+pub const JOINS_PER_BATCH: usize = 256;
+
+/// A join's request, as a batch writes it.
+#[derive(Debug, Clone, Copy)]
+struct Join {
+    concert: ConcertId,
+    user: UserId,
+    rules: QueueRules,
+}
+
+type JoinAnswer = Result<(QueueEntry, bool), QueueError>;
+
+/// A join waiting to be written, and where its answer goes.
+#[derive(Debug)]
+struct PendingJoin {
+    join: Join,
+    answer: oneshot::Sender<JoinAnswer>,
+}
+
+/// The joins waiting for the writer, and whether a writer task is running.
+#[derive(Debug, Default)]
+struct JoinBatches {
+    state: Mutex<BatchState>,
+}
+
+#[derive(Debug, Default)]
+struct BatchState {
+    pending: Vec<PendingJoin>,
+    writing: bool,
+}
+
+impl JoinBatches {
+    /// Queues a join; `true` when no writer is running and the caller must start one.
+    fn push(&self, pending: PendingJoin) -> bool {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.pending.push(pending);
+        !std::mem::replace(&mut state.writing, true)
+    }
+
+    /// The next batch, in arrival order; `None` (and the writer is done) when none waits.
+    fn next_batch(&self) -> Option<Vec<PendingJoin>> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if state.pending.is_empty() {
+            state.writing = false;
+            return None;
+        }
+        let take = state.pending.len().min(JOINS_PER_BATCH);
+        Some(state.pending.drain(..take).collect())
+    }
+}
+
+/// The writer task's claim on [`BatchState::writing`]. A writer that ends without having
+/// found the queue empty (its task was dropped as the runtime shut down) gives the claim up
+/// and drops the joins still waiting, whose callers then get an error instead of waiting
+/// for a writer that will never come.
+struct Writer {
+    joins: Arc<JoinBatches>,
+    finished: bool,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if !self.finished {
+            let mut state = self.joins.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.writing = false;
+            state.pending.clear();
+        }
+    }
 }
 
 impl DieselQueue {
     pub fn new(pool: DbPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            joins: Arc::default(),
+        }
+    }
+
+    /// Writes the waiting joins, batch after batch, until none is left.
+    async fn write_joins(self) {
+        let mut writer = Writer {
+            joins: Arc::clone(&self.joins),
+            finished: false,
+        };
+        while let Some(batch) = self.joins.next_batch() {
+            let joins: Vec<Join> = batch.iter().map(|pending| pending.join).collect();
+            let written = self
+                .run(move |conn| write_transaction!(conn, |c| join_batch_in(c, &joins)))
+                .await;
+            match written {
+                Ok(answers) => {
+                    for (pending, answer) in batch.into_iter().zip(answers) {
+                        // A caller that gave up (its request was cancelled) is not waiting.
+                        let _ = pending.answer.send(answer);
+                    }
+                }
+                Err(error) => {
+                    for pending in batch {
+                        let _ = pending.answer.send(Err(error.clone()));
+                    }
+                }
+            }
+        }
+        writer.finished = true;
     }
 
     /// Runs `work` on a pooled connection; a refusal it returns is the caller's answer, a
@@ -192,6 +315,16 @@ trait QueueStatements: GateLocks {
         user: i64,
         now: NaiveDateTime,
     ) -> QueryResult<Option<EntryRow>>;
+    /// Inserts waiting entries for `users`, in that order, skipping the users who have one
+    /// already; returns the inserted rows in `seq` order.
+    fn insert_waiting_many(
+        &mut self,
+        concert: i64,
+        users: &[i64],
+        now: NaiveDateTime,
+    ) -> QueryResult<Vec<EntryRow>>;
+    /// The entries of `users` in the concert's queue.
+    fn find_entries(&mut self, concert: i64, users: &[i64]) -> QueryResult<Vec<EntryRow>>;
     fn delete_entry(&mut self, seq: i64) -> QueryResult<usize>;
     /// Waiting entries of the concert with a smaller `seq`.
     fn waiting_ahead(&mut self, concert: i64, seq: i64) -> QueryResult<u64>;
@@ -276,6 +409,41 @@ macro_rules! queue_statements {
                     .returning(EntryRow::as_returning())
                     .get_result(self)
                     .optional()
+            }
+
+            fn insert_waiting_many(
+                &mut self,
+                concert: i64,
+                users: &[i64],
+                now: NaiveDateTime,
+            ) -> QueryResult<Vec<EntryRow>> {
+                let rows: Vec<_> = users
+                    .iter()
+                    .map(|user| {
+                        (
+                            queue_entries::concert_id.eq(concert),
+                            queue_entries::user_id.eq(*user),
+                            queue_entries::status.eq(WAITING),
+                            queue_entries::joined_at.eq(now),
+                        )
+                    })
+                    .collect();
+                let mut inserted: Vec<EntryRow> = diesel::insert_into(queue_entries::table)
+                    .values(&rows)
+                    .on_conflict((queue_entries::concert_id, queue_entries::user_id))
+                    .do_nothing()
+                    .returning(EntryRow::as_returning())
+                    .get_results(self)?;
+                inserted.sort_by_key(|row| row.seq);
+                Ok(inserted)
+            }
+
+            fn find_entries(&mut self, concert: i64, users: &[i64]) -> QueryResult<Vec<EntryRow>> {
+                queue_entries::table
+                    .filter(queue_entries::concert_id.eq(concert))
+                    .filter(queue_entries::user_id.eq_any(users))
+                    .select(EntryRow::as_select())
+                    .load(self)
             }
 
             fn delete_entry(&mut self, seq: i64) -> QueryResult<usize> {
@@ -446,21 +614,10 @@ fn join_in<C: QueueStatements>(
         GateLock::Exclusive
     };
     let (gate, now) = enter_gate(c, concert_id, mode)?;
-    if let Some(found) = c.find_entry(concert_id, user_id)? {
-        if found.is_live(now) {
-            return Ok((found.into_domain(0)?, false));
-        }
-        // The admission ran out: the user joins again, at the back of the line.
-        c.delete_entry(found.seq)?;
+    let (mut entry, new) = place(c, concert_id, user_id, now, None)?;
+    if !new {
+        return Ok((entry.into_domain(0)?, false));
     }
-    let Some(mut entry) = c.insert_waiting(concert_id, user_id, now)? else {
-        // A join of the same user committed after the look-up (on PostgreSQL the insert
-        // waited for it): its entry is the user's one place.
-        let found = c.find_entry(concert_id, user_id)?.ok_or_else(|| {
-            corrupt_row("a queue entry that blocked an insert has disappeared".into())
-        })?;
-        return Ok((found.into_domain(0)?, false));
-    };
     if mode == GateLock::Exclusive {
         let (window, used) = gate.window(now);
         let admit = used < rules.admit_per_second
@@ -479,6 +636,136 @@ fn join_in<C: QueueStatements>(
     // at an opening, when the line is longest and joins arrive by the thousand, must not
     // scan it inside its write transaction. The caller asks the view, or `entry`.
     Ok((entry.into_domain(0)?, true))
+}
+
+/// The user's one place in the concert's queue: the live entry `found` (looked up if not
+/// given), or a new waiting entry, `true` when new.
+fn place<C: QueueStatements>(
+    c: &mut C,
+    concert: i64,
+    user: i64,
+    now: NaiveDateTime,
+    found: Option<EntryRow>,
+) -> QueryResult<(EntryRow, bool)> {
+    let found = match found {
+        Some(row) => Some(row),
+        None => c.find_entry(concert, user)?,
+    };
+    if let Some(found) = found {
+        if found.is_live(now) {
+            return Ok((found, false));
+        }
+        // The admission ran out: the user joins again, at the back of the line.
+        c.delete_entry(found.seq)?;
+    }
+    match c.insert_waiting(concert, user, now)? {
+        Some(entry) => Ok((entry, true)),
+        // A join of the same user committed after the look-up (on PostgreSQL the insert
+        // waited for it): its entry is the user's one place.
+        None => c
+            .find_entry(concert, user)?
+            .map(|found| (found, false))
+            .ok_or_else(|| {
+                corrupt_row("a queue entry that blocked an insert has disappeared".into())
+            }),
+    }
+}
+
+/// One batch of joins in one transaction; an answer per join, in order. A refusal answers
+/// its join alone; a database error fails the batch (and rolls it back).
+fn join_batch_in<C: QueueStatements>(c: &mut C, joins: &[Join]) -> Result<Vec<JoinAnswer>, Abort> {
+    let mut answers: Vec<Option<JoinAnswer>> = vec![None; joins.len()];
+    let mut concerts: Vec<ConcertId> = Vec::new();
+    for join in joins {
+        if !concerts.contains(&join.concert) {
+            concerts.push(join.concert);
+        }
+    }
+    for concert in concerts {
+        let of_concert: Vec<usize> = (0..joins.len())
+            .filter(|&i| joins[i].concert == concert)
+            .collect();
+        if !c.concert_exists(concert.get())? {
+            for i in of_concert {
+                answers[i] = Some(Err(QueueError::ConcertNotFound(concert)));
+            }
+        } else if c.anyone_waiting(concert.get())? {
+            join_behind_line(c, concert, joins, &of_concert, &mut answers)?;
+        } else {
+            // A quiet concert: each join may be admitted at once, so each is decided in
+            // turn, as it would be alone; the first that has to wait makes a line for the
+            // rest.
+            for i in of_concert {
+                let join = joins[i];
+                answers[i] = Some(match join_in(c, join.concert, join.user, join.rules) {
+                    Ok(joined) => Ok(joined),
+                    Err(Abort::Refused(refusal)) => Err(refusal),
+                    Err(abort) => return Err(abort),
+                });
+            }
+        }
+    }
+    answers
+        .into_iter()
+        .map(|answer| {
+            answer.ok_or_else(|| Abort::from(corrupt_row("a join left unanswered".into())))
+        })
+        .collect()
+}
+
+/// The joins `of_concert` (indexes into `joins`) of a concert with a line: nobody of them
+/// can be admitted at once, so they hold the gate shared and go in with one insert, in
+/// arrival order. A user who joins twice in one batch gets the same entry, new to the first.
+fn join_behind_line<C: QueueStatements>(
+    c: &mut C,
+    concert: ConcertId,
+    joins: &[Join],
+    of_concert: &[usize],
+    answers: &mut [Option<JoinAnswer>],
+) -> QueryResult<()> {
+    let concert_id = concert.get();
+    let (_, now) = enter_gate(c, concert_id, GateLock::Shared)?;
+    let mut seen = HashSet::new();
+    let users: Vec<i64> = of_concert
+        .iter()
+        .map(|&i| joins[i].user.get())
+        .filter(|user| seen.insert(*user))
+        .collect();
+    let mut placed: HashMap<i64, (EntryRow, bool)> = c
+        .insert_waiting_many(concert_id, &users, now)?
+        .into_iter()
+        .map(|row| (row.user_id, (row, true)))
+        .collect();
+    let had_one: Vec<i64> = users
+        .iter()
+        .copied()
+        .filter(|user| !placed.contains_key(user))
+        .collect();
+    if !had_one.is_empty() {
+        let mut found: HashMap<i64, EntryRow> = c
+            .find_entries(concert_id, &had_one)?
+            .into_iter()
+            .map(|row| (row.user_id, row))
+            .collect();
+        for user in had_one {
+            let entry = place(c, concert_id, user, now, found.remove(&user))?;
+            placed.insert(user, entry);
+        }
+    }
+    let placed: HashMap<i64, (QueueEntry, bool)> = placed
+        .into_iter()
+        .map(|(user, (row, new))| Ok((user, (row.into_domain(0)?, new))))
+        .collect::<QueryResult<_>>()?;
+    let mut answered = HashSet::new();
+    for &i in of_concert {
+        let user = joins[i].user.get();
+        let (entry, new) = placed
+            .get(&user)
+            .ok_or_else(|| corrupt_row("a batch's join was not placed".into()))?;
+        // Only the first join of a user in the batch made the entry.
+        answers[i] = Some(Ok((entry.clone(), *new && answered.insert(user))));
+    }
+    Ok(())
 }
 
 fn admit_in<C: QueueStatements>(
@@ -545,8 +832,25 @@ impl QueueRepository for DieselQueue {
         user: UserId,
         rules: QueueRules,
     ) -> Result<(QueueEntry, bool), QueueError> {
-        self.run(move |conn| write_transaction!(conn, |c| join_in(c, concert, user, rules)))
-            .await
+        let (answer, answered) = oneshot::channel();
+        let join = Join {
+            concert,
+            user,
+            rules,
+        };
+        if self.joins.push(PendingJoin { join, answer }) {
+            // The writer runs in its own task, so that a cancelled request strands nobody
+            // whose join it carries.
+            tokio::spawn(self.clone().write_joins());
+        }
+        answered.await.unwrap_or_else(|_| {
+            Err(QueueError::Repository(
+                PersistenceError::Query(corrupt_row(
+                    "the join's writer stopped before answering".into(),
+                ))
+                .into(),
+            ))
+        })
     }
 
     async fn entry(

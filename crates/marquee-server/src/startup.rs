@@ -164,7 +164,7 @@ impl Application {
             },
         };
 
-        let listener = std::net::TcpListener::bind(settings.bind_address()?)
+        let listener = listen(settings.bind_address()?)
             .with_context(|| format!("cannot listen on {}", settings.server.bind))?;
         let port = listener.local_addr()?.port();
         let workers = match settings.server.workers {
@@ -389,5 +389,55 @@ impl HealthCheck for RedisHealth {
             tracing::warn!(%error, "redis readiness check failed");
             "redis cannot be reached".to_owned()
         })
+    }
+}
+
+/// Connections the kernel may hold for the server before it accepts them: actix's own
+/// default, for when it binds the address itself. `std::net::TcpListener::bind` listens with
+/// 128, and a ticket opening's burst of new connections overflowed that queue: the kernel
+/// dropped the SYNs (`TcpExtListenOverflows`), and each client waited a second for its
+/// retransmission. The kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: i32 = 2048;
+
+/// A listening socket on `address`, with [`LISTEN_BACKLOG`].
+fn listen(address: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    // As std and actix do: a restarted server can bind while old connections linger.
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    /// 300 connections that nobody accepts yet all complete: the kernel queues them. With
+    /// std's backlog of 128 the 130th waits for a SYN retransmission, past the timeout.
+    /// (Fewer where the kernel caps backlogs lower, `net.core.somaxconn`.)
+    #[test]
+    fn the_listener_queues_a_burst_of_connections() {
+        let cap: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(4096);
+        let burst = cap.min(300);
+        let listener = super::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut waiting = Vec::new();
+        for n in 0..burst {
+            match TcpStream::connect_timeout(&address, Duration::from_millis(500)) {
+                Ok(stream) => waiting.push(stream),
+                Err(error) => panic!("connection {n} not queued: {error}"),
+            }
+        }
+        assert_eq!(waiting.len(), burst);
     }
 }

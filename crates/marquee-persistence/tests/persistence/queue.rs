@@ -160,6 +160,73 @@ async fn one_place_per_user(backend: Backend) {
     assert_eq!((again.status, new), (QueueStatus::Active, false));
 }
 
+/// 300 joins arriving together behind a line, one user twice and one for an unknown concert
+/// among them: they are written in a few batches (a batch's joins share their time), each
+/// user gets one place, the repeated user one new entry, and the refusal answers only its
+/// own join.
+async fn joins_arriving_together_are_written_together(backend: Backend) {
+    let (_db, _pool, queue) = queue(backend).await;
+    let rules = rules(1, 100);
+    join(&queue, 1, rules).await;
+    assert_eq!(join(&queue, 2, rules).await.status, QueueStatus::Waiting);
+    let nowhere = ConcertId::new(999_999).unwrap();
+    let mut joins = Vec::new();
+    for u in (100..400).chain([150]) {
+        let one = queue.clone();
+        joins.push(tokio::spawn(async move {
+            one.join(concert(), user(u), rules).await
+        }));
+        if u == 200 {
+            let one = queue.clone();
+            joins.push(tokio::spawn(async move {
+                one.join(nowhere, user(5), rules).await
+            }));
+        }
+    }
+    let mut entries: BTreeMap<UserId, Vec<(QueueEntry, bool)>> = BTreeMap::new();
+    let mut refused = 0;
+    for j in joins {
+        match j.await.unwrap() {
+            Ok((entry, new)) => entries.entry(entry.user).or_default().push((entry, new)),
+            Err(error) => {
+                assert_eq!(error, QueueError::ConcertNotFound(nowhere));
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((refused, entries.len()), (1, 300));
+    for (u, answers) in &entries {
+        assert_eq!(
+            answers.iter().filter(|(_, new)| *new).count(),
+            1,
+            "{u}: {answers:?}"
+        );
+        assert!(
+            answers
+                .iter()
+                .all(|(e, _)| e.seq == answers[0].0.seq && e.status == QueueStatus::Waiting)
+        );
+    }
+    assert_eq!(entries[&user(150)].len(), 2);
+    let times: HashSet<DateTime<Utc>> = entries.values().map(|a| a[0].0.joined_at).collect();
+    assert!(
+        (2..=300 / 4).contains(&times.len()),
+        "300 joins in {} transactions; at most {} fit in one",
+        times.len(),
+        marquee_persistence::JOINS_PER_BATCH
+    );
+    let snapshot = queue.snapshot(concert()).await.unwrap();
+    assert_eq!(snapshot.len(), 302);
+    assert_eq!(
+        snapshot
+            .iter()
+            .map(|e| e.user)
+            .collect::<HashSet<_>>()
+            .len(),
+        302
+    );
+}
+
 /// A quiet concert admits a joiner at once; a joiner with somebody waiting ahead waits,
 /// even when a slot is free.
 async fn a_quiet_concert_admits_at_once(backend: Backend) {
@@ -537,6 +604,7 @@ async fn payment_ends_the_admission(backend: Backend) {
 on_each_backend!(
     admission_is_first_in_first_out,
     one_place_per_user,
+    joins_arriving_together_are_written_together,
     a_quiet_concert_admits_at_once,
     the_active_limit_holds_across_instances,
     the_rate_is_fleet_wide,
