@@ -237,6 +237,9 @@ async function poll(user, last, joiningUntil) {
   polls.add(1);
   if (check(response, { 'poll: 200 with an entry': (r) => r.status === 200 && entry !== null })) return entry;
   failures.add(1, { step: 'poll' });
+  if (response.status !== 404) {
+    console.warn(`poll: ${response.status} ${response.error_code || ''} ${response.error || ''} ${String(response.body).slice(0, 200)}`);
+  }
   if (response.status === 404) {
     // Dropped from the queue although it polled when told to.
     lost.add(1);

@@ -33,6 +33,17 @@ pub struct ServerOptions {
     pub shutdown_timeout: std::time::Duration,
 }
 
+/// How long a connection may wait for its next request: after an answer (keep-alive), and
+/// for its first one. Longer than any client waits between requests on one connection: the
+/// waiting room tells clients to poll up to 5 s apart, and actix's defaults are 5 s for
+/// both. With a keep-alive of 5 s an idle connection was closed just as the next poll was
+/// sent on it (the client saw EOF); with a first-request timeout of 5 s, a connection that a
+/// client's pool opened ahead and first used more than 5 s later was answered
+/// `408 Request Timeout` (HTTP clients such as Go's dial ahead when all their connections
+/// are busy, and keep the new one idle if another frees up first: 13 to 18 polls in a
+/// 20,000-user opening). Nginx waits 60 s for a request head by default.
+pub const IDLE_CONNECTION: std::time::Duration = std::time::Duration::from_secs(75);
+
 /// Starts serving `state`'s routes on `listener`. The returned [`Server`] must be awaited
 /// (or spawned) to run; stop it through its [`ServerHandle`].
 ///
@@ -51,10 +62,8 @@ pub fn serve(
             .configure(configure(state.clone()))
     })
     .workers(options.workers)
-    // Longer than any client waits between requests on one connection: the waiting room
-    // tells clients to poll up to 5 s apart, and actix's default keep-alive is 5 s, so an
-    // idle connection was closed just as the next poll was sent on it (the client sees EOF).
-    .keep_alive(std::time::Duration::from_secs(75))
+    .keep_alive(IDLE_CONNECTION)
+    .client_request_timeout(IDLE_CONNECTION)
     .shutdown_timeout(options.shutdown_timeout.as_secs().max(1))
     .disable_signals()
     .listen(listener)?

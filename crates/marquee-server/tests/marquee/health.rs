@@ -23,6 +23,25 @@ async fn live_and_ready(backend: Backend) {
     );
 }
 
+/// A connection opened ahead of its first request (as client pools do) is still served
+/// when the request comes seconds later: actix's default would answer `408` after 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_opened_ahead_is_served_later() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let address = app.address.trim_start_matches("http://");
+    let mut connection = tokio::net::TcpStream::connect(address).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    connection
+        .write_all(b"GET /health/live HTTP/1.1\r\nHost: marquee\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = vec![0; 64];
+    let read = connection.read(&mut answer).await.unwrap();
+    let head = String::from_utf8_lossy(&answer[..read]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+}
+
 async fn openapi_covers_every_route_and_error(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (status, doc) = app.get_json("/api-docs/openapi.json").await;
