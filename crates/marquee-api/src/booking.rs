@@ -228,14 +228,6 @@ fn send<T>(answered: &Answered<T>) -> HttpResponse {
     response.body(answered.response.body.clone())
 }
 
-/// Seat states changed for `seat`'s schedule: drop the cached seat lists and schedule
-/// counts, on every instance. Returns the seat's concert.
-async fn evict_seat(state: &AppState, seat: SeatId) -> Option<marquee_domain::ConcertId> {
-    let (schedule, concert) = state.booking.seat_location(seat).await.ok()??;
-    state.cache.evict_schedule(schedule, concert).await;
-    Some(concert)
-}
-
 const PROBLEM: &str = "application/problem+json";
 
 /// The caller's wallet.
@@ -313,7 +305,11 @@ pub async fn hold(
         .booking
         .hold_seat(caller.0, seat, state.booking_policy.hold)
         .await?;
-    evict_seat(&state, seat).await;
+    // The seat's state changed: its schedule's seat lists and counts go, on every instance.
+    state
+        .cache
+        .evict_schedule(reservation.schedule_id, reservation.concert_id)
+        .await;
     Ok(HttpResponse::Created().json(reservation_body(reservation, Utc::now())))
 }
 
@@ -382,7 +378,10 @@ pub async fn cancel(
 ) -> Result<HttpResponse, ApiError> {
     let id = reservation_id(&path)?;
     let reservation = state.booking.cancel(caller.0, id).await?;
-    evict_seat(&state, reservation.seat_id).await;
+    state
+        .cache
+        .evict_schedule(reservation.schedule_id, reservation.concert_id)
+        .await;
     Ok(HttpResponse::Ok().json(reservation_body(reservation, Utc::now())))
 }
 
@@ -410,12 +409,15 @@ pub async fn pay(
     let id = reservation_id(&path)?;
     let key = idempotency_key(req.headers())?;
     let answered = state.booking.pay(caller.0, id, key, render_payment).await?;
-    if let Some(receipt) = &answered.performed
-        && let Some(concert) = evict_seat(&state, receipt.seat_id).await
-        && let Some(room) = &state.queue
-    {
-        // The payment ended the admission in the database; the view follows.
-        room.admission_used(concert, caller.0).await;
+    if let Some(receipt) = &answered.performed {
+        state
+            .cache
+            .evict_schedule(receipt.schedule_id, receipt.concert_id)
+            .await;
+        if let Some(room) = &state.queue {
+            // The payment ended the admission in the database; the view follows.
+            room.admission_used(receipt.concert_id, caller.0).await;
+        }
     }
     Ok(send(&answered))
 }

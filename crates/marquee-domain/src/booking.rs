@@ -39,6 +39,8 @@ pub struct Reservation {
     pub user_id: UserId,
     pub seat_id: SeatId,
     pub schedule_id: ScheduleId,
+    /// The schedule's concert: a hold, cancellation or payment changes its listings.
+    pub concert_id: ConcertId,
     pub status: ReservationStatus,
     pub price: Money,
     pub expires_at: DateTime<Utc>,
@@ -82,6 +84,9 @@ pub struct PaymentReceipt {
     pub reservation_id: ReservationId,
     /// The seat now sold (its listings change).
     pub seat_id: SeatId,
+    /// The seat's schedule and concert, whose listings and counts change.
+    pub schedule_id: ScheduleId,
+    pub concert_id: ConcertId,
     pub amount: Money,
 }
 

@@ -104,12 +104,6 @@ pub trait BookingRepository: Send + Sync + 'static {
         &self,
         now: DateTime<Utc>,
     ) -> Result<Vec<(ScheduleId, ConcertId)>, BookingError>;
-
-    /// The schedule a seat belongs to, and its concert (for cache eviction).
-    async fn seat_location(
-        &self,
-        seat: SeatId,
-    ) -> Result<Option<(ScheduleId, ConcertId)>, BookingError>;
 }
 
 /// A dependency that readiness depends on (the database, Redis).

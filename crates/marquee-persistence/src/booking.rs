@@ -74,14 +74,25 @@ struct ReservationRow {
     expires_at: NaiveDateTime,
 }
 
+/// Reservations joined with their schedules, for the concert each belongs to; select
+/// `(ReservationRow::as_select(), schedules::concert_id)` from it.
+macro_rules! reservations_with_concerts {
+    () => {
+        reservations::table
+            .inner_join(schedules::table.on(schedules::id.eq(reservations::schedule_id)))
+    };
+}
+
 impl ReservationRow {
-    fn into_domain(self) -> Result<Reservation, Abort> {
+    /// The reservation, with the concert of its schedule.
+    fn into_domain(self, concert: i64) -> Result<Reservation, Abort> {
         let corrupt = |what: String| Abort::Database(corrupt_row(what));
         Ok(Reservation {
             id: ReservationId::new(self.id).map_err(|e| corrupt(e.to_string()))?,
             user_id: UserId::new(self.user_id).map_err(|e| corrupt(e.to_string()))?,
             seat_id: SeatId::new(self.seat_id).map_err(|e| corrupt(e.to_string()))?,
             schedule_id: ScheduleId::new(self.schedule_id).map_err(|e| corrupt(e.to_string()))?,
+            concert_id: ConcertId::new(concert).map_err(|e| corrupt(e.to_string()))?,
             status: ReservationStatus::from_stored(&self.status)
                 .ok_or_else(|| corrupt(format!("reservation status {:?}", self.status)))?,
             price: self.price,
@@ -316,16 +327,16 @@ fn broken(what: &str) -> Abort {
 macro_rules! live_hold {
     ($c:ident, $user:expr, $id:expr) => {{
         macro_rules! read {
-            () => {
-                reservations::table
-                    .find($id.get())
+            () => {{
+                let (row, concert) = reservations_with_concerts!()
+                    .filter(reservations::id.eq($id.get()))
                     .filter(reservations::user_id.eq($user.get()))
-                    .select(ReservationRow::as_select())
-                    .first::<ReservationRow>($c)
+                    .select((ReservationRow::as_select(), schedules::concert_id))
+                    .first::<(ReservationRow, i64)>($c)
                     .optional()?
-                    .ok_or(BookingError::ReservationNotFound($id))?
-                    .into_domain()?
-            };
+                    .ok_or(BookingError::ReservationNotFound($id))?;
+                row.into_domain(concert)?
+            }};
         }
         let seat = read!().seat_id;
         $c.lock_seat(seat.get())?;
@@ -517,7 +528,7 @@ impl BookingRepository for DieselBooking {
                         })
                         .returning(ReservationRow::as_returning())
                         .get_result(c)?;
-                    row.into_domain()
+                    row.into_domain(concert)
                 })
             })
             .await
@@ -531,13 +542,14 @@ impl BookingRepository for DieselBooking {
     ) -> Result<Option<Reservation>, BookingError> {
         self.pool
             .run_as::<_, Abort, _>(move |conn| {
-                let row = reservations::table
-                    .find(id.get())
+                let row: Option<(ReservationRow, i64)> = reservations_with_concerts!()
+                    .filter(reservations::id.eq(id.get()))
                     .filter(reservations::user_id.eq(user.get()))
-                    .select(ReservationRow::as_select())
+                    .select((ReservationRow::as_select(), schedules::concert_id))
                     .first(conn)
                     .optional()?;
-                row.map(ReservationRow::into_domain).transpose()
+                row.map(|(row, concert)| row.into_domain(concert))
+                    .transpose()
             })
             .await
             .map_err(BookingError::from)
@@ -546,13 +558,15 @@ impl BookingRepository for DieselBooking {
     async fn reservations(&self, user: UserId) -> Result<Vec<Reservation>, BookingError> {
         self.pool
             .run_as::<_, Abort, _>(move |conn| {
-                let rows = reservations::table
+                let rows: Vec<(ReservationRow, i64)> = reservations_with_concerts!()
                     .filter(reservations::user_id.eq(user.get()))
                     .order(reservations::id.desc())
                     .limit(100)
-                    .select(ReservationRow::as_select())
+                    .select((ReservationRow::as_select(), schedules::concert_id))
                     .load(conn)?;
-                rows.into_iter().map(ReservationRow::into_domain).collect()
+                rows.into_iter()
+                    .map(|(row, concert)| row.into_domain(concert))
+                    .collect()
             })
             .await
             .map_err(BookingError::from)
@@ -622,13 +636,9 @@ impl BookingRepository for DieselBooking {
                         }
                         // A purchase ends the payer's admission to the concert, so that
                         // the slot goes to the next in line now rather than at expiry.
-                        let concert: i64 = schedules::table
-                            .find(reservation.schedule_id.get())
-                            .select(schedules::concert_id)
-                            .first(c)?;
                         diesel::delete(
                             queue_entries::table
-                                .filter(queue_entries::concert_id.eq(concert))
+                                .filter(queue_entries::concert_id.eq(reservation.concert_id.get()))
                                 .filter(queue_entries::user_id.eq(user.get()))
                                 .filter(queue_entries::status.eq("ACTIVE")),
                         )
@@ -647,6 +657,8 @@ impl BookingRepository for DieselBooking {
                                 .map_err(|e| Abort::Database(corrupt_row(e.to_string())))?,
                             reservation_id: id,
                             seat_id: reservation.seat_id,
+                            schedule_id: reservation.schedule_id,
+                            concert_id: reservation.concert_id,
                             amount: price,
                         })
                     }))
@@ -716,28 +728,5 @@ impl BookingRepository for DieselBooking {
                 ))
             })
             .collect())
-    }
-
-    async fn seat_location(
-        &self,
-        seat: SeatId,
-    ) -> Result<Option<(ScheduleId, ConcertId)>, BookingError> {
-        let found = self
-            .pool
-            .run_as::<_, Abort, _>(move |conn| {
-                Ok(seats::table
-                    .inner_join(schedules::table)
-                    .filter(seats::id.eq(seat.get()))
-                    .select((schedules::id, schedules::concert_id))
-                    .first::<(i64, i64)>(conn)
-                    .optional()?)
-            })
-            .await?;
-        Ok(found.and_then(|(schedule, concert)| {
-            Some((
-                ScheduleId::new(schedule).ok()?,
-                ConcertId::new(concert).ok()?,
-            ))
-        }))
     }
 }

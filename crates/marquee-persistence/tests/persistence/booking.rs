@@ -278,6 +278,56 @@ async fn one_payment_whatever_the_retries(backend: Backend) {
     assert_eq!(payments, 1);
 }
 
+/// Reservations and receipts say which schedule and concert their seat is in, read in the
+/// same transaction, so that the caller can drop those listings without another read. Demo
+/// seat 201 is the first of concert 2's first schedule (5); seat 3 is in concert 1's first.
+async fn reservations_carry_their_schedule_and_concert(backend: Backend) {
+    let (_db, _pool, booking) = booking(backend).await;
+    let where_ = |r: &marquee_domain::Reservation| (r.schedule_id.get(), r.concert_id.get());
+    let held = booking
+        .hold_seat(user(4), SeatId::new(201).unwrap(), rules())
+        .await
+        .unwrap();
+    assert_eq!(where_(&held), (5, 2));
+    let read = booking
+        .reservation(user(4), held.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(where_(&read), (5, 2));
+    let other = booking
+        .hold_seat(user(4), SeatId::new(3).unwrap(), rules())
+        .await
+        .unwrap();
+    let listed: Vec<_> = booking.reservations(user(4)).await.unwrap();
+    assert_eq!(
+        listed.iter().map(where_).collect::<Vec<_>>(),
+        [(1, 1), (5, 2)]
+    );
+    assert_eq!(
+        where_(&booking.cancel(user(4), other.id).await.unwrap()),
+        (1, 1)
+    );
+    booking
+        .charge(user(4), 100_000, key("funds"), render)
+        .await
+        .unwrap();
+    let receipt = performed(
+        booking
+            .pay(user(4), held.id, key("pay"), render)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        (
+            receipt.seat_id.get(),
+            receipt.schedule_id.get(),
+            receipt.concert_id.get()
+        ),
+        (201, 5, 2)
+    );
+}
+
 async fn others_cannot_touch_a_reservation(backend: Backend) {
     let (_db, _pool, booking) = booking(backend).await;
     let held = booking
@@ -607,6 +657,7 @@ async fn pay_and_cancel_races_answer_one_code_each(backend: Backend) {
 }
 
 on_each_backend!(
+    reservations_carry_their_schedule_and_concert,
     pay_and_cancel_races_answer_one_code_each,
     earlier_idempotency_answers_survive_the_migration,
     one_seat_two_hundred_users,
