@@ -421,6 +421,9 @@ where
     async fn load_and_store(&self, key: &str, full: &str, current: Option<Entry>) -> Outcome<E> {
         let inner = &self.inner;
         let shared = &inner.shared;
+        // Whether Redis failed this read's lease: its load is then a fallback load, whatever
+        // the breaker says yet (it opens only after `failure_threshold` failures).
+        let mut lease_failed = false;
         if shared.config.single_flight
             && let Some(redis) = self.redis_if_closed()
         {
@@ -464,15 +467,17 @@ where
                 Err(_) => {
                     shared.breaker.failure();
                     metrics::error(inner.name, "lease");
+                    lease_failed = true;
                 }
             }
         }
 
         // No Redis, Redis unavailable, or single-flight off for an experiment. While Redis is
         // unavailable every read has become a load: bound how many run at once so the
-        // database pool is not exhausted.
-        let redis_unavailable =
-            shared.redis.is_some() && shared.breaker.state() != BreakerState::Closed;
+        // database pool is not exhausted. That includes the reads whose lease failed before
+        // the breaker opened, at the start of an outage.
+        let redis_unavailable = shared.redis.is_some()
+            && (lease_failed || shared.breaker.state() != BreakerState::Closed);
         let _permit = if redis_unavailable {
             if shared.fallback.available_permits() == 0 {
                 metrics::fallback_wait(inner.name);

@@ -1,13 +1,15 @@
-//! [`RedisLink`]: one multiplexed, self-reconnecting connection to Redis, with every command
-//! bounded in time.
+//! [`RedisLink`]: multiplexed, self-reconnecting connections to Redis, one per thread that
+//! uses them, with every command bounded in time.
 //!
 //! A cache that waits on a slow Redis is worse than no cache: each command here gives up
 //! after `response_timeout`, so a Redis outage costs a request milliseconds, not seconds.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Deserialize;
+use thread_local::ThreadLocal;
 
 /// How to reach Redis. Its `Debug` output shows the URL without its password.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -135,10 +137,22 @@ pub enum RedisError {
     Command(#[from] redis::RedisError),
 }
 
-/// A cloneable handle on one multiplexed connection.
+/// A cloneable handle on Redis: one multiplexed connection for writes, and one per thread
+/// for reads.
+///
+/// A multiplexed connection's driver is a task on the runtime that opened the connection.
+/// With one connection for the process, opened on the main runtime, every `GET` sent from
+/// an HTTP worker's thread (actix runs one single-threaded runtime per worker) went to that
+/// task on another thread and came back: two cross-thread wake-ups per read, the hit path's
+/// largest cost on a two-core machine. Reads therefore go through a connection opened lazily
+/// on each thread, on that thread's runtime, which keeps a read on the thread that awaits
+/// it: a process holds a handful, one per HTTP worker and one per thread of the main
+/// runtime. Writes stay on the one shared connection: they are rarer.
 #[derive(Clone)]
 pub struct RedisLink {
     connection: ConnectionManager,
+    readers: Arc<ThreadLocal<ConnectionManager>>,
+    manager_config: ConnectionManagerConfig,
     client: redis::Client,
     config: RedisConfig,
 }
@@ -162,23 +176,48 @@ impl RedisLink {
             .set_connection_timeout(Some(config.connection_timeout))
             .set_response_timeout(Some(config.response_timeout))
             .set_number_of_retries(1);
-        let connection = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)?;
+        let connection =
+            ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())?;
         Ok(Self {
             connection,
+            readers: Arc::new(ThreadLocal::new()),
+            manager_config,
             client,
             config,
         })
     }
 
-    /// Runs one command with the response bound.
+    /// This thread's read connection, prepared on first use on this thread's runtime.
+    fn reader(&self) -> Result<ConnectionManager, RedisError> {
+        self.readers
+            .get_or_try(|| {
+                ConnectionManager::new_lazy_with_config(
+                    self.client.clone(),
+                    self.manager_config.clone(),
+                )
+            })
+            .cloned()
+            .map_err(RedisError::from)
+    }
+
+    /// Runs one command on the shared connection with the response bound.
     pub(crate) async fn bounded<T: redis::FromRedisValue>(
         &self,
         command: &redis::Cmd,
     ) -> Result<T, RedisError> {
         let mut connection = self.connection.clone();
+        self.timed(async { command.query_async::<T>(&mut connection).await })
+            .await
+    }
+
+    /// Runs `call` within the response bound, and reports its time.
+    async fn timed<T>(
+        &self,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, RedisError> {
         let bound = self.config.response_timeout;
         let started = std::time::Instant::now();
-        let result = tokio::time::timeout(bound, command.query_async::<T>(&mut connection))
+        let result = tokio::time::timeout(bound, call)
             .await
             .map_err(|_| RedisError::Timeout(bound))?
             .map_err(RedisError::from);
@@ -196,9 +235,16 @@ impl RedisLink {
         self.bounded::<String>(&redis::cmd("PING")).await.map(drop)
     }
 
-    /// GET.
+    /// GET, on this thread's read connection.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, RedisError> {
-        self.bounded(redis::cmd("GET").arg(key)).await
+        let mut connection = self.reader()?;
+        self.timed(async {
+            redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut connection)
+                .await
+        })
+        .await
     }
 
     /// SET with a time to live in milliseconds.

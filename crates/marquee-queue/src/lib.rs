@@ -27,7 +27,7 @@ enum Inner {
     /// One process's view, behind a lock.
     Local(Arc<LocalView>),
     /// One view shared by every process that uses the same Redis and namespace.
-    Redis(RedisView),
+    Redis(Arc<RedisView>),
 }
 
 impl std::fmt::Debug for QueueView {
@@ -150,7 +150,7 @@ impl QueueView {
     pub fn redis(config: RedisViewConfig) -> Result<Self, ViewError> {
         config.validate()?;
         Ok(Self {
-            inner: Inner::Redis(RedisView::open(config)?),
+            inner: Inner::Redis(Arc::new(RedisView::open(config)?)),
         })
     }
 

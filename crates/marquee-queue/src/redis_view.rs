@@ -15,12 +15,13 @@
 //! scores are doubles: join orders and times are exact up to 2^53.
 
 use std::hash::{BuildHasher, RandomState};
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
+use thread_local::ThreadLocal;
 
 use crate::{Poll, RedisViewConfig, ViewError};
 
@@ -140,10 +141,18 @@ static SWAP_IN: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-/// One multiplexed, self-reconnecting connection; every operation bounded in time.
+/// Multiplexed, self-reconnecting connections; every operation bounded in time.
 #[derive(Clone)]
 pub(crate) struct RedisView {
     connection: ConnectionManager,
+    /// The polls' connections: one per thread that polls, opened lazily on that thread's
+    /// runtime, so that a poll's round trip stays on the thread that awaits it (a
+    /// connection's driver is a task on the runtime that opened it; on the one shared
+    /// connection, every poll from an HTTP worker crossed to the main runtime's thread and
+    /// back). The other operations, rarer, stay on the shared connection.
+    pollers: Arc<ThreadLocal<ConnectionManager>>,
+    client: redis::Client,
+    manager_config: ConnectionManagerConfig,
     /// A second connection for rebuilds, with a longer bound: a rebuild moves the whole line
     /// (tens of thousands of members, and a swap script over all of them), which a poll's
     /// bound of a few tens of milliseconds cannot hold on a busy server. Kept apart so that
@@ -203,18 +212,23 @@ impl RedisView {
         let client = redis::Client::open(config.url.as_str())
             .map_err(|e| ViewError::Config(format!("redis url: {e}")))?;
         let bulk_timeout = bulk_timeout(config.response_timeout);
-        let manager = |response_timeout: Duration| {
-            let manager_config = ConnectionManagerConfig::new()
+        let manager_config = |response_timeout: Duration| {
+            ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(config.connection_timeout))
                 .set_response_timeout(Some(response_timeout))
-                .set_number_of_retries(1);
-            ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
+                .set_number_of_retries(1)
+        };
+        let manager = |config: ConnectionManagerConfig| {
+            ConnectionManager::new_lazy_with_config(client.clone(), config)
                 .map_err(|e| ViewError::Config(e.to_string()))
         };
-        let connection = manager(config.response_timeout)?;
-        let bulk = manager(bulk_timeout)?;
+        let connection = manager(manager_config(config.response_timeout))?;
+        let bulk = manager(manager_config(bulk_timeout))?;
         Ok(Self {
             connection,
+            pollers: Arc::new(ThreadLocal::new()),
+            manager_config: manager_config(config.response_timeout),
+            client,
             bulk,
             namespace: config.namespace,
             response_timeout: config.response_timeout,
@@ -235,6 +249,19 @@ impl RedisView {
             active: format!("{prefix}:active"),
             seen: format!("{prefix}:seen"),
         }
+    }
+
+    /// This thread's poll connection, prepared on first use on this thread's runtime.
+    fn poller(&self) -> Result<ConnectionManager, ViewError> {
+        self.pollers
+            .get_or_try(|| {
+                ConnectionManager::new_lazy_with_config(
+                    self.client.clone(),
+                    self.manager_config.clone(),
+                )
+            })
+            .cloned()
+            .map_err(unavailable)
     }
 
     /// Runs one round trip (a script may need a second to load itself) within the response
@@ -281,15 +308,17 @@ impl RedisView {
         now_ms: i64,
     ) -> Result<Poll, ViewError> {
         let keys = self.keys(queue);
+        let mut invocation = POLL.prepare_invoke();
+        invocation
+            .key(&keys.built)
+            .key(&keys.waiting)
+            .key(&keys.active)
+            .key(&keys.seen)
+            .arg(member)
+            .arg(now_ms);
+        let mut connection = self.poller()?;
         let reply: Vec<i64> = self
-            .script(
-                POLL.key(&keys.built)
-                    .key(&keys.waiting)
-                    .key(&keys.active)
-                    .key(&keys.seen)
-                    .arg(member)
-                    .arg(now_ms),
-            )
+            .within(invocation.invoke_async(&mut connection))
             .await?;
         match reply[..] {
             [0] => Ok(Poll::Unknown),
