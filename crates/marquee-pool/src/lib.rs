@@ -7,8 +7,10 @@ mod error;
 mod manager;
 pub mod metrics;
 mod pool;
+mod state;
 
 pub use config::{PoolConfig, PoolConfigError};
 pub use connector::{Connector, UrlConnector};
 pub use error::PoolError;
-pub use pool::{Pool, PoolState};
+pub use pool::Pool;
+pub use state::PoolState;

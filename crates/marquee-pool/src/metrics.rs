@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use crate::pool::PoolState;
+use crate::state::PoolState;
 
 /// Gauge: open connections, busy or idle.
 pub const CONNECTIONS: &str = "hikaricp_connections";

@@ -19,6 +19,7 @@ use crate::config::PoolConfig;
 use crate::connector::Connector;
 use crate::error::PoolError;
 use crate::manager::{Manager, ManagerError};
+use crate::state::PoolState;
 
 /// A cloneable handle on a pool of `K`'s connections; clones share one pool.
 ///
@@ -84,23 +85,6 @@ struct Inner<K: Connector> {
     pending: AtomicUsize,
     config: PoolConfig,
     last_error: Arc<LastError>,
-}
-
-/// A snapshot of the pool, named as HikariCP's metrics are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolState {
-    /// Open connections, busy or idle.
-    pub connections: u32,
-    /// Open connections not in use.
-    pub idle: u32,
-    /// Connections in use.
-    pub active: u32,
-    /// Callers waiting for a connection.
-    pub pending: u32,
-    /// `maximum_pool_size`.
-    pub max: u32,
-    /// `minimum_idle`, with its default applied.
-    pub min: u32,
 }
 
 /// The most recent failure to open a connection, so that a checkout that times out can say

@@ -12,9 +12,15 @@ use std::path::{Path, PathBuf};
 use proc_macro2::{TokenStream, TokenTree};
 use syn::visit::Visit;
 
-/// The crates whose modules are checked. marquee-persistence is not among them yet: its
-/// pool is moving to a crate of its own, and its modules with it.
-const CHECKED: &[&str] = &["marquee-api", "marquee-domain"];
+/// The crates whose modules are checked: every library crate of the workspace.
+const CHECKED: &[&str] = &[
+    "marquee-api",
+    "marquee-cache",
+    "marquee-domain",
+    "marquee-persistence",
+    "marquee-pool",
+    "marquee-queue",
+];
 
 type Graph = BTreeMap<String, BTreeSet<String>>;
 
