@@ -131,6 +131,8 @@ pub struct RedisConfigError {
 pub enum RedisError {
     #[error("invalid redis url: {0}")]
     Url(String),
+    #[error("invalid redis configuration: {0}")]
+    Config(#[from] RedisConfigError),
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
     #[error("redis: {0}")]
@@ -168,8 +170,10 @@ impl std::fmt::Debug for RedisLink {
 impl RedisLink {
     /// Prepares the link without connecting: the connection opens on first use and reopens
     /// after a failure. A Redis that is down at start-up therefore does not stop the service;
-    /// commands fail (fast) until it is back. Fails only on an unusable URL.
+    /// commands fail (fast) until it is back. Fails on a configuration that
+    /// [`RedisConfig::validate`] refuses, and on an unusable URL.
     pub fn open(config: RedisConfig) -> Result<Self, RedisError> {
+        config.validate()?;
         let client =
             redis::Client::open(config.url.as_str()).map_err(|e| RedisError::Url(e.to_string()))?;
         let manager_config = ConnectionManagerConfig::new()
@@ -344,6 +348,21 @@ mod tests {
 
     fn redacted(url: &str) -> String {
         RedisConfig::new(url).redacted_url()
+    }
+
+    #[test]
+    fn open_refuses_what_validate_refuses() {
+        let zero = RedisConfig {
+            response_timeout: Duration::ZERO,
+            ..RedisConfig::new("redis://127.0.0.1:6379")
+        };
+        let refused = |config| match RedisLink::open(config) {
+            Err(RedisError::Config(error)) => error.field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(refused(zero), "response_timeout");
+        assert_eq!(refused(RedisConfig::new("rediss://cache:6380")), "url");
+        assert_eq!(refused(RedisConfig::new("http://cache:6379")), "url");
     }
 
     #[test]
