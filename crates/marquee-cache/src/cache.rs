@@ -877,17 +877,14 @@ where
         {
             let full = group.full_key(&key);
             let now = now_ms();
-            let due = match group.peek(&full).await {
-                Some(entry) => entry.expires_at.saturating_sub(now) <= millis(config.ahead),
-                None => true,
-            };
-            if due {
-                let current = group.peek(&full).await;
-                if let Role::Leader(leader) = group.inner.flights.join(&full) {
-                    metrics::early_refresh(group.inner.name, "hot_key");
-                    let outcome = group.load_and_store(&key, &full, current).await;
-                    leader.finish(outcome);
-                }
+            let current = group.peek(&full).await;
+            let due = current
+                .as_ref()
+                .is_none_or(|entry| entry.expires_at.saturating_sub(now) <= millis(config.ahead));
+            if due && let Role::Leader(leader) = group.inner.flights.join(&full) {
+                metrics::early_refresh(group.inner.name, "hot_key");
+                let outcome = group.load_and_store(&key, &full, current).await;
+                leader.finish(outcome);
             }
         }
     }
