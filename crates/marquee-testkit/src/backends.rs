@@ -75,6 +75,35 @@ pub fn assert_backend_tests_run(variables: &[&str]) {
     }
 }
 
+/// The two guards every integration-test binary with backend tests carries, as `#[test]`s:
+/// `backend_tests_are_ignored_and_fail_without_their_servers`
+/// ([`assert_backend_tests_fail_without`]) and `required_backends_are_set_and_their_tests_run`
+/// ([`assert_backend_tests_run`]). `needs` lists the variables naming the servers, `modules`
+/// the modules whose tests need them.
+///
+/// ```
+/// marquee_testkit::backend_guards!(needs: [marquee_testkit::REDIS_URL_VAR], modules: ["redis"]);
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! backend_guards {
+    (needs: [$($variable:expr),+ $(,)?], modules: [$($module:expr),+ $(,)?]) => {
+        /// The tests that need a server show as ignored where none is configured, and fail
+        /// rather than pass when run without one.
+        #[test]
+        fn backend_tests_are_ignored_and_fail_without_their_servers() {
+            $crate::assert_backend_tests_fail_without(&[$($variable),+], &[$($module),+]);
+        }
+
+        /// With `MARQUEE_REQUIRE_BACKENDS=1` (CI), a run without the servers or without the
+        /// ignored tests fails.
+        #[test]
+        fn required_backends_are_set_and_their_tests_run() {
+            $crate::assert_backend_tests_run(&[$($variable),+]);
+        }
+    };
+}
+
 /// Fails unless the running test binary's tests that need a backend are ignored, and each
 /// fails, naming the variable to set, when run without `variables`.
 ///

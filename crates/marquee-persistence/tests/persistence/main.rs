@@ -33,16 +33,4 @@ pub fn quick_config() -> PoolConfig {
     }
 }
 
-/// The PostgreSQL tests show as ignored where no server is configured, and fail rather than
-/// pass when run without one.
-#[test]
-fn postgres_tests_are_ignored_and_fail_without_a_server() {
-    marquee_testkit::assert_backend_tests_fail_without(&[POSTGRES_URL_VAR], &["postgres"]);
-}
-
-/// With `MARQUEE_REQUIRE_BACKENDS=1` (CI), a run without PostgreSQL or without the ignored
-/// tests fails.
-#[test]
-fn required_backends_are_set_and_their_tests_run() {
-    marquee_testkit::assert_backend_tests_run(&[POSTGRES_URL_VAR]);
-}
+marquee_testkit::backend_guards!(needs: [POSTGRES_URL_VAR], modules: ["postgres"]);

@@ -11,13 +11,12 @@ use serde_json::Value;
 
 pub struct TestApp {
     pub address: String,
-    pub tokens: marquee_api::auth::Tokens,
     pub client: reqwest::Client,
     pub pool: DbPool,
     pub cache: marquee_cache::Cache,
     pub handle: marquee_api::ServerHandle,
     /// Stops the server when the test ends.
-    _instance: Instance,
+    instance: Instance,
     /// Dropped last: the database outlives the server using it.
     pub db: TestDatabase,
 }
@@ -80,25 +79,19 @@ impl TestApp {
     ) -> Self {
         let instance = Instance::start(settings, layer).await;
         Self {
-            tokens: instance.tokens.clone(),
             address: instance.address.clone(),
             client: reqwest::Client::new(),
             pool: instance.pool.clone(),
             cache: instance.cache.clone(),
             handle: instance.handle.clone(),
-            _instance: instance,
+            instance,
             db,
         }
     }
 
     /// A bearer token for `user`, valid for an hour.
     pub fn token(&self, user: i64) -> String {
-        self.tokens
-            .mint(
-                marquee_domain::UserId::new(user).expect("a positive user id"),
-                std::time::Duration::from_secs(3600),
-            )
-            .expect("a token")
+        self.instance.token(user)
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {

@@ -27,19 +27,4 @@ use marquee_testkit::REDIS_URL_VAR;
 // Test modules name it `crate::on_each_backend`.
 use marquee_testkit::on_each_backend;
 
-/// The tests that need PostgreSQL or Redis show as ignored where none is configured, and fail
-/// rather than pass when run without one.
-#[test]
-fn backend_tests_are_ignored_and_fail_without_their_servers() {
-    marquee_testkit::assert_backend_tests_fail_without(
-        &[POSTGRES_URL_VAR, REDIS_URL_VAR],
-        &["postgres"],
-    );
-}
-
-/// With `MARQUEE_REQUIRE_BACKENDS=1` (CI), a run without PostgreSQL and Redis or without the
-/// ignored tests fails.
-#[test]
-fn required_backends_are_set_and_their_tests_run() {
-    marquee_testkit::assert_backend_tests_run(&[POSTGRES_URL_VAR, REDIS_URL_VAR]);
-}
+marquee_testkit::backend_guards!(needs: [POSTGRES_URL_VAR, REDIS_URL_VAR], modules: ["postgres"]);
