@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::caller::Caller;
 use crate::catalogue_cache::CatalogueCache;
-use crate::error::{ApiError, PROBLEM_JSON, Problem};
+use crate::error::{ApiError, DatabaseBusyAnswer, PROBLEM_JSON, Problem, UnauthorizedAnswer};
 
 /// The rules the booking endpoints apply.
 #[derive(Debug, Clone, Copy)]
@@ -234,8 +234,8 @@ const PROBLEM: &str = "application/problem+json";
 #[utoipa::path(get, path = "/api/v1/wallet", tag = "booking", security(("bearer" = [])),
     responses(
         (status = 200, body = WalletBody),
-        (status = 401, description = "`unauthorized`", body = Problem, content_type = PROBLEM),
-        (status = 503, description = "`database-busy` or `database-unavailable`; see Retry-After", body = Problem, content_type = PROBLEM),
+        UnauthorizedAnswer,
+        DatabaseBusyAnswer,
     ))]
 pub async fn wallet(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
     let wallet = state.booking.wallet(caller.0).await?;
@@ -249,8 +249,8 @@ pub async fn wallet(state: web::Data<AppState>, caller: Caller) -> Result<HttpRe
     responses(
         (status = 200, body = WalletBody),
         (status = 400, description = "`invalid-json`, `invalid-amount`, `idempotency-key-required`, `idempotency-key-invalid`", body = Problem, content_type = PROBLEM),
-        (status = 401, description = "`unauthorized`", body = Problem, content_type = PROBLEM),
-        (status = 503, description = "`database-busy` or `database-unavailable`; see Retry-After", body = Problem, content_type = PROBLEM),
+        UnauthorizedAnswer,
+        DatabaseBusyAnswer,
         (status = 409, description = "`balance-limit`", body = Problem, content_type = PROBLEM),
         (status = 413, description = "`payload-too-large`: the body is over 16 KiB", body = Problem, content_type = PROBLEM),
         (status = 415, description = "`unsupported-media-type`: the body is not `application/json`", body = Problem, content_type = PROBLEM),
@@ -283,8 +283,8 @@ pub async fn charge(
     responses(
         (status = 201, body = ReservationBody),
         (status = 400, description = "`invalid-json`, `invalid-id`", body = Problem, content_type = PROBLEM),
-        (status = 401, description = "`unauthorized`", body = Problem, content_type = PROBLEM),
-        (status = 503, description = "`database-busy` or `database-unavailable`; see Retry-After", body = Problem, content_type = PROBLEM),
+        UnauthorizedAnswer,
+        DatabaseBusyAnswer,
         (status = 404, description = "`seat-not-found`", body = Problem, content_type = PROBLEM),
         (status = 403, description = "`not-admitted`: the waiting room is on and the caller is not ACTIVE in the seat's concert queue", body = Problem, content_type = PROBLEM),
         (status = 409, description = "`seat-taken`, `booking-closed`, `hold-limit-reached`", body = Problem, content_type = PROBLEM),
@@ -319,8 +319,8 @@ pub async fn hold(
     responses(
         (status = 200, body = ReservationBody),
         (status = 400, description = "`invalid-id`", body = Problem, content_type = PROBLEM),
-        (status = 401, description = "`unauthorized`", body = Problem, content_type = PROBLEM),
-        (status = 503, description = "`database-busy` or `database-unavailable`; see Retry-After", body = Problem, content_type = PROBLEM),
+        UnauthorizedAnswer,
+        DatabaseBusyAnswer,
         (status = 404, description = "`reservation-not-found` (also for another user's)", body = Problem, content_type = PROBLEM),
     ))]
 pub async fn get_reservation(
@@ -341,8 +341,8 @@ pub async fn get_reservation(
 #[utoipa::path(get, path = "/api/v1/reservations", tag = "booking", security(("bearer" = [])),
     responses(
         (status = 200, body = [ReservationBody]),
-        (status = 401, description = "`unauthorized`", body = Problem, content_type = PROBLEM),
-        (status = 503, description = "`database-busy` or `database-unavailable`; see Retry-After", body = Problem, content_type = PROBLEM),
+        UnauthorizedAnswer,
+        DatabaseBusyAnswer,
     ))]
 pub async fn list_reservations(
     state: web::Data<AppState>,
@@ -365,8 +365,8 @@ pub async fn list_reservations(
     responses(
         (status = 200, body = ReservationBody),
         (status = 400, description = "`invalid-id`", body = Problem, content_type = PROBLEM),
-        (status = 401, description = "`unauthorized`", body = Problem, content_type = PROBLEM),
-        (status = 503, description = "`database-busy` or `database-unavailable`; see Retry-After", body = Problem, content_type = PROBLEM),
+        UnauthorizedAnswer,
+        DatabaseBusyAnswer,
         (status = 404, description = "`reservation-not-found`", body = Problem, content_type = PROBLEM),
         (status = 409, description = "`reservation-not-held`, `already-paid`", body = Problem, content_type = PROBLEM),
         (status = 410, description = "`hold-expired`", body = Problem, content_type = PROBLEM),
@@ -392,8 +392,8 @@ pub async fn cancel(
     responses(
         (status = 200, body = PaymentBody),
         (status = 400, description = "`idempotency-key-required`, `idempotency-key-invalid`, `invalid-id`", body = Problem, content_type = PROBLEM),
-        (status = 401, description = "`unauthorized`", body = Problem, content_type = PROBLEM),
-        (status = 503, description = "`database-busy` or `database-unavailable`; see Retry-After", body = Problem, content_type = PROBLEM),
+        UnauthorizedAnswer,
+        DatabaseBusyAnswer,
         (status = 402, description = "`insufficient-balance`", body = Problem, content_type = PROBLEM),
         (status = 404, description = "`reservation-not-found`", body = Problem, content_type = PROBLEM),
         (status = 409, description = "`already-paid`, `reservation-not-held`", body = Problem, content_type = PROBLEM),

@@ -11,7 +11,7 @@ use utoipa::IntoParams;
 use crate::AppState;
 use crate::catalogue_body::{ConcertBody, ConcertPageBody, ScheduleBody, SeatBody};
 use crate::catalogue_cache::CatalogueCache;
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, DatabaseBusyAnswer, Problem};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -87,7 +87,7 @@ fn parse_id<T: std::str::FromStr<Err = marquee_domain::IdError>>(
     responses(
         (status = 200, description = "One page of concerts, in id order", body = ConcertPageBody),
         (status = 400, description = "`invalid-query` or `invalid-page`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`database-busy` or `database-unavailable`; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        DatabaseBusyAnswer,
     )
 )]
 pub async fn list_concerts(
@@ -123,7 +123,7 @@ pub async fn list_concerts(
         (status = 200, description = "The concert", body = ConcertBody),
         (status = 400, description = "`invalid-id`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`concert-not-found`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`database-busy` or `database-unavailable`", body = Problem, content_type = "application/problem+json"),
+        DatabaseBusyAnswer,
     )
 )]
 pub async fn get_concert(
@@ -143,7 +143,7 @@ pub async fn get_concert(
         (status = 200, description = "The schedules", body = [ScheduleBody]),
         (status = 400, description = "`invalid-id`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`concert-not-found`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`database-busy` or `database-unavailable`", body = Problem, content_type = "application/problem+json"),
+        DatabaseBusyAnswer,
     )
 )]
 pub async fn list_schedules(
@@ -163,7 +163,7 @@ pub async fn list_schedules(
         (status = 200, description = "The seats", body = [SeatBody]),
         (status = 400, description = "`invalid-id` or `invalid-query`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`schedule-not-found`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`database-busy` or `database-unavailable`", body = Problem, content_type = "application/problem+json"),
+        DatabaseBusyAnswer,
     )
 )]
 pub async fn list_seats(

@@ -236,6 +236,26 @@ pub struct Problem {
     pub checks: Option<serde_json::Value>,
 }
 
+/// The OpenAPI document's `401`, listed once: every route that takes a bearer token answers
+/// it to a missing, malformed, forged or expired one.
+#[derive(Debug, utoipa::IntoResponses)]
+#[response(
+    status = 401,
+    description = "`unauthorized`",
+    content_type = "application/problem+json"
+)]
+pub struct UnauthorizedAnswer(pub Problem);
+
+/// The OpenAPI document's `503`, listed once: every route that reads or writes the database
+/// answers it when the pool or a lock cannot serve in time, with `Retry-After`.
+#[derive(Debug, utoipa::IntoResponses)]
+#[response(
+    status = 503,
+    description = "`database-busy` or `database-unavailable`; see Retry-After",
+    content_type = "application/problem+json"
+)]
+pub struct DatabaseBusyAnswer(pub Problem);
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({}): {}", self.status, self.code, self.detail)

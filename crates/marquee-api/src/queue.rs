@@ -24,7 +24,7 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::caller::Caller;
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, DatabaseBusyAnswer, Problem, UnauthorizedAnswer};
 
 /// How often each instance runs an admission round for every open queue: a freed slot goes
 /// to the next in line within a tenth of a second. Admissions are counted per one-second
@@ -259,9 +259,9 @@ const PROBLEM: &str = "application/problem+json";
         (status = 201, description = "Joined: a new entry, ACTIVE at once when the concert is quiet", body = QueueEntryBody),
         (status = 200, description = "Already in the queue: the same entry (or, with the waiting room off, an open door)", body = QueueEntryBody),
         (status = 400, description = "`invalid-id`", body = Problem, content_type = PROBLEM),
-        (status = 401, description = "`unauthorized`", body = Problem, content_type = PROBLEM),
+        UnauthorizedAnswer,
         (status = 404, description = "`concert-not-found`", body = Problem, content_type = PROBLEM),
-        (status = 503, description = "`database-busy` or `database-unavailable`; see Retry-After", body = Problem, content_type = PROBLEM),
+        DatabaseBusyAnswer,
     ))]
 pub async fn join(
     state: web::Data<AppState>,
@@ -307,9 +307,9 @@ pub async fn join(
     responses(
         (status = 200, description = "The entry", body = QueueEntryBody),
         (status = 400, description = "`invalid-id`", body = Problem, content_type = PROBLEM),
-        (status = 401, description = "`unauthorized`", body = Problem, content_type = PROBLEM),
+        UnauthorizedAnswer,
         (status = 404, description = "`queue-entry-not-found` (not in the queue, or the admission ran out), `concert-not-found`", body = Problem, content_type = PROBLEM),
-        (status = 503, description = "`database-busy` or `database-unavailable`; see Retry-After", body = Problem, content_type = PROBLEM),
+        DatabaseBusyAnswer,
     ))]
 pub async fn poll(
     state: web::Data<AppState>,
@@ -372,9 +372,9 @@ pub async fn poll(
     responses(
         (status = 204, description = "Left"),
         (status = 400, description = "`invalid-id`", body = Problem, content_type = PROBLEM),
-        (status = 401, description = "`unauthorized`", body = Problem, content_type = PROBLEM),
+        UnauthorizedAnswer,
         (status = 404, description = "`queue-entry-not-found`, `concert-not-found`", body = Problem, content_type = PROBLEM),
-        (status = 503, description = "`database-busy` or `database-unavailable`; see Retry-After", body = Problem, content_type = PROBLEM),
+        DatabaseBusyAnswer,
     ))]
 pub async fn leave(
     state: web::Data<AppState>,
