@@ -21,7 +21,9 @@ impl<R: std::error::Error + 'static> From<diesel::result::Error> for Abort<R> {
     }
 }
 
-/// A stored value that breaks an invariant: a failed query, not the caller's fault.
+/// Stored data that breaks an invariant: a value that cannot be read back, or rows that the
+/// locks should have kept consistent and did not. A failed query (500), not the caller's
+/// fault; the one way the repositories report it.
 pub(crate) fn corrupt_row(reason: String) -> diesel::result::Error {
     diesel::result::Error::DeserializationError(reason.into())
 }

@@ -167,15 +167,10 @@ macro_rules! claim_key {
             match (status.and_then(|s| u16::try_from(s).ok()), body) {
                 (Some(status), Some(body)) => Claim::Replay(RecordedResponse { status, body }),
                 _ => {
-                    return Err(Abort::Database(
-                        diesel::result::Error::DeserializationError(
-                            format!(
-                                "idempotency key {:?} has no recorded response",
-                                $key.as_str()
-                            )
-                            .into(),
-                        ),
-                    ));
+                    return Err(Abort::Database(corrupt_row(format!(
+                        "idempotency key {:?} has no recorded response",
+                        $key.as_str()
+                    ))));
                 }
             }
         }
@@ -308,14 +303,13 @@ macro_rules! settle_hold {
         .set(reservations::status.eq($status.as_str()))
         .execute($c)?;
         if seat_settled == 0 || settled == 0 {
-            return Err(broken("a locked live hold could not be settled"));
+            // The seat and reservation were locked and read as a live hold: they cannot
+            // have changed since. A failed query (500), never a refusal.
+            return Err(Abort::Database(corrupt_row(
+                "a locked live hold could not be settled".into(),
+            )));
         }
     }};
-}
-
-/// An invariant the locks guarantee did not hold: a failed query (500), never a refusal.
-fn broken(what: &str) -> Abort {
-    Abort::Database(diesel::result::Error::QueryBuilderError(what.into()))
 }
 
 /// The caller's reservation `$id` as a live hold, decided at the time it evaluates to:
