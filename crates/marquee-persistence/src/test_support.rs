@@ -176,19 +176,10 @@ fn admin_connection(admin: &str) -> PgConnection {
 
 /// `url` with its database name replaced by `database`.
 fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[authority_start..].find('/') {
-        Some(slash) => &base[..authority_start + slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{base}/{database}?{query}"),
-        None => format!("{base}/{database}"),
-    }
+    let mut url = url::Url::parse(url)
+        .unwrap_or_else(|error| panic!("{POSTGRES_URL_VAR} is not a URL: {error}"));
+    url.set_path(database);
+    url.into()
 }
 
 #[derive(QueryableByName)]

@@ -69,14 +69,30 @@ impl Drop for ChaosProxy {
 }
 
 /// `host:port` of the server a URL like `scheme://user@host:port/...` names.
+///
+/// A PostgreSQL or Redis URL without a port names its server's default port.
+///
+/// # Panics
+/// If `url` is not a URL with a host (tests pass the URLs their servers gave).
 pub fn host_port(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, rest)| rest);
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    rest[..end].to_owned()
+    let url = url::Url::parse(url).unwrap_or_else(|error| panic!("{url:?}: {error}"));
+    let host = url.host_str().unwrap_or_else(|| panic!("{url}: no host"));
+    let port = url.port().unwrap_or(match url.scheme() {
+        "postgres" | "postgresql" => 5432,
+        "redis" => 6379,
+        _ => panic!("{url}: no port"),
+    });
+    format!("{host}:{port}")
 }
 
-/// `url` with its `host:port` replaced by the proxy's.
+/// `url` with its host and port replaced by the proxy's.
 pub fn through(url: &str, proxy: &ChaosProxy) -> String {
-    url.replacen(&host_port(url), &format!("127.0.0.1:{}", proxy.port), 1)
+    let mut through = url::Url::parse(url).unwrap_or_else(|error| panic!("{url:?}: {error}"));
+    through
+        .set_host(Some("127.0.0.1"))
+        .unwrap_or_else(|error| panic!("{url:?}: {error}"));
+    through
+        .set_port(Some(proxy.port))
+        .unwrap_or_else(|()| panic!("{url:?}: cannot take a port"));
+    through.into()
 }
