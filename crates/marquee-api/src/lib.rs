@@ -40,7 +40,7 @@ pub struct ServerOptions {
 /// sent on it (the client saw EOF); with a first-request timeout of 5 s, a connection that a
 /// client's pool opened ahead and first used more than 5 s later was answered
 /// `408 Request Timeout` (HTTP clients such as Go's dial ahead when all their connections
-/// are busy, and keep the new one idle if another frees up first: 13 to 18 polls in a
+/// are busy, and keep the new one idle if another frees up first: 13 to 21 polls in a
 /// 20,000-user opening). Nginx waits 60 s for a request head by default.
 pub const IDLE_CONNECTION: std::time::Duration = std::time::Duration::from_secs(75);
 

@@ -1,5 +1,5 @@
-//! [`RedisLink`]: multiplexed, self-reconnecting connections to Redis, one per thread that
-//! uses them, with every command bounded in time.
+//! [`RedisLink`]: multiplexed, self-reconnecting connections to Redis (one shared for writes,
+//! one per thread for reads), with every command bounded in time.
 //!
 //! A cache that waits on a slow Redis is worse than no cache: each command here gives up
 //! after `response_timeout`, so a Redis outage costs a request milliseconds, not seconds.

@@ -614,7 +614,8 @@ fn join_in<C: QueueStatements>(
         GateLock::Exclusive
     };
     let (gate, now) = enter_gate(c, concert_id, mode)?;
-    let (mut entry, new) = place(c, concert_id, user_id, now, None)?;
+    let found = c.find_entry(concert_id, user_id)?;
+    let (mut entry, new) = place(c, concert_id, user_id, now, found)?;
     if !new {
         return Ok((entry.into_domain(0)?, false));
     }
@@ -638,8 +639,8 @@ fn join_in<C: QueueStatements>(
     Ok((entry.into_domain(0)?, true))
 }
 
-/// The user's one place in the concert's queue: the live entry `found` (looked up if not
-/// given), or a new waiting entry, `true` when new.
+/// The user's one place in the concert's queue, given `found`, the user's entry as just read:
+/// that entry while it is live, else a new waiting one (`true` when new).
 fn place<C: QueueStatements>(
     c: &mut C,
     concert: i64,
@@ -647,10 +648,6 @@ fn place<C: QueueStatements>(
     now: NaiveDateTime,
     found: Option<EntryRow>,
 ) -> QueryResult<(EntryRow, bool)> {
-    let found = match found {
-        Some(row) => Some(row),
-        None => c.find_entry(concert, user)?,
-    };
     if let Some(found) = found {
         if found.is_live(now) {
             return Ok((found, false));

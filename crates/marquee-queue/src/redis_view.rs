@@ -222,12 +222,13 @@ impl RedisView {
             ConnectionManager::new_lazy_with_config(client.clone(), config)
                 .map_err(|e| ViewError::Config(e.to_string()))
         };
-        let connection = manager(manager_config(config.response_timeout))?;
+        let poll_config = manager_config(config.response_timeout);
+        let connection = manager(poll_config.clone())?;
         let bulk = manager(manager_config(bulk_timeout))?;
         Ok(Self {
             connection,
             pollers: Arc::new(ThreadLocal::new()),
-            manager_config: manager_config(config.response_timeout),
+            manager_config: poll_config,
             client,
             bulk,
             namespace: config.namespace,
