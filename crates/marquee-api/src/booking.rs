@@ -446,8 +446,9 @@ impl CatalogueCache {
             SeatFilter::Only(SeatStatus::Held),
             SeatFilter::Only(SeatStatus::Sold),
         ] {
-            self.seats.evict(&Self::seats_key(schedule, filter)).await;
+            let key = crate::catalogue_cache::SeatsKey { schedule, filter };
+            self.seats.evict(&key).await;
         }
-        self.schedules.evict(&Self::schedules_key(concert)).await;
+        self.schedules.evict(&concert).await;
     }
 }

@@ -10,7 +10,7 @@ use utoipa::IntoParams;
 
 use crate::AppState;
 use crate::catalogue_body::{ConcertBody, ConcertPageBody, ScheduleBody, SeatBody};
-use crate::catalogue_cache::CatalogueCache;
+use crate::catalogue_cache::{BodyGroup, CatalogueCache, PageKey, SeatsKey};
 use crate::error::{ApiError, DatabaseBusyAnswer, Problem};
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -37,9 +37,9 @@ pub struct SeatParams {
 }
 
 /// Reads `key` from `group`, reporting the time spent for the slow-request log.
-async fn cached(
-    group: &marquee_cache::CacheGroup<marquee_domain::RepositoryError>,
-    key: &str,
+async fn cached<K: marquee_cache::CacheKey>(
+    group: &BodyGroup<K>,
+    key: &K,
 ) -> Result<Option<Bytes>, ApiError> {
     let started = std::time::Instant::now();
     let body = group.get(key).await;
@@ -53,11 +53,7 @@ async fn cached(
 
 /// Whether a concert exists, by the cached concert lookup (a negative answer is cached too).
 pub(crate) async fn concert_exists(state: &AppState, id: ConcertId) -> Result<bool, ApiError> {
-    Ok(
-        cached(&state.cache.concert, &CatalogueCache::concert_key(id))
-            .await?
-            .is_some(),
-    )
+    Ok(cached(&state.cache.concert, &id).await?.is_some())
 }
 
 /// A cached JSON body as a response.
@@ -101,17 +97,12 @@ pub async fn list_concerts(
     // Pages past the end are told apart by the cached count and answered from it: cached
     // one by one, page numbers without end would each add an entry and push hot keys out
     // of a memory-bounded Redis; not cached, each would be a database query.
-    let total = cached(
-        &state.cache.concerts_page,
-        CatalogueCache::CONCERTS_TOTAL_KEY,
-    )
-    .await?;
+    let total = cached(&state.cache.concerts_page, &PageKey::Total).await?;
     let total = CatalogueCache::concerts_total(&total.ok_or_else(never_absent)?)?;
     if request.offset() >= total {
         return json(CatalogueCache::past_the_end(request, total)?);
     }
-    let key = CatalogueCache::concerts_page_key(request);
-    let body = cached(&state.cache.concerts_page, &key).await?;
+    let body = cached(&state.cache.concerts_page, &PageKey::Page(request)).await?;
     json(body.ok_or_else(never_absent)?)
 }
 
@@ -131,7 +122,7 @@ pub async fn get_concert(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id: ConcertId = parse_id("concertId", &path)?;
-    let body = cached(&state.cache.concert, &CatalogueCache::concert_key(id)).await?;
+    let body = cached(&state.cache.concert, &id).await?;
     json(body.ok_or(ApiError::ConcertNotFound(id))?)
 }
 
@@ -151,7 +142,7 @@ pub async fn list_schedules(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id: ConcertId = parse_id("concertId", &path)?;
-    let body = cached(&state.cache.schedules, &CatalogueCache::schedules_key(id)).await?;
+    let body = cached(&state.cache.schedules, &id).await?;
     json(body.ok_or(ApiError::ConcertNotFound(id))?)
 }
 
@@ -180,6 +171,13 @@ pub async fn list_seats(
             ))
         })?,
     };
-    let body = cached(&state.cache.seats, &CatalogueCache::seats_key(id, filter)).await?;
+    let body = cached(
+        &state.cache.seats,
+        &SeatsKey {
+            schedule: id,
+            filter,
+        },
+    )
+    .await?;
     json(body.ok_or(ApiError::ScheduleNotFound(id))?)
 }

@@ -5,11 +5,12 @@
 //! serialisation, and a response is byte-identical whether it came from the database,
 //! Redis or the in-process tier: all three hold the bytes the loader rendered once.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use marquee_cache::{Cache, CacheGroup, CachePolicy, CachePolicyError, Loader};
+use marquee_cache::{BuildError, Cache, CacheGroup, CachePolicy, Raw};
 use marquee_domain::{
     CatalogueRepository, ConcertId, PageRequest, RepositoryError, ScheduleId, SeatFilter,
 };
@@ -35,11 +36,9 @@ pub struct CachePolicies {
 
 impl Default for CachePolicies {
     fn default() -> Self {
-        let short = |base: u64, jitter: u64| CachePolicy {
-            base_ttl: Duration::from_secs(base),
-            jitter: Duration::from_secs(jitter),
-            stale_grace: Duration::from_secs(10),
-            ..CachePolicy::default()
+        let short = |base: u64, jitter: u64| {
+            CachePolicy::with_ttl(Duration::from_secs(base), Duration::from_secs(jitter))
+                .with_stale_grace(Duration::from_secs(10))
         };
         Self {
             concert: CachePolicy::default(),
@@ -50,14 +49,49 @@ impl Default for CachePolicies {
     }
 }
 
+/// A catalogue key group: the JSON body of one endpoint per key, or `None` for a resource
+/// that does not exist. The bodies are stored as they are ([`Raw`]).
+pub type BodyGroup<K> = CacheGroup<K, Bytes, RepositoryError>;
+
 /// The catalogue's cached reads. Each `get` returns the JSON body, or `None` for a
 /// resource that does not exist.
 #[derive(Debug, Clone)]
 pub struct CatalogueCache {
-    pub concert: CacheGroup<RepositoryError>,
-    pub concerts_page: CacheGroup<RepositoryError>,
-    pub schedules: CacheGroup<RepositoryError>,
-    pub seats: CacheGroup<RepositoryError>,
+    pub concert: BodyGroup<ConcertId>,
+    pub concerts_page: BodyGroup<PageKey>,
+    pub schedules: BodyGroup<ConcertId>,
+    pub seats: BodyGroup<SeatsKey>,
+}
+
+/// A key of `concerts_page`: one page, or the number of concerts that every page carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PageKey {
+    Total,
+    Page(PageRequest),
+}
+
+/// Stored as `total`, or `{page}:{size}`.
+impl fmt::Display for PageKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Total => f.write_str("total"),
+            Self::Page(request) => write!(f, "{}:{}", request.page(), request.size()),
+        }
+    }
+}
+
+/// A key of `seats`: a schedule's seats, all or those in one state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SeatsKey {
+    pub schedule: ScheduleId,
+    pub filter: SeatFilter,
+}
+
+/// Stored as `{schedule}:{filter}`.
+impl fmt::Display for SeatsKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.schedule, self.filter.name())
+    }
 }
 
 /// Renders a body. Serialising these plain structs cannot fail; if it ever did, the error
@@ -70,24 +104,25 @@ fn render<T: Serialize>(body: &T) -> Result<Bytes, RepositoryError> {
         })
 }
 
-/// A key the cache handed back that does not parse: a bug, reported as a failed load.
-fn bad_key(key: &str) -> RepositoryError {
-    RepositoryError::Query {
-        reason: format!("malformed cache key {key:?}"),
-    }
-}
-
-fn loader<F, Fut>(repository: &Arc<dyn CatalogueRepository>, load: F) -> Loader<RepositoryError>
+/// The group `name` of `cache`, its bodies rendered by `load` from the repository.
+fn body_group<K, F, Fut>(
+    cache: &Cache,
+    name: &'static str,
+    policy: CachePolicy,
+    repository: &Arc<dyn CatalogueRepository>,
+    load: F,
+) -> Result<BodyGroup<K>, BuildError>
 where
-    F: Fn(Arc<dyn CatalogueRepository>, String) -> Fut + Send + Sync + 'static,
+    K: marquee_cache::CacheKey,
+    F: Fn(Arc<dyn CatalogueRepository>, K) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Option<Bytes>, RepositoryError>> + Send + 'static,
 {
     let repository = repository.clone();
-    let load = Arc::new(load);
-    Arc::new(move |key| {
-        let (repository, load) = (repository.clone(), load.clone());
-        Box::pin(async move { load(repository, key).await })
-    })
+    cache
+        .group::<K, Bytes>(name)
+        .policy(policy)
+        .codec(Raw)
+        .build(move |key| load(repository.clone(), key))
 }
 
 impl CatalogueCache {
@@ -95,77 +130,82 @@ impl CatalogueCache {
         cache: &Cache,
         policies: &CachePolicies,
         repository: Arc<dyn CatalogueRepository>,
-    ) -> Result<Self, CachePolicyError> {
-        let concert = loader(&repository, |repository, key| async move {
-            let id: ConcertId = key.parse().map_err(|_| bad_key(&key))?;
-            match repository.find_concert(id).await? {
-                Some(concert) => render(&ConcertBody::from(concert)).map(Some),
-                None => Ok(None),
-            }
-        });
-        let concerts_page = loader(&repository, |repository, key| async move {
-            if key == Self::CONCERTS_TOTAL_KEY {
-                // Every page carries the count; the smallest page costs the least.
-                let smallest = PageRequest::new(0, 1).map_err(|error| RepositoryError::Query {
-                    reason: error.to_string(),
-                })?;
-                let page = repository.list_concerts(smallest).await?;
-                return render(&page.total).map(Some);
-            }
-            let (page, size) = key.split_once(':').ok_or_else(|| bad_key(&key))?;
-            let request = page
-                .parse()
-                .ok()
-                .zip(size.parse().ok())
-                .and_then(|(page, size)| PageRequest::new(page, size).ok())
-                .ok_or_else(|| bad_key(&key))?;
-            let page = repository.list_concerts(request).await?;
-            render(&ConcertPageBody::from(page)).map(Some)
-        });
-        let schedules = loader(&repository, |repository, key| async move {
-            let id: ConcertId = key.parse().map_err(|_| bad_key(&key))?;
-            match repository.list_schedules(id).await? {
-                Some(list) => {
-                    let body: Vec<ScheduleBody> =
-                        list.into_iter().map(ScheduleBody::from).collect();
-                    render(&body).map(Some)
+    ) -> Result<Self, BuildError> {
+        let concert = body_group(
+            cache,
+            "concert",
+            policies.concert,
+            &repository,
+            |repository, id| async move {
+                match repository.find_concert(id).await? {
+                    Some(concert) => render(&ConcertBody::from(concert)).map(Some),
+                    None => Ok(None),
                 }
-                None => Ok(None),
-            }
-        });
-        let seats = loader(&repository, |repository, key| async move {
-            let (id, filter) = key.split_once(':').ok_or_else(|| bad_key(&key))?;
-            let id: ScheduleId = id.parse().map_err(|_| bad_key(&key))?;
-            let filter = SeatFilter::parse(filter).ok_or_else(|| bad_key(&key))?;
-            match repository.list_seats(id, filter).await? {
-                Some(list) => {
-                    let body: Vec<SeatBody> = list.into_iter().map(SeatBody::from).collect();
-                    render(&body).map(Some)
+            },
+        )?;
+        let concerts_page = body_group(
+            cache,
+            "concerts_page",
+            policies.concerts_page,
+            &repository,
+            |repository, key| async move {
+                match key {
+                    PageKey::Total => {
+                        // Every page carries the count; the smallest page costs the least.
+                        let smallest =
+                            PageRequest::new(0, 1).map_err(|error| RepositoryError::Query {
+                                reason: error.to_string(),
+                            })?;
+                        let page = repository.list_concerts(smallest).await?;
+                        render(&page.total).map(Some)
+                    }
+                    PageKey::Page(request) => {
+                        let page = repository.list_concerts(request).await?;
+                        render(&ConcertPageBody::from(page)).map(Some)
+                    }
                 }
-                None => Ok(None),
-            }
-        });
+            },
+        )?;
+        let schedules = body_group(
+            cache,
+            "schedules",
+            policies.schedules,
+            &repository,
+            |repository, id| async move {
+                match repository.list_schedules(id).await? {
+                    Some(list) => {
+                        let body: Vec<ScheduleBody> =
+                            list.into_iter().map(ScheduleBody::from).collect();
+                        render(&body).map(Some)
+                    }
+                    None => Ok(None),
+                }
+            },
+        )?;
+        let seats = body_group(
+            cache,
+            "seats",
+            policies.seats,
+            &repository,
+            |repository, key: SeatsKey| async move {
+                match repository.list_seats(key.schedule, key.filter).await? {
+                    Some(list) => {
+                        let body: Vec<SeatBody> = list.into_iter().map(SeatBody::from).collect();
+                        render(&body).map(Some)
+                    }
+                    None => Ok(None),
+                }
+            },
+        )?;
         Ok(Self {
-            concert: cache.group("concert", policies.concert, concert)?,
-            concerts_page: cache.group("concerts_page", policies.concerts_page, concerts_page)?,
-            schedules: cache.group("schedules", policies.schedules, schedules)?,
-            seats: cache.group("seats", policies.seats, seats)?,
+            concert,
+            concerts_page,
+            schedules,
+            seats,
         })
     }
 
-    pub fn concert_key(id: ConcertId) -> String {
-        id.to_string()
-    }
-
-    pub fn concerts_page_key(request: PageRequest) -> String {
-        format!("{}:{}", request.page(), request.size())
-    }
-
-    /// The key of the number of concerts in `concerts_page`; no `{page}:{size}` key can
-    /// take this form.
-    pub const CONCERTS_TOTAL_KEY: &str = "total";
-
-    /// The number of concerts, from the body cached under [`Self::CONCERTS_TOTAL_KEY`].
+    /// The number of concerts, from the body cached under [`PageKey::Total`].
     pub fn concerts_total(body: &[u8]) -> Result<i64, RepositoryError> {
         serde_json::from_slice(body).map_err(|error| RepositoryError::Query {
             reason: format!("malformed cached concert count: {error}"),
@@ -181,13 +221,5 @@ impl CatalogueCache {
             size: request.size(),
             total,
         })
-    }
-
-    pub fn schedules_key(concert: ConcertId) -> String {
-        concert.to_string()
-    }
-
-    pub fn seats_key(schedule: ScheduleId, filter: SeatFilter) -> String {
-        format!("{schedule}:{}", filter.name())
     }
 }

@@ -78,8 +78,8 @@ impl From<marquee_domain::BookingError> for ApiError {
 impl From<marquee_cache::CacheError<RepositoryError>> for ApiError {
     fn from(error: marquee_cache::CacheError<RepositoryError>) -> Self {
         match error {
-            marquee_cache::CacheError::Load(error) => Self::Repository(error),
-            marquee_cache::CacheError::LoadAborted => Self::Repository(RepositoryError::Query {
+            marquee_cache::CacheError::Load(error) => Self::Repository((*error).clone()),
+            _ => Self::Repository(RepositoryError::Query {
                 reason: "a load stopped without an answer".into(),
             }),
         }

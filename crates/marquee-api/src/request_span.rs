@@ -15,9 +15,10 @@ use tracing::Instrument;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The target of the events that report where a request's time went (see the server's
-/// telemetry, which sums them per request and warns about slow requests).
-pub const TIMING_TARGET: &str = "marquee::timing";
+/// The target of this crate's events that report where a request's time went (`phase` and
+/// `micros`; the server's telemetry sums them per request and warns about slow requests).
+/// The cache and the persistence crate export one each too.
+pub const TIMING_TARGET: &str = "marquee_api::timing";
 
 fn incoming_id(req: &ServiceRequest) -> Option<String> {
     let value = req.headers().get(&REQUEST_ID)?.to_str().ok()?;

@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+/// When the circuit breaker in front of Redis opens, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct BreakerConfig {
     /// Consecutive failures that open the breaker. Default 5.
     pub failure_threshold: u32,
@@ -33,16 +35,19 @@ impl Default for BreakerConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum BreakerState {
+    /// Redis is called.
     Closed = 0,
+    /// Redis is failing: calls are skipped until `open_for` has passed.
     Open = 1,
+    /// One probe call at a time is let through; its success closes the breaker.
     HalfOpen = 2,
 }
 
 /// Called on every change of state.
-pub type OnChange = Box<dyn Fn(BreakerState) + Send + Sync>;
+pub(crate) type OnChange = Box<dyn Fn(BreakerState) + Send + Sync>;
 
 /// A lock-free breaker: the closed fast path is one atomic load.
-pub struct CircuitBreaker {
+pub(crate) struct CircuitBreaker {
     config: BreakerConfig,
     state: AtomicU8,
     failures: AtomicU32,

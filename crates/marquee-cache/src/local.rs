@@ -7,6 +7,7 @@
 //! value when a read of the data began; an insert with a ticket is dropped if the key was
 //! marked after it. docs/cache.md ("Generations") has the whole scheme.
 
+use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -16,10 +17,16 @@ use moka::notification::RemovalCause;
 
 use crate::entry::Entry;
 
+/// A value of any group: the tier is shared by every group of a cache, each of which
+/// keeps values of its own type, and takes them back out with a downcast. Keys never
+/// collide between groups (each has its own prefix), so a downcast only fails for two
+/// groups given one name.
+pub(crate) type Erased = Arc<dyn Any + Send + Sync>;
+
 /// An entry and how long this tier keeps it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Held {
-    entry: Entry,
+    entry: Entry<Erased>,
     hold: Duration,
 }
 
@@ -130,7 +137,7 @@ impl LocalTier {
         }
     }
 
-    pub fn get(&self, key: &str) -> Option<Entry> {
+    pub fn get(&self, key: &str) -> Option<Entry<Erased>> {
         self.entries.get(key).map(|held| held.entry)
     }
 
@@ -153,7 +160,7 @@ impl LocalTier {
     ///
     /// A caller must not hold a ticket for longer than marks live (it checks its age):
     /// after that the mark that would refuse it may be gone.
-    pub fn insert(&self, key: &str, entry: Entry, hold: Duration, ticket: Ticket) -> bool {
+    pub fn insert(&self, key: &str, entry: Entry<Erased>, hold: Duration, ticket: Ticket) -> bool {
         let _writes = self.lock_writes();
         if self.invalidated_since(key, ticket) {
             return false;
@@ -171,7 +178,7 @@ impl LocalTier {
 
     /// Invalidates `key` and keeps `entry` in its place, in one write: an insert with an
     /// earlier ticket cannot land between the two.
-    pub fn replace(&self, key: &str, entry: Entry, hold: Duration) {
+    pub fn replace(&self, key: &str, entry: Entry<Erased>, hold: Duration) {
         let _writes = self.lock_writes();
         self.mark(key);
         self.keep(key, entry, hold);
@@ -193,7 +200,7 @@ impl LocalTier {
         self.entries.entry_count()
     }
 
-    fn keep(&self, key: &str, entry: Entry, hold: Duration) {
+    fn keep(&self, key: &str, entry: Entry<Erased>, hold: Duration) {
         if !hold.is_zero() {
             self.entries.insert(key.to_owned(), Held { entry, hold });
         }
@@ -226,9 +233,9 @@ impl LocalTier {
 mod tests {
     use super::*;
 
-    fn entry(value: &'static [u8]) -> Entry {
+    fn entry(value: &'static str) -> Entry<Erased> {
         Entry::new(
-            Some(bytes::Bytes::from_static(value)),
+            Some(Arc::new(value) as Erased),
             Duration::from_secs(60),
             Duration::ZERO,
             crate::entry::now_ms(),
@@ -241,6 +248,12 @@ mod tests {
         tier
     }
 
+    fn value(tier: &LocalTier, key: &str) -> Option<&'static str> {
+        tier.get(key)
+            .and_then(|entry| entry.value)
+            .and_then(|value| value.downcast_ref::<&'static str>().copied())
+    }
+
     const HOLD: Duration = Duration::from_secs(60);
 
     #[test]
@@ -248,15 +261,12 @@ mod tests {
         let tier = tier();
         let before = tier.ticket();
         tier.invalidate("k");
-        assert!(!tier.insert("k", entry(b"old"), HOLD, before));
-        assert_eq!(tier.get("k"), None);
+        assert!(!tier.insert("k", entry("old"), HOLD, before));
+        assert!(tier.get("k").is_none());
 
         let after = tier.ticket();
-        assert!(tier.insert("k", entry(b"new"), HOLD, after));
-        assert_eq!(
-            tier.get("k").and_then(|e| e.value),
-            Some(bytes::Bytes::from_static(b"new"))
-        );
+        assert!(tier.insert("k", entry("new"), HOLD, after));
+        assert_eq!(value(&tier, "k"), Some("new"));
     }
 
     #[test]
@@ -264,19 +274,16 @@ mod tests {
         let tier = tier();
         let before = tier.ticket();
         tier.invalidate("other");
-        assert!(tier.insert("k", entry(b"v"), HOLD, before));
+        assert!(tier.insert("k", entry("v"), HOLD, before));
     }
 
     #[test]
     fn a_replacement_is_not_overwritten_by_an_earlier_read() {
         let tier = tier();
         let before = tier.ticket();
-        tier.replace("k", entry(b"new"), HOLD);
-        assert!(!tier.insert("k", entry(b"old"), HOLD, before));
-        assert_eq!(
-            tier.get("k").and_then(|e| e.value),
-            Some(bytes::Bytes::from_static(b"new"))
-        );
+        tier.replace("k", entry("new"), HOLD);
+        assert!(!tier.insert("k", entry("old"), HOLD, before));
+        assert_eq!(value(&tier, "k"), Some("new"));
     }
 
     #[test]
@@ -284,8 +291,8 @@ mod tests {
         let tier = tier();
         let before = tier.ticket();
         tier.clear();
-        assert!(!tier.insert("k", entry(b"old"), HOLD, before));
-        assert!(tier.insert("k", entry(b"new"), HOLD, tier.ticket()));
+        assert!(!tier.insert("k", entry("old"), HOLD, before));
+        assert!(tier.insert("k", entry("new"), HOLD, tier.ticket()));
     }
 
     #[test]
@@ -299,7 +306,7 @@ mod tests {
         tier.marks.run_pending_tasks();
         assert!(tier.marks.entry_count() <= 1);
         for key in 0..50 {
-            assert!(!tier.insert(&format!("k{key}"), entry(b"old"), HOLD, before));
+            assert!(!tier.insert(&format!("k{key}"), entry("old"), HOLD, before));
         }
     }
 }

@@ -11,9 +11,25 @@ use std::time::Duration;
 use rand::Rng;
 use serde::Deserialize;
 
+use crate::error::ConfigError;
+
 /// The lifetime rules of one key group.
+///
+/// ```
+/// use std::time::Duration;
+/// use marquee_cache::CachePolicy;
+///
+/// // Seat maps change with every booking: seconds, not minutes.
+/// let seats = CachePolicy::with_ttl(Duration::from_secs(2), Duration::from_secs(1))
+///     .with_stale_grace(Duration::from_secs(10));
+/// assert_eq!(seats.window(), (Duration::from_secs(2), Duration::from_secs(3)));
+/// let ttl = seats.ttl();
+/// assert!(ttl >= Duration::from_secs(2) && ttl <= Duration::from_secs(3));
+/// assert_eq!(seats.longest_life(), Duration::from_secs(30 + 10)); // the negative TTL is longer
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct CachePolicy {
     /// The shortest lifetime an entry gets. Default 200 s.
     #[serde(with = "humantime_serde")]
@@ -49,13 +65,6 @@ impl Default for CachePolicy {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct CachePolicyError {
-    pub field: &'static str,
-    pub reason: String,
-}
-
 impl CachePolicy {
     /// A policy with these TTL bounds and every other setting at its default.
     pub fn with_ttl(base_ttl: Duration, jitter: Duration) -> Self {
@@ -66,10 +75,41 @@ impl CachePolicy {
         }
     }
 
+    /// This policy with `negative_ttl` set.
+    #[must_use]
+    pub fn with_negative_ttl(self, negative_ttl: Duration) -> Self {
+        Self {
+            negative_ttl,
+            ..self
+        }
+    }
+
+    /// This policy with `stale_grace` set.
+    #[must_use]
+    pub fn with_stale_grace(self, stale_grace: Duration) -> Self {
+        Self {
+            stale_grace,
+            ..self
+        }
+    }
+
+    /// This policy with `early_refresh_beta` set.
+    #[must_use]
+    pub fn with_early_refresh_beta(self, early_refresh_beta: f64) -> Self {
+        Self {
+            early_refresh_beta,
+            ..self
+        }
+    }
+
     /// Checks the bounds. Redis keeps TTLs in milliseconds, so anything below 1 ms would mean
     /// "no expiry" or an error there.
-    pub fn validate(&self) -> Result<(), CachePolicyError> {
-        let fail = |field, reason: String| Err(CachePolicyError { field, reason });
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the setting and why its value is refused.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |field, reason: String| Err(ConfigError::new(field, reason));
         if self.base_ttl < Duration::from_millis(1) {
             return fail(
                 "base_ttl",

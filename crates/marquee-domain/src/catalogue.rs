@@ -93,7 +93,7 @@ pub struct Seat {
 }
 
 /// Which seats of a schedule to list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum SeatFilter {
     #[default]
     All,
@@ -131,7 +131,7 @@ impl SeatFilter {
 }
 
 /// A validated request for one page of a listing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PageRequest {
     page: i64,
     size: i64,

@@ -25,4 +25,8 @@ pub use marquee_pool::metrics;
 pub use marquee_pool::{PoolConfig, PoolConfigError, PoolError, PoolState};
 pub use pool::DbPool;
 pub use queue::{DieselQueue, JOINS_PER_BATCH};
+
+/// The target of the events that report where a request's time went in this crate:
+/// `phase = "pool_wait"` (waiting for a connection) and `phase = "query"`, with `micros`.
+pub const TIMING_TARGET: &str = "marquee_persistence::timing";
 pub use seed::{SeedPlan, SeedReport};

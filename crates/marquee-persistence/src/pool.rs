@@ -187,7 +187,7 @@ impl HealthCheck for DbPool {
 /// Reports where a request's time went (read by the server's slow-request log).
 fn timing(phase: &'static str, took: Duration) {
     tracing::trace!(
-        target: "marquee::timing",
+        target: crate::TIMING_TARGET,
         phase,
         micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
     );

@@ -434,10 +434,11 @@ impl Settings {
     /// Redis's settings, or `None` for the in-process cache.
     pub fn redis_config(&self) -> Option<RedisConfig> {
         let url = self.redis.url.trim();
-        (!url.is_empty()).then(|| RedisConfig {
-            url: url.to_owned(),
-            response_timeout: self.redis.response_timeout,
-            connection_timeout: self.redis.connection_timeout,
+        (!url.is_empty()).then(|| {
+            let mut config = RedisConfig::new(url);
+            config.response_timeout = self.redis.response_timeout;
+            config.connection_timeout = self.redis.connection_timeout;
+            config
         })
     }
 }

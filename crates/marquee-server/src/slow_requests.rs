@@ -17,8 +17,13 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-/// The timing events' target; the crates that emit them use the same string.
-pub const TIMING_TARGET: &str = marquee_api::request_span::TIMING_TARGET;
+/// The targets of the timing events, one per crate that emits them: the API (cache reads
+/// as a whole), the cache (Redis commands) and persistence (pool wait, query).
+pub const TIMING_TARGETS: [&str; 3] = [
+    marquee_api::request_span::TIMING_TARGET,
+    marquee_cache::TIMING_TARGET,
+    marquee_persistence::TIMING_TARGET,
+];
 
 #[derive(Debug)]
 pub struct SlowRequests {
@@ -95,7 +100,7 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        if event.metadata().target() != TIMING_TARGET {
+        if !TIMING_TARGETS.contains(&event.metadata().target()) {
             return;
         }
         let mut timing = Timing::default();

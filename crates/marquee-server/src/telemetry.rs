@@ -36,7 +36,9 @@ pub fn init(settings: &Settings) {
     }
     .with_filter(
         Targets::new()
-            .with_target(crate::slow_requests::TIMING_TARGET, LevelFilter::TRACE)
+            .with_targets(
+                crate::slow_requests::TIMING_TARGETS.map(|target| (target, LevelFilter::TRACE)),
+            )
             .with_target("marquee_api::request_span", LevelFilter::INFO),
     );
     // A second call (tests start many apps in one process) keeps the first subscriber.
@@ -70,7 +72,6 @@ pub fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was installed already; /metrics may be empty");
             }
-            marquee_cache::metrics::describe();
             marquee_persistence::metrics::describe();
             marquee_api::http_metrics::describe();
             marquee_api::queue::describe();

@@ -5,7 +5,7 @@ use std::time::Duration;
 use marquee_cache::{Cache, CachePolicy};
 
 use crate::on_each_tier;
-use crate::support::{Source, Tier, config, group, link, namespace, redis_url};
+use crate::support::{Source, Tier, build_group, config, group, k, link, namespace, redis_url};
 
 /// 500 concurrent reads of a cold key: exactly one load, and everyone gets its value.
 async fn a_cold_key_is_loaded_once(tier: Tier) {
@@ -14,7 +14,7 @@ async fn a_cold_key_is_loaded_once(tier: Tier) {
     let readers: Vec<_> = (0..500)
         .map(|_| {
             let group = group.clone();
-            tokio::spawn(async move { group.get("concert:1").await })
+            tokio::spawn(async move { group.get(&k("concert:1")).await })
         })
         .collect();
     for reader in readers {
@@ -32,7 +32,7 @@ async fn absence_is_remembered(tier: Tier) {
         let readers: Vec<_> = (0..100)
             .map(|_| {
                 let group = group.clone();
-                tokio::spawn(async move { group.get("missing:42").await })
+                tokio::spawn(async move { group.get(&k("missing:42")).await })
             })
             .collect();
         for reader in readers {
@@ -48,12 +48,12 @@ async fn a_cancelled_leader_does_not_strand_followers(tier: Tier) {
     let (_cache, group) = group(tier, config(&namespace()), CachePolicy::default(), &source);
     let leader = {
         let group = group.clone();
-        tokio::spawn(async move { group.get("k").await })
+        tokio::spawn(async move { group.get(&k("k")).await })
     };
     tokio::time::sleep(Duration::from_millis(10)).await;
     let follower = {
         let group = group.clone();
-        tokio::spawn(async move { group.get("k").await })
+        tokio::spawn(async move { group.get(&k("k")).await })
     };
     leader.abort();
     assert!(follower.await.unwrap().unwrap().is_some());
@@ -80,16 +80,14 @@ async fn instances_share_one_load_through_the_lease() {
     let groups: Vec<_> = (0..3)
         .map(|_| {
             let cache = Cache::redis(config.clone(), link(&url)).unwrap();
-            let group = cache
-                .group("g", CachePolicy::default(), source.loader())
-                .unwrap();
+            let group = build_group(&cache, CachePolicy::default(), source.loader());
             (cache, group)
         })
         .collect();
     let readers: Vec<_> = (0..300)
         .map(|i| {
             let group = groups[i % 3].1.clone();
-            tokio::spawn(async move { group.get("concert:7").await })
+            tokio::spawn(async move { group.get(&k("concert:7")).await })
         })
         .collect();
     for reader in readers {
@@ -108,19 +106,12 @@ async fn a_dead_lease_holder_delays_but_does_not_block() {
     let mut config = config(&namespace());
     config.lease_wait = Duration::from_millis(300);
     let cache = Cache::redis(config, link(&url)).unwrap();
-    let group = cache
-        .group("g", CachePolicy::default(), source.loader())
-        .unwrap();
-    let lease = format!("{}:lease", group.full_key("k"));
-    assert!(
-        link(&url)
-            .set_nx_px(&lease, "crashed", 60_000)
-            .await
-            .unwrap()
-    );
+    let group = build_group(&cache, CachePolicy::default(), source.loader());
+    let lease = format!("{}:lease", group.full_key(&k("k")));
+    assert!(link(&url).set_px(&lease, b"crashed", 60_000).await.is_ok());
 
     let started = std::time::Instant::now();
-    assert!(group.get("k").await.unwrap().is_some());
+    assert!(group.get(&k("k")).await.unwrap().is_some());
     let waited = started.elapsed();
     assert!(
         waited >= Duration::from_millis(250) && waited < Duration::from_secs(2),
@@ -140,27 +131,23 @@ async fn invalidations_reach_every_instances_l1() {
     config.l1_ttl = Duration::from_secs(30);
     let a = Cache::redis(config.clone(), link(&url)).unwrap();
     let b = Cache::redis(config, link(&url)).unwrap();
-    let group_a = a
-        .group("g", CachePolicy::default(), source.loader())
-        .unwrap();
-    let group_b = b
-        .group("g", CachePolicy::default(), source.loader())
-        .unwrap();
+    let group_a = build_group(&a, CachePolicy::default(), source.loader());
+    let group_b = build_group(&b, CachePolicy::default(), source.loader());
     // Let both subscriptions settle.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let first = group_b.get("k").await.unwrap().unwrap();
+    let first = group_b.get(&k("k")).await.unwrap().unwrap();
     assert_eq!(
-        group_b.get("k").await.unwrap().unwrap(),
+        group_b.get(&k("k")).await.unwrap().unwrap(),
         first,
         "now in b's L1"
     );
 
     let newer = bytes::Bytes::from_static(b"{\"new\":true}");
-    group_a.update("k", Some(newer.clone())).await;
+    group_a.update(&k("k"), Some(newer.clone())).await;
     let started = std::time::Instant::now();
     loop {
-        let seen = group_b.get("k").await.unwrap().unwrap();
+        let seen = group_b.get(&k("k")).await.unwrap().unwrap();
         if seen == newer {
             break;
         }
@@ -171,9 +158,9 @@ async fn invalidations_reach_every_instances_l1() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
-    group_a.evict("k").await;
+    group_a.evict(&k("k")).await;
     let started = std::time::Instant::now();
-    while group_b.get("k").await.unwrap().unwrap() == newer {
+    while group_b.get(&k("k")).await.unwrap().unwrap() == newer {
         assert!(
             started.elapsed() < Duration::from_secs(1),
             "eviction did not reach b"

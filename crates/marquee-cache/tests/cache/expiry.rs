@@ -4,10 +4,12 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use marquee_cache::{Cache, CacheGroup, CachePolicy, RefreshConfig};
+use marquee_cache::{Cache, CachePolicy};
 
 use crate::on_each_tier;
-use crate::support::{Source, SourceDown, Tier, config, group, link, namespace, redis_url};
+use crate::support::{
+    Group, Source, SourceDown, Tier, build_group, config, group, k, link, namespace, redis_url,
+};
 
 /// 10,000 keys written at once: every TTL Redis reports is within the policy's window
 /// (plus the documented stale grace), and no 1-second bucket holds more than 5 %.
@@ -18,7 +20,7 @@ async fn ten_thousand_keys_expire_spread_over_the_window() {
     let source = Source::with_delay(Duration::ZERO);
     let policy = CachePolicy::default();
     let cache = Cache::redis(config(&namespace()), link(&url)).unwrap();
-    let group = cache.group("g", policy, source.loader()).unwrap();
+    let group = build_group(&cache, policy, source.loader());
     let keys: Vec<String> = (0..10_000).map(|i| format!("concert:{i}")).collect();
     let started = Instant::now();
     let mut written_at = Vec::with_capacity(keys.len());
@@ -43,7 +45,8 @@ async fn ten_thousand_keys_expire_spread_over_the_window() {
     let grace = policy.stale_grace;
     let mut buckets = vec![0u32; (policy.jitter.as_secs() + 2) as usize];
     for (key, written) in keys.iter().zip(&written_at) {
-        let pttl = Duration::from_millis(redis.pttl(&group.full_key(key)).await.unwrap().unwrap());
+        let pttl =
+            Duration::from_millis(redis.pttl(&group.full_key(&k(key))).await.unwrap().unwrap());
         let ttl = pttl - grace;
         // Time passed between the write and this read shortens what Redis reports.
         assert!(
@@ -65,12 +68,12 @@ async fn ten_thousand_keys_expire_spread_over_the_window() {
 }
 
 /// Reads every 10 ms for `span`; returns how many took longer than `slow`.
-async fn slow_reads(group: &CacheGroup<SourceDown>, span: Duration, slow: Duration) -> usize {
+async fn slow_reads(group: &Group, span: Duration, slow: Duration) -> usize {
     let started = Instant::now();
     let mut count = 0;
     while started.elapsed() < span {
         let read = Instant::now();
-        assert!(group.get("hot").await.unwrap().is_some());
+        assert!(group.get(&k("hot")).await.unwrap().is_some());
         if read.elapsed() >= slow {
             count += 1;
         }
@@ -86,12 +89,7 @@ const SLOW: Duration = Duration::from_millis(150);
 const SPAN: Duration = Duration::from_millis(3_000);
 
 fn short_policy(beta: f64) -> CachePolicy {
-    CachePolicy {
-        base_ttl: Duration::from_millis(800),
-        jitter: Duration::ZERO,
-        early_refresh_beta: beta,
-        ..CachePolicy::default()
-    }
+    CachePolicy::with_ttl(Duration::from_millis(800), Duration::ZERO).with_early_refresh_beta(beta)
 }
 
 /// With XFetch, a key read continuously is recomputed before it expires: after the first
@@ -116,13 +114,11 @@ async fn xfetch_refreshes_before_expiry(tier: Tier) {
 async fn hot_keys_are_refreshed_ahead(tier: Tier) {
     let source = Source::with_delay(LOAD);
     let mut config = config(&namespace());
-    config.refresh = RefreshConfig {
-        enabled: true,
-        interval: Duration::from_millis(100),
-        hot_keys: 10,
-        min_reads: 2,
-        ahead: Duration::from_millis(500),
-    };
+    config.refresh.enabled = true;
+    config.refresh.interval = Duration::from_millis(100);
+    config.refresh.hot_keys = 10;
+    config.refresh.min_reads = 2;
+    config.refresh.ahead = Duration::from_millis(500);
     let (_cache, group) = group(tier, config, short_policy(0.0), &source);
     let slow = slow_reads(&group, SPAN, SLOW).await;
     assert_eq!(slow, 1, "only the cold read waits");
@@ -133,27 +129,23 @@ async fn hot_keys_are_refreshed_ahead(tier: Tier) {
 /// error reaches the caller.
 async fn a_failing_source_serves_stale(tier: Tier) {
     let source = Source::with_delay(Duration::ZERO);
-    let policy = CachePolicy {
-        base_ttl: Duration::from_millis(200),
-        jitter: Duration::ZERO,
-        stale_grace: Duration::from_secs(10),
-        early_refresh_beta: 0.0,
-        ..CachePolicy::default()
-    };
+    let policy = CachePolicy::with_ttl(Duration::from_millis(200), Duration::ZERO)
+        .with_stale_grace(Duration::from_secs(10))
+        .with_early_refresh_beta(0.0);
     let (_cache, group) = group(tier, config(&namespace()), policy, &source);
-    let fresh = group.get("k").await.unwrap().unwrap();
+    let fresh = group.get(&k("k")).await.unwrap().unwrap();
     source.failing.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        group.get("k").await.unwrap().unwrap(),
+        group.get(&k("k")).await.unwrap().unwrap(),
         fresh,
         "stale served"
     );
     assert!(source.loads() >= 2, "a reload was attempted");
-    assert_eq!(
-        group.get("never-loaded").await,
-        Err(marquee_cache::CacheError::Load(SourceDown))
-    );
+    assert!(matches!(
+        group.get(&k("never-loaded")).await,
+        Err(marquee_cache::CacheError::Load(error)) if *error == SourceDown
+    ));
 }
 
 on_each_tier!(

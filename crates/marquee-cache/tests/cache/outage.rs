@@ -4,35 +4,29 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use marquee_cache::{BreakerConfig, BreakerState, Cache, CachePolicy, RedisConfig, RedisLink};
+use marquee_cache::{BreakerState, Cache, CachePolicy, RedisConfig, RedisLink};
 use marquee_testkit::{ChaosProxy, host_port, through};
 
-use crate::support::{Source, config, namespace, redis_url};
+use crate::support::{Source, build_group, config, k, namespace, redis_url};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Redis: set MARQUEE_TEST_REDIS_URL"]
 async fn reads_survive_a_redis_outage_within_the_fallback_bound() {
     let url = redis_url();
     let proxy = ChaosProxy::start(&host_port(&url)).await;
-    let link = RedisLink::open(RedisConfig {
-        response_timeout: Duration::from_millis(50),
-        connection_timeout: Duration::from_millis(100),
-        ..RedisConfig::new(through(&url, &proxy))
-    })
-    .unwrap();
+    let mut redis = RedisConfig::new(through(&url, &proxy));
+    redis.response_timeout = Duration::from_millis(50);
+    redis.connection_timeout = Duration::from_millis(100);
+    let link = RedisLink::open(redis).unwrap();
     let mut config = config(&namespace());
     config.fallback_concurrency = 2;
-    config.breaker = BreakerConfig {
-        failure_threshold: 3,
-        open_for: Duration::from_millis(300),
-    };
+    config.breaker.failure_threshold = 3;
+    config.breaker.open_for = Duration::from_millis(300);
     let cache = Cache::redis(config, link).unwrap();
     let source = Source::with_delay(Duration::from_millis(20));
-    let group = cache
-        .group("g", CachePolicy::default(), source.loader())
-        .unwrap();
+    let group = build_group(&cache, CachePolicy::default(), source.loader());
 
-    assert!(group.get("warm").await.unwrap().is_some());
+    assert!(group.get(&k("warm")).await.unwrap().is_some());
     assert_eq!(cache.breaker_state(), BreakerState::Closed);
 
     proxy.cut().await;
@@ -86,11 +80,11 @@ async fn reads_survive_a_redis_outage_within_the_fallback_bound() {
     }
     // Back on Redis: a new key is stored there again.
     let loads = source.loads();
-    assert!(group.get("after-recovery").await.unwrap().is_some());
+    assert!(group.get(&k("after-recovery")).await.unwrap().is_some());
     let check = RedisLink::open(RedisConfig::new(&url)).unwrap();
     assert!(
         check
-            .get(&group.full_key("after-recovery"))
+            .get(&group.full_key(&k("after-recovery")))
             .await
             .unwrap()
             .is_some()

@@ -1,17 +1,44 @@
 //! A counting source, and caches with their own key namespace per test.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use marquee_cache::{Cache, CacheConfig, CacheGroup, CachePolicy, Loader, RedisConfig, RedisLink};
+use marquee_cache::{Cache, CacheConfig, CacheGroup, CachePolicy, Raw, RedisConfig, RedisLink};
 // Test modules name them `crate::support::...`.
 pub use marquee_testkit::{Tier, redis_url};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the source failed")]
 pub struct SourceDown;
+
+/// The groups of these tests: string keys, the values as bytes.
+pub type Group = CacheGroup<String, Bytes, SourceDown>;
+
+/// What the tests' loaders return.
+pub type Load = Pin<Box<dyn Future<Output = Result<Option<Bytes>, SourceDown>> + Send>>;
+
+/// A key of a test group.
+pub fn k(key: &str) -> String {
+    key.to_owned()
+}
+
+/// The group `g` of `cache`, loading with `loader`.
+pub fn build_group(
+    cache: &Cache,
+    policy: CachePolicy,
+    loader: impl Fn(String) -> Load + Send + Sync + 'static,
+) -> Group {
+    cache
+        .group::<String, Bytes>("g")
+        .policy(policy)
+        .codec(Raw)
+        .build(loader)
+        .unwrap()
+}
 
 /// A source whose loads are counted, with a delay, a switch to fail, and a version that
 /// changes the values it returns. Keys starting with `missing` do not exist.
@@ -38,9 +65,9 @@ impl Source {
         self.loads.load(Ordering::SeqCst)
     }
 
-    pub fn loader(self: &Arc<Self>) -> Loader<SourceDown> {
+    pub fn loader(self: &Arc<Self>) -> impl Fn(String) -> Load + Send + Sync + 'static {
         let source = self.clone();
-        Arc::new(move |key: String| {
+        move |key: String| -> Load {
             let source = source.clone();
             Box::pin(async move {
                 source.loads.fetch_add(1, Ordering::SeqCst);
@@ -60,7 +87,7 @@ impl Source {
                     "{{\"key\":\"{key}\",\"v\":{version}}}"
                 ))))
             })
-        })
+        }
     }
 }
 
@@ -70,24 +97,18 @@ pub fn namespace() -> String {
 }
 
 pub fn config(namespace: &str) -> CacheConfig {
-    CacheConfig {
-        namespace: namespace.to_owned(),
-        refresh: marquee_cache::RefreshConfig {
-            enabled: false,
-            ..Default::default()
-        },
-        ..CacheConfig::default()
-    }
+    let mut config = CacheConfig::default();
+    config.namespace = namespace.to_owned();
+    config.refresh.enabled = false;
+    config
 }
 
 pub fn link(url: &str) -> RedisLink {
-    RedisLink::open(RedisConfig {
-        // Generous: on a loaded machine a slow reply would count as a Redis failure and fail
-        // open into loads the tests do not expect. The outage test sets its own bounds.
-        response_timeout: Duration::from_secs(2),
-        ..RedisConfig::new(url)
-    })
-    .unwrap()
+    let mut config = RedisConfig::new(url);
+    // Generous: on a loaded machine a slow reply would count as a Redis failure and fail
+    // open into loads the tests do not expect. The outage test sets its own bounds.
+    config.response_timeout = Duration::from_secs(2);
+    RedisLink::open(config).unwrap()
 }
 
 /// A cache of `tier` with one group `g` on `source`.
@@ -96,11 +117,11 @@ pub fn group(
     config: CacheConfig,
     policy: CachePolicy,
     source: &Arc<Source>,
-) -> (Cache, CacheGroup<SourceDown>) {
+) -> (Cache, CacheGroup<String, Bytes, SourceDown>) {
     let cache = match tier {
         Tier::Local => Cache::local(config).unwrap(),
         Tier::Redis => Cache::redis(config, link(&redis_url())).unwrap(),
     };
-    let group = cache.group("g", policy, source.loader()).unwrap();
+    let group = build_group(&cache, policy, source.loader());
     (cache, group)
 }

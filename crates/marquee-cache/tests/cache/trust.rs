@@ -7,11 +7,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use marquee_cache::{Cache, CacheGroup, CachePolicy, Loader};
+use marquee_cache::{Cache, CachePolicy};
 use tokio::sync::Notify;
 
 use crate::on_each_tier;
-use crate::support::{Source, SourceDown, Tier, config, link, namespace, redis_url};
+use crate::support::{
+    Group, Load, Source, SourceDown, Tier, build_group, config, k, link, namespace, redis_url,
+};
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -40,9 +42,7 @@ async fn a_forged_far_future_entry_is_not_served() {
     let url = redis_url();
     let source = Source::with_delay(Duration::ZERO);
     let cache = Cache::redis(config(&namespace()), link(&url)).unwrap();
-    let group = cache
-        .group("g", CachePolicy::default(), source.loader())
-        .unwrap();
+    let group = build_group(&cache, CachePolicy::default(), source.loader());
     let redis = link(&url);
     let forever = now_ms() + TEN_YEARS_MS;
     for (key, forged) in [
@@ -50,24 +50,24 @@ async fn a_forged_far_future_entry_is_not_served() {
         ("absent", forge(None, forever)),
     ] {
         redis
-            .set_px(&group.full_key(key), &forged, 3_600_000)
+            .set_px(&group.full_key(&k(key)), &forged, 3_600_000)
             .await
             .unwrap();
         let loads = source.loads();
         let real = format!("{{\"key\":\"{key}\",\"v\":0}}");
         assert_eq!(
-            group.get(key).await.unwrap().as_deref(),
+            group.get(&k(key)).await.unwrap().as_deref(),
             Some(real.as_bytes()),
             "{key}: the forged entry was served"
         );
         assert_eq!(source.loads(), loads + 1, "{key}: the loader ran");
         // The load replaced the forged entry: the next read is a hit on the real value.
         assert_eq!(
-            group.get(key).await.unwrap().as_deref(),
+            group.get(&k(key)).await.unwrap().as_deref(),
             Some(real.as_bytes())
         );
         assert_eq!(source.loads(), loads + 1, "{key}: the real entry is a hit");
-        let stored = redis.get(&group.full_key(key)).await.unwrap().unwrap();
+        let stored = redis.get(&group.full_key(&k(key))).await.unwrap().unwrap();
         assert_ne!(stored, forged, "{key}: the forged bytes are still in Redis");
     }
 }
@@ -81,21 +81,19 @@ async fn a_forged_entry_is_not_served_as_stale_when_the_source_fails() {
     let source = Source::with_delay(Duration::ZERO);
     source.failing.store(true, Ordering::SeqCst);
     let cache = Cache::redis(config(&namespace()), link(&url)).unwrap();
-    let group = cache
-        .group("g", CachePolicy::default(), source.loader())
-        .unwrap();
+    let group = build_group(&cache, CachePolicy::default(), source.loader());
     link(&url)
         .set_px(
-            &group.full_key("k"),
+            &group.full_key(&k("k")),
             &forge(Some(b"{\"forged\":true}"), now_ms() + TEN_YEARS_MS),
             3_600_000,
         )
         .await
         .unwrap();
-    assert_eq!(
-        group.get("k").await,
-        Err(marquee_cache::CacheError::Load(SourceDown))
-    );
+    assert!(matches!(
+        group.get(&k("k")).await,
+        Err(marquee_cache::CacheError::Load(error)) if *error == SourceDown
+    ));
 }
 
 /// The bound is the group's policy, not a blanket refusal: an entry that expires within
@@ -107,17 +105,17 @@ async fn an_entry_within_the_policy_is_trusted() {
     let source = Source::with_delay(Duration::ZERO);
     let cache = Cache::redis(config(&namespace()), link(&url)).unwrap();
     let policy = CachePolicy::with_ttl(Duration::from_secs(200), Duration::from_secs(60));
-    let group = cache.group("g", policy, source.loader()).unwrap();
+    let group = build_group(&cache, policy, source.loader());
     link(&url)
         .set_px(
-            &group.full_key("k"),
+            &group.full_key(&k("k")),
             &forge(Some(b"{\"elsewhere\":true}"), now_ms() + 250_000),
             3_600_000,
         )
         .await
         .unwrap();
     assert_eq!(
-        group.get("k").await.unwrap().as_deref(),
+        group.get(&k("k")).await.unwrap().as_deref(),
         Some(&b"{\"elsewhere\":true}"[..])
     );
     assert_eq!(source.loads(), 0);
@@ -145,9 +143,9 @@ impl Gated {
         Bytes::from(format!("{{\"v\":{version}}}"))
     }
 
-    fn loader(self: &Arc<Self>) -> Loader<SourceDown> {
+    fn loader(self: &Arc<Self>) -> impl Fn(String) -> Load + Send + Sync + 'static {
         let gated = self.clone();
-        Arc::new(move |_key: String| {
+        move |_key: String| -> Load {
             let gated = gated.clone();
             Box::pin(async move {
                 gated.loads.fetch_add(1, Ordering::SeqCst);
@@ -158,7 +156,7 @@ impl Gated {
                 }
                 Ok(Some(Self::value(version)))
             })
-        })
+        }
     }
 
     /// The write: the data changes (the transaction commits).
@@ -169,10 +167,7 @@ impl Gated {
 
 /// Two instances on `tier`: on Redis, two `Cache`s sharing one namespace (the load runs on
 /// one, the write's eviction on the other); in-process, the same group twice.
-fn two_instances(
-    tier: Tier,
-    gated: &Arc<Gated>,
-) -> (Vec<Cache>, CacheGroup<SourceDown>, CacheGroup<SourceDown>) {
+fn two_instances(tier: Tier, gated: &Arc<Gated>) -> (Vec<Cache>, Group, Group) {
     let config = config(&namespace());
     let caches = match tier {
         Tier::Local => vec![Cache::local(config).unwrap()],
@@ -186,11 +181,7 @@ fn two_instances(
     };
     let groups: Vec<_> = caches
         .iter()
-        .map(|cache| {
-            cache
-                .group("g", CachePolicy::default(), gated.loader())
-                .unwrap()
-        })
+        .map(|cache| build_group(cache, CachePolicy::default(), gated.loader()))
         .collect();
     let loading = groups[0].clone();
     let writing = groups[groups.len() - 1].clone();
@@ -212,13 +203,13 @@ async fn race_with(tier: Tier, write: Write) {
     let (_caches, loading, writing) = two_instances(tier, &gated);
     let racing = {
         let loading = loading.clone();
-        tokio::spawn(async move { loading.get("k").await })
+        tokio::spawn(async move { loading.get(&k("k")).await })
     };
     gated.has_read.notified().await;
     gated.commit();
     match write {
-        Write::Evict => writing.evict("k").await,
-        Write::Update => writing.update("k", Some(Gated::value(1))).await,
+        Write::Evict => writing.evict(&k("k")).await,
+        Write::Update => writing.update(&k("k"), Some(Gated::value(1))).await,
     }
     gated.release.notify_one();
     // That read overlapped the write: the old value is a fair answer for it.
@@ -226,7 +217,7 @@ async fn race_with(tier: Tier, write: Write) {
 
     for (instance, group) in [("loading", &loading), ("writing", &writing)] {
         assert_eq!(
-            group.get("k").await.unwrap(),
+            group.get(&k("k")).await.unwrap(),
             Some(Gated::value(1)),
             "{write:?}: the {instance} instance serves the value read before the write"
         );
@@ -254,20 +245,20 @@ async fn a_read_after_an_eviction_does_not_join_the_older_load(tier: Tier) {
     let (_caches, group, _) = two_instances(tier, &gated);
     let older = {
         let group = group.clone();
-        tokio::spawn(async move { group.get("k").await })
+        tokio::spawn(async move { group.get(&k("k")).await })
     };
     gated.has_read.notified().await;
     gated.commit();
-    group.evict("k").await;
+    group.evict(&k("k")).await;
     // Bounded only so that joining the older load (which waits for the release below)
     // fails the test instead of hanging it.
-    let after = tokio::time::timeout(Duration::from_secs(30), group.get("k"))
+    let after = tokio::time::timeout(Duration::from_secs(30), group.get(&k("k")))
         .await
         .expect("the read after the eviction waited for the load that started before it");
     assert_eq!(after.unwrap(), Some(Gated::value(1)));
     gated.release.notify_one();
     assert_eq!(older.await.unwrap().unwrap(), Some(Gated::value(0)));
-    assert_eq!(group.get("k").await.unwrap(), Some(Gated::value(1)));
+    assert_eq!(group.get(&k("k")).await.unwrap(), Some(Gated::value(1)));
     assert_eq!(gated.loads.load(Ordering::SeqCst), 2);
 }
 

@@ -419,12 +419,12 @@ async fn cache_activity_shows_in_metrics() {
     );
     let text = response.text().await.unwrap();
     for needle in [
-        "marquee_cache_hits_total{group=\"concert\",tier=\"local\"}",
-        "marquee_cache_misses_total{group=\"concert\"}",
-        "marquee_cache_loads_total{group=\"concert\",outcome=\"found\"}",
-        "marquee_cache_loads_total{group=\"concert\",outcome=\"not_found\"}",
-        "marquee_cache_load_seconds_bucket{group=\"concert\",le=\"0.001\"}",
-        "marquee_cache_breaker_state{dependency=\"redis\"}",
+        r#"marquee_cache_hits_total{cache="catalogue",group="concert",tier="local"}"#,
+        r#"marquee_cache_misses_total{cache="catalogue",group="concert"}"#,
+        r#"marquee_cache_loads_total{cache="catalogue",group="concert",outcome="found"}"#,
+        r#"marquee_cache_loads_total{cache="catalogue",group="concert",outcome="not_found"}"#,
+        r#"marquee_cache_load_seconds_bucket{cache="catalogue",group="concert",le="0.001"}"#,
+        r#"marquee_cache_breaker_state{cache="catalogue",dependency="redis"}"#,
         "# HELP marquee_cache_hits_total",
     ] {
         assert!(text.contains(needle), "/metrics lacks {needle}:\n{text}");

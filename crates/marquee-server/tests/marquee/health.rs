@@ -274,7 +274,7 @@ async fn metrics_cover_http_pool_process_and_build() {
         "process_resident_memory_bytes ",
         "process_open_fds ",
         "marquee_build_info{version=",
-        r#"marquee_cache_stale_served_total{group="seats"} "#,
+        r#"marquee_cache_stale_served_total{cache="catalogue",group="seats"} "#,
     ] {
         assert!(text.contains(needle), "/metrics lacks {needle}");
     }

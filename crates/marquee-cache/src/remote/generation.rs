@@ -4,9 +4,9 @@
 //! stores what it read; without a check that old value would be served until it expires.
 //! So every eviction (and update) bumps the key's *generation*, a counter kept in Redis
 //! under `{key}:generation`, and a load remembers the generation it started under (a
-//! [`Ticket`], taken before it reads the source). Its store is a script that writes only
+//! ticket, taken before it reads the source). Its store is a script that writes only
 //! if the generation is still the same. The in-process tier has the same check with its
-//! own marks (see `local`). docs/cache.md ("Generations") says what this costs and what it
+//! own marks (see `local`); `group::ticket` holds both. docs/cache.md ("Generations") says what this costs and what it
 //! does not guard against.
 //!
 //! A generation lives for twice the group's longest entry life after its last bump, and a
@@ -14,35 +14,7 @@
 //! generation it would be checked against may have expired and been reset, and a result
 //! that old is not worth keeping anyway.
 
-use std::time::{Duration, Instant};
-
-use crate::local;
-use crate::redis_link::{RedisError, RedisLink};
-
-/// What a load remembers from before it read the source.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Ticket {
-    /// The in-process tier's invalidation sequence.
-    pub local: local::Ticket,
-    /// The key's generation in Redis; `None` without Redis or when it could not be read:
-    /// what is loaded is then kept in-process only.
-    pub redis: Option<u64>,
-    /// When the ticket was taken, before either of the above was read.
-    pub taken: Instant,
-}
-
-impl Ticket {
-    /// Whether what was read under this ticket may still be stored: the marks that would
-    /// refuse it are kept for at least `life`.
-    pub fn is_younger_than(&self, life: Duration) -> bool {
-        self.taken.elapsed() < life
-    }
-}
-
-/// Where `full`'s generation lives in Redis.
-pub(crate) fn generation_key(full: &str) -> String {
-    format!("{full}:generation")
-}
+use super::link::{RedisError, RedisLink};
 
 /// Reads the generation in `KEYS[1]` into `generation`. Anything that is not a number
 /// counts as 0, so a damaged counter makes a bump rewrite it rather than fail (an eviction

@@ -9,11 +9,25 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Deserialize;
+
+use crate::error::ConfigError;
 use thread_local::ThreadLocal;
 
 /// How to reach Redis. Its `Debug` output shows the URL without its password.
+///
+/// ```
+/// use std::time::Duration;
+/// use marquee_cache::RedisConfig;
+///
+/// let mut config = RedisConfig::new("redis://:s3cr3t@cache.internal:6379/0");
+/// config.response_timeout = Duration::from_millis(20);
+/// assert_eq!(config.validate(), Ok(()));
+/// assert_eq!(config.redacted_url(), "redis://:***@cache.internal:6379/0");
+/// assert!(!format!("{config:?}").contains("s3cr3t"));
+/// ```
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RedisConfig {
     /// `redis://host:port[/db]`, `rediss://...` or `unix:///path`.
     pub url: String,
@@ -41,8 +55,13 @@ impl RedisConfig {
     }
 
     /// Checks the URL's scheme and the time bounds.
-    pub fn validate(&self) -> Result<(), RedisConfigError> {
-        let fail = |field, reason: String| Err(RedisConfigError { field, reason });
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the setting (`url`, `response_timeout`,
+    /// `connection_timeout`); a URL in it is shown redacted.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |field, reason: String| Err(ConfigError::new(field, reason));
         if self.url.starts_with("rediss://") {
             return fail(
                 "url",
@@ -100,6 +119,7 @@ impl RedisConfig {
         shown.into()
     }
 
+    /// A configuration for `url`, with the default time bounds.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -119,24 +139,28 @@ impl std::fmt::Debug for RedisConfig {
     }
 }
 
-/// A Redis setting that is out of range; `field` names it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct RedisConfigError {
-    pub field: &'static str,
-    pub reason: String,
-}
-
+/// Why a Redis command, or opening a [`RedisLink`], failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RedisError {
+    /// The URL does not parse as a Redis URL.
     #[error("invalid redis url: {0}")]
     Url(String),
+    /// A setting is out of range.
     #[error("invalid redis configuration: {0}")]
-    Config(#[from] RedisConfigError),
+    Config(#[from] ConfigError),
+    /// Redis did not answer within the bound.
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
+    /// Redis answered with an error, or the connection failed.
     #[error("redis: {0}")]
-    Command(#[from] redis::RedisError),
+    Command(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<redis::RedisError> for RedisError {
+    fn from(error: redis::RedisError) -> Self {
+        Self::Command(Box::new(error))
+    }
 }
 
 /// A cloneable handle on Redis: one multiplexed connection for writes, and one per thread
@@ -170,8 +194,12 @@ impl std::fmt::Debug for RedisLink {
 impl RedisLink {
     /// Prepares the link without connecting: the connection opens on first use and reopens
     /// after a failure. A Redis that is down at start-up therefore does not stop the service;
-    /// commands fail (fast) until it is back. Fails on a configuration that
-    /// [`RedisConfig::validate`] refuses, and on an unusable URL.
+    /// commands fail (fast) until it is back.
+    ///
+    /// # Errors
+    ///
+    /// [`RedisError::Config`] for a configuration that [`RedisConfig::validate`] refuses,
+    /// [`RedisError::Url`] for a URL the client cannot use.
     pub fn open(config: RedisConfig) -> Result<Self, RedisError> {
         config.validate()?;
         let client =
@@ -227,19 +255,28 @@ impl RedisLink {
             .map_err(RedisError::from);
         // Where a request's time went, for an application's slow-request log.
         tracing::trace!(
-            target: "marquee::timing",
+            target: crate::TIMING_TARGET,
             phase = "redis",
             micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         );
         result
     }
 
-    /// Sends PING.
+    /// Sends PING: for readiness checks.
+    ///
+    /// # Errors
+    ///
+    /// When Redis cannot be reached or does not answer within `response_timeout`.
     pub async fn ping(&self) -> Result<(), RedisError> {
         self.bounded::<String>(&redis::cmd("PING")).await.map(drop)
     }
 
-    /// GET, on this thread's read connection.
+    /// GET, on this thread's read connection: the raw bytes stored under `key`, for tests
+    /// and tooling.
+    ///
+    /// # Errors
+    ///
+    /// When Redis cannot be reached or does not answer within `response_timeout`.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, RedisError> {
         let mut connection = self.reader()?;
         self.timed(async {
@@ -251,7 +288,11 @@ impl RedisLink {
         .await
     }
 
-    /// SET with a time to live in milliseconds.
+    /// SET with a time to live in milliseconds: raw bytes, for tests and tooling.
+    ///
+    /// # Errors
+    ///
+    /// When Redis cannot be reached or does not answer within `response_timeout`.
     pub async fn set_px(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<(), RedisError> {
         self.bounded::<()>(
             redis::cmd("SET")
@@ -264,7 +305,12 @@ impl RedisLink {
     }
 
     /// SET NX PX: stores `value` only if the key is absent; `true` if it did.
-    pub async fn set_nx_px(&self, key: &str, value: &str, ttl_ms: u64) -> Result<bool, RedisError> {
+    pub(crate) async fn set_nx_px(
+        &self,
+        key: &str,
+        value: &str,
+        ttl_ms: u64,
+    ) -> Result<bool, RedisError> {
         let reply: Option<String> = self
             .bounded(
                 redis::cmd("SET")
@@ -280,7 +326,11 @@ impl RedisLink {
 
     /// Deletes `key` only if it still holds `value`, atomically: releasing a lease must not
     /// delete a newer holder's lease after ours ran out.
-    pub async fn delete_if_equals(&self, key: &str, value: &str) -> Result<bool, RedisError> {
+    pub(crate) async fn delete_if_equals(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> Result<bool, RedisError> {
         const SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
                               return redis.call('DEL', KEYS[1]) else return 0 end";
         let deleted: i64 = self
@@ -290,13 +340,17 @@ impl RedisLink {
     }
 
     /// PUBLISH.
-    pub async fn publish(&self, channel: &str, message: &str) -> Result<(), RedisError> {
+    pub(crate) async fn publish(&self, channel: &str, message: &str) -> Result<(), RedisError> {
         self.bounded::<i64>(redis::cmd("PUBLISH").arg(channel).arg(message))
             .await
             .map(drop)
     }
 
     /// PTTL in milliseconds: `None` if the key does not exist or has no expiry.
+    ///
+    /// # Errors
+    ///
+    /// When Redis cannot be reached or does not answer within `response_timeout`.
     pub async fn pttl(&self, key: &str) -> Result<Option<u64>, RedisError> {
         let ttl: i64 = self.bounded(redis::cmd("PTTL").arg(key)).await?;
         Ok(u64::try_from(ttl).ok())
@@ -304,6 +358,10 @@ impl RedisLink {
 
     /// Every key matching `pattern` (SCAN MATCH, each step bounded). It walks the whole
     /// keyspace: for tests and tooling, never for a request path.
+    ///
+    /// # Errors
+    ///
+    /// When Redis cannot be reached or a step does not answer within `response_timeout`.
     pub async fn scan(&self, pattern: &str) -> Result<Vec<String>, RedisError> {
         let mut keys = Vec::new();
         let mut cursor = 0u64;
@@ -327,7 +385,7 @@ impl RedisLink {
     }
 
     /// A dedicated connection subscribed to `channel` (pub/sub needs its own connection).
-    pub async fn subscribe(&self, channel: &str) -> Result<redis::aio::PubSub, RedisError> {
+    pub(crate) async fn subscribe(&self, channel: &str) -> Result<redis::aio::PubSub, RedisError> {
         let bound = self.config.connection_timeout;
         let client = self.client.clone();
         let subscribe = async move {

@@ -1,0 +1,98 @@
+//! Writes: `evict` and `update`, which bump the key's generation so that a load that read
+//! the source before them cannot store what it read, and tell every instance's L1.
+
+use std::time::Duration;
+
+use super::ticket::{generation_key, lease_key, mark_life};
+use super::{CacheGroup, CacheKey, CacheValue, erase};
+use crate::entry::{Entry, millis, now_ms};
+use crate::metrics::Operation;
+use crate::remote::RedisLink;
+
+impl<K, V, E> CacheGroup<K, V, E>
+where
+    K: CacheKey,
+    V: CacheValue,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    /// Drops `key` from every tier and tells the other instances to drop it from their L1.
+    /// It also bumps the key's generation, so that a load that read the source before this
+    /// eviction does not store what it read, and detaches this instance's load of the key
+    /// in progress, so that a read from now on does not join it. If Redis cannot be
+    /// reached, its copy lives out its TTL.
+    pub async fn evict(&self, key: &K) {
+        let full = self.full_key(key);
+        self.inner.shared.local.invalidate(&full);
+        self.inner.flights.forget(&full);
+        if let Some(redis) = self.redis_if_closed() {
+            // The lease goes too: its holder's store will be refused, and a reader must not
+            // wait `lease_wait` for a value that will not come.
+            let evicted = redis
+                .bump_generation_and_delete(
+                    &generation_key(&full),
+                    millis(mark_life(&self.inner.policy)),
+                    &full,
+                    &lease_key(&full),
+                )
+                .await;
+            self.report(evicted.is_ok(), Operation::Evict);
+            // After the eviction, never before: an instance that drops its L1 copy on this
+            // message and reads Redis again must not find the old value there.
+            self.announce(redis, &full).await;
+        }
+    }
+
+    /// Replaces `key`'s value in every tier (`None`: remember that it does not exist), and
+    /// tells the other instances to drop their L1 copy. Like [`CacheGroup::evict`], it bumps
+    /// the key's generation and detaches a load in progress, so a load that read the
+    /// source before it cannot overwrite the new value.
+    pub async fn update(&self, key: &K, value: Option<V>) {
+        let shared = &self.inner.shared;
+        let full = self.full_key(key);
+        let ttl = self.ttl_for(value.is_some());
+        let now = now_ms();
+        let entry = Entry::new(value, ttl, Duration::ZERO, now);
+        self.inner.flights.forget(&full);
+        let keep = self.physical_ttl(&entry, now);
+        if let Some(redis) = self.redis_if_closed() {
+            let written = match self.encode(&full, &entry) {
+                Some(encoded) => redis
+                    .bump_generation_and_set(
+                        &generation_key(&full),
+                        millis(mark_life(&self.inner.policy)),
+                        &full,
+                        &encoded,
+                        millis(keep),
+                    )
+                    .await
+                    .is_ok(),
+                // Not storable: evict instead, so no instance serves the old value.
+                None => {
+                    self.evict(key).await;
+                    return;
+                }
+            };
+            self.report(written, Operation::Set);
+            if written {
+                let hold = self.l1_hold(&entry, now);
+                shared.local.replace(&full, erase(&entry), hold);
+                self.announce(redis, &full).await;
+                return;
+            }
+        }
+        shared.local.replace(&full, erase(&entry), keep);
+        if let Some(redis) = self.redis_if_closed() {
+            self.announce(redis, &full).await;
+        }
+    }
+
+    /// Tells every instance to drop `full` from its L1.
+    async fn announce(&self, redis: &RedisLink, full: &str) {
+        let shared = &self.inner.shared;
+        if shared.config.l1_ttl.is_zero() {
+            return;
+        }
+        let published = redis.publish(&shared.channel, full).await;
+        self.report(published.is_ok(), Operation::Publish);
+    }
+}

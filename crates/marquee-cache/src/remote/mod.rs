@@ -1,0 +1,35 @@
+//! Redis, behind the `redis` feature: the link, the generation scripts, and the listener
+//! that applies other instances' invalidations to this one's L1.
+
+mod generation;
+mod link;
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+
+use crate::local::LocalTier;
+
+pub use link::{RedisConfig, RedisError, RedisLink};
+
+/// Applies invalidations published by any instance to this instance's L1, reconnecting
+/// with backoff. The L1 is cleared whenever the subscription is (re)established, since
+/// messages sent while it was down are lost.
+pub(crate) async fn listen_for_invalidations(redis: RedisLink, channel: String, local: LocalTier) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if let Ok(mut subscription) = redis.subscribe(&channel).await {
+            local.clear();
+            backoff = Duration::from_millis(100);
+            let mut messages = subscription.on_message();
+            while let Some(message) = messages.next().await {
+                if let Ok(key) = message.get_payload::<String>() {
+                    local.invalidate(&key);
+                }
+            }
+            local.clear();
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}

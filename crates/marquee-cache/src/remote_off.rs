@@ -1,0 +1,76 @@
+//! Without the `redis` feature: a `RedisLink` that cannot exist, so that the read path is
+//! written once, for both builds. A cache built without the feature has no link
+//! (`Option<RedisLink>` is always `None`), and each method below is unreachable.
+
+/// No Redis in this build.
+#[derive(Debug, Clone)]
+pub(crate) enum RedisLink {}
+
+/// The error type of the methods below. Inhabited, unlike the link, so that the read
+/// path's `Err` arms stay reachable patterns in both builds.
+#[derive(Debug)]
+pub(crate) struct RedisError;
+
+type Reply<T> = Result<T, RedisError>;
+
+impl RedisLink {
+    pub async fn get(&self, _key: &str) -> Reply<Option<Vec<u8>>> {
+        match *self {}
+    }
+
+    pub async fn set_nx_px(&self, _key: &str, _value: &str, _ttl_ms: u64) -> Reply<bool> {
+        match *self {}
+    }
+
+    pub async fn delete_if_equals(&self, _key: &str, _value: &str) -> Reply<bool> {
+        match *self {}
+    }
+
+    pub async fn publish(&self, _channel: &str, _message: &str) -> Reply<()> {
+        match *self {}
+    }
+
+    pub async fn generation(&self, _generation_key: &str) -> Reply<u64> {
+        match *self {}
+    }
+
+    pub async fn get_with_generation(
+        &self,
+        _key: &str,
+        _generation_key: &str,
+    ) -> Reply<(Option<Vec<u8>>, u64)> {
+        match *self {}
+    }
+
+    pub async fn set_px_if_generation(
+        &self,
+        _generation_key: &str,
+        _generation: u64,
+        _key: &str,
+        _value: &[u8],
+        _ttl_ms: u64,
+    ) -> Reply<bool> {
+        match *self {}
+    }
+
+    pub async fn bump_generation_and_delete(
+        &self,
+        _generation_key: &str,
+        _mark_ms: u64,
+        _key: &str,
+        _lease: &str,
+    ) -> Reply<()> {
+        match *self {}
+    }
+
+    pub async fn bump_generation_and_set(
+        &self,
+        _generation_key: &str,
+        _mark_ms: u64,
+        _key: &str,
+        _value: &[u8],
+        _ttl_ms: u64,
+    ) -> Reply<()> {
+        match *self {}
+    }
+}
