@@ -28,6 +28,7 @@ use crate::pool::DbPool;
 use crate::schema::{
     idempotency_keys, payments, queue_entries, reservations, schedules, seats, wallets,
 };
+use crate::status::{QueueEntryState, ReservationState, SeatState};
 
 /// Bookings through a [`DbPool`].
 #[derive(Debug, Clone)]
@@ -69,7 +70,7 @@ struct ReservationRow {
     user_id: i64,
     seat_id: i64,
     schedule_id: i64,
-    status: String,
+    status: ReservationState,
     price: i64,
     expires_at: NaiveDateTime,
 }
@@ -93,8 +94,7 @@ impl ReservationRow {
             seat_id: SeatId::new(self.seat_id).map_err(|e| corrupt(e.to_string()))?,
             schedule_id: ScheduleId::new(self.schedule_id).map_err(|e| corrupt(e.to_string()))?,
             concert_id: ConcertId::new(concert).map_err(|e| corrupt(e.to_string()))?,
-            status: ReservationStatus::from_stored(&self.status)
-                .ok_or_else(|| corrupt(format!("reservation status {:?}", self.status)))?,
+            status: self.status.into(),
             price: self.price,
             expires_at: self.expires_at.and_utc(),
         })
@@ -107,7 +107,7 @@ struct NewReservation {
     user_id: i64,
     seat_id: i64,
     schedule_id: i64,
-    status: &'static str,
+    status: ReservationState,
     price: i64,
     expires_at: NaiveDateTime,
     created_at: NaiveDateTime,
@@ -280,11 +280,11 @@ pub(crate) fn decision_time() -> DateTime<Utc> {
 /// the seat locked and the reservation read after the lock they cannot miss, so a miss is a
 /// broken invariant (500), not a refusal.
 macro_rules! settle_hold {
-    ($c:ident, $user:expr, $reservation:expr, $now:expr, $seat_status:literal, $status:expr) => {{
+    ($c:ident, $user:expr, $reservation:expr, $now:expr, $seat_status:expr, $status:expr) => {{
         let seat_settled = diesel::update(
             seats::table
                 .find($reservation.seat_id.get())
-                .filter(seats::status.eq("HELD"))
+                .filter(seats::status.eq(SeatState::Held))
                 .filter(seats::held_by.eq($user.get()))
                 .filter(seats::held_until.eq(naive($reservation.expires_at)))
                 .filter(seats::held_until.gt(naive($now))),
@@ -298,9 +298,9 @@ macro_rules! settle_hold {
         let settled = diesel::update(
             reservations::table
                 .find($reservation.id.get())
-                .filter(reservations::status.eq("HELD")),
+                .filter(reservations::status.eq(ReservationState::Held)),
         )
-        .set(reservations::status.eq($status.as_str()))
+        .set(reservations::status.eq($status))
         .execute($c)?;
         if seat_settled == 0 || settled == 0 {
             // The seat and reservation were locked and read as a live hold: they cannot
@@ -463,7 +463,7 @@ impl BookingRepository for DieselBooking {
                             queue_entries::table
                                 .filter(queue_entries::concert_id.eq(concert))
                                 .filter(queue_entries::user_id.eq(user.get()))
-                                .filter(queue_entries::status.eq("ACTIVE"))
+                                .filter(queue_entries::status.eq(QueueEntryState::Active))
                                 .filter(queue_entries::expires_at.gt(now)),
                         ))
                         .get_result(c)?;
@@ -476,7 +476,7 @@ impl BookingRepository for DieselBooking {
                     // The schedules of the user's live holds: both caps from one query.
                     let held: Vec<i64> = seats::table
                         .filter(seats::held_by.eq(user.get()))
-                        .filter(seats::status.eq("HELD"))
+                        .filter(seats::status.eq(SeatState::Held))
                         .filter(seats::held_until.gt(now))
                         .select(seats::schedule_id)
                         .load(c)?;
@@ -496,13 +496,13 @@ impl BookingRepository for DieselBooking {
                     // The arbiter: only one transaction can move the seat out of "free".
                     let taken = diesel::update(
                         seats::table.find(seat.get()).filter(
-                            seats::status.eq("AVAILABLE").or(seats::status
-                                .eq("HELD")
+                            seats::status.eq(SeatState::Available).or(seats::status
+                                .eq(SeatState::Held)
                                 .and(seats::held_until.le(now).assume_not_null())),
                         ),
                     )
                     .set((
-                        seats::status.eq("HELD"),
+                        seats::status.eq(SeatState::Held),
                         seats::held_by.eq(Some(user.get())),
                         seats::held_until.eq(Some(until)),
                     ))
@@ -515,7 +515,7 @@ impl BookingRepository for DieselBooking {
                             user_id: user.get(),
                             seat_id: seat.get(),
                             schedule_id: schedule,
-                            status: ReservationStatus::Held.as_str(),
+                            status: ReservationState::Held,
                             price,
                             expires_at: until,
                             created_at: now,
@@ -576,8 +576,8 @@ impl BookingRepository for DieselBooking {
                         user,
                         reservation,
                         now,
-                        "AVAILABLE",
-                        ReservationStatus::Cancelled
+                        SeatState::Available,
+                        ReservationState::Cancelled
                     );
                     reservation.status = ReservationStatus::Cancelled;
                     Ok(reservation)
@@ -605,8 +605,8 @@ impl BookingRepository for DieselBooking {
                             user,
                             reservation,
                             now,
-                            "SOLD",
-                            ReservationStatus::Confirmed
+                            SeatState::Sold,
+                            ReservationState::Confirmed
                         );
                         let price = reservation.price;
                         let debited = diesel::update(
@@ -634,7 +634,7 @@ impl BookingRepository for DieselBooking {
                             queue_entries::table
                                 .filter(queue_entries::concert_id.eq(reservation.concert_id.get()))
                                 .filter(queue_entries::user_id.eq(user.get()))
-                                .filter(queue_entries::status.eq("ACTIVE")),
+                                .filter(queue_entries::status.eq(QueueEntryState::Active)),
                         )
                         .execute(c)?;
                         let payment: i64 = diesel::insert_into(payments::table)
@@ -686,11 +686,11 @@ impl BookingRepository for DieselBooking {
                 write_transaction!(conn, |c| {
                     let freed: Vec<i64> = diesel::update(
                         seats::table
-                            .filter(seats::status.eq("HELD"))
+                            .filter(seats::status.eq(SeatState::Held))
                             .filter(seats::held_until.le(now)),
                     )
                     .set((
-                        seats::status.eq("AVAILABLE"),
+                        seats::status.eq(SeatState::Available),
                         seats::held_by.eq(None::<i64>),
                         seats::held_until.eq(None::<NaiveDateTime>),
                     ))
@@ -698,10 +698,10 @@ impl BookingRepository for DieselBooking {
                     .get_results(c)?;
                     diesel::update(
                         reservations::table
-                            .filter(reservations::status.eq("HELD"))
+                            .filter(reservations::status.eq(ReservationState::Held))
                             .filter(reservations::expires_at.le(now)),
                     )
-                    .set(reservations::status.eq("EXPIRED"))
+                    .set(reservations::status.eq(ReservationState::Expired))
                     .execute(c)?;
                     let ids: BTreeSet<i64> = freed.into_iter().collect();
                     let pairs: Vec<(i64, i64)> = schedules::table

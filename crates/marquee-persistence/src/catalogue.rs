@@ -13,6 +13,7 @@ use crate::connection::DbConnection;
 use crate::error::PersistenceError;
 use crate::pool::DbPool;
 use crate::schema::{concerts, schedules, seats};
+use crate::status::SeatState;
 
 /// Reads the catalogue through a [`DbPool`].
 #[derive(Debug, Clone)]
@@ -53,7 +54,7 @@ struct SeatRow {
     schedule_id: i64,
     number: i32,
     price: i64,
-    status: String,
+    status: SeatState,
     held_until: Option<NaiveDateTime>,
 }
 
@@ -94,15 +95,13 @@ impl TryFrom<ScheduleRow> for Schedule {
 
 impl SeatRow {
     fn into_seat(self, now: DateTime<Utc>) -> Result<Seat, PersistenceError> {
-        let stored = SeatStatus::from_stored(&self.status).ok_or_else(|| {
-            PersistenceError::Corrupt(format!("seat {} has status {:?}", self.id, self.status))
-        })?;
         Ok(Seat {
             id: id(self.id, SeatId::new)?,
             schedule_id: id(self.schedule_id, ScheduleId::new)?,
             number: self.number,
             price: self.price,
-            status: stored.effective(self.held_until.map(|at| at.and_utc()), now),
+            status: SeatStatus::from(self.status)
+                .effective(self.held_until.map(|at| at.and_utc()), now),
         })
     }
 }
@@ -119,18 +118,16 @@ type SeatPredicate =
 fn seats_reading_as(status: SeatStatus, now: NaiveDateTime) -> SeatPredicate {
     match status {
         SeatStatus::Available => Box::new(
-            seats::status
-                .eq(SeatStatus::Available.as_str())
-                .or(seats::status
-                    .eq(SeatStatus::Held.as_str())
-                    .and(seats::held_until.le(now).assume_not_null())),
+            seats::status.eq(SeatState::Available).or(seats::status
+                .eq(SeatState::Held)
+                .and(seats::held_until.le(now).assume_not_null())),
         ),
         SeatStatus::Held => Box::new(
             seats::status
-                .eq(SeatStatus::Held.as_str())
+                .eq(SeatState::Held)
                 .and(seats::held_until.gt(now).assume_not_null()),
         ),
-        SeatStatus::Sold => Box::new(seats::status.eq(SeatStatus::Sold.as_str())),
+        SeatStatus::Sold => Box::new(seats::status.eq(SeatState::Sold)),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod pool;
 pub mod queue;
 pub mod schema;
 pub mod seed;
+pub mod status;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 
@@ -26,3 +27,13 @@ pub use marquee_pool::{PoolConfig, PoolConfigError, PoolError, PoolState};
 pub use pool::DbPool;
 pub use queue::{DieselQueue, JOINS_PER_BATCH};
 pub use seed::{SeedPlan, SeedReport};
+
+/// The unit tests that need PostgreSQL follow the integration tests' rule (see
+/// `marquee_testkit::backends`): ignored unless asked for, failing without a server.
+#[cfg(test)]
+mod backend_guards {
+    marquee_testkit::backend_guards!(
+        needs: [crate::test_support::POSTGRES_URL_VAR],
+        modules: ["postgres"]
+    );
+}

@@ -130,13 +130,14 @@ async fn a_thousand_users_fifty_seats_two_instances(backend: Backend) {
     let (held_seats, live_reservations, distinct_seats) = pool
         .run(|conn| {
             use marquee_persistence::schema::{reservations, seats};
+            use marquee_persistence::status::{ReservationState, SeatState};
             let held: i64 = seats::table
                 .filter(seats::schedule_id.eq(1))
-                .filter(seats::status.eq("HELD"))
+                .filter(seats::status.eq(SeatState::Held))
                 .count()
                 .get_result(conn)?;
             let live: Vec<i64> = reservations::table
-                .filter(reservations::status.eq("HELD"))
+                .filter(reservations::status.eq(ReservationState::Held))
                 .select(reservations::seat_id)
                 .load(conn)?;
             let distinct: HashSet<i64> = live.iter().copied().collect();
