@@ -9,6 +9,7 @@ use marquee_domain::{
     ScheduleAvailability, ScheduleId, Seat, SeatFilter, SeatId, SeatStatus,
 };
 
+use crate::abort::corrupt_row;
 use crate::connection::DbConnection;
 use crate::error::PersistenceError;
 use crate::pool::DbPool;
@@ -62,7 +63,7 @@ fn id<T>(
     raw: i64,
     make: fn(i64) -> Result<T, marquee_domain::IdError>,
 ) -> Result<T, PersistenceError> {
-    make(raw).map_err(|error| PersistenceError::Corrupt(format!("id {raw}: {error}")))
+    make(raw).map_err(|error| PersistenceError::Query(corrupt_row(format!("id {raw}: {error}"))))
 }
 
 impl TryFrom<ConcertRow> for Concert {

@@ -18,7 +18,7 @@ pub enum PersistenceError {
     /// invalid `PoolConfig`, or a panic inside the work.
     #[error(transparent)]
     Pool(#[from] PoolError),
-    /// A query failed.
+    /// A query failed, or read a row that breaks an invariant (`DeserializationError`).
     #[error("database query failed: {0}")]
     Query(#[from] diesel::result::Error),
     /// A migration failed.
@@ -27,9 +27,6 @@ pub enum PersistenceError {
     /// A seed plan with a count of 0.
     #[error("invalid seed plan: {0}")]
     Seed(String),
-    /// A stored value breaks an invariant the schema should have enforced.
-    #[error("corrupt row: {0}")]
-    Corrupt(String),
 }
 
 impl PersistenceError {
