@@ -343,6 +343,14 @@ trait QueueStatements: GateLocks {
     ) -> QueryResult<()>;
 }
 
+/// The concert's entries in `state`.
+#[diesel::dsl::auto_type]
+fn entries_in(concert: i64, state: QueueEntryState) -> _ {
+    queue_entries::table
+        .filter(queue_entries::concert_id.eq(concert))
+        .filter(queue_entries::status.eq(state))
+}
+
 /// Users per `IN (...)` list: far below SQLite's 32,766 bind parameters.
 const USERS_PER_STATEMENT: usize = 1_000;
 
@@ -367,9 +375,7 @@ macro_rules! queue_statements {
 
             fn anyone_waiting(&mut self, concert: i64) -> QueryResult<bool> {
                 diesel::select(diesel::dsl::exists(
-                    queue_entries::table
-                        .filter(queue_entries::concert_id.eq(concert))
-                        .filter(queue_entries::status.eq(QueueEntryState::Waiting)),
+                    entries_in(concert, QueueEntryState::Waiting),
                 ))
                 .get_result(self)
             }
@@ -443,9 +449,7 @@ macro_rules! queue_statements {
             }
 
             fn waiting_ahead(&mut self, concert: i64, seq: i64) -> QueryResult<u64> {
-                queue_entries::table
-                    .filter(queue_entries::concert_id.eq(concert))
-                    .filter(queue_entries::status.eq(QueueEntryState::Waiting))
+                entries_in(concert, QueueEntryState::Waiting)
                     .filter(queue_entries::seq.lt(seq))
                     .count()
                     .get_result(self)
@@ -453,18 +457,14 @@ macro_rules! queue_statements {
             }
 
             fn count_waiting(&mut self, concert: i64) -> QueryResult<u64> {
-                queue_entries::table
-                    .filter(queue_entries::concert_id.eq(concert))
-                    .filter(queue_entries::status.eq(QueueEntryState::Waiting))
+                entries_in(concert, QueueEntryState::Waiting)
                     .count()
                     .get_result(self)
                     .map(count)
             }
 
             fn count_live(&mut self, concert: i64, now: NaiveDateTime) -> QueryResult<u64> {
-                queue_entries::table
-                    .filter(queue_entries::concert_id.eq(concert))
-                    .filter(queue_entries::status.eq(QueueEntryState::Active))
+                entries_in(concert, QueueEntryState::Active)
                     .filter(queue_entries::expires_at.gt(now))
                     .count()
                     .get_result(self)
@@ -473,9 +473,7 @@ macro_rules! queue_statements {
 
             fn delete_expired(&mut self, concert: i64, now: NaiveDateTime) -> QueryResult<Vec<i64>> {
                 diesel::delete(
-                    queue_entries::table
-                        .filter(queue_entries::concert_id.eq(concert))
-                        .filter(queue_entries::status.eq(QueueEntryState::Active))
+                    entries_in(concert, QueueEntryState::Active)
                         .filter(queue_entries::expires_at.le(now)),
                 )
                 .returning(queue_entries::user_id)
@@ -487,9 +485,7 @@ macro_rules! queue_statements {
                 for chunk in users.chunks(USERS_PER_STATEMENT) {
                     dropped.extend(
                         diesel::delete(
-                            queue_entries::table
-                                .filter(queue_entries::concert_id.eq(concert))
-                                .filter(queue_entries::status.eq(QueueEntryState::Waiting))
+                            entries_in(concert, QueueEntryState::Waiting)
                                 .filter(queue_entries::user_id.eq_any(chunk)),
                         )
                         .returning(queue_entries::user_id)
@@ -503,9 +499,7 @@ macro_rules! queue_statements {
                 if n == 0 {
                     return Ok(Vec::new());
                 }
-                queue_entries::table
-                    .filter(queue_entries::concert_id.eq(concert))
-                    .filter(queue_entries::status.eq(QueueEntryState::Waiting))
+                entries_in(concert, QueueEntryState::Waiting)
                     .order(queue_entries::seq)
                     .limit(i64::from(n))
                     .select(queue_entries::seq)
