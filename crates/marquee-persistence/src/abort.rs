@@ -23,7 +23,8 @@ impl<R: std::error::Error + 'static> From<diesel::result::Error> for Abort<R> {
 
 /// Stored data that breaks an invariant: a value that cannot be read back, or rows that the
 /// locks should have kept consistent and did not. A failed query (500), not the caller's
-/// fault; the one way the repositories report it.
+/// fault; the one way the repositories report it. A status column's `FromSql` refuses a text
+/// it does not know with the same error (see [`crate::status`]).
 pub(crate) fn corrupt_row(reason: String) -> diesel::result::Error {
     diesel::result::Error::DeserializationError(reason.into())
 }

@@ -22,12 +22,13 @@ use marquee_domain::{
 };
 
 use crate::abort::corrupt_row;
-use crate::connection::write_transaction;
+use crate::connection::{DbConnection, write_transaction};
 use crate::error::PersistenceError;
 use crate::pool::DbPool;
 use crate::schema::{
     idempotency_keys, payments, queue_entries, reservations, schedules, seats, wallets,
 };
+use crate::status::{QueueEntryState, ReservationState, SeatState};
 
 /// Bookings through a [`DbPool`].
 #[derive(Debug, Clone)]
@@ -40,6 +41,16 @@ pub struct DieselBooking {
 impl DieselBooking {
     pub fn new(pool: DbPool, max_balance: Money) -> Self {
         Self { pool, max_balance }
+    }
+
+    /// Runs `work` on a pooled connection; a refusal it returns is the caller's answer, a
+    /// database or pool failure a `BookingError::Repository`.
+    async fn run<T, F>(&self, work: F) -> Result<T, BookingError>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, Abort> + Send + 'static,
+        T: Send + 'static,
+    {
+        Ok(self.pool.run_as(work).await?)
     }
 }
 
@@ -69,7 +80,7 @@ struct ReservationRow {
     user_id: i64,
     seat_id: i64,
     schedule_id: i64,
-    status: String,
+    status: ReservationState,
     price: i64,
     expires_at: NaiveDateTime,
 }
@@ -93,8 +104,7 @@ impl ReservationRow {
             seat_id: SeatId::new(self.seat_id).map_err(|e| corrupt(e.to_string()))?,
             schedule_id: ScheduleId::new(self.schedule_id).map_err(|e| corrupt(e.to_string()))?,
             concert_id: ConcertId::new(concert).map_err(|e| corrupt(e.to_string()))?,
-            status: ReservationStatus::from_stored(&self.status)
-                .ok_or_else(|| corrupt(format!("reservation status {:?}", self.status)))?,
+            status: self.status.into(),
             price: self.price,
             expires_at: self.expires_at.and_utc(),
         })
@@ -107,7 +117,7 @@ struct NewReservation {
     user_id: i64,
     seat_id: i64,
     schedule_id: i64,
-    status: &'static str,
+    status: ReservationState,
     price: i64,
     expires_at: NaiveDateTime,
     created_at: NaiveDateTime,
@@ -280,11 +290,11 @@ pub(crate) fn decision_time() -> DateTime<Utc> {
 /// the seat locked and the reservation read after the lock they cannot miss, so a miss is a
 /// broken invariant (500), not a refusal.
 macro_rules! settle_hold {
-    ($c:ident, $user:expr, $reservation:expr, $now:expr, $seat_status:literal, $status:expr) => {{
+    ($c:ident, $user:expr, $reservation:expr, $now:expr, $seat_status:expr, $status:expr) => {{
         let seat_settled = diesel::update(
             seats::table
                 .find($reservation.seat_id.get())
-                .filter(seats::status.eq("HELD"))
+                .filter(seats::status.eq(SeatState::Held))
                 .filter(seats::held_by.eq($user.get()))
                 .filter(seats::held_until.eq(naive($reservation.expires_at)))
                 .filter(seats::held_until.gt(naive($now))),
@@ -298,9 +308,9 @@ macro_rules! settle_hold {
         let settled = diesel::update(
             reservations::table
                 .find($reservation.id.get())
-                .filter(reservations::status.eq("HELD")),
+                .filter(reservations::status.eq(ReservationState::Held)),
         )
-        .set(reservations::status.eq($status.as_str()))
+        .set(reservations::status.eq($status))
         .execute($c)?;
         if seat_settled == 0 || settled == 0 {
             // The seat and reservation were locked and read as a live hold: they cannot
@@ -360,8 +370,7 @@ fn naive(at: DateTime<Utc>) -> NaiveDateTime {
 impl BookingRepository for DieselBooking {
     async fn wallet(&self, user: UserId) -> Result<Wallet, BookingError> {
         let balance = self
-            .pool
-            .run_as::<_, Abort, _>(move |conn| {
+            .run(move |conn| {
                 Ok(wallets::table
                     .find(user.get())
                     .select(wallets::balance)
@@ -385,39 +394,37 @@ impl BookingRepository for DieselBooking {
     ) -> Result<Answered<Wallet>, BookingError> {
         let max_balance = self.max_balance;
         let request = format!("charge:{amount}");
-        self.pool
-            .run_as::<_, Abort, _>(move |conn| {
-                write_transaction!(conn, |c| {
-                    Ok(idempotent!(c, user, &key, &request, render, |c| {
-                        diesel::insert_into(wallets::table)
-                            .values((wallets::user_id.eq(user.get()), wallets::balance.eq(0)))
-                            .on_conflict_do_nothing()
-                            .execute(c)?;
-                        let credited = diesel::update(
-                            wallets::table
-                                .find(user.get())
-                                .filter(wallets::balance.le(max_balance - amount)),
-                        )
-                        .set(wallets::balance.eq(wallets::balance + amount))
+        self.run(move |conn| {
+            write_transaction!(conn, |c| {
+                Ok(idempotent!(c, user, &key, &request, render, |c| {
+                    diesel::insert_into(wallets::table)
+                        .values((wallets::user_id.eq(user.get()), wallets::balance.eq(0)))
+                        .on_conflict_do_nothing()
                         .execute(c)?;
-                        if credited == 0 {
-                            return Err(Abort::Refused(BookingError::BalanceLimit {
-                                limit: max_balance,
-                            }));
-                        }
-                        let balance: i64 = wallets::table
+                    let credited = diesel::update(
+                        wallets::table
                             .find(user.get())
-                            .select(wallets::balance)
-                            .first(c)?;
-                        Ok::<_, Abort>(Wallet {
-                            user_id: user,
-                            balance,
-                        })
-                    }))
-                })
+                            .filter(wallets::balance.le(max_balance - amount)),
+                    )
+                    .set(wallets::balance.eq(wallets::balance + amount))
+                    .execute(c)?;
+                    if credited == 0 {
+                        return Err(Abort::Refused(BookingError::BalanceLimit {
+                            limit: max_balance,
+                        }));
+                    }
+                    let balance: i64 = wallets::table
+                        .find(user.get())
+                        .select(wallets::balance)
+                        .first(c)?;
+                    Ok::<_, Abort>(Wallet {
+                        user_id: user,
+                        balance,
+                    })
+                }))
             })
-            .await
-            .map_err(BookingError::from)
+        })
+        .await
     }
 
     async fn hold_seat(
@@ -426,107 +433,103 @@ impl BookingRepository for DieselBooking {
         seat: SeatId,
         rules: HoldRules,
     ) -> Result<Reservation, BookingError> {
-        self.pool
-            .run_as::<_, Abort, _>(move |conn| {
-                write_transaction!(conn, |c| {
-                    let (schedule, price): (i64, i64) = seats::table
-                        .find(seat.get())
-                        .select((seats::schedule_id, seats::price))
-                        .first(c)
-                        .optional()?
-                        .ok_or(BookingError::SeatNotFound(seat))?;
-                    // The user's holds first, then the seat: no other operation takes the
-                    // per-user lock, so this order cannot deadlock with pay or cancel.
-                    c.lock_user_holds(user.get())?;
-                    c.lock_seat(seat.get())?;
-                    let now_utc = decision_time();
-                    let (now, until) = (naive(now_utc), naive(now_utc + rules.hold_for));
-                    let (concert, opens, closes): (i64, NaiveDateTime, NaiveDateTime) =
-                        schedules::table
-                            .find(schedule)
-                            .select((
-                                schedules::concert_id,
-                                schedules::booking_opens_at,
-                                schedules::booking_closes_at,
-                            ))
-                            .first(c)?;
-                    if !(opens <= now && now < closes) {
-                        return Err(Abort::Refused(BookingError::BookingClosed {
-                            opens: opens.and_utc(),
-                            closes: closes.and_utc(),
-                        }));
-                    }
-                    // The waiting room's gate, at the same time as the window: an admission
-                    // that runs out while the hold waited for its locks admits nothing.
-                    if rules.require_admission {
-                        let admitted: bool = diesel::select(diesel::dsl::exists(
-                            queue_entries::table
-                                .filter(queue_entries::concert_id.eq(concert))
-                                .filter(queue_entries::user_id.eq(user.get()))
-                                .filter(queue_entries::status.eq("ACTIVE"))
-                                .filter(queue_entries::expires_at.gt(now)),
+        self.run(move |conn| {
+            write_transaction!(conn, |c| {
+                let (schedule, price): (i64, i64) = seats::table
+                    .find(seat.get())
+                    .select((seats::schedule_id, seats::price))
+                    .first(c)
+                    .optional()?
+                    .ok_or(BookingError::SeatNotFound(seat))?;
+                // The user's holds first, then the seat: no other operation takes the
+                // per-user lock, so this order cannot deadlock with pay or cancel.
+                c.lock_user_holds(user.get())?;
+                c.lock_seat(seat.get())?;
+                let now_utc = decision_time();
+                let (now, until) = (naive(now_utc), naive(now_utc + rules.hold_for));
+                let (concert, opens, closes): (i64, NaiveDateTime, NaiveDateTime) =
+                    schedules::table
+                        .find(schedule)
+                        .select((
+                            schedules::concert_id,
+                            schedules::booking_opens_at,
+                            schedules::booking_closes_at,
                         ))
-                        .get_result(c)?;
-                        if !admitted {
-                            let concert = ConcertId::new(concert)
-                                .map_err(|e| Abort::Database(corrupt_row(e.to_string())))?;
-                            return Err(Abort::Refused(BookingError::NotAdmitted(concert)));
-                        }
-                    }
-                    // The schedules of the user's live holds: both caps from one query.
-                    let held: Vec<i64> = seats::table
-                        .filter(seats::held_by.eq(user.get()))
-                        .filter(seats::status.eq("HELD"))
-                        .filter(seats::held_until.gt(now))
-                        .select(seats::schedule_id)
-                        .load(c)?;
-                    let on_schedule = held.iter().filter(|s| **s == schedule).count();
-                    if i64::try_from(on_schedule).unwrap_or(i64::MAX)
-                        >= rules.max_holds_per_schedule
-                    {
-                        return Err(Abort::Refused(BookingError::HoldLimitReached {
-                            limit: rules.max_holds_per_schedule,
-                        }));
-                    }
-                    if i64::try_from(held.len()).unwrap_or(i64::MAX) >= rules.max_holds_per_user {
-                        return Err(Abort::Refused(BookingError::UserHoldLimitReached {
-                            limit: rules.max_holds_per_user,
-                        }));
-                    }
-                    // The arbiter: only one transaction can move the seat out of "free".
-                    let taken = diesel::update(
-                        seats::table.find(seat.get()).filter(
-                            seats::status.eq("AVAILABLE").or(seats::status
-                                .eq("HELD")
-                                .and(seats::held_until.le(now).assume_not_null())),
-                        ),
-                    )
-                    .set((
-                        seats::status.eq("HELD"),
-                        seats::held_by.eq(Some(user.get())),
-                        seats::held_until.eq(Some(until)),
+                        .first(c)?;
+                if !(opens <= now && now < closes) {
+                    return Err(Abort::Refused(BookingError::BookingClosed {
+                        opens: opens.and_utc(),
+                        closes: closes.and_utc(),
+                    }));
+                }
+                // The waiting room's gate, at the same time as the window: an admission
+                // that runs out while the hold waited for its locks admits nothing.
+                if rules.require_admission {
+                    let admitted: bool = diesel::select(diesel::dsl::exists(
+                        queue_entries::table
+                            .filter(queue_entries::concert_id.eq(concert))
+                            .filter(queue_entries::user_id.eq(user.get()))
+                            .filter(queue_entries::status.eq(QueueEntryState::Active))
+                            .filter(queue_entries::expires_at.gt(now)),
                     ))
-                    .execute(c)?;
-                    if taken == 0 {
-                        return Err(Abort::Refused(BookingError::SeatTaken(seat)));
+                    .get_result(c)?;
+                    if !admitted {
+                        let concert = ConcertId::new(concert)
+                            .map_err(|e| Abort::Database(corrupt_row(e.to_string())))?;
+                        return Err(Abort::Refused(BookingError::NotAdmitted(concert)));
                     }
-                    let row: ReservationRow = diesel::insert_into(reservations::table)
-                        .values(&NewReservation {
-                            user_id: user.get(),
-                            seat_id: seat.get(),
-                            schedule_id: schedule,
-                            status: ReservationStatus::Held.as_str(),
-                            price,
-                            expires_at: until,
-                            created_at: now,
-                        })
-                        .returning(ReservationRow::as_returning())
-                        .get_result(c)?;
-                    row.into_domain(concert)
-                })
+                }
+                // The schedules of the user's live holds: both caps from one query.
+                let held: Vec<i64> = seats::table
+                    .filter(seats::held_by.eq(user.get()))
+                    .filter(seats::status.eq(SeatState::Held))
+                    .filter(seats::held_until.gt(now))
+                    .select(seats::schedule_id)
+                    .load(c)?;
+                let on_schedule = held.iter().filter(|s| **s == schedule).count();
+                if i64::try_from(on_schedule).unwrap_or(i64::MAX) >= rules.max_holds_per_schedule {
+                    return Err(Abort::Refused(BookingError::HoldLimitReached {
+                        limit: rules.max_holds_per_schedule,
+                    }));
+                }
+                if i64::try_from(held.len()).unwrap_or(i64::MAX) >= rules.max_holds_per_user {
+                    return Err(Abort::Refused(BookingError::UserHoldLimitReached {
+                        limit: rules.max_holds_per_user,
+                    }));
+                }
+                // The arbiter: only one transaction can move the seat out of "free".
+                let taken = diesel::update(
+                    seats::table.find(seat.get()).filter(
+                        seats::status.eq(SeatState::Available).or(seats::status
+                            .eq(SeatState::Held)
+                            .and(seats::held_until.le(now).assume_not_null())),
+                    ),
+                )
+                .set((
+                    seats::status.eq(SeatState::Held),
+                    seats::held_by.eq(Some(user.get())),
+                    seats::held_until.eq(Some(until)),
+                ))
+                .execute(c)?;
+                if taken == 0 {
+                    return Err(Abort::Refused(BookingError::SeatTaken(seat)));
+                }
+                let row: ReservationRow = diesel::insert_into(reservations::table)
+                    .values(&NewReservation {
+                        user_id: user.get(),
+                        seat_id: seat.get(),
+                        schedule_id: schedule,
+                        status: ReservationState::Held,
+                        price,
+                        expires_at: until,
+                        created_at: now,
+                    })
+                    .returning(ReservationRow::as_returning())
+                    .get_result(c)?;
+                row.into_domain(concert)
             })
-            .await
-            .map_err(BookingError::from)
+        })
+        .await
     }
 
     async fn reservation(
@@ -534,57 +537,51 @@ impl BookingRepository for DieselBooking {
         user: UserId,
         id: ReservationId,
     ) -> Result<Option<Reservation>, BookingError> {
-        self.pool
-            .run_as::<_, Abort, _>(move |conn| {
-                let row: Option<(ReservationRow, i64)> = reservations_with_concerts!()
-                    .filter(reservations::id.eq(id.get()))
-                    .filter(reservations::user_id.eq(user.get()))
-                    .select((ReservationRow::as_select(), schedules::concert_id))
-                    .first(conn)
-                    .optional()?;
-                row.map(|(row, concert)| row.into_domain(concert))
-                    .transpose()
-            })
-            .await
-            .map_err(BookingError::from)
+        self.run(move |conn| {
+            let row: Option<(ReservationRow, i64)> = reservations_with_concerts!()
+                .filter(reservations::id.eq(id.get()))
+                .filter(reservations::user_id.eq(user.get()))
+                .select((ReservationRow::as_select(), schedules::concert_id))
+                .first(conn)
+                .optional()?;
+            row.map(|(row, concert)| row.into_domain(concert))
+                .transpose()
+        })
+        .await
     }
 
     async fn reservations(&self, user: UserId) -> Result<Vec<Reservation>, BookingError> {
-        self.pool
-            .run_as::<_, Abort, _>(move |conn| {
-                let rows: Vec<(ReservationRow, i64)> = reservations_with_concerts!()
-                    .filter(reservations::user_id.eq(user.get()))
-                    .order(reservations::id.desc())
-                    .limit(100)
-                    .select((ReservationRow::as_select(), schedules::concert_id))
-                    .load(conn)?;
-                rows.into_iter()
-                    .map(|(row, concert)| row.into_domain(concert))
-                    .collect()
-            })
-            .await
-            .map_err(BookingError::from)
+        self.run(move |conn| {
+            let rows: Vec<(ReservationRow, i64)> = reservations_with_concerts!()
+                .filter(reservations::user_id.eq(user.get()))
+                .order(reservations::id.desc())
+                .limit(100)
+                .select((ReservationRow::as_select(), schedules::concert_id))
+                .load(conn)?;
+            rows.into_iter()
+                .map(|(row, concert)| row.into_domain(concert))
+                .collect()
+        })
+        .await
     }
 
     async fn cancel(&self, user: UserId, id: ReservationId) -> Result<Reservation, BookingError> {
-        self.pool
-            .run_as::<_, Abort, _>(move |conn| {
-                write_transaction!(conn, |c| {
-                    let (mut reservation, now) = live_hold!(c, user, id);
-                    settle_hold!(
-                        c,
-                        user,
-                        reservation,
-                        now,
-                        "AVAILABLE",
-                        ReservationStatus::Cancelled
-                    );
-                    reservation.status = ReservationStatus::Cancelled;
-                    Ok(reservation)
-                })
+        self.run(move |conn| {
+            write_transaction!(conn, |c| {
+                let (mut reservation, now) = live_hold!(c, user, id);
+                settle_hold!(
+                    c,
+                    user,
+                    reservation,
+                    now,
+                    SeatState::Available,
+                    ReservationState::Cancelled
+                );
+                reservation.status = ReservationStatus::Cancelled;
+                Ok(reservation)
             })
-            .await
-            .map_err(BookingError::from)
+        })
+        .await
     }
 
     async fn pay(
@@ -595,77 +592,74 @@ impl BookingRepository for DieselBooking {
         render: Render<PaymentReceipt>,
     ) -> Result<Answered<PaymentReceipt>, BookingError> {
         let request = format!("pay:{id}");
-        self.pool
-            .run_as::<_, Abort, _>(move |conn| {
-                write_transaction!(conn, |c| {
-                    Ok(idempotent!(c, user, &key, &request, render, |c| {
-                        let (reservation, now) = live_hold!(c, user, id);
-                        settle_hold!(
-                            c,
-                            user,
-                            reservation,
-                            now,
-                            "SOLD",
-                            ReservationStatus::Confirmed
-                        );
-                        let price = reservation.price;
-                        let debited = diesel::update(
-                            wallets::table
-                                .find(user.get())
-                                .filter(wallets::balance.ge(price)),
-                        )
-                        .set(wallets::balance.eq(wallets::balance - price))
-                        .execute(c)?;
-                        if debited == 0 {
-                            let balance = wallets::table
-                                .find(user.get())
-                                .select(wallets::balance)
-                                .first::<i64>(c)
-                                .optional()?
-                                .unwrap_or(0);
-                            return Err(Abort::Refused(BookingError::InsufficientBalance {
-                                balance,
-                                needed: price,
-                            }));
-                        }
-                        // A purchase ends the payer's admission to the concert, so that
-                        // the slot goes to the next in line now rather than at expiry.
-                        diesel::delete(
-                            queue_entries::table
-                                .filter(queue_entries::concert_id.eq(reservation.concert_id.get()))
-                                .filter(queue_entries::user_id.eq(user.get()))
-                                .filter(queue_entries::status.eq("ACTIVE")),
-                        )
-                        .execute(c)?;
-                        let payment: i64 = diesel::insert_into(payments::table)
-                            .values((
-                                payments::reservation_id.eq(id.get()),
-                                payments::user_id.eq(user.get()),
-                                payments::amount.eq(price),
-                                payments::paid_at.eq(naive(now)),
-                            ))
-                            .returning(payments::id)
-                            .get_result(c)?;
-                        Ok::<_, Abort>(PaymentReceipt {
-                            payment_id: marquee_domain::PaymentId::new(payment)
-                                .map_err(|e| Abort::Database(corrupt_row(e.to_string())))?,
-                            reservation_id: id,
-                            seat_id: reservation.seat_id,
-                            schedule_id: reservation.schedule_id,
-                            concert_id: reservation.concert_id,
-                            amount: price,
-                        })
-                    }))
-                })
+        self.run(move |conn| {
+            write_transaction!(conn, |c| {
+                Ok(idempotent!(c, user, &key, &request, render, |c| {
+                    let (reservation, now) = live_hold!(c, user, id);
+                    settle_hold!(
+                        c,
+                        user,
+                        reservation,
+                        now,
+                        SeatState::Sold,
+                        ReservationState::Confirmed
+                    );
+                    let price = reservation.price;
+                    let debited = diesel::update(
+                        wallets::table
+                            .find(user.get())
+                            .filter(wallets::balance.ge(price)),
+                    )
+                    .set(wallets::balance.eq(wallets::balance - price))
+                    .execute(c)?;
+                    if debited == 0 {
+                        let balance = wallets::table
+                            .find(user.get())
+                            .select(wallets::balance)
+                            .first::<i64>(c)
+                            .optional()?
+                            .unwrap_or(0);
+                        return Err(Abort::Refused(BookingError::InsufficientBalance {
+                            balance,
+                            needed: price,
+                        }));
+                    }
+                    // A purchase ends the payer's admission to the concert, so that
+                    // the slot goes to the next in line now rather than at expiry.
+                    diesel::delete(
+                        queue_entries::table
+                            .filter(queue_entries::concert_id.eq(reservation.concert_id.get()))
+                            .filter(queue_entries::user_id.eq(user.get()))
+                            .filter(queue_entries::status.eq(QueueEntryState::Active)),
+                    )
+                    .execute(c)?;
+                    let payment: i64 = diesel::insert_into(payments::table)
+                        .values((
+                            payments::reservation_id.eq(id.get()),
+                            payments::user_id.eq(user.get()),
+                            payments::amount.eq(price),
+                            payments::paid_at.eq(naive(now)),
+                        ))
+                        .returning(payments::id)
+                        .get_result(c)?;
+                    Ok::<_, Abort>(PaymentReceipt {
+                        payment_id: marquee_domain::PaymentId::new(payment)
+                            .map_err(|e| Abort::Database(corrupt_row(e.to_string())))?,
+                        reservation_id: id,
+                        seat_id: reservation.seat_id,
+                        schedule_id: reservation.schedule_id,
+                        concert_id: reservation.concert_id,
+                        amount: price,
+                    })
+                }))
             })
-            .await
-            .map_err(BookingError::from)
+        })
+        .await
     }
 
     async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64, BookingError> {
         let deleted = self
-            .pool
-            .run_as::<_, Abort, _>(move |conn| {
+            .run(move |conn| {
                 Ok(diesel::delete(
                     idempotency_keys::table.filter(idempotency_keys::created_at.lt(naive(before))),
                 )
@@ -680,17 +674,16 @@ impl BookingRepository for DieselBooking {
         now: DateTime<Utc>,
     ) -> Result<Vec<(ScheduleId, ConcertId)>, BookingError> {
         let freed = self
-            .pool
-            .run_as::<_, Abort, _>(move |conn| {
+            .run(move |conn| {
                 let now = naive(now);
                 write_transaction!(conn, |c| {
                     let freed: Vec<i64> = diesel::update(
                         seats::table
-                            .filter(seats::status.eq("HELD"))
+                            .filter(seats::status.eq(SeatState::Held))
                             .filter(seats::held_until.le(now)),
                     )
                     .set((
-                        seats::status.eq("AVAILABLE"),
+                        seats::status.eq(SeatState::Available),
                         seats::held_by.eq(None::<i64>),
                         seats::held_until.eq(None::<NaiveDateTime>),
                     ))
@@ -698,10 +691,10 @@ impl BookingRepository for DieselBooking {
                     .get_results(c)?;
                     diesel::update(
                         reservations::table
-                            .filter(reservations::status.eq("HELD"))
+                            .filter(reservations::status.eq(ReservationState::Held))
                             .filter(reservations::expires_at.le(now)),
                     )
-                    .set(reservations::status.eq("EXPIRED"))
+                    .set(reservations::status.eq(ReservationState::Expired))
                     .execute(c)?;
                     let ids: BTreeSet<i64> = freed.into_iter().collect();
                     let pairs: Vec<(i64, i64)> = schedules::table
@@ -711,8 +704,7 @@ impl BookingRepository for DieselBooking {
                     Ok::<_, Abort>(pairs)
                 })
             })
-            .await
-            .map_err(BookingError::from)?;
+            .await?;
         Ok(freed
             .into_iter()
             .filter_map(|(schedule, concert)| {

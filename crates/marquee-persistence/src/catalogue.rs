@@ -9,10 +9,12 @@ use marquee_domain::{
     ScheduleAvailability, ScheduleId, Seat, SeatFilter, SeatId, SeatStatus,
 };
 
+use crate::abort::corrupt_row;
 use crate::connection::DbConnection;
 use crate::error::PersistenceError;
 use crate::pool::DbPool;
 use crate::schema::{concerts, schedules, seats};
+use crate::status::SeatState;
 
 /// Reads the catalogue through a [`DbPool`].
 #[derive(Debug, Clone)]
@@ -53,7 +55,7 @@ struct SeatRow {
     schedule_id: i64,
     number: i32,
     price: i64,
-    status: String,
+    status: SeatState,
     held_until: Option<NaiveDateTime>,
 }
 
@@ -61,7 +63,7 @@ fn id<T>(
     raw: i64,
     make: fn(i64) -> Result<T, marquee_domain::IdError>,
 ) -> Result<T, PersistenceError> {
-    make(raw).map_err(|error| PersistenceError::Corrupt(format!("id {raw}: {error}")))
+    make(raw).map_err(|error| PersistenceError::Query(corrupt_row(format!("id {raw}: {error}"))))
 }
 
 impl TryFrom<ConcertRow> for Concert {
@@ -94,15 +96,13 @@ impl TryFrom<ScheduleRow> for Schedule {
 
 impl SeatRow {
     fn into_seat(self, now: DateTime<Utc>) -> Result<Seat, PersistenceError> {
-        let stored = SeatStatus::from_stored(&self.status).ok_or_else(|| {
-            PersistenceError::Corrupt(format!("seat {} has status {:?}", self.id, self.status))
-        })?;
         Ok(Seat {
             id: id(self.id, SeatId::new)?,
             schedule_id: id(self.schedule_id, ScheduleId::new)?,
             number: self.number,
             price: self.price,
-            status: stored.effective(self.held_until.map(|at| at.and_utc()), now),
+            status: SeatStatus::from(self.status)
+                .effective(self.held_until.map(|at| at.and_utc()), now),
         })
     }
 }
@@ -119,18 +119,16 @@ type SeatPredicate =
 fn seats_reading_as(status: SeatStatus, now: NaiveDateTime) -> SeatPredicate {
     match status {
         SeatStatus::Available => Box::new(
-            seats::status
-                .eq(SeatStatus::Available.as_str())
-                .or(seats::status
-                    .eq(SeatStatus::Held.as_str())
-                    .and(seats::held_until.le(now).assume_not_null())),
+            seats::status.eq(SeatState::Available).or(seats::status
+                .eq(SeatState::Held)
+                .and(seats::held_until.le(now).assume_not_null())),
         ),
         SeatStatus::Held => Box::new(
             seats::status
-                .eq(SeatStatus::Held.as_str())
+                .eq(SeatState::Held)
                 .and(seats::held_until.gt(now).assume_not_null()),
         ),
-        SeatStatus::Sold => Box::new(seats::status.eq(SeatStatus::Sold.as_str())),
+        SeatStatus::Sold => Box::new(seats::status.eq(SeatState::Sold)),
     }
 }
 

@@ -38,29 +38,22 @@ impl SessionTimeouts {
 
     /// Checks both bounds; `field` of the error names the one at fault.
     pub fn validate(&self) -> Result<(), PoolConfigError> {
-        let out_of_range = |value: Duration, zero_allowed: bool| {
-            (value < Duration::from_millis(1) && !(zero_allowed && value.is_zero()))
-                || value > Self::MAX
-        };
-        if out_of_range(self.lock_timeout, false) {
-            return Err(PoolConfigError {
-                field: "lock_timeout",
-                reason: format!(
-                    "must be at least 1ms and at most {}ms, got {:?}",
-                    Self::MAX.as_millis(),
-                    self.lock_timeout
-                ),
-            });
-        }
-        if out_of_range(self.statement_timeout, true) {
-            return Err(PoolConfigError {
-                field: "statement_timeout",
-                reason: format!(
-                    "must be 0 or at least 1ms and at most {}ms, got {:?}",
-                    Self::MAX.as_millis(),
-                    self.statement_timeout
-                ),
-            });
+        let bounds = [
+            ("lock_timeout", self.lock_timeout, false),
+            ("statement_timeout", self.statement_timeout, true),
+        ];
+        for (field, value, zero_is_off) in bounds {
+            let off = zero_is_off && value.is_zero();
+            if (value < Duration::from_millis(1) && !off) || value > Self::MAX {
+                return Err(PoolConfigError {
+                    field,
+                    reason: format!(
+                        "must be {}at least 1ms and at most {}ms, got {value:?}",
+                        if zero_is_off { "0 or " } else { "" },
+                        Self::MAX.as_millis(),
+                    ),
+                });
+            }
         }
         Ok(())
     }

@@ -18,7 +18,7 @@ pub enum PersistenceError {
     /// invalid `PoolConfig`, or a panic inside the work.
     #[error(transparent)]
     Pool(#[from] PoolError),
-    /// A query failed.
+    /// A query failed, or read a row that breaks an invariant (`DeserializationError`).
     #[error("database query failed: {0}")]
     Query(#[from] diesel::result::Error),
     /// A migration failed.
@@ -27,9 +27,6 @@ pub enum PersistenceError {
     /// A seed plan with a count of 0.
     #[error("invalid seed plan: {0}")]
     Seed(String),
-    /// A stored value breaks an invariant the schema should have enforced.
-    #[error("corrupt row: {0}")]
-    Corrupt(String),
 }
 
 impl PersistenceError {
@@ -123,8 +120,26 @@ impl From<PersistenceError> for RepositoryError {
                 RepositoryError::Unavailable { reason }
             }
             other => RepositoryError::Query {
-                reason: other.to_string(),
+                reason: message_with_causes(&other),
             },
         }
     }
+}
+
+/// `error`'s message, followed by each of its causes' that it does not already include.
+/// diesel names the cause of a failed read only as the error's source: a stored status no
+/// variant names shows as "Error deserializing field 'status'", caused by
+/// "unknown seat status \"SOLDOUT\"", and the reason must say which value it was.
+fn message_with_causes(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(current) = cause {
+        let text = current.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = current.source();
+    }
+    message
 }

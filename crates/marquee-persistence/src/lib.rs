@@ -11,6 +11,7 @@ pub mod pool;
 pub mod queue;
 pub mod schema;
 pub mod seed;
+pub mod status;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 
@@ -30,3 +31,13 @@ pub use queue::{DieselQueue, JOINS_PER_BATCH};
 /// `phase = "pool_wait"` (waiting for a connection) and `phase = "query"`, with `micros`.
 pub const TIMING_TARGET: &str = "marquee_persistence::timing";
 pub use seed::{SeedPlan, SeedReport};
+
+/// The unit tests that need PostgreSQL follow the integration tests' rule (see
+/// `marquee_testkit::backends`): ignored unless asked for, failing without a server.
+#[cfg(test)]
+mod backend_guards {
+    marquee_testkit::backend_guards!(
+        needs: [crate::test_support::POSTGRES_URL_VAR],
+        modules: ["postgres"]
+    );
+}

@@ -35,8 +35,7 @@ use async_trait::async_trait;
 use chrono::{NaiveDateTime, SubsecRound};
 use diesel::prelude::*;
 use marquee_domain::{
-    AdmissionRound, ConcertId, QueueEntry, QueueError, QueueRepository, QueueRules, QueueStatus,
-    UserId,
+    AdmissionRound, ConcertId, QueueEntry, QueueError, QueueRepository, QueueRules, UserId,
 };
 
 use crate::abort::corrupt_row;
@@ -45,6 +44,7 @@ use crate::connection::{DbConnection, on_concrete_connection, write_transaction}
 use crate::error::PersistenceError;
 use crate::pool::DbPool;
 use crate::schema::{concerts, queue_entries, queue_gates};
+use crate::status::QueueEntryState;
 use tokio::sync::oneshot;
 
 /// The waiting room's rows through a [`DbPool`].
@@ -186,16 +186,13 @@ impl DieselQueue {
 /// A queue operation's way out.
 type Abort = crate::abort::Abort<QueueError>;
 
-const WAITING: &str = "WAITING";
-const ACTIVE: &str = "ACTIVE";
-
 #[derive(Queryable, Selectable, Debug)]
 #[diesel(table_name = queue_entries)]
 struct EntryRow {
     seq: i64,
     concert_id: i64,
     user_id: i64,
-    status: String,
+    status: QueueEntryState,
     joined_at: NaiveDateTime,
     admitted_at: Option<NaiveDateTime>,
     expires_at: Option<NaiveDateTime>,
@@ -203,7 +200,7 @@ struct EntryRow {
 
 impl EntryRow {
     fn is_waiting(&self) -> bool {
-        self.status == WAITING
+        self.status == QueueEntryState::Waiting
     }
 
     /// Waiting, or admitted and not run out at `now`. An admission that ran out counts as
@@ -213,16 +210,11 @@ impl EntryRow {
     }
 
     fn into_domain(self, ahead: u64) -> QueryResult<QueueEntry> {
-        let status = match self.status.as_str() {
-            WAITING => QueueStatus::Waiting,
-            ACTIVE => QueueStatus::Active,
-            other => return Err(corrupt_row(format!("queue entry status {other:?}"))),
-        };
         Ok(QueueEntry {
             concert: ConcertId::new(self.concert_id).map_err(|e| corrupt_row(e.to_string()))?,
             user: user_id(self.user_id)?,
             seq: self.seq,
-            status,
+            status: self.status.into(),
             joined_at: self.joined_at.and_utc(),
             admitted_at: self.admitted_at.map(|at| at.and_utc()),
             expires_at: self.expires_at.map(|at| at.and_utc()),
@@ -351,6 +343,14 @@ trait QueueStatements: GateLocks {
     ) -> QueryResult<()>;
 }
 
+/// The concert's entries in `state`.
+#[diesel::dsl::auto_type]
+fn entries_in(concert: i64, state: QueueEntryState) -> _ {
+    queue_entries::table
+        .filter(queue_entries::concert_id.eq(concert))
+        .filter(queue_entries::status.eq(state))
+}
+
 /// Users per `IN (...)` list: far below SQLite's 32,766 bind parameters.
 const USERS_PER_STATEMENT: usize = 1_000;
 
@@ -375,9 +375,7 @@ macro_rules! queue_statements {
 
             fn anyone_waiting(&mut self, concert: i64) -> QueryResult<bool> {
                 diesel::select(diesel::dsl::exists(
-                    queue_entries::table
-                        .filter(queue_entries::concert_id.eq(concert))
-                        .filter(queue_entries::status.eq(WAITING)),
+                    entries_in(concert, QueueEntryState::Waiting),
                 ))
                 .get_result(self)
             }
@@ -401,7 +399,7 @@ macro_rules! queue_statements {
                     .values((
                         queue_entries::concert_id.eq(concert),
                         queue_entries::user_id.eq(user),
-                        queue_entries::status.eq(WAITING),
+                        queue_entries::status.eq(QueueEntryState::Waiting),
                         queue_entries::joined_at.eq(now),
                     ))
                     .on_conflict((queue_entries::concert_id, queue_entries::user_id))
@@ -423,7 +421,7 @@ macro_rules! queue_statements {
                         (
                             queue_entries::concert_id.eq(concert),
                             queue_entries::user_id.eq(*user),
-                            queue_entries::status.eq(WAITING),
+                            queue_entries::status.eq(QueueEntryState::Waiting),
                             queue_entries::joined_at.eq(now),
                         )
                     })
@@ -451,9 +449,7 @@ macro_rules! queue_statements {
             }
 
             fn waiting_ahead(&mut self, concert: i64, seq: i64) -> QueryResult<u64> {
-                queue_entries::table
-                    .filter(queue_entries::concert_id.eq(concert))
-                    .filter(queue_entries::status.eq(WAITING))
+                entries_in(concert, QueueEntryState::Waiting)
                     .filter(queue_entries::seq.lt(seq))
                     .count()
                     .get_result(self)
@@ -461,18 +457,14 @@ macro_rules! queue_statements {
             }
 
             fn count_waiting(&mut self, concert: i64) -> QueryResult<u64> {
-                queue_entries::table
-                    .filter(queue_entries::concert_id.eq(concert))
-                    .filter(queue_entries::status.eq(WAITING))
+                entries_in(concert, QueueEntryState::Waiting)
                     .count()
                     .get_result(self)
                     .map(count)
             }
 
             fn count_live(&mut self, concert: i64, now: NaiveDateTime) -> QueryResult<u64> {
-                queue_entries::table
-                    .filter(queue_entries::concert_id.eq(concert))
-                    .filter(queue_entries::status.eq(ACTIVE))
+                entries_in(concert, QueueEntryState::Active)
                     .filter(queue_entries::expires_at.gt(now))
                     .count()
                     .get_result(self)
@@ -481,9 +473,7 @@ macro_rules! queue_statements {
 
             fn delete_expired(&mut self, concert: i64, now: NaiveDateTime) -> QueryResult<Vec<i64>> {
                 diesel::delete(
-                    queue_entries::table
-                        .filter(queue_entries::concert_id.eq(concert))
-                        .filter(queue_entries::status.eq(ACTIVE))
+                    entries_in(concert, QueueEntryState::Active)
                         .filter(queue_entries::expires_at.le(now)),
                 )
                 .returning(queue_entries::user_id)
@@ -495,9 +485,7 @@ macro_rules! queue_statements {
                 for chunk in users.chunks(USERS_PER_STATEMENT) {
                     dropped.extend(
                         diesel::delete(
-                            queue_entries::table
-                                .filter(queue_entries::concert_id.eq(concert))
-                                .filter(queue_entries::status.eq(WAITING))
+                            entries_in(concert, QueueEntryState::Waiting)
                                 .filter(queue_entries::user_id.eq_any(chunk)),
                         )
                         .returning(queue_entries::user_id)
@@ -511,9 +499,7 @@ macro_rules! queue_statements {
                 if n == 0 {
                     return Ok(Vec::new());
                 }
-                queue_entries::table
-                    .filter(queue_entries::concert_id.eq(concert))
-                    .filter(queue_entries::status.eq(WAITING))
+                entries_in(concert, QueueEntryState::Waiting)
                     .order(queue_entries::seq)
                     .limit(i64::from(n))
                     .select(queue_entries::seq)
@@ -534,10 +520,10 @@ macro_rules! queue_statements {
                 let mut admitted: Vec<EntryRow> = diesel::update(
                     queue_entries::table
                         .filter(queue_entries::seq.eq_any(seqs))
-                        .filter(queue_entries::status.eq(WAITING)),
+                        .filter(queue_entries::status.eq(QueueEntryState::Waiting)),
                 )
                 .set((
-                    queue_entries::status.eq(ACTIVE),
+                    queue_entries::status.eq(QueueEntryState::Active),
                     queue_entries::admitted_at.eq(Some(now)),
                     queue_entries::expires_at.eq(Some(until)),
                 ))

@@ -14,6 +14,7 @@ use crate::connection::{DbConnection, on_concrete_connection};
 use crate::error::PersistenceError;
 use crate::pool::DbPool;
 use crate::schema::{concerts, schedules};
+use crate::status::SeatState;
 
 /// How much catalogue to create.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,21 +160,22 @@ pub fn seed(
 
         // Ordered, so that seat ids follow (schedule, number) on both backends: schedule 1's
         // seats are 1..=K, and so on, which load tests and people rely on.
-        // The plan's numbers are integers we own, not user text, so formatting them into the
-        // statement is safe, and keeps one statement valid on both backends (PostgreSQL's
-        // `$1` and SQLite's `?` placeholders differ).
+        // The plan's numbers and the seat status are values we own, not user text, so
+        // formatting them into the statement is safe, and keeps one statement valid on both
+        // backends (PostgreSQL's `$1` and SQLite's `?` placeholders differ).
         let seats = diesel::sql_query(format!(
             "WITH RECURSIVE n(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM n WHERE n < {seats}) \
              INSERT INTO seats (schedule_id, number, price, status) \
              SELECT s.id, n.n, \
                     CASE WHEN n.n <= {vip} THEN 15000 WHEN n.n <= {r} THEN 11000 ELSE 8000 END, \
-                    'AVAILABLE' \
+                    '{available}' \
              FROM schedules s CROSS JOIN n \
              WHERE s.id > {last_schedule} \
              ORDER BY s.id, n.n",
             seats = plan.seats_per_schedule,
             vip = plan.seats_per_schedule / 5,
             r = plan.seats_per_schedule * 3 / 5,
+            available = SeatState::Available.stored(),
         ))
         .execute(conn)?;
 

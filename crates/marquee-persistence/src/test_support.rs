@@ -40,12 +40,7 @@ impl TestDatabase {
         let dir = tempfile::tempdir().expect("create a temporary folder");
         let path = dir.path().join("marquee.sqlite3");
         let url = DatabaseUrl::parse(&path.to_string_lossy()).expect("a file path is a SQLite url");
-        let mut conn = url
-            .establish(
-                &crate::PoolConfig::default(),
-                &crate::SessionTimeouts::default(),
-            )
-            .expect("open the test SQLite database");
+        let mut conn = connect(&url, "open the test SQLite database");
         run_pending(&mut conn).expect("migrate the test SQLite database");
         Self {
             url,
@@ -104,14 +99,7 @@ impl TestDatabase {
 
     /// Runs SQL directly, outside any pool (for arranging unusual states in tests).
     pub fn execute(&self, sql: &str) {
-        let mut conn = self
-            .url
-            .establish(
-                &crate::PoolConfig::default(),
-                &crate::SessionTimeouts::default(),
-            )
-            .expect("connect to the test database");
-        conn.batch_execute(sql).expect("run test SQL");
+        self.session().execute(sql);
     }
 }
 
@@ -131,28 +119,14 @@ impl TestSession {
 impl TestDatabase {
     /// Opens a [`TestSession`] on this database.
     pub fn session(&self) -> TestSession {
-        TestSession(
-            self.url
-                .establish(
-                    &crate::PoolConfig::default(),
-                    &crate::SessionTimeouts::default(),
-                )
-                .expect("connect to the test database"),
-        )
+        TestSession(connect(&self.url, "connect to the test database"))
     }
 
     /// Runs a query that returns one integer column named `n` (e.g. `SELECT count(*) AS n
     /// FROM seats`), for checks on the tables themselves.
     pub fn count(&self, sql: &str) -> i64 {
-        let mut conn = self
-            .url
-            .establish(
-                &crate::PoolConfig::default(),
-                &crate::SessionTimeouts::default(),
-            )
-            .expect("connect to the test database");
         diesel::sql_query(sql)
-            .get_result::<Found>(&mut conn)
+            .get_result::<Found>(&mut self.session().0)
             .expect("run a counting query")
             .n
     }
@@ -167,6 +141,16 @@ impl Drop for TestDatabase {
             }
         }
     }
+}
+
+/// A connection to `url` with the settings the pool gives each of its connections, outside
+/// any pool; panics with `expectation` if it cannot be opened.
+fn connect(url: &DatabaseUrl, expectation: &str) -> DbConnection {
+    url.establish(
+        &crate::PoolConfig::default(),
+        &crate::SessionTimeouts::default(),
+    )
+    .expect(expectation)
 }
 
 fn admin_connection(admin: &str) -> PgConnection {
@@ -213,12 +197,7 @@ fn ensure_template(admin: &str) -> String {
             .expect("create the template database");
         {
             let url = DatabaseUrl::parse(&with_database(admin, &building)).expect("a postgres url");
-            let mut template = url
-                .establish(
-                    &crate::PoolConfig::default(),
-                    &crate::SessionTimeouts::default(),
-                )
-                .expect("connect to the template database");
+            let mut template = connect(&url, "connect to the template database");
             run_pending(&mut template).expect("migrate the template database");
         }
         conn.batch_execute(&format!("ALTER DATABASE {building} RENAME TO {name}"))

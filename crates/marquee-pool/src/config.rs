@@ -185,59 +185,27 @@ mod tests {
 
     #[test]
     fn out_of_range_settings_name_their_field() {
-        let cases: [(&str, PoolConfig); 7] = [
-            (
-                "pool_name",
-                PoolConfig {
-                    pool_name: String::new(),
-                    ..Default::default()
-                },
-            ),
-            (
-                "maximum_pool_size",
-                PoolConfig {
-                    maximum_pool_size: 0,
-                    ..Default::default()
-                },
-            ),
-            (
-                "minimum_idle",
-                PoolConfig {
-                    minimum_idle: Some(11),
-                    ..Default::default()
-                },
-            ),
-            (
-                "connection_timeout",
-                PoolConfig {
-                    connection_timeout: Duration::from_millis(10),
-                    ..Default::default()
-                },
-            ),
-            (
-                "validation_timeout",
-                PoolConfig {
-                    connection_timeout: Duration::from_secs(1),
-                    validation_timeout: Duration::from_secs(1),
-                    ..Default::default()
-                },
-            ),
-            (
-                "max_lifetime",
-                PoolConfig {
-                    max_lifetime: Duration::from_secs(5),
-                    ..Default::default()
-                },
-            ),
-            (
-                "leak_detection_threshold",
-                PoolConfig {
-                    leak_detection_threshold: Duration::from_millis(500),
-                    ..Default::default()
-                },
-            ),
+        /// A field's name, and a change to the defaults that puts it out of range.
+        type Case = (&'static str, fn(&mut PoolConfig));
+        let cases: [Case; 7] = [
+            ("pool_name", |c| c.pool_name = String::new()),
+            ("maximum_pool_size", |c| c.maximum_pool_size = 0),
+            ("minimum_idle", |c| c.minimum_idle = Some(11)),
+            ("connection_timeout", |c| {
+                c.connection_timeout = Duration::from_millis(10);
+            }),
+            ("validation_timeout", |c| {
+                c.connection_timeout = Duration::from_secs(1);
+                c.validation_timeout = Duration::from_secs(1);
+            }),
+            ("max_lifetime", |c| c.max_lifetime = Duration::from_secs(5)),
+            ("leak_detection_threshold", |c| {
+                c.leak_detection_threshold = Duration::from_millis(500);
+            }),
         ];
-        for (field, config) in cases {
+        for (field, out_of_range) in cases {
+            let mut config = PoolConfig::default();
+            out_of_range(&mut config);
             assert_eq!(config.validate().map_err(|e| e.field), Err(field));
         }
     }

@@ -4,10 +4,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{TimeDelta, Utc};
+use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 use marquee_domain::{
-    Answered, BookingError, BookingRepository, HoldRules, IdempotencyKey, PaymentReceipt,
-    RecordedResponse, ReservationStatus, SeatId, UserId, Wallet,
+    Answered, BookingError, BookingRepository, HoldRules, IdempotencyKey, Money, PaymentReceipt,
+    RecordedResponse, Reservation, ReservationId, ReservationStatus, SeatId, UserId, Wallet,
 };
 use marquee_persistence::{Backend, DbPool, DieselBooking, PoolConfig, SeedPlan};
 
@@ -51,6 +53,37 @@ fn user(id: i64) -> UserId {
 
 fn key(text: &str) -> IdempotencyKey {
     IdempotencyKey::new(text).unwrap()
+}
+
+/// `u`'s hold of `seat` under [`rules`], which must be granted.
+async fn hold(booking: &DieselBooking, u: i64, seat: i64) -> Reservation {
+    booking
+        .hold_seat(user(u), SeatId::new(seat).unwrap(), rules())
+        .await
+        .unwrap()
+}
+
+/// `u`'s charge of `amount` with the key `k`: its answer, performed, refused or replayed.
+async fn charge(booking: &DieselBooking, u: i64, amount: Money, k: &str) -> Answered<Wallet> {
+    booking
+        .charge(user(u), amount, key(k), render)
+        .await
+        .unwrap()
+}
+
+/// `u`'s payment of `id` with the key `k`: its answer, performed, refused or replayed.
+async fn pay(
+    booking: &DieselBooking,
+    u: i64,
+    id: ReservationId,
+    k: &str,
+) -> Answered<PaymentReceipt> {
+    booking.pay(user(u), id, key(k), render).await.unwrap()
+}
+
+/// `u`'s reservation `id`, which must be `u`'s.
+async fn reservation(booking: &DieselBooking, u: i64, id: ReservationId) -> Reservation {
+    booking.reservation(user(u), id).await.unwrap().unwrap()
 }
 
 fn config() -> PoolConfig {
@@ -130,13 +163,14 @@ async fn a_thousand_users_fifty_seats_two_instances(backend: Backend) {
     let (held_seats, live_reservations, distinct_seats) = pool
         .run(|conn| {
             use marquee_persistence::schema::{reservations, seats};
+            use marquee_persistence::status::{ReservationState, SeatState};
             let held: i64 = seats::table
                 .filter(seats::schedule_id.eq(1))
-                .filter(seats::status.eq("HELD"))
+                .filter(seats::status.eq(SeatState::Held))
                 .count()
                 .get_result(conn)?;
             let live: Vec<i64> = reservations::table
-                .filter(reservations::status.eq("HELD"))
+                .filter(reservations::status.eq(ReservationState::Held))
                 .select(reservations::seat_id)
                 .load(conn)?;
             let distinct: HashSet<i64> = live.iter().copied().collect();
@@ -186,10 +220,7 @@ async fn concurrent_charges_all_apply_and_keys_charge_once(backend: Backend) {
         booking.charge(user(7), 20, key("same"), render).await,
         Err(BookingError::IdempotencyKeyReused)
     );
-    let refused = booking
-        .charge(user(7), MAX_BALANCE, key("too-much"), render)
-        .await
-        .unwrap();
+    let refused = charge(&booking, 7, MAX_BALANCE, "too-much").await;
     assert_eq!(
         refused.response.body,
         said::<Wallet>(&Err(BookingError::BalanceLimit { limit: MAX_BALANCE }))
@@ -199,18 +230,12 @@ async fn concurrent_charges_all_apply_and_keys_charge_once(backend: Backend) {
 
 async fn one_payment_whatever_the_retries(backend: Backend) {
     let (db, pool, booking) = booking(backend).await;
-    let held = booking
-        .hold_seat(user(3), SeatId::new(2).unwrap(), rules())
-        .await
-        .unwrap();
+    let held = hold(&booking, 3, 2).await;
     let short = said::<PaymentReceipt>(&Err(BookingError::InsufficientBalance {
         balance: 0,
         needed: held.price,
     }));
-    let refused = booking
-        .pay(user(3), held.id, key("p1"), render)
-        .await
-        .unwrap();
+    let refused = pay(&booking, 3, held.id, "p1").await;
     assert_eq!(
         (refused.response.body.as_str(), refused.replayed),
         (short.as_str(), false)
@@ -220,16 +245,10 @@ async fn one_payment_whatever_the_retries(backend: Backend) {
         db.count("SELECT count(*) AS n FROM seats WHERE id = 2 AND status = 'HELD'"),
         1
     );
-    booking
-        .charge(user(3), 50_000, key("top-up"), render)
-        .await
-        .unwrap();
+    charge(&booking, 3, 50_000, "top-up").await;
     // After the top-up the same key still answers the refusal: it is the outcome of that
     // request. A new attempt takes a new key.
-    let retried = booking
-        .pay(user(3), held.id, key("p1"), render)
-        .await
-        .unwrap();
+    let retried = pay(&booking, 3, held.id, "p1").await;
     assert_eq!(
         (retried.response.body.as_str(), retried.replayed),
         (short.as_str(), true)
@@ -254,19 +273,12 @@ async fn one_payment_whatever_the_retries(backend: Backend) {
         50_000 - held.price,
         "one debit"
     );
-    let again = booking
-        .pay(user(3), held.id, key("p3"), render)
-        .await
-        .unwrap();
+    let again = pay(&booking, 3, held.id, "p3").await;
     assert_eq!(
         again.response.body,
         said::<PaymentReceipt>(&Err(BookingError::AlreadyPaid(held.id)))
     );
-    let paid = booking
-        .reservation(user(3), held.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let paid = reservation(&booking, 3, held.id).await;
     assert_eq!(paid.status, ReservationStatus::Confirmed);
     let payments: i64 = pool
         .run(|conn| {
@@ -283,22 +295,12 @@ async fn one_payment_whatever_the_retries(backend: Backend) {
 /// seat 201 is the first of concert 2's first schedule (5); seat 3 is in concert 1's first.
 async fn reservations_carry_their_schedule_and_concert(backend: Backend) {
     let (_db, _pool, booking) = booking(backend).await;
-    let where_ = |r: &marquee_domain::Reservation| (r.schedule_id.get(), r.concert_id.get());
-    let held = booking
-        .hold_seat(user(4), SeatId::new(201).unwrap(), rules())
-        .await
-        .unwrap();
+    let where_ = |r: &Reservation| (r.schedule_id.get(), r.concert_id.get());
+    let held = hold(&booking, 4, 201).await;
     assert_eq!(where_(&held), (5, 2));
-    let read = booking
-        .reservation(user(4), held.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let read = reservation(&booking, 4, held.id).await;
     assert_eq!(where_(&read), (5, 2));
-    let other = booking
-        .hold_seat(user(4), SeatId::new(3).unwrap(), rules())
-        .await
-        .unwrap();
+    let other = hold(&booking, 4, 3).await;
     let listed: Vec<_> = booking.reservations(user(4)).await.unwrap();
     assert_eq!(
         listed.iter().map(where_).collect::<Vec<_>>(),
@@ -308,16 +310,8 @@ async fn reservations_carry_their_schedule_and_concert(backend: Backend) {
         where_(&booking.cancel(user(4), other.id).await.unwrap()),
         (1, 1)
     );
-    booking
-        .charge(user(4), 100_000, key("funds"), render)
-        .await
-        .unwrap();
-    let receipt = performed(
-        booking
-            .pay(user(4), held.id, key("pay"), render)
-            .await
-            .unwrap(),
-    );
+    charge(&booking, 4, 100_000, "funds").await;
+    let receipt = performed(pay(&booking, 4, held.id, "pay").await);
     assert_eq!(
         (
             receipt.seat_id.get(),
@@ -330,24 +324,15 @@ async fn reservations_carry_their_schedule_and_concert(backend: Backend) {
 
 async fn others_cannot_touch_a_reservation(backend: Backend) {
     let (_db, _pool, booking) = booking(backend).await;
-    let held = booking
-        .hold_seat(user(1), SeatId::new(3).unwrap(), rules())
-        .await
-        .unwrap();
-    booking
-        .charge(user(2), 100_000, key("k"), render)
-        .await
-        .unwrap();
+    let held = hold(&booking, 1, 3).await;
+    charge(&booking, 2, 100_000, "k").await;
     assert_eq!(booking.reservation(user(2), held.id).await.unwrap(), None);
     assert!(booking.reservations(user(2)).await.unwrap().is_empty());
     assert_eq!(
         booking.cancel(user(2), held.id).await,
         Err(BookingError::ReservationNotFound(held.id))
     );
-    let stolen = booking
-        .pay(user(2), held.id, key("steal"), render)
-        .await
-        .unwrap();
+    let stolen = pay(&booking, 2, held.id, "steal").await;
     assert_eq!(
         stolen.response.body,
         said::<PaymentReceipt>(&Err(BookingError::ReservationNotFound(held.id)))
@@ -363,20 +348,11 @@ async fn others_cannot_touch_a_reservation(backend: Backend) {
         booking.cancel(user(1), held.id).await,
         Err(not_held.clone())
     );
-    booking
-        .charge(user(1), 100_000, key("k"), render)
-        .await
-        .unwrap();
-    let late = booking
-        .pay(user(1), held.id, key("after-cancel"), render)
-        .await
-        .unwrap();
+    charge(&booking, 1, 100_000, "k").await;
+    let late = pay(&booking, 1, held.id, "after-cancel").await;
     assert_eq!(late.response.body, said::<PaymentReceipt>(&Err(not_held)));
     // The seat is free again.
-    booking
-        .hold_seat(user(2), SeatId::new(3).unwrap(), rules())
-        .await
-        .unwrap();
+    hold(&booking, 2, 3).await;
 }
 
 async fn an_expired_hold_frees_the_seat_at_once(backend: Backend) {
@@ -394,33 +370,18 @@ async fn an_expired_hold_frees_the_seat_at_once(backend: Backend) {
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     // Before any sweep: the seat is free, and the old hold can no longer be paid.
     let second = booking.hold_seat(user(2), seat, rules()).await.unwrap();
-    booking
-        .charge(user(1), 100_000, key("k"), render)
-        .await
-        .unwrap();
-    let late = booking
-        .pay(user(1), first.id, key("late"), render)
-        .await
-        .unwrap();
+    charge(&booking, 1, 100_000, "k").await;
+    let late = pay(&booking, 1, first.id, "late").await;
     assert_eq!(
         late.response.body,
         said::<PaymentReceipt>(&Err(BookingError::HoldExpired(first.id)))
     );
     let swept = booking.expire_holds(Utc::now()).await.unwrap();
     assert!(swept.is_empty(), "the seat was re-held, nothing to free");
-    let old = booking
-        .reservation(user(1), first.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let old = reservation(&booking, 1, first.id).await;
     assert_eq!(old.status, ReservationStatus::Expired);
     assert_eq!(
-        booking
-            .reservation(user(2), second.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
+        reservation(&booking, 2, second.id).await.status,
         ReservationStatus::Held
     );
 }
@@ -441,10 +402,7 @@ async fn windows_and_limits_are_enforced(backend: Backend) {
         Err(BookingError::SeatNotFound(_))
     ));
     for seat in 10..14 {
-        booking
-            .hold_seat(user(1), SeatId::new(seat).unwrap(), rules())
-            .await
-            .unwrap();
+        hold(&booking, 1, seat).await;
     }
     assert_eq!(
         booking
@@ -454,10 +412,7 @@ async fn windows_and_limits_are_enforced(backend: Backend) {
     );
     // Another schedule has its own limit...
     for seat in [51, 52, 53, 54, 101, 102] {
-        booking
-            .hold_seat(user(1), SeatId::new(seat).unwrap(), rules())
-            .await
-            .unwrap();
+        hold(&booking, 1, seat).await;
     }
     // ...but not the user: ten live holds in all, on any schedules, are the most.
     assert_eq!(
@@ -467,103 +422,79 @@ async fn windows_and_limits_are_enforced(backend: Backend) {
         Err(BookingError::UserHoldLimitReached { limit: 10 })
     );
     // Another user is not affected.
-    booking
-        .hold_seat(user(2), SeatId::new(201).unwrap(), rules())
-        .await
-        .unwrap();
+    hold(&booking, 2, 201).await;
 }
 
 /// Idempotency keys older than the retention are purged; younger ones stay.
 async fn old_idempotency_keys_are_purged(backend: Backend) {
     let (db, _pool, booking) = booking(backend).await;
-    performed(
-        booking
-            .charge(user(5), 100, key("old"), render)
-            .await
-            .unwrap(),
-    );
+    performed(charge(&booking, 5, 100, "old").await);
     let cutoff = Utc::now() + TimeDelta::milliseconds(5);
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    performed(
-        booking
-            .charge(user(5), 100, key("young"), render)
-            .await
-            .unwrap(),
-    );
+    performed(charge(&booking, 5, 100, "young").await);
     assert_eq!(booking.purge_idempotency_keys(cutoff).await.unwrap(), 1);
     assert_eq!(
         db.count("SELECT count(*) AS n FROM idempotency_keys WHERE idem_key = 'young'"),
         1
     );
     // The purged key is a new request now; the young one still replays.
-    performed(
-        booking
-            .charge(user(5), 100, key("old"), render)
-            .await
-            .unwrap(),
-    );
-    assert!(
-        booking
-            .charge(user(5), 100, key("young"), render)
-            .await
-            .unwrap()
-            .replayed
-    );
+    performed(charge(&booking, 5, 100, "old").await);
+    assert!(charge(&booking, 5, 100, "young").await.replayed);
     assert_eq!(booking.wallet(user(5)).await.unwrap().balance, 300);
+}
+
+/// `down`: reverts `conn`'s migrations to just before the recorded responses, later ones
+/// first, and writes `old_rows` as the schema then kept them; else migrates it back up.
+/// `migrations` is called for each use, since each use consumes the embedded set.
+fn migrate_around_recorded_responses<B: diesel::backend::Backend>(
+    conn: &mut (impl MigrationHarness<B> + SimpleConnection),
+    migrations: fn() -> EmbeddedMigrations,
+    down: bool,
+    old_rows: &str,
+) {
+    /// The version of `2026-12-03-000003_recorded_responses`.
+    const RECORDED_RESPONSES: &str = "20261203000003";
+    if down {
+        while conn
+            .revert_last_migration(migrations())
+            .unwrap()
+            .to_string()
+            != RECORDED_RESPONSES
+        {}
+        conn.batch_execute(old_rows).unwrap();
+    } else {
+        conn.run_pending_migrations(migrations()).unwrap();
+    }
 }
 
 /// The migration to recorded responses keeps the answers of keys written before it, so a
 /// retry with such a key still replays instead of charging or paying again; and its down
 /// migration restores them.
 async fn earlier_idempotency_answers_survive_the_migration(backend: Backend) {
-    /// The version of `2026-12-03-000003_recorded_responses`.
-    const RECORDED_RESPONSES: &str = "20261203000003";
-    use diesel::connection::SimpleConnection;
-    use diesel_migrations::MigrationHarness;
     let (db, pool, booking) = booking(backend).await;
     let old_rows = "INSERT INTO idempotency_keys (user_id, idem_key, request, response, created_at) \
          VALUES (5, 'c', 'charge:100', '100', '2026-12-01 10:00:00'), \
                 (5, 'p', 'pay:7', '3:15000', '2026-12-01 10:00:00')";
     let url = db.url().as_str().to_owned();
     let step = move |down: bool| match backend {
-        Backend::Postgres => {
-            let mut conn = diesel::PgConnection::establish(&url).unwrap();
-            if down {
-                // Down to just before the recorded responses, later migrations first.
-                while conn
-                    .revert_last_migration(marquee_persistence::migrations::POSTGRES)
-                    .unwrap()
-                    .to_string()
-                    != RECORDED_RESPONSES
-                {}
-                conn.batch_execute(old_rows).unwrap();
-            } else {
-                conn.run_pending_migrations(marquee_persistence::migrations::POSTGRES)
-                    .unwrap();
-            }
-        }
-        Backend::Sqlite => {
-            let mut conn = diesel::SqliteConnection::establish(&url).unwrap();
-            if down {
-                // Down to just before the recorded responses, later migrations first.
-                while conn
-                    .revert_last_migration(marquee_persistence::migrations::SQLITE)
-                    .unwrap()
-                    .to_string()
-                    != RECORDED_RESPONSES
-                {}
-                conn.batch_execute(old_rows).unwrap();
-            } else {
-                conn.run_pending_migrations(marquee_persistence::migrations::SQLITE)
-                    .unwrap();
-            }
-        }
+        Backend::Postgres => migrate_around_recorded_responses(
+            &mut diesel::PgConnection::establish(&url).unwrap(),
+            || marquee_persistence::migrations::POSTGRES,
+            down,
+            old_rows,
+        ),
+        Backend::Sqlite => migrate_around_recorded_responses(
+            &mut diesel::SqliteConnection::establish(&url).unwrap(),
+            || marquee_persistence::migrations::SQLITE,
+            down,
+            old_rows,
+        ),
     };
     // A key recorded now with a refusal has no compact form: the down migration drops it.
     let refused = booking
         .pay(
             user(6),
-            marquee_domain::ReservationId::new(99).unwrap(),
+            ReservationId::new(99).unwrap(),
             key("refused"),
             render,
         )
@@ -574,10 +505,7 @@ async fn earlier_idempotency_answers_survive_the_migration(backend: Backend) {
     step(true);
     assert_eq!(db.count("SELECT count(*) AS n FROM idempotency_keys"), 2);
     step(false);
-    let charged = booking
-        .charge(user(5), 100, key("c"), render)
-        .await
-        .unwrap();
+    let charged = charge(&booking, 5, 100, "c").await;
     assert!(charged.replayed);
     assert_eq!(
         charged.response,
@@ -587,12 +515,7 @@ async fn earlier_idempotency_answers_survive_the_migration(backend: Backend) {
         }
     );
     let paid = booking
-        .pay(
-            user(5),
-            marquee_domain::ReservationId::new(7).unwrap(),
-            key("p"),
-            render,
-        )
+        .pay(user(5), ReservationId::new(7).unwrap(), key("p"), render)
         .await
         .unwrap();
     assert!(paid.replayed);
@@ -613,10 +536,7 @@ async fn earlier_idempotency_answers_survive_the_migration(backend: Backend) {
 /// payment is `already-paid`.
 async fn pay_and_cancel_races_answer_one_code_each(backend: Backend) {
     let (_db, _pool, booking) = booking(backend).await;
-    booking
-        .charge(user(8), 10_000_000, key("funds"), render)
-        .await
-        .unwrap();
+    charge(&booking, 8, 10_000_000, "funds").await;
     let mut outcomes = std::collections::BTreeMap::new();
     for round in 0..3 {
         let holds: Vec<_> = (1..=4)

@@ -20,21 +20,24 @@ const SHORT_LOCK_WAIT: SessionTimeouts = SessionTimeouts {
     statement_timeout: Duration::from_secs(5),
 };
 
-/// A pool with `timeouts` on a fresh migrated database holding a small catalogue.
+/// One concert, one schedule, five seats.
+const SMALL_CATALOGUE: SeedPlan = SeedPlan {
+    concerts: 1,
+    schedules_per_concert: 1,
+    seats_per_schedule: 5,
+};
+
+/// A pool with `timeouts` on a fresh migrated database, seeded through that pool with
+/// `plan`.
 async fn seeded_pool(
     backend: Backend,
     config: PoolConfig,
     timeouts: SessionTimeouts,
+    plan: SeedPlan,
 ) -> (TestDatabase, DbPool) {
     let db = TestDatabase::new(backend);
     let pool = DbPool::build_with(db.url(), &config, timeouts).expect("the pool builds");
-    pool.seed(SeedPlan {
-        concerts: 1,
-        schedules_per_concert: 1,
-        seats_per_schedule: 5,
-    })
-    .await
-    .expect("the catalogue is seeded");
+    pool.seed(plan).await.expect("the catalogue is seeded");
     (db, pool)
 }
 
@@ -75,7 +78,7 @@ fn assert_busy_with(error: impl Into<RepositoryError>, expected: BusyCause) {
 /// `lock_timeout` (not the old 5 s of `busy_timeout`, not forever), then is `Busy`; once the
 /// lock is gone the same write succeeds.
 async fn a_write_behind_a_held_lock_is_busy_after_lock_timeout(backend: Backend) {
-    let (db, pool) = seeded_pool(backend, quick_config(), SHORT_LOCK_WAIT).await;
+    let (db, pool) = seeded_pool(backend, quick_config(), SHORT_LOCK_WAIT, SMALL_CATALOGUE).await;
     let release = hold_locks(
         db.session(),
         match backend {
@@ -113,7 +116,7 @@ async fn a_write_behind_a_held_lock_is_busy_after_lock_timeout(backend: Backend)
 
 /// Every pooled connection starts with the configured bounds.
 async fn connections_start_with_the_configured_bounds(backend: Backend) {
-    let (_db, pool) = seeded_pool(backend, quick_config(), SHORT_LOCK_WAIT).await;
+    let (_db, pool) = seeded_pool(backend, quick_config(), SHORT_LOCK_WAIT, SMALL_CATALOGUE).await;
     let bounds = pool
         .run(move |conn| {
             let mut show = |sql| {
@@ -160,7 +163,8 @@ async fn postgres_cancels_a_statement_past_statement_timeout_as_busy() {
         statement_timeout: Duration::from_millis(300),
         ..SHORT_LOCK_WAIT
     };
-    let (_db, pool) = seeded_pool(Backend::Postgres, quick_config(), timeouts).await;
+    let (_db, pool) =
+        seeded_pool(Backend::Postgres, quick_config(), timeouts, SMALL_CATALOGUE).await;
     let started = Instant::now();
     let error = pool
         .run(|conn| {
@@ -189,16 +193,13 @@ async fn postgres_seeds_past_statement_timeout_and_restores_it() {
         maximum_pool_size: 1,
         ..quick_config()
     };
-    let db = TestDatabase::new(Backend::Postgres);
-    let pool = DbPool::build_with(db.url(), &config, timeouts).expect("the pool builds");
-    // 100,000 seats in one INSERT ... SELECT: far longer than 50 ms.
-    pool.seed(SeedPlan {
+    // 100,000 seats in one INSERT ... SELECT: far longer than 50 ms, and not cut off.
+    let many_seats = SeedPlan {
         concerts: 100,
         schedules_per_concert: 4,
         seats_per_schedule: 250,
-    })
-    .await
-    .expect("seeding is not cut off");
+    };
+    let (_db, pool) = seeded_pool(Backend::Postgres, config, timeouts, many_seats).await;
     let bound = pool
         .run(|conn| {
             diesel::sql_query("SELECT current_setting('statement_timeout') AS value")

@@ -112,6 +112,21 @@ fn an_unreachable_database_fails_at_build_with_the_reason() {
     );
 }
 
+/// The PostgreSQL server process behind the connection `pool` hands out.
+async fn backend_pid(pool: &DbPool) -> i32 {
+    use diesel::prelude::*;
+    pool.run(|conn| -> Result<_, PersistenceError> {
+        Ok(
+            diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>(
+                "pg_backend_pid()",
+            ))
+            .get_result(conn)?,
+        )
+    })
+    .await
+    .unwrap()
+}
+
 /// A connection whose server side was killed is reported as lost (an outage, not a bug)
 /// and is not handed out again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,17 +139,7 @@ async fn a_killed_connection_is_discarded() {
         ..quick_config()
     };
     let pool = DbPool::build(db.url(), &config).unwrap();
-    let pid: i32 = pool
-        .run(|conn| -> Result<_, PersistenceError> {
-            Ok(
-                diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>(
-                    "pg_backend_pid()",
-                ))
-                .get_result(conn)?,
-            )
-        })
-        .await
-        .unwrap();
+    let pid: i32 = backend_pid(&pool).await;
     db.execute(&format!("SELECT pg_terminate_backend({pid})"));
 
     // Within the alive-bypass window the dead connection may be handed out once: the
@@ -158,16 +163,6 @@ async fn a_killed_connection_is_discarded() {
         ));
     }
     // After that, a fresh connection serves.
-    let new_pid: i32 = pool
-        .run(|conn| -> Result<_, PersistenceError> {
-            Ok(
-                diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>(
-                    "pg_backend_pid()",
-                ))
-                .get_result(conn)?,
-            )
-        })
-        .await
-        .unwrap();
+    let new_pid: i32 = backend_pid(&pool).await;
     assert_ne!(new_pid, pid);
 }

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use marquee_domain::{
-    BookingError, BookingRepository, ConcertId, HoldRules, IdempotencyKey, QueueEntry, QueueError,
-    QueueRepository, QueueRules, QueueStatus, RecordedResponse, SeatId, UserId,
+    AdmissionRound, BookingError, BookingRepository, ConcertId, HoldRules, IdempotencyKey,
+    QueueEntry, QueueError, QueueRepository, QueueRules, QueueStatus, RecordedResponse, SeatId,
+    UserId,
 };
 use marquee_persistence::test_support::TestDatabase;
 use marquee_persistence::{Backend, DbPool, DieselBooking, DieselQueue, PoolConfig, SeedPlan};
@@ -59,6 +60,16 @@ fn second_instance(db: &TestDatabase) -> Arc<DieselQueue> {
 
 async fn join(queue: &DieselQueue, u: i64, rules: QueueRules) -> QueueEntry {
     queue.join(concert(), user(u), rules).await.unwrap().0
+}
+
+/// The user's live entry in concert 1's queue, if any.
+async fn entry_of(queue: &DieselQueue, u: i64) -> Option<QueueEntry> {
+    queue.entry(concert(), user(u)).await.unwrap()
+}
+
+/// The users a round admitted, in the order it admitted them.
+fn admitted(round: &AdmissionRound) -> Vec<UserId> {
+    round.admitted.iter().map(|e| e.user).collect()
 }
 
 fn actives(entries: &[QueueEntry]) -> usize {
@@ -249,21 +260,18 @@ async fn a_quiet_concert_admits_at_once(backend: Backend) {
     assert_eq!((second.admitted_at, second.expires_at), (None, None));
     join(&queue, 3, rules).await;
     // A join leaves the line uncounted; `entry` counts it.
-    let third = queue.entry(concert(), user(3)).await.unwrap().unwrap();
+    let third = entry_of(&queue, 3).await.unwrap();
     assert_eq!(third.position(), Some(2));
 
     // A slot frees; user 2 waits ahead, so a new joiner does not take it.
     assert!(queue.leave(concert(), user(1)).await.unwrap());
     assert_eq!(join(&queue, 4, rules).await.status, QueueStatus::Waiting);
-    let fourth = queue.entry(concert(), user(4)).await.unwrap().unwrap();
+    let fourth = entry_of(&queue, 4).await.unwrap();
     assert_eq!(fourth.position(), Some(3));
     let round = queue.admit(concert(), rules, Vec::new()).await.unwrap();
-    assert_eq!(
-        round.admitted.iter().map(|e| e.user).collect::<Vec<_>>(),
-        vec![user(2)]
-    );
+    assert_eq!(admitted(&round), vec![user(2)]);
     assert_eq!((round.waiting, round.active), (2, 1));
-    let third = queue.entry(concert(), user(3)).await.unwrap().unwrap();
+    let third = entry_of(&queue, 3).await.unwrap();
     assert_eq!(third.position(), Some(1));
 }
 
@@ -396,20 +404,17 @@ async fn expiry_frees_the_slot(backend: Backend) {
     let third = join(&queue, 3, rules).await;
     let left = first.expires_at.unwrap() - Utc::now() + TimeDelta::milliseconds(200);
     tokio::time::sleep(left.to_std().unwrap_or_default()).await;
-    assert_eq!(queue.entry(concert(), user(1)).await.unwrap(), None);
+    assert_eq!(entry_of(&queue, 1).await, None);
     let round = queue.admit(concert(), rules, Vec::new()).await.unwrap();
     assert_eq!(round.expired, vec![user(1)]);
-    assert_eq!(
-        round.admitted.iter().map(|e| e.user).collect::<Vec<_>>(),
-        vec![user(2)]
-    );
+    assert_eq!(admitted(&round), vec![user(2)]);
     // User 2's admission runs out too; a rejoin is a new place behind user 3.
     let left = round.admitted[0].expires_at.unwrap() - Utc::now() + TimeDelta::milliseconds(200);
     tokio::time::sleep(left.to_std().unwrap_or_default()).await;
     let (again, new) = queue.join(concert(), user(2), rules).await.unwrap();
     assert!(new);
     assert_eq!(again.status, QueueStatus::Waiting);
-    let again = queue.entry(concert(), user(2)).await.unwrap().unwrap();
+    let again = entry_of(&queue, 2).await.unwrap();
     assert_eq!(again.position(), Some(2));
     assert!(again.seq > third.seq);
 }
@@ -430,23 +435,10 @@ async fn idle_waiters_are_dropped(backend: Backend) {
     dropped.sort();
     assert_eq!(dropped, vec![user(2), user(4)]);
     assert_eq!((round.waiting, round.active), (1, 1));
-    assert_eq!(queue.entry(concert(), user(2)).await.unwrap(), None);
+    assert_eq!(entry_of(&queue, 2).await, None);
+    assert_eq!(entry_of(&queue, 3).await.unwrap().position(), Some(1));
     assert_eq!(
-        queue
-            .entry(concert(), user(3))
-            .await
-            .unwrap()
-            .unwrap()
-            .position(),
-        Some(1)
-    );
-    assert_eq!(
-        queue
-            .entry(concert(), user(1))
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
+        entry_of(&queue, 1).await.unwrap().status,
         QueueStatus::Active
     );
 }
@@ -460,22 +452,11 @@ async fn leaving_frees_the_place(backend: Backend) {
     }
     assert!(queue.leave(concert(), user(2)).await.unwrap());
     assert!(!queue.leave(concert(), user(2)).await.unwrap());
-    assert_eq!(queue.entry(concert(), user(2)).await.unwrap(), None);
-    assert_eq!(
-        queue
-            .entry(concert(), user(3))
-            .await
-            .unwrap()
-            .unwrap()
-            .position(),
-        Some(1)
-    );
+    assert_eq!(entry_of(&queue, 2).await, None);
+    assert_eq!(entry_of(&queue, 3).await.unwrap().position(), Some(1));
     assert!(queue.leave(concert(), user(1)).await.unwrap());
     let round = queue.admit(concert(), rules, Vec::new()).await.unwrap();
-    assert_eq!(
-        round.admitted.iter().map(|e| e.user).collect::<Vec<_>>(),
-        vec![user(3)]
-    );
+    assert_eq!(admitted(&round), vec![user(3)]);
     assert!(queue.leave(concert(), user(3)).await.unwrap());
     assert_eq!(queue.open_queues().await.unwrap(), Vec::<ConcertId>::new());
 }
@@ -583,7 +564,7 @@ async fn payment_ends_the_admission(backend: Backend) {
         .await
         .unwrap();
     assert!(refused.performed.is_none(), "no funds yet");
-    assert!(queue.entry(concert(), user(1)).await.unwrap().is_some());
+    assert!(entry_of(&queue, 1).await.is_some());
     booking
         .charge(user(1), 100_000, key("funds"), render)
         .await
@@ -593,12 +574,9 @@ async fn payment_ends_the_admission(backend: Backend) {
         .await
         .unwrap();
     assert!(paid.performed.is_some(), "{:?}", paid.response);
-    assert_eq!(queue.entry(concert(), user(1)).await.unwrap(), None);
+    assert_eq!(entry_of(&queue, 1).await, None);
     let round = queue.admit(concert(), rules, Vec::new()).await.unwrap();
-    assert_eq!(
-        round.admitted.iter().map(|e| e.user).collect::<Vec<_>>(),
-        vec![user(2)]
-    );
+    assert_eq!(admitted(&round), vec![user(2)]);
 }
 
 on_each_backend!(

@@ -2,9 +2,31 @@
 
 use std::time::{Duration, Instant};
 
-use marquee_pool::{PoolConfig, PoolError};
+use diesel::SqliteConnection;
+use marquee_pool::{Pool, PoolConfig, PoolError, UrlConnector};
+use tokio::task::JoinHandle;
 
 use crate::{quick_config, sqlite_pool};
+
+/// Occupies both connections of a [`quick_config`] pool for `held`, each from a task of its
+/// own; the handles end when the work does.
+fn occupy_both(
+    pool: &Pool<UrlConnector<SqliteConnection>>,
+    held: Duration,
+) -> Vec<JoinHandle<Result<(), PoolError>>> {
+    (0..2)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                pool.run(move |_| {
+                    std::thread::sleep(held);
+                    Ok::<_, PoolError>(())
+                })
+                .await
+            })
+        })
+        .collect()
+}
 
 #[tokio::test]
 async fn opens_minimum_idle_connections() {
@@ -24,18 +46,7 @@ async fn opens_minimum_idle_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_pool_fails_fast_with_busy() {
     let (_dir, pool) = sqlite_pool(quick_config());
-    let holders: Vec<_> = (0..2)
-        .map(|_| {
-            let pool = pool.clone();
-            tokio::spawn(async move {
-                pool.run(|_| {
-                    std::thread::sleep(Duration::from_millis(1500));
-                    Ok::<_, PoolError>(())
-                })
-                .await
-            })
-        })
-        .collect();
+    let holders = occupy_both(&pool, Duration::from_millis(1500));
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     // Waiters are visible as pending while they wait.
@@ -91,18 +102,7 @@ async fn a_cancelled_caller_does_not_leak_capacity() {
 async fn the_health_check_passes_on_an_idle_and_on_a_saturated_pool() {
     let (_dir, pool) = sqlite_pool(quick_config());
     assert_eq!(pool.check_health().await, Ok(()));
-    let holders: Vec<_> = (0..2)
-        .map(|_| {
-            let pool = pool.clone();
-            tokio::spawn(async move {
-                pool.run(|_| {
-                    std::thread::sleep(Duration::from_millis(600));
-                    Ok::<_, PoolError>(())
-                })
-                .await
-            })
-        })
-        .collect();
+    let holders = occupy_both(&pool, Duration::from_millis(600));
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = Instant::now();
     assert_eq!(pool.check_health().await, Ok(()));
