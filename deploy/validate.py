@@ -36,6 +36,12 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# No __pycache__ folders in the checkout from running a tool.
+sys.dont_write_bytecode = True
+sys.path.insert(0, str(ROOT / "tools"))
+from harness import (  # noqa: E402
+    NotReady, Processes, clean_environment, free_port, http, parse_metrics, tail, wait_http)
+
 DEPLOY = ROOT / "deploy"
 DASHBOARDS = DEPLOY / "grafana" / "dashboards"
 COMPOSE_FILE = DEPLOY / "compose.yaml"
@@ -107,7 +113,7 @@ class Report:
         """Runs `function`; its return value, if any, is shown only on failure."""
         try:
             function(*args)
-        except Failure as failure:
+        except (Failure, NotReady) as failure:
             self.fail(description, failure)
         self.ok(description)
 
@@ -607,76 +613,11 @@ def check_env_ignored():
         raise Failure("\n".join(problems))
 
 
-# ------------------------------------------------------------------------------- processes
-class Processes:
-    """Every process the checks start, stopped (and waited for) however the run ends."""
-
-    def __init__(self):
-        self.running = []
-
-    def start(self, command, log, **kwargs):
-        with open(log, "w") as out:
-            process = subprocess.Popen([str(c) for c in command], stdout=out,
-                                       stderr=subprocess.STDOUT, **kwargs)
-        self.running.append(process)
-        return process
-
-    def stop_all(self):
-        for process in self.running:
-            if process.poll() is None:
-                process.terminate()
-        for process in self.running:
-            try:
-                process.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http(url, method="GET", headers=None, timeout=5):
-    """(status, body bytes) of one request; (0, b"") when nothing answered."""
-    request = urllib.request.Request(url, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-    except (urllib.error.URLError, OSError):
-        return 0, b""
-
-
-def tail(path, lines=20):
-    return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
-
-
-def wait_http(url, process, log, seconds=30):
-    """Waits for `url` to answer 200; a Failure if the process exits first or time runs out."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if http(url, timeout=2)[0] == 200:
-            return
-        if process.poll() is not None:
-            raise Failure(f"the process exited with {process.returncode}:\n{tail(log)}")
-        time.sleep(0.2)
-    raise Failure(f"{url} did not answer 200 within {seconds} s:\n{tail(log)}")
-
-
 def burst(base, paths):
     """Every path at once, 32 times each, so that reads of one key overlap."""
     urls = [f"{base}{path}" for path in paths for _ in range(32)]
     with concurrent.futures.ThreadPoolExecutor(max_workers=64) as pool:
         list(pool.map(lambda url: http(url, timeout=10), urls))
-
-
-def clean_environment():
-    """The caller's environment without any Marquee or Rust log setting."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("MARQUEE", "RUST_LOG"))}
 
 
 # ------------------------------------------------------------------ live: marquee on SQLite
@@ -833,13 +774,7 @@ def check_stale_served(base, database):
 
 
 def exposed_names(texts):
-    names = set()
-    for text in texts:
-        for line in text.splitlines():
-            match = re.match(r"([A-Za-z_:][\w:]*)(?:\{|\s)", line)
-            if match:
-                names.add(match.group(1))
-    return names
+    return {name for text in texts for name, _, _ in parse_metrics(text)}
 
 
 def metric_coverage(binary, metrics_texts):
