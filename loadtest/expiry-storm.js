@@ -4,23 +4,22 @@
 // within a few milliseconds of each other), then the `reads` scenario reads those keys,
 // uniformly, at a constant arrival rate while they expire. Run it through the run script,
 // which starts Marquee with a short-TTL profile (concert TTL 20 s + 0..10 s, XFetch and the
-// hot-key refresher off, so that nothing reloads a key before it expires) and one of three
+// hot-key refresher off, so that nothing reloads a key before it expires) and one of two
 // set-ups:
 //
-//   loadtest/run expiry-storm --setup protected          jitter 10 s, single-flight on
-//   loadtest/run expiry-storm --setup no-jitter          jitter 0 s: every key expires at once
-//   loadtest/run expiry-storm --setup no-single-flight   every concurrent miss loads
+//   loadtest/run expiry-storm --setup protected   jitter 10 s
+//   loadtest/run expiry-storm --setup no-jitter   jitter 0 s: every key expires at once
 //
 // Knobs: KEYS (default CONCERTS, every seeded concert), RATE (default 500 reads/s), DURATION
 // (default 40s: longer than base TTL + jitter, so every key expires once during the run), SKEW
 // (default 1, reads spread evenly over the keys; 3 favours low ids as lookup.js does), and the
 // executor knobs of lib/executors.js.
 //
-// What each protection can show here: jitter spreads the reloads (the per-second peak);
-// single-flight removes duplicate loads of one key, which happen only when several reads of
-// that key arrive while its load runs. A concert load takes about 1-2 ms on an idle database,
-// so at 500 reads/s over 120 keys (4 reads/s per key) duplicates are rare with or without it;
-// they appear with slow loads or very hot keys (KEYS=1, or a higher RATE).
+// What the protections can show here: jitter spreads the reloads (the per-second peak).
+// Single-flight, always on, makes the reads of one key that arrive while its load runs wait
+// for that load (`coalesced` below) instead of loading it again. A concert load takes about
+// 1-2 ms on an idle database, so at 500 reads/s over 120 keys (4 reads/s per key) such reads
+// are rare; they appear with slow loads or very hot keys (KEYS=1, or a higher RATE).
 //
 // What the database saw: setup() and teardown() read Marquee's /metrics and teardown() prints
 //

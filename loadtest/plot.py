@@ -16,11 +16,14 @@ probe) are left out: they are not the load.
 import argparse
 import gzip
 import json
-import math
 import os
 import re
 import sys
 from datetime import datetime, timedelta, timezone
+
+# No __pycache__ folders in the checkout from running a tool.
+sys.dont_write_bytecode = True
+from report import percentile  # noqa: E402
 
 STAMP = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?")
 WANTED = ("http_req_duration", "http_req_failed", "dropped_iterations",
@@ -58,21 +61,22 @@ def read_samples(path):
     return samples
 
 
-def quantile(sorted_values, q):
-    """The q-quantile by linear interpolation, as k6 computes its percentiles."""
-    if len(sorted_values) == 1:
-        return sorted_values[0]
-    pos = q * (len(sorted_values) - 1)
-    low = math.floor(pos)
-    high = min(low + 1, len(sorted_values) - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (pos - low)
-
-
 def per_second(points, start):
     buckets = {}
     for time, value, _ in points:
         buckets.setdefault(int(time - start), []).append(value)
     return buckets
+
+
+def pyplot(tool):
+    """matplotlib's pyplot, drawing to files only; or the tool exits saying how to install it."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot
+    except ImportError:
+        sys.exit(f"{tool}: needs matplotlib: pip install matplotlib")
+    return matplotlib.pyplot
 
 
 def main():
@@ -84,13 +88,8 @@ def main():
     path = os.path.join(args.folder, "samples.json.gz")
     if not os.path.exists(path):
         sys.exit(f"plot.py: {path} does not exist")
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import matplotlib.ticker
-    except ImportError:
-        sys.exit("plot.py: needs matplotlib: pip install matplotlib")
+    plt = pyplot("plot.py")
+    import matplotlib.ticker
 
     samples = read_samples(path)
     durations = [p for p in samples["http_req_duration"] if is_load(p[2])]
@@ -101,11 +100,10 @@ def main():
     seconds = sorted(by_second)
     stats = {"p50": [], "p95": [], "p99": [], "max": []}
     for s in seconds:
-        values = sorted(by_second[s])
-        stats["p50"].append(quantile(values, 0.50))
-        stats["p95"].append(quantile(values, 0.95))
-        stats["p99"].append(quantile(values, 0.99))
-        stats["max"].append(values[-1])
+        values = by_second[s]
+        for name, q in (("p50", 0.50), ("p95", 0.95), ("p99", 0.99)):
+            stats[name].append(percentile(values, q))
+        stats["max"].append(max(values))
     rate = [len(by_second[s]) for s in seconds]
     failed = per_second([p for p in samples["http_req_failed"] if is_load(p[2]) and p[1]], start)
     dropped = per_second(samples["dropped_iterations"], start)

@@ -17,12 +17,18 @@ import csv
 import json
 import math
 import os
-import re
 import signal
 import sys
 import time
-import urllib.request
 from datetime import datetime
+from pathlib import Path
+
+# No __pycache__ folders in the checkout from running a tool.
+sys.dont_write_bytecode = True
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+from harness import http, parse_metrics  # noqa: E402
+from plot import pyplot  # noqa: E402
+from report import ms, percentile  # noqa: E402
 
 JOIN = ("POST", "/api/v1/concerts/{concertId}/queue")
 POLL = ("GET", "/api/v1/concerts/{concertId}/queue")
@@ -38,27 +44,6 @@ COLUMNS = (
     + [f"{what}_le_{b}" for what in ("joins", "polls") for b in BUCKETS]
     + ["holds_total", "holds_created", "payments_total", "server_cpu_seconds", "machine_cpu_seconds"]
 )
-
-SAMPLE = re.compile(r"^([A-Za-z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\d+)?$")
-LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
-
-def parse_metrics(text):
-    """[(name, {label: value}, value)] for every sample of a Prometheus text exposition."""
-    samples = []
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        match = SAMPLE.match(line)
-        if not match:
-            continue
-        labels = dict(LABEL.findall(match.group(2) or ""))
-        try:
-            value = float(match.group(3))
-        except ValueError:
-            continue
-        samples.append((match.group(1), labels, value))
-    return samples
 
 
 def reading(samples):
@@ -118,16 +103,13 @@ def scrape(base_url, path, interval=1.0):
         writer.writerow(COLUMNS)
         tick = start
         while not stop:
-            try:
-                with urllib.request.urlopen(f"{base_url}/metrics", timeout=2) as response:
-                    text = response.read().decode(errors="replace")
+            status, body = http(f"{base_url}/metrics", timeout=2)
+            if status == 200:
                 now = time.time()
-                row = reading(parse_metrics(text))
+                row = reading(parse_metrics(body.decode(errors="replace")))
                 row["machine_cpu_seconds"] = machine_cpu_seconds()
                 writer.writerow([f"{now - start:.3f}", f"{now:.3f}"] + [f"{row[c]:g}" for c in COLUMNS[2:]])
                 out.flush()
-            except OSError:
-                pass
             tick += interval
             time.sleep(max(0.0, tick - time.time()))
 
@@ -141,17 +123,6 @@ def rates(rows, column):
     """[(elapsed at the end of the interval, increase per second over it)]."""
     return [(b["elapsed_s"], (b[column] - a[column]) / (b["elapsed_s"] - a["elapsed_s"]))
             for a, b in zip(rows, rows[1:]) if b["elapsed_s"] > a["elapsed_s"]]
-
-
-def percentile(values, q):
-    """Linear interpolation between closest ranks, as k6 computes its percentiles."""
-    values = sorted(values)
-    if not values:
-        return None
-    pos = q * (len(values) - 1)
-    low = math.floor(pos)
-    high = min(low + 1, len(values) - 1)
-    return values[low] + (values[high] - values[low]) * (pos - low)
 
 
 def steady_window(rows):
@@ -212,10 +183,6 @@ def db_booking_rate(path):
 
 def metric(summary, name):
     return summary.get("metrics", {}).get(name, {})
-
-
-def ms(value):
-    return "-" if value is None else (f"{value:.2f}" if value < 100 else f"{value:,.0f}")
 
 
 def seconds(value):
@@ -374,12 +341,7 @@ def report(folder, admit_per_second, load_before=None):
 
 
 def plot(folder, out, admit_per_second=None):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        sys.exit("ticket_opening.py: plot needs matplotlib: pip install matplotlib")
+    plt = pyplot("ticket_opening.py: plot")
     rows = read_csv(os.path.join(folder, "metrics.csv"))
     if len(rows) < 2:
         sys.exit("ticket_opening.py: metrics.csv has fewer than two readings")

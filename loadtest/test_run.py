@@ -1,0 +1,139 @@
+"""Unit tests of loadtest/run.py's decisions: the command line, the settings and commands it
+derives from the options and the environment, and the tables' check.
+
+    PYTHONDONTWRITEBYTECODE=1 python3 -m unittest discover -s loadtest -p 'test_*.py'
+"""
+
+import unittest
+
+import run
+
+
+def parse(*argv, **environ):
+    return run.parse_arguments(list(argv), environ)
+
+
+class Arguments(unittest.TestCase):
+    def test_defaults(self):
+        self.assertEqual(parse("smoke"), run.Options("smoke", "embedded", "", "marquee", False, True))
+        self.assertEqual(parse("expiry-storm").setup, "protected")
+        self.assertFalse(parse("ticket-opening").samples)
+        self.assertTrue(parse("ticket-opening", SAMPLES="1").samples)
+
+    def test_values_follow_a_space_or_an_equals_sign(self):
+        options = parse("seed-replay", "--target=floor", "--bulk", "--stack", "postgres")
+        self.assertEqual((options.target, options.bulk, options.stack), ("floor", True, "postgres"))
+        self.assertEqual(parse("expiry-storm", "--setup=no-jitter").folder_name(), "expiry-storm-no-jitter")
+        self.assertEqual(options.folder_name(), "seed-replay-floor")
+
+    def test_help(self):
+        for argv in ([], ["--help"], ["smoke", "-h"]):
+            with self.assertRaises(run.ShowHelp):
+                parse(*argv)
+
+    def test_mistakes_are_named(self):
+        cases = {
+            ("nope",): "unknown scenario 'nope'",
+            ("smoke", "--stack"): "--stack needs a value",
+            ("smoke", "--stack", "redis"): "--stack is embedded or postgres, not 'redis'",
+            ("smoke", "--target", "x"): "--target is marquee or floor, not 'x'",
+            ("smoke", "--fast"): "unknown argument '--fast' (see loadtest/run --help)",
+            ("smoke", "--setup", "no-jitter"): "--setup applies to expiry-storm only",
+            ("lookup", "--target", "floor"): "--target floor applies to seed-replay only",
+            # The cache's single-flight switch is no longer a setting: nothing to turn off.
+            ("expiry-storm", "--setup", "no-single-flight"):
+                "--setup is protected or no-jitter, not 'no-single-flight'",
+        }
+        for argv, message in cases.items():
+            with self.subTest(argv=argv), self.assertRaises(run.UsageError) as raised:
+                parse(*argv)
+            self.assertIn(message, str(raised.exception))
+        with self.assertRaisesRegex(run.UsageError, "SAMPLES is 1 or 0, not 'yes'"):
+            parse("smoke", SAMPLES="yes")
+
+    def test_command_line_shows_the_knobs_set_then_the_servers_variables(self):
+        environ = {"DURATION": "30s", "RATE": "", "MARQUEE_BIN": "/tmp/m", "HOME": "/root",
+                   "MARQUEE__LOG__FILTER": "info", "MARQUEE__CACHE__L1_TTL": "0s"}
+        self.assertEqual(run.command_line(parse("expiry-storm", "--setup", "no-jitter", "--bulk"), environ),
+                         "DURATION=30s MARQUEE_BIN=/tmp/m MARQUEE__CACHE__L1_TTL=0s MARQUEE__LOG__FILTER=info "
+                         "loadtest/run expiry-storm --stack embedded --setup no-jitter --bulk")
+        self.assertEqual(run.command_line(parse("seed-replay", "--target", "floor"), {}),
+                         "loadtest/run seed-replay --target floor")
+
+    def test_backends_must_be_on_loopback(self):
+        self.assertEqual(run.backend_urls({"PG_URL": "postgres://u:p@127.0.0.1:5433/"}),
+                         ("postgres://u:p@127.0.0.1:5433", "redis://127.0.0.1:6379"))
+        run.backend_urls({"PG_URL": "postgres://localhost", "REDIS_URL": "redis://[::1]:6380"})
+        for environ in ({"PG_URL": "postgres://db.example:5432"}, {"REDIS_URL": "redis://10.0.0.1:6379"},
+                        {"PG_URL": "postgres://127.0.0.1:5432/marquee"}):
+            with self.subTest(environ=environ), self.assertRaisesRegex(run.UsageError, "loopback"):
+                run.backend_urls(environ)
+
+
+class Settings(unittest.TestCase):
+    def settings(self, options, **environ):
+        stack = run.stack_for(options, "postgres://127.0.0.1", "redis://127.0.0.1", "/tmp/w", 42)
+        return run.server_settings(options, environ, 8080, "s3cret", stack)
+
+    def test_the_stacks(self):
+        embedded = self.settings(parse("smoke"))
+        self.assertEqual((embedded["MARQUEE__DATABASE__URL"], embedded["MARQUEE__REDIS__URL"]),
+                         ("/tmp/w/marquee.sqlite3", ""))
+        self.assertNotIn("MARQUEE_ENV", embedded)
+        postgres = self.settings(parse("smoke", "--stack", "postgres"))
+        self.assertEqual(postgres["MARQUEE_ENV"], "production")
+        self.assertEqual(postgres["MARQUEE__DATABASE__URL"], "postgres://127.0.0.1/marquee_loadtest_42")
+        self.assertEqual(postgres["MARQUEE__CACHE__NAMESPACE"], "marquee:loadtest:42")
+        self.assertEqual((postgres["MARQUEE__SERVER__BIND"], postgres["MARQUEE__LOG__FILTER"]),
+                         ("127.0.0.1:8080", "warn"))
+
+    def test_expiry_storm_short_ttls_and_its_setups(self):
+        protected = self.settings(parse("expiry-storm"), STORM_BASE_TTL="5s")
+        self.assertEqual(protected["MARQUEE__CACHE_TTL__CONCERT__BASE_TTL"], "5s")
+        self.assertEqual(protected["MARQUEE__CACHE_TTL__CONCERT__JITTER"], "10s")
+        self.assertEqual(protected["MARQUEE__CACHE__REFRESH__ENABLED"], "false")
+        no_jitter = self.settings(parse("expiry-storm", "--setup", "no-jitter"), STORM_JITTER="3s")
+        self.assertEqual(no_jitter["MARQUEE__CACHE_TTL__CONCERT__JITTER"], "0s")
+        self.assertFalse(any("SINGLE_FLIGHT" in name for name in {**protected, **no_jitter}))
+
+    def test_ticket_opening_waiting_room_knobs_default_to_the_servers_own(self):
+        settings = self.settings(parse("ticket-opening"), ACTIVE_LIMIT="50",
+                                 MARQUEE__QUEUE__ADMIT_PER_SECOND="250", MARQUEE__QUEUE__ACTIVE_LIMIT="9")
+        self.assertEqual(settings["MARQUEE__QUEUE__ENABLED"], "true")
+        self.assertEqual(settings["MARQUEE__QUEUE__ADMIT_PER_SECOND"], "250")
+        self.assertEqual(settings["MARQUEE__QUEUE__ACTIVE_LIMIT"], "50")
+        self.assertEqual((settings["MARQUEE__QUEUE__ACTIVE_TTL"], settings["MARQUEE__QUEUE__IDLE_TIMEOUT"]),
+                         ("10m", "30s"))
+        self.assertEqual(run.admit_per_second({}), "100")
+
+    def test_seeding(self):
+        self.assertEqual(run.seed_commands(parse("smoke"), {}), [["seed"]])
+        self.assertEqual(run.seed_commands(parse("lookup", "--bulk"), {"BULK_SEATS": "10"}),
+                         [["seed", "--concerts", "20000", "--schedules", "1", "--seats", "10"]])
+        self.assertEqual(run.seed_commands(parse("ticket-opening"), {"USERS": "300"})[1],
+                         ["seed", "--concerts", "1", "--schedules", "1", "--seats", "300"])
+
+    def test_k6_variables(self):
+        base = "http://127.0.0.1:8080"
+        self.assertEqual(run.k6_variables(parse("smoke"), {}, base, "s"),
+                         [f"BASE_URL={base}", "CONCERTS=120", "SCHEDULES_PER_CONCERT=4"])
+        self.assertEqual(run.k6_variables(parse("seed-replay", "--target", "floor", "--bulk"), {}, base, "s"),
+                         [f"BASE_URL={base}", "TARGET=floor"])
+        self.assertEqual(run.k6_variables(parse("ticket-opening", "--bulk"), {"BULK_CONCERTS": "7"}, base, "s")[1:],
+                         ["JWT_SECRET=s", "CONCERT_ID=121", "CONCERTS=7", "SCHEDULES_PER_CONCERT=1"])
+
+
+class Tables(unittest.TestCase):
+    def test_sound_only_with_no_double_sale_and_one_payment_per_sale(self):
+        line, sound = run.table_check("booking-rush", ["0", "0", "49", "49", "49"])
+        self.assertEqual(line, "RUSH check: seats sold twice=0, seats paid twice=0, sold=49, confirmed=49, payments=49")
+        self.assertTrue(sound)
+        self.assertTrue(run.table_check("ticket-opening", ["0"] * 5)[0].startswith("OPENING check:"))
+        for row in (["1", "0", "2", "2", "2"], ["0", "1", "2", "2", "2"], ["0", "0", "2", "2", "1"],
+                    ["0", "0", "2", "1", "2"]):
+            with self.subTest(row=row):
+                self.assertFalse(run.table_check("booking-rush", row)[1])
+
+
+if __name__ == "__main__":
+    unittest.main()
