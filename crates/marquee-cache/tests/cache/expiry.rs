@@ -148,6 +148,53 @@ async fn a_failing_source_serves_stale(tier: Tier) {
     ));
 }
 
+/// XFetch alone, with many readers, starts about e^(1/beta) recomputations per expiry (the
+/// unit test `uncoordinated_xfetch_recomputes_e_to_the_one_over_beta_times_per_expiry`
+/// simulates it), and three instances would each start their own. Here three instances on
+/// one Redis read one hot key continuously with XFetch on: the per-process flight and the
+/// Redis lease let one load run at a time in the whole fleet, once per expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: set MARQUEE_TEST_REDIS_URL"]
+async fn the_lease_caps_early_recomputation_at_one_across_instances() {
+    const TTL: Duration = Duration::from_millis(1_000);
+    const SPAN: Duration = Duration::from_millis(4_500);
+    let url = redis_url();
+    let source = Source::with_delay(Duration::from_millis(20));
+    let namespace = namespace();
+    let policy = CachePolicy::with_ttl(TTL, Duration::ZERO).with_early_refresh_beta(1.0);
+    let instances: Vec<_> = (0..3)
+        .map(|_| {
+            let cache = Cache::redis(config(&namespace), link(&url)).unwrap();
+            let group = build_group(&cache, policy, source.loader());
+            (cache, group)
+        })
+        .collect();
+    let started = Instant::now();
+    let readers: Vec<_> = (0..6)
+        .map(|reader| {
+            let group = instances[reader % 3].1.clone();
+            tokio::spawn(async move {
+                while started.elapsed() < SPAN {
+                    assert!(group.get(&k("hot")).await.unwrap().is_some());
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        })
+        .collect();
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    assert_eq!(source.max_in_flight.load(Ordering::SeqCst), 1);
+    // The cold load, then one per expiry (each a little early): five in 4.5 s. Three
+    // uncoordinated instances would have made three per expiry.
+    let expiries = SPAN.as_millis().div_ceil(TTL.as_millis()) as usize;
+    let loads = source.loads();
+    assert!(
+        (3..=expiries + 1).contains(&loads),
+        "{loads} loads in {SPAN:?} of a {TTL:?} TTL"
+    );
+}
+
 on_each_tier!(
     xfetch_refreshes_before_expiry,
     hot_keys_are_refreshed_ahead,
