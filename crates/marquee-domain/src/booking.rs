@@ -23,6 +23,7 @@ pub enum ReservationStatus {
 }
 
 impl ReservationStatus {
+    /// The stable upper-case name the API shows.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Held => "HELD",
@@ -60,18 +61,6 @@ impl Reservation {
         match self.status {
             ReservationStatus::Held if self.expires_at <= now => ReservationStatus::Expired,
             status => status,
-        }
-    }
-}
-
-impl ReservationStatus {
-    pub fn from_stored(name: &str) -> Option<Self> {
-        match name {
-            "HELD" => Some(Self::Held),
-            "CONFIRMED" => Some(Self::Confirmed),
-            "CANCELLED" => Some(Self::Cancelled),
-            "EXPIRED" => Some(Self::Expired),
-            _ => None,
         }
     }
 }

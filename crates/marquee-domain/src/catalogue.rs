@@ -54,22 +54,13 @@ pub enum SeatStatus {
 }
 
 impl SeatStatus {
-    /// The stable upper-case name used in storage and in the API.
+    /// The stable upper-case name the API shows (storage keeps the same names; see
+    /// marquee-persistence's `status`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Available => "AVAILABLE",
             Self::Held => "HELD",
             Self::Sold => "SOLD",
-        }
-    }
-
-    /// Parses the stored name.
-    pub fn from_stored(name: &str) -> Option<Self> {
-        match name {
-            "AVAILABLE" => Some(Self::Available),
-            "HELD" => Some(Self::Held),
-            "SOLD" => Some(Self::Sold),
-            _ => None,
         }
     }
 
