@@ -472,12 +472,11 @@ on_each_backend!(
 async fn bad_input_is_refused_with_a_problem() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let token = app.token(1);
-    let charge_url = format!("{}/api/v1/wallet/charge", app.address);
-    let hold_url = format!("{}/api/v1/reservations", app.address);
-    let raw = |url: &str, body: &'static str, key: Option<&'static str>| {
+    let url = |path: &str| format!("{}{path}", app.address);
+    let raw = |path: &str, body: &'static str, key: Option<&'static str>| {
         let mut request = app
             .client
-            .post(url)
+            .post(url(path))
             .bearer_auth(&token)
             .header("content-type", "application/json")
             .body(body);
@@ -486,128 +485,95 @@ async fn bad_input_is_refused_with_a_problem() {
         }
         request
     };
-    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+    const CHARGE: &str = "/api/v1/wallet/charge";
+    const HOLD: &str = "/api/v1/reservations";
+    const K1: Option<&str> = Some("k1");
+    // JSON bodies (and headers) a 400 refuses: (path, body, Idempotency-Key, code).
+    let bad_requests: [(&str, &'static str, Option<&'static str>, &str); 19] = [
+        (CHARGE, r#"{"amount": "#, K1, "invalid-json"),
+        (CHARGE, r#"{"amount": "10"}"#, K1, "invalid-json"),
+        (CHARGE, r#"{"amount": 1.5}"#, K1, "invalid-json"),
         (
-            raw(&charge_url, "{\"amount\": ", Some("k1")),
-            400,
+            CHARGE,
+            r#"{"amount": 99999999999999999999}"#,
+            K1,
             "invalid-json",
         ),
+        (CHARGE, "{}", K1, "invalid-json"),
+        (CHARGE, r#"{"amount": 10, "extra": 1}"#, K1, "invalid-json"),
+        (CHARGE, r#"{"amount": 0}"#, K1, "invalid-amount"),
+        (CHARGE, r#"{"amount": -10}"#, K1, "invalid-amount"),
+        (CHARGE, r#"{"amount": 10000000000}"#, K1, "invalid-amount"),
         (
-            raw(&charge_url, "{\"amount\": \"10\"}", Some("k1")),
-            400,
-            "invalid-json",
-        ),
-        (
-            raw(&charge_url, "{\"amount\": 1.5}", Some("k1")),
-            400,
-            "invalid-json",
-        ),
-        (
-            raw(
-                &charge_url,
-                "{\"amount\": 99999999999999999999}",
-                Some("k1"),
-            ),
-            400,
-            "invalid-json",
-        ),
-        (raw(&charge_url, "{}", Some("k1")), 400, "invalid-json"),
-        (
-            raw(&charge_url, "{\"amount\": 10, \"extra\": 1}", Some("k1")),
-            400,
-            "invalid-json",
-        ),
-        (
-            raw(&charge_url, "{\"amount\": 0}", Some("k1")),
-            400,
-            "invalid-amount",
-        ),
-        (
-            raw(&charge_url, "{\"amount\": -10}", Some("k1")),
-            400,
-            "invalid-amount",
-        ),
-        (
-            raw(&charge_url, "{\"amount\": 10000000000}", Some("k1")),
-            400,
-            "invalid-amount",
-        ),
-        (
-            raw(&charge_url, "{\"amount\": 10}", None),
-            400,
+            CHARGE,
+            r#"{"amount": 10}"#,
+            None,
             "idempotency-key-required",
         ),
         (
-            raw(&charge_url, "{\"amount\": 10}", Some(" ")),
-            400,
+            CHARGE,
+            r#"{"amount": 10}"#,
+            Some(" "),
             "idempotency-key-invalid",
         ),
-        (raw(&hold_url, "[1]", None), 400, "invalid-json"),
+        (HOLD, "[1]", None, "invalid-json"),
         // A duplicate key is refused, not resolved to either value.
         (
-            raw(&charge_url, "{\"amount\": 1, \"amount\": 5000}", Some("k2")),
-            400,
+            CHARGE,
+            r#"{"amount": 1, "amount": 5000}"#,
+            Some("k2"),
             "invalid-json",
         ),
+        (HOLD, r#"{"seatId": 3, "seatId": 4}"#, None, "invalid-json"),
+        (HOLD, r#"{"seatId": "7"}"#, None, "invalid-json"),
+        (HOLD, r#"{"seatId": 0}"#, None, "invalid-id"),
+        (HOLD, r#"{"seatId": -3}"#, None, "invalid-id"),
+        (HOLD, r#"{"seat": 3}"#, None, "invalid-json"),
         (
-            raw(&hold_url, "{\"seatId\": 3, \"seatId\": 4}", None),
-            400,
-            "invalid-json",
+            "/api/v1/reservations/abc/payment",
+            "",
+            Some("k"),
+            "invalid-id",
         ),
-        (
-            raw(&hold_url, "{\"seatId\": \"7\"}", None),
-            400,
-            "invalid-json",
-        ),
-        (raw(&hold_url, "{\"seatId\": 0}", None), 400, "invalid-id"),
-        (raw(&hold_url, "{\"seatId\": -3}", None), 400, "invalid-id"),
-        (raw(&hold_url, "{\"seat\": 3}", None), 400, "invalid-json"),
+    ];
+    let mut cases: Vec<(reqwest::RequestBuilder, u16, &str)> = bad_requests
+        .into_iter()
+        .map(|(path, body, key, code)| (raw(path, body, key), 400, code))
+        .collect();
+    cases.extend([
         (
             app.client
-                .post(&hold_url)
+                .post(url(HOLD))
                 .bearer_auth(&token)
                 .body("seatId=3"),
             415,
             "unsupported-media-type",
         ),
         (
-            raw(
-                &format!("{}/api/v1/reservations/abc/payment", app.address),
-                "",
-                Some("k"),
-            ),
-            400,
-            "invalid-id",
-        ),
-        (
-            raw(
-                &format!("{}/api/v1/reservations/99999999999999999999", app.address),
-                "",
-                None,
-            ),
+            raw("/api/v1/reservations/99999999999999999999", "", None),
             405,
             "method-not-allowed",
         ),
         (
-            app.client.post(&hold_url).json(&json!({ "seatId": 3 })),
+            app.client.post(url(HOLD)).json(&json!({ "seatId": 3 })),
             401,
             "unauthorized",
         ),
         (
             app.client
-                .get(format!("{}/api/v1/wallet", app.address))
+                .get(url("/api/v1/wallet"))
                 .header("Authorization", "Basic abc"),
             401,
             "unauthorized",
         ),
         (
             app.client
-                .get(format!("{}/api/v1/wallet", app.address))
+                .get(url("/api/v1/wallet"))
                 .bearer_auth("not.a.token"),
             401,
             "unauthorized",
         ),
-    ];
+    ]);
     for (request, status, code) in cases {
         let response = request.send().await.unwrap();
         if status == 401 {

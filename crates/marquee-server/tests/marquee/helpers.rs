@@ -107,6 +107,13 @@ impl TestApp {
         let status = response.status().as_u16();
         (status, response.json().await.expect("a JSON body"))
     }
+
+    /// Asserts that a GET of each path answers a problem with `status` and the path's code.
+    pub async fn assert_get_problems(&self, status: u16, cases: &[(&str, &str)]) {
+        for (path, code) in cases {
+            assert_problem(self.get(path).await, status, code).await;
+        }
+    }
 }
 
 /// One running app without a database of its own: several can share one database (and

@@ -72,40 +72,29 @@ fn production_uses_postgres_and_redis() {
 
 #[test]
 fn environment_variables_override_files() {
+    let overrides = [
+        ("MARQUEE__SERVER__BIND", "0.0.0.0:9000"),
+        (
+            "MARQUEE__DATABASE__URL",
+            "postgres://app:pw@db:5432/marquee",
+        ),
+        ("MARQUEE__REDIS__URL", ""),
+        ("MARQUEE__DATABASE__POOL__MAXIMUM_POOL_SIZE", "32"),
+        ("MARQUEE__DATABASE__POOL__MINIMUM_IDLE", "4"),
+        SECRET,
+    ];
+    let too_short_a_validation = [
+        ("MARQUEE__DATABASE__POOL__CONNECTION_TIMEOUT", "250ms"),
+        ("MARQUEE__DATABASE__POOL__VALIDATION_TIMEOUT", "249ms"),
+    ];
     let settings = load(
         Some("production"),
-        &[
-            ("MARQUEE__SERVER__BIND", "0.0.0.0:9000"),
-            (
-                "MARQUEE__DATABASE__URL",
-                "postgres://app:pw@db:5432/marquee",
-            ),
-            ("MARQUEE__REDIS__URL", ""),
-            ("MARQUEE__DATABASE__POOL__MAXIMUM_POOL_SIZE", "32"),
-            ("MARQUEE__DATABASE__POOL__MINIMUM_IDLE", "4"),
-            ("MARQUEE__DATABASE__POOL__CONNECTION_TIMEOUT", "250ms"),
-            ("MARQUEE__DATABASE__POOL__VALIDATION_TIMEOUT", "249ms"),
-            SECRET,
-        ],
+        &[&overrides[..], &too_short_a_validation[..]].concat(),
     );
     // validation_timeout must be >= 250ms: the error names it.
     assert!(format!("{:#}", settings.unwrap_err()).contains("database.pool.validation_timeout"));
 
-    let settings = load(
-        Some("production"),
-        &[
-            ("MARQUEE__SERVER__BIND", "0.0.0.0:9000"),
-            (
-                "MARQUEE__DATABASE__URL",
-                "postgres://app:pw@db:5432/marquee",
-            ),
-            ("MARQUEE__REDIS__URL", ""),
-            ("MARQUEE__DATABASE__POOL__MAXIMUM_POOL_SIZE", "32"),
-            ("MARQUEE__DATABASE__POOL__MINIMUM_IDLE", "4"),
-            SECRET,
-        ],
-    )
-    .unwrap();
+    let settings = load(Some("production"), &overrides).unwrap();
     assert_eq!(settings.server.bind, "0.0.0.0:9000");
     assert_eq!(settings.database.url, "postgres://app:pw@db:5432/marquee");
     assert!(
