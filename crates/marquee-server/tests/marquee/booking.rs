@@ -42,40 +42,39 @@ async fn send(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-async fn hold(app: &TestApp, user: i64, seat: i64) -> (u16, Value) {
+/// POSTs `body` to `path` as `user`, with `key` as its `Idempotency-Key` when given.
+async fn post_as(
+    app: &TestApp,
+    user: i64,
+    path: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let url = format!("{}{path}", app.address);
     send(
         &app.client,
         Method::POST,
-        format!("{}/api/v1/reservations", app.address),
+        url,
         Some(&app.token(user)),
-        None,
-        Some(json!({ "seatId": seat })),
+        key,
+        body,
     )
     .await
+}
+
+async fn hold(app: &TestApp, user: i64, seat: i64) -> (u16, Value) {
+    let body = json!({ "seatId": seat });
+    post_as(app, user, "/api/v1/reservations", None, Some(body)).await
 }
 
 async fn charge(app: &TestApp, user: i64, amount: i64, key: &str) -> (u16, Value) {
-    send(
-        &app.client,
-        Method::POST,
-        format!("{}/api/v1/wallet/charge", app.address),
-        Some(&app.token(user)),
-        Some(key),
-        Some(json!({ "amount": amount })),
-    )
-    .await
+    let body = json!({ "amount": amount });
+    post_as(app, user, "/api/v1/wallet/charge", Some(key), Some(body)).await
 }
 
 async fn pay(app: &TestApp, user: i64, reservation: i64, key: &str) -> (u16, Value) {
-    send(
-        &app.client,
-        Method::POST,
-        format!("{}/api/v1/reservations/{reservation}/payment", app.address),
-        Some(&app.token(user)),
-        Some(key),
-        None,
-    )
-    .await
+    let path = format!("/api/v1/reservations/{reservation}/payment");
+    post_as(app, user, &path, Some(key), None).await
 }
 
 /// 200 users hold the same seat at once: exactly one wins, 199 get 409, none a 5xx.

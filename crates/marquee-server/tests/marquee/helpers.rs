@@ -165,6 +165,14 @@ impl Drop for Instance {
     }
 }
 
+/// A chaos proxy in front of `url`'s host and port, and `url` pointed at the proxy, so a test
+/// can cut the link and restore it.
+pub async fn behind_a_proxy(url: &str) -> (marquee_testkit::ChaosProxy, String) {
+    let proxy = marquee_testkit::ChaosProxy::start(&marquee_testkit::host_port(url)).await;
+    let through = marquee_testkit::through(url, &proxy);
+    (proxy, through)
+}
+
 /// Asserts an RFC 9457 problem response with `status` and `code`; returns its body.
 pub async fn assert_problem(response: reqwest::Response, status: u16, code: &str) -> Value {
     assert_eq!(response.status().as_u16(), status, "status for {code}");

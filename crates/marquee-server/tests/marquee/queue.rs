@@ -6,11 +6,11 @@ use std::fmt::Display;
 use std::time::{Duration, Instant};
 
 use marquee_persistence::Backend;
-use marquee_testkit::{ChaosProxy, redis_url, through};
+use marquee_testkit::redis_url;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{Instance, TestApp, assert_problem, namespace, test_settings};
+use crate::helpers::{Instance, TestApp, assert_problem, behind_a_proxy, namespace, test_settings};
 use crate::on_each_backend;
 
 /// A running app with the waiting room on: the in-process view on SQLite, Redis on
@@ -369,8 +369,7 @@ fn delete_keys(redis: &str, pattern: &str) -> usize {
 #[ignore = "needs PostgreSQL and Redis: set MARQUEE_TEST_DATABASE_URL and MARQUEE_TEST_REDIS_URL"]
 async fn a_lost_redis_loses_no_place() {
     let redis = redis_url();
-    let proxy = ChaosProxy::start(&marquee_testkit::host_port(&redis)).await;
-    let redis_via_proxy = through(&redis, &proxy);
+    let (proxy, redis_via_proxy) = behind_a_proxy(&redis).await;
     let namespace = namespace();
     let app = TestApp::spawn_with(
         Backend::Postgres,
