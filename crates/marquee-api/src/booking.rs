@@ -213,12 +213,7 @@ pub struct ReservationPath {
 
 impl ReservationPath {
     fn id(&self) -> Result<ReservationId, ApiError> {
-        self.reservation_id
-            .parse()
-            .map_err(|source| ApiError::InvalidId {
-                parameter: "reservationId",
-                source,
-            })
+        ApiError::parse_id(&self.reservation_id, "reservationId")
     }
 }
 

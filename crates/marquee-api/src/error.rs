@@ -94,6 +94,15 @@ struct Entry {
 }
 
 impl ApiError {
+    /// Parses the id a request names by `parameter`; one that cannot exist is `invalid-id`.
+    pub(crate) fn parse_id<T>(raw: &str, parameter: &'static str) -> Result<T, Self>
+    where
+        T: std::str::FromStr<Err = IdError>,
+    {
+        raw.parse()
+            .map_err(|source| Self::InvalidId { parameter, source })
+    }
+
     /// The table: error -> stable code -> HTTP status. The only place that knows it.
     fn entry(&self) -> Entry {
         use StatusCode as S;

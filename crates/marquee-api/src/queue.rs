@@ -246,12 +246,7 @@ pub struct ConcertPath {
 
 impl ConcertPath {
     fn id(&self) -> Result<ConcertId, ApiError> {
-        self.concert_id
-            .parse()
-            .map_err(|source| ApiError::InvalidId {
-                parameter: "concertId",
-                source,
-            })
+        ApiError::parse_id(&self.concert_id, "concertId")
     }
 }
 

@@ -62,6 +62,12 @@ async fn post_as(
     .await
 }
 
+/// `method path` as `user`, with no body and no key.
+async fn call_as(app: &TestApp, user: i64, method: Method, path: &str) -> (u16, Value) {
+    let url = format!("{}{path}", app.address);
+    send(&app.client, method, url, Some(&app.token(user)), None, None).await
+}
+
 async fn hold(app: &TestApp, user: i64, seat: i64) -> (u16, Value) {
     let body = json!({ "seatId": seat });
     post_as(app, user, "/api/v1/reservations", None, Some(body)).await
@@ -159,15 +165,7 @@ async fn charges_add_up_and_keys_charge_once(backend: Backend) {
     for response in charges {
         assert_eq!(response.await.unwrap().0, 200);
     }
-    let (_, wallet) = send(
-        &app.client,
-        Method::GET,
-        format!("{}/api/v1/wallet", app.address),
-        Some(&app.token(5)),
-        None,
-        None,
-    )
-    .await;
+    let (_, wallet) = call_as(&app, 5, Method::GET, "/api/v1/wallet").await;
     assert_eq!(wallet, json!({ "userId": 5, "balance": 1000 }));
 
     let replays: Vec<_> = (0..10)
@@ -252,39 +250,21 @@ async fn another_users_reservation_is_invisible(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (_, held) = hold(&app, 1, 12).await;
     let id = held["id"].as_i64().unwrap();
-    let base = format!("{}/api/v1/reservations/{id}", app.address);
-    let b = app.token(2);
-    for (method, url, key) in [
-        (Method::GET, base.clone(), None),
-        (Method::DELETE, base.clone(), None),
-        (Method::POST, format!("{base}/payment"), Some("k")),
+    let path = format!("/api/v1/reservations/{id}");
+    for (status, body) in [
+        call_as(&app, 2, Method::GET, &path).await,
+        call_as(&app, 2, Method::DELETE, &path).await,
+        post_as(&app, 2, &format!("{path}/payment"), Some("k"), None).await,
     ] {
-        let (status, body) = send(&app.client, method, url, Some(&b), key, None).await;
         assert_eq!(
             (status, body["code"].as_str()),
             (404, Some("reservation-not-found"))
         );
     }
-    let (_, mine) = send(
-        &app.client,
-        Method::GET,
-        format!("{}/api/v1/reservations", app.address),
-        Some(&b),
-        None,
-        None,
-    )
-    .await;
+    let (_, mine) = call_as(&app, 2, Method::GET, "/api/v1/reservations").await;
     assert_eq!(mine, json!([]));
     // A can, and cancelling frees the seat for B.
-    let (status, cancelled) = send(
-        &app.client,
-        Method::DELETE,
-        base,
-        Some(&app.token(1)),
-        None,
-        None,
-    )
-    .await;
+    let (status, cancelled) = call_as(&app, 1, Method::DELETE, &path).await;
     assert_eq!(
         (status, cancelled["status"].as_str()),
         (200, Some("CANCELLED"))
@@ -304,15 +284,7 @@ async fn a_short_hold_expires(backend: Backend) {
     charge(&app, 1, 100_000, "k").await;
     let (status, body) = pay(&app, 1, id, "late").await;
     assert_eq!((status, body["code"].as_str()), (410, Some("hold-expired")));
-    let (_, old) = send(
-        &app.client,
-        Method::GET,
-        format!("{}/api/v1/reservations/{id}", app.address),
-        Some(&app.token(1)),
-        None,
-        None,
-    )
-    .await;
+    let (_, old) = call_as(&app, 1, Method::GET, &format!("/api/v1/reservations/{id}")).await;
     assert_eq!(old["status"], "EXPIRED");
 }
 
@@ -580,15 +552,7 @@ async fn bad_input_is_refused_with_a_problem() {
         }
         assert_problem(response, status, code).await;
     }
-    let (_, wallet) = send(
-        &app.client,
-        Method::GET,
-        format!("{}/api/v1/wallet", app.address),
-        Some(&token),
-        None,
-        None,
-    )
-    .await;
+    let (_, wallet) = call_as(&app, 1, Method::GET, "/api/v1/wallet").await;
     assert_eq!(wallet["balance"], 0, "no bad request changed anything");
 }
 
