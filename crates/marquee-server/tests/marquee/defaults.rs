@@ -1,14 +1,16 @@
 //! One source for defaults: `config/default.toml`, the code's fallbacks and
 //! `docs/configuration.md` must not drift apart.
 //!
-//! A key the code can do without (a serde default: the pool, the cache, the timeouts) has its
-//! default written twice, in `default.toml` and in a `Default` impl. Leaving such a key out of
-//! `default.toml` must change nothing; a key the code cannot do without has only the file as
-//! its source. The operator's reference lists every key with its default, and must say what
-//! the file says.
+//! `default.toml` sets every key the code knows, except the few the reference documents as
+//! left unset. A key the code can do without (a serde default: the pool, the cache, the
+//! timeouts) has its default written twice, in `default.toml` and in a `Default` impl, so
+//! leaving it out of the file must change nothing; a key the code cannot do without has only
+//! the file as its source. The operator's reference lists every key with its default, and
+//! must say what the file says.
 //!
-//! Both tests walk the TOML tree instead of naming keys, so a key added to or removed from a
-//! section (the cache's change as it is redesigned) is checked without touching this file.
+//! The tests walk the TOML tree, and ask each settings struct for its keys, instead of naming
+//! keys, so a key added to or removed from a section (the cache's, as it is redesigned) is
+//! checked without touching this file.
 
 use std::path::Path;
 
@@ -195,6 +197,73 @@ fn leaving_a_key_out_of_default_toml_changes_nothing() {
         fallbacks > 0,
         "no key of default.toml has a code default: the walk checked nothing"
     );
+}
+
+/// A key no settings struct has, to make one list the keys it knows.
+const PROBE: &str = "not_a_setting";
+
+/// The keys the code knows in the table at `path` (empty: the top level), as its settings
+/// struct lists them when it refuses an unknown one.
+fn known_keys(file: &Table, path: &str) -> Vec<String> {
+    let mut probed = file.clone();
+    let key = if path.is_empty() {
+        PROBE.to_owned()
+    } else {
+        format!("{path}.{PROBE}")
+    };
+    insert(&mut probed, &key, Value::Integer(0));
+    let error = format!(
+        "{:#}",
+        load_with_default(&probed).expect_err("an unknown key is refused")
+    );
+    let expected = error
+        .split_once("expected")
+        .map(|(_, rest)| rest.split(" for key").next().unwrap_or(rest))
+        .unwrap_or_else(|| panic!("{key}: {error}"));
+    code_spans(expected)
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every key the code knows is in `default.toml`, unless configuration.md says the file leaves
+/// it unset: so the file shows every setting with its default, and a key added to a settings
+/// struct (the cache's, as it changes) is not missed by the tests above.
+#[test]
+fn default_toml_sets_every_key_the_code_knows() {
+    let file = default_toml();
+    let documented = documented_defaults(&repository_file("docs/configuration.md"));
+    let unset = |key: &str| {
+        documented.iter().any(|statement| {
+            statement.default == Stated::Unset && names(&statement.key, key).is_some()
+        })
+    };
+    let tables = std::iter::once(String::new()).chain(
+        paths(&file, "")
+            .into_iter()
+            .filter(|path| matches!(get(&file, path), Some(Value::Table(_)))),
+    );
+    let mut missing = Vec::new();
+    let mut known = 0;
+    for table in tables {
+        for key in known_keys(&file, &table) {
+            known += 1;
+            let path = if table.is_empty() {
+                key
+            } else {
+                format!("{table}.{key}")
+            };
+            if get(&file, &path).is_none() && !unset(&path) {
+                missing.push(path);
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "the code knows these keys, but default.toml does not set them (nor does \
+         configuration.md say it leaves them unset): {missing:?}"
+    );
+    assert!(known > 50, "the probe read only {known} keys");
 }
 
 /// A default as `docs/configuration.md` states it.
