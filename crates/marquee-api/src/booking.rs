@@ -2,21 +2,25 @@
 //! needs a bearer token; a reservation of another user is answered 404, as if it did not
 //! exist, so that ids reveal nothing.
 
+use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
-use actix_web::http::header::HeaderMap;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::http::header::HeaderValue;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use marquee_domain::{
     Answered, BookingError, IdempotencyKey, PaymentReceipt, RecordedResponse, Reservation,
     ReservationId, SeatId, Wallet,
 };
 use serde::{Deserialize, Deserializer, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::caller::Caller;
 use crate::catalogue_cache::CatalogueCache;
-use crate::error::{ApiError, DatabaseBusyAnswer, PROBLEM_JSON, Problem, UnauthorizedAnswer};
+use crate::error::{
+    ApiError, DatabaseBusyAnswer, InvalidIdAnswer, JsonBodyAnswers, PROBLEM_JSON, Problem,
+    UnauthorizedAnswer,
+};
 
 /// The rules the booking endpoints apply.
 #[derive(Debug, Clone, Copy)]
@@ -161,22 +165,56 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for JsonObject<T> {
 /// The body of a write endpoint.
 type Body<T> = web::Json<JsonObject<T>>;
 
-fn idempotency_key(headers: &HeaderMap) -> Result<IdempotencyKey, ApiError> {
-    let value = headers
-        .get("idempotency-key")
-        .ok_or(ApiError::IdempotencyKeyRequired)?;
-    value
-        .to_str()
-        .ok()
-        .and_then(IdempotencyKey::new)
-        .ok_or(ApiError::IdempotencyKeyInvalid)
+/// The `Idempotency-Key` header as sent. Reading it cannot fail; [`Self::parse`] checks it,
+/// where the handler chooses, so that a bad body or id is reported before a bad key.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyKeyHeader {
+    /// 1 to 128 printable ASCII characters (no space); a retry with the same key returns the first answer
+    #[param(rename = "Idempotency-Key", value_type = String, required = true, min_length = 1, max_length = 128, pattern = "^[!-~]{1,128}$")]
+    value: Option<HeaderValue>,
 }
 
-fn reservation_id(raw: &str) -> Result<ReservationId, ApiError> {
-    raw.parse().map_err(|source| ApiError::InvalidId {
-        parameter: "reservationId",
-        source,
-    })
+impl IdempotencyKeyHeader {
+    fn parse(&self) -> Result<IdempotencyKey, ApiError> {
+        let value = self
+            .value
+            .as_ref()
+            .ok_or(ApiError::IdempotencyKeyRequired)?;
+        value
+            .to_str()
+            .ok()
+            .and_then(IdempotencyKey::new)
+            .ok_or(ApiError::IdempotencyKeyInvalid)
+    }
+}
+
+impl FromRequest for IdempotencyKeyHeader {
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(Ok(Self {
+            value: req.headers().get("idempotency-key").cloned(),
+        }))
+    }
+}
+
+/// The `{reservationId}` of a route, as written: [`Self::id`] parses it, so that a bad one
+/// answers `invalid-id`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ReservationPath {
+    /// A positive integer
+    #[serde(rename = "reservationId")]
+    #[param(value_type = i64, minimum = 1, maximum = 9223372036854775807_i64)]
+    reservation_id: String,
+}
+
+impl ReservationPath {
+    fn id(&self) -> Result<ReservationId, ApiError> {
+        ApiError::parse_id(&self.reservation_id, "reservationId")
+    }
 }
 
 /// The response recorded for a refusal: the problem document the error is answered with.
@@ -245,25 +283,24 @@ pub async fn wallet(state: web::Data<AppState>, caller: Caller) -> Result<HttpRe
 /// Adds money to the caller's wallet, once per `Idempotency-Key`.
 #[utoipa::path(post, path = "/api/v1/wallet/charge", tag = "booking", security(("bearer" = [])),
     request_body = ChargeRequest,
-    params(("Idempotency-Key" = String, Header, description = "1 to 128 printable ASCII characters (no space); a retry with the same key returns the first answer", min_length = 1, max_length = 128, pattern = "^[!-~]{1,128}$")),
+    params(IdempotencyKeyHeader),
     responses(
         (status = 200, body = WalletBody),
         (status = 400, description = "`invalid-json`, `invalid-amount`, `idempotency-key-required`, `idempotency-key-invalid`", body = Problem, content_type = PROBLEM),
         UnauthorizedAnswer,
         DatabaseBusyAnswer,
         (status = 409, description = "`balance-limit`", body = Problem, content_type = PROBLEM),
-        (status = 413, description = "`payload-too-large`: the body is over 16 KiB", body = Problem, content_type = PROBLEM),
-        (status = 415, description = "`unsupported-media-type`: the body is not `application/json`", body = Problem, content_type = PROBLEM),
+        JsonBodyAnswers,
         (status = 422, description = "`idempotency-key-reused`", body = Problem, content_type = PROBLEM),
     ))]
 pub async fn charge(
     state: web::Data<AppState>,
     caller: Caller,
-    req: HttpRequest,
+    key: IdempotencyKeyHeader,
     body: Body<ChargeRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let JsonObject(body) = body.into_inner();
-    let key = idempotency_key(req.headers())?;
+    let key = key.parse()?;
     let amount = body.amount;
     if amount <= 0 || amount > state.booking_policy.max_charge {
         return Err(ApiError::InvalidAmount {
@@ -288,8 +325,7 @@ pub async fn charge(
         (status = 404, description = "`seat-not-found`", body = Problem, content_type = PROBLEM),
         (status = 403, description = "`not-admitted`: the waiting room is on and the caller is not ACTIVE in the seat's concert queue", body = Problem, content_type = PROBLEM),
         (status = 409, description = "`seat-taken`, `booking-closed`, `hold-limit-reached`", body = Problem, content_type = PROBLEM),
-        (status = 413, description = "`payload-too-large`: the body is over 16 KiB", body = Problem, content_type = PROBLEM),
-        (status = 415, description = "`unsupported-media-type`: the body is not `application/json`", body = Problem, content_type = PROBLEM),
+        JsonBodyAnswers,
     ))]
 pub async fn hold(
     state: web::Data<AppState>,
@@ -315,10 +351,10 @@ pub async fn hold(
 
 /// One of the caller's reservations.
 #[utoipa::path(get, path = "/api/v1/reservations/{reservationId}", tag = "booking", security(("bearer" = [])),
-    params(("reservationId" = i64, Path, description = "A positive integer", minimum = 1, maximum = 9223372036854775807_i64)),
+    params(ReservationPath),
     responses(
         (status = 200, body = ReservationBody),
-        (status = 400, description = "`invalid-id`", body = Problem, content_type = PROBLEM),
+        InvalidIdAnswer,
         UnauthorizedAnswer,
         DatabaseBusyAnswer,
         (status = 404, description = "`reservation-not-found` (also for another user's)", body = Problem, content_type = PROBLEM),
@@ -326,9 +362,9 @@ pub async fn hold(
 pub async fn get_reservation(
     state: web::Data<AppState>,
     caller: Caller,
-    path: web::Path<String>,
+    path: web::Path<ReservationPath>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = reservation_id(&path)?;
+    let id = path.id()?;
     let reservation = state
         .booking
         .reservation(caller.0, id)
@@ -361,10 +397,10 @@ pub async fn list_reservations(
 
 /// Cancels a held reservation and frees its seat.
 #[utoipa::path(delete, path = "/api/v1/reservations/{reservationId}", tag = "booking", security(("bearer" = [])),
-    params(("reservationId" = i64, Path, description = "A positive integer", minimum = 1, maximum = 9223372036854775807_i64)),
+    params(ReservationPath),
     responses(
         (status = 200, body = ReservationBody),
-        (status = 400, description = "`invalid-id`", body = Problem, content_type = PROBLEM),
+        InvalidIdAnswer,
         UnauthorizedAnswer,
         DatabaseBusyAnswer,
         (status = 404, description = "`reservation-not-found`", body = Problem, content_type = PROBLEM),
@@ -374,9 +410,9 @@ pub async fn list_reservations(
 pub async fn cancel(
     state: web::Data<AppState>,
     caller: Caller,
-    path: web::Path<String>,
+    path: web::Path<ReservationPath>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = reservation_id(&path)?;
+    let id = path.id()?;
     let reservation = state.booking.cancel(caller.0, id).await?;
     state
         .cache
@@ -387,8 +423,7 @@ pub async fn cancel(
 
 /// Pays a held reservation from the wallet, once, whatever the retries.
 #[utoipa::path(post, path = "/api/v1/reservations/{reservationId}/payment", tag = "booking", security(("bearer" = [])),
-    params(("reservationId" = i64, Path, description = "A positive integer", minimum = 1, maximum = 9223372036854775807_i64),
-           ("Idempotency-Key" = String, Header, description = "1 to 128 printable ASCII characters (no space); a retry with the same key returns the first answer", min_length = 1, max_length = 128, pattern = "^[!-~]{1,128}$")),
+    params(ReservationPath, IdempotencyKeyHeader),
     responses(
         (status = 200, body = PaymentBody),
         (status = 400, description = "`idempotency-key-required`, `idempotency-key-invalid`, `invalid-id`", body = Problem, content_type = PROBLEM),
@@ -403,11 +438,11 @@ pub async fn cancel(
 pub async fn pay(
     state: web::Data<AppState>,
     caller: Caller,
-    req: HttpRequest,
-    path: web::Path<String>,
+    key: IdempotencyKeyHeader,
+    path: web::Path<ReservationPath>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = reservation_id(&path)?;
-    let key = idempotency_key(req.headers())?;
+    let id = path.id()?;
+    let key = key.parse()?;
     let answered = state.booking.pay(caller.0, id, key, render_payment).await?;
     if let Some(receipt) = &answered.performed {
         state

@@ -94,6 +94,15 @@ struct Entry {
 }
 
 impl ApiError {
+    /// Parses the id a request names by `parameter`; one that cannot exist is `invalid-id`.
+    pub(crate) fn parse_id<T>(raw: &str, parameter: &'static str) -> Result<T, Self>
+    where
+        T: std::str::FromStr<Err = IdError>,
+    {
+        raw.parse()
+            .map_err(|source| Self::InvalidId { parameter, source })
+    }
+
     /// The table: error -> stable code -> HTTP status. The only place that knows it.
     fn entry(&self) -> Entry {
         use StatusCode as S;
@@ -255,6 +264,34 @@ pub struct UnauthorizedAnswer(pub Problem);
     content_type = "application/problem+json"
 )]
 pub struct DatabaseBusyAnswer(pub Problem);
+
+/// The OpenAPI document's `400` for a route whose only checked input is the id in its path,
+/// listed once.
+#[derive(Debug, utoipa::IntoResponses)]
+#[response(
+    status = 400,
+    description = "`invalid-id`",
+    content_type = "application/problem+json"
+)]
+pub struct InvalidIdAnswer(pub Problem);
+
+/// The OpenAPI document's answers to a request body that is not JSON of the right size,
+/// listed once for every route that takes one.
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum JsonBodyAnswers {
+    #[response(
+        status = 413,
+        description = "`payload-too-large`: the body is over 16 KiB",
+        content_type = "application/problem+json"
+    )]
+    PayloadTooLarge(Problem),
+    #[response(
+        status = 415,
+        description = "`unsupported-media-type`: the body is not `application/json`",
+        content_type = "application/problem+json"
+    )]
+    UnsupportedMediaType(Problem),
+}
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

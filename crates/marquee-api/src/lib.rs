@@ -130,40 +130,46 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                 "/api/v1/schedules/{scheduleId}/seats",
                 catalogue::list_seats,
             ))
-            .service(
-                web::resource("/api/v1/concerts/{concertId}/queue")
-                    .route(web::post().to(queue::join))
-                    .route(web::get().to(queue::poll))
-                    .route(web::delete().to(queue::leave))
-                    .default_service(web::to(method_not_allowed_for("GET, POST, DELETE"))),
-            )
-            .service(
-                web::resource("/api/v1/wallet")
-                    .route(web::get().to(booking::wallet))
-                    .default_service(web::to(method_not_allowed_for("GET"))),
-            )
-            .service(
-                web::resource("/api/v1/wallet/charge")
-                    .route(web::post().to(booking::charge))
-                    .default_service(web::to(method_not_allowed_for("POST"))),
-            )
-            .service(
-                web::resource("/api/v1/reservations")
-                    .route(web::get().to(booking::list_reservations))
-                    .route(web::post().to(booking::hold))
-                    .default_service(web::to(method_not_allowed_for("GET, POST"))),
-            )
-            .service(
-                web::resource("/api/v1/reservations/{reservationId}")
-                    .route(web::get().to(booking::get_reservation))
-                    .route(web::delete().to(booking::cancel))
-                    .default_service(web::to(method_not_allowed_for("GET, DELETE"))),
-            )
-            .service(
-                web::resource("/api/v1/reservations/{reservationId}/payment")
-                    .route(web::post().to(booking::pay))
-                    .default_service(web::to(method_not_allowed_for("POST"))),
-            )
+            .service(resource(
+                "/api/v1/concerts/{concertId}/queue",
+                "GET, POST, DELETE",
+                [
+                    web::post().to(queue::join),
+                    web::get().to(queue::poll),
+                    web::delete().to(queue::leave),
+                ],
+            ))
+            .service(resource(
+                "/api/v1/wallet",
+                "GET",
+                [web::get().to(booking::wallet)],
+            ))
+            .service(resource(
+                "/api/v1/wallet/charge",
+                "POST",
+                [web::post().to(booking::charge)],
+            ))
+            .service(resource(
+                "/api/v1/reservations",
+                "GET, POST",
+                [
+                    web::get().to(booking::list_reservations),
+                    web::post().to(booking::hold),
+                ],
+            ))
+            .service(resource(
+                "/api/v1/reservations/{reservationId}",
+                "GET, DELETE",
+                [
+                    web::get().to(booking::get_reservation),
+                    web::delete().to(booking::cancel),
+                ],
+            ))
+            .service(resource(
+                "/api/v1/reservations/{reservationId}/payment",
+                "POST",
+                [web::post().to(booking::pay)],
+            ))
             .service(get_only("/health/live", health::live))
             .service(get_only("/health/ready", health::ready))
             .service(get_only("/metrics", health::metrics))
@@ -194,6 +200,18 @@ where
                 .to(handler),
         )
         .default_service(web::to(method_not_allowed))
+}
+
+/// A resource that answers `routes`, and any other method with 405 and `Allow: allowed`.
+fn resource(
+    path: &str,
+    allowed: &'static str,
+    routes: impl IntoIterator<Item = actix_web::Route>,
+) -> actix_web::Resource {
+    routes
+        .into_iter()
+        .fold(web::resource(path), actix_web::Resource::route)
+        .default_service(web::to(method_not_allowed_for(allowed)))
 }
 
 async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {

@@ -19,12 +19,12 @@ use marquee_domain::{
     ConcertId, QueueEntry, QueueError, QueueRepository, QueueRules, QueueStatus, UserId,
 };
 use marquee_queue::{Poll, QueueView};
-use serde::Serialize;
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::caller::Caller;
-use crate::error::{ApiError, DatabaseBusyAnswer, Problem, UnauthorizedAnswer};
+use crate::error::{ApiError, DatabaseBusyAnswer, InvalidIdAnswer, Problem, UnauthorizedAnswer};
 
 /// How often each instance runs an admission round for every open queue: a freed slot goes
 /// to the next in line within a tenth of a second. Admissions are counted per one-second
@@ -234,11 +234,20 @@ impl From<QueueError> for ApiError {
     }
 }
 
-fn concert_id(raw: &str) -> Result<ConcertId, ApiError> {
-    raw.parse().map_err(|source| ApiError::InvalidId {
-        parameter: "concertId",
-        source,
-    })
+/// The `{concertId}` of a queue route, as written: [`Self::id`] parses it, so that a bad one
+/// answers `invalid-id`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ConcertPath {
+    #[serde(rename = "concertId")]
+    #[param(value_type = i64, minimum = 1, maximum = 9223372036854775807_i64)]
+    concert_id: String,
+}
+
+impl ConcertPath {
+    fn id(&self) -> Result<ConcertId, ApiError> {
+        ApiError::parse_id(&self.concert_id, "concertId")
+    }
 }
 
 /// `concert-not-found` for a concert that does not exist, else `queue-entry-not-found`.
@@ -254,11 +263,11 @@ const PROBLEM: &str = "application/problem+json";
 
 /// Joins the concert's queue; joining again returns the same entry.
 #[utoipa::path(post, path = "/api/v1/concerts/{concertId}/queue", tag = "queue", security(("bearer" = [])),
-    params(("concertId" = i64, Path, minimum = 1, maximum = 9223372036854775807_i64)),
+    params(ConcertPath),
     responses(
         (status = 201, description = "Joined: a new entry, ACTIVE at once when the concert is quiet", body = QueueEntryBody),
         (status = 200, description = "Already in the queue: the same entry (or, with the waiting room off, an open door)", body = QueueEntryBody),
-        (status = 400, description = "`invalid-id`", body = Problem, content_type = PROBLEM),
+        InvalidIdAnswer,
         UnauthorizedAnswer,
         (status = 404, description = "`concert-not-found`", body = Problem, content_type = PROBLEM),
         DatabaseBusyAnswer,
@@ -266,9 +275,9 @@ const PROBLEM: &str = "application/problem+json";
 pub async fn join(
     state: web::Data<AppState>,
     caller: Caller,
-    path: web::Path<String>,
+    path: web::Path<ConcertPath>,
 ) -> Result<HttpResponse, ApiError> {
-    let concert = concert_id(&path)?;
+    let concert = path.id()?;
     let Some(room) = &state.queue else {
         return open_door(&state, concert, HttpResponse::Ok().json(door(concert))).await;
     };
@@ -303,10 +312,10 @@ pub async fn join(
 /// The caller's entry: its status and position. Answered from the queue's view, without a
 /// database read, whenever the view can.
 #[utoipa::path(get, path = "/api/v1/concerts/{concertId}/queue", tag = "queue", security(("bearer" = [])),
-    params(("concertId" = i64, Path, minimum = 1, maximum = 9223372036854775807_i64)),
+    params(ConcertPath),
     responses(
         (status = 200, description = "The entry", body = QueueEntryBody),
-        (status = 400, description = "`invalid-id`", body = Problem, content_type = PROBLEM),
+        InvalidIdAnswer,
         UnauthorizedAnswer,
         (status = 404, description = "`queue-entry-not-found` (not in the queue, or the admission ran out), `concert-not-found`", body = Problem, content_type = PROBLEM),
         DatabaseBusyAnswer,
@@ -314,9 +323,9 @@ pub async fn join(
 pub async fn poll(
     state: web::Data<AppState>,
     caller: Caller,
-    path: web::Path<String>,
+    path: web::Path<ConcertPath>,
 ) -> Result<HttpResponse, ApiError> {
-    let concert = concert_id(&path)?;
+    let concert = path.id()?;
     let Some(room) = &state.queue else {
         return open_door(&state, concert, HttpResponse::Ok().json(door(concert))).await;
     };
@@ -368,10 +377,10 @@ pub async fn poll(
 /// Leaves the concert's queue, waiting or admitted (an admission's slot goes to the next in
 /// line).
 #[utoipa::path(delete, path = "/api/v1/concerts/{concertId}/queue", tag = "queue", security(("bearer" = [])),
-    params(("concertId" = i64, Path, minimum = 1, maximum = 9223372036854775807_i64)),
+    params(ConcertPath),
     responses(
         (status = 204, description = "Left"),
-        (status = 400, description = "`invalid-id`", body = Problem, content_type = PROBLEM),
+        InvalidIdAnswer,
         UnauthorizedAnswer,
         (status = 404, description = "`queue-entry-not-found`, `concert-not-found`", body = Problem, content_type = PROBLEM),
         DatabaseBusyAnswer,
@@ -379,9 +388,9 @@ pub async fn poll(
 pub async fn leave(
     state: web::Data<AppState>,
     caller: Caller,
-    path: web::Path<String>,
+    path: web::Path<ConcertPath>,
 ) -> Result<HttpResponse, ApiError> {
-    let concert = concert_id(&path)?;
+    let concert = path.id()?;
     let Some(room) = &state.queue else {
         return open_door(&state, concert, HttpResponse::NoContent().finish()).await;
     };

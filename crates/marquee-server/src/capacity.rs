@@ -195,27 +195,18 @@ mod tests {
 
     #[test]
     fn refuses_nonsense() {
-        let bad = |plan: Plan| plan.validate().is_err();
-        assert!(bad(Plan {
-            dau: 0,
-            ..seed_plan()
-        }));
-        assert!(bad(Plan {
-            peak_share: 1.5,
-            ..seed_plan()
-        }));
-        assert!(bad(Plan {
-            peak_hours: 0.0,
-            ..seed_plan()
-        }));
-        assert!(bad(Plan {
-            headroom: 0.5,
-            ..seed_plan()
-        }));
-        assert!(bad(Plan {
-            per_instance: Some(0.0),
-            ..seed_plan()
-        }));
+        let spoilers: [fn(&mut Plan); 5] = [
+            |plan| plan.dau = 0,
+            |plan| plan.peak_share = 1.5,
+            |plan| plan.peak_hours = 0.0,
+            |plan| plan.headroom = 0.5,
+            |plan| plan.per_instance = Some(0.0),
+        ];
+        for spoil in spoilers {
+            let mut plan = seed_plan();
+            spoil(&mut plan);
+            assert!(plan.validate().is_err(), "{plan:?}");
+        }
         assert!(seed_plan().validate().is_ok());
         assert_eq!(thousands(1_400_000.0), "1,400,000");
         assert_eq!(thousands(999.0), "999");

@@ -26,7 +26,8 @@ use serde::Deserialize;
 const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 const PRODUCTION_TOML: &str = include_str!("../../../config/production.toml");
 
-#[derive(Debug, Clone, Deserialize)]
+/// `PartialEq` lets a test tell whether leaving a key out of `default.toml` changes anything.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub server: ServerSettings,
@@ -44,7 +45,7 @@ pub struct Settings {
     pub log: LogSettings,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     /// `host:port` to listen on; port 0 picks a free one.
@@ -60,7 +61,7 @@ pub struct ServerSettings {
 }
 
 /// `[database]`. Its `Debug` output shows the URL without its password.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     pub url: String,
@@ -101,7 +102,7 @@ impl std::fmt::Debug for DatabaseSettings {
 }
 
 /// `[redis]`. Its `Debug` output shows the URL without its password.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
     /// Empty means: no Redis, use the in-process cache.
@@ -140,6 +141,17 @@ pub struct AuthSettings {
     pub audience: String,
 }
 
+/// `SecretString` has no `PartialEq`, so that comparing secrets is a visible choice. Settings
+/// are compared only by tests, where a timing difference reveals nothing.
+impl PartialEq for AuthSettings {
+    fn eq(&self, other: &Self) -> bool {
+        self.jwt_secret.expose_secret() == other.jwt_secret.expose_secret()
+            && self.max_token_lifetime == other.max_token_lifetime
+            && self.issuer == other.issuer
+            && self.audience == other.audience
+    }
+}
+
 impl AuthSettings {
     /// The claims rules tokens are checked against.
     pub fn token_rules(&self) -> marquee_api::auth::TokenRules {
@@ -157,7 +169,7 @@ impl AuthSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BookingSettings {
     /// How long a hold lasts before the seat is free for others.
@@ -181,7 +193,7 @@ pub struct BookingSettings {
 }
 
 /// The waiting room (`[queue]`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueSettings {
     /// Whether holds need an admission from the concert's queue.
@@ -218,7 +230,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
     pub format: LogFormat,

@@ -42,40 +42,45 @@ async fn send(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-async fn hold(app: &TestApp, user: i64, seat: i64) -> (u16, Value) {
+/// POSTs `body` to `path` as `user`, with `key` as its `Idempotency-Key` when given.
+async fn post_as(
+    app: &TestApp,
+    user: i64,
+    path: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let url = format!("{}{path}", app.address);
     send(
         &app.client,
         Method::POST,
-        format!("{}/api/v1/reservations", app.address),
+        url,
         Some(&app.token(user)),
-        None,
-        Some(json!({ "seatId": seat })),
+        key,
+        body,
     )
     .await
+}
+
+/// `method path` as `user`, with no body and no key.
+async fn call_as(app: &TestApp, user: i64, method: Method, path: &str) -> (u16, Value) {
+    let url = format!("{}{path}", app.address);
+    send(&app.client, method, url, Some(&app.token(user)), None, None).await
+}
+
+async fn hold(app: &TestApp, user: i64, seat: i64) -> (u16, Value) {
+    let body = json!({ "seatId": seat });
+    post_as(app, user, "/api/v1/reservations", None, Some(body)).await
 }
 
 async fn charge(app: &TestApp, user: i64, amount: i64, key: &str) -> (u16, Value) {
-    send(
-        &app.client,
-        Method::POST,
-        format!("{}/api/v1/wallet/charge", app.address),
-        Some(&app.token(user)),
-        Some(key),
-        Some(json!({ "amount": amount })),
-    )
-    .await
+    let body = json!({ "amount": amount });
+    post_as(app, user, "/api/v1/wallet/charge", Some(key), Some(body)).await
 }
 
 async fn pay(app: &TestApp, user: i64, reservation: i64, key: &str) -> (u16, Value) {
-    send(
-        &app.client,
-        Method::POST,
-        format!("{}/api/v1/reservations/{reservation}/payment", app.address),
-        Some(&app.token(user)),
-        Some(key),
-        None,
-    )
-    .await
+    let path = format!("/api/v1/reservations/{reservation}/payment");
+    post_as(app, user, &path, Some(key), None).await
 }
 
 /// 200 users hold the same seat at once: exactly one wins, 199 get 409, none a 5xx.
@@ -160,15 +165,7 @@ async fn charges_add_up_and_keys_charge_once(backend: Backend) {
     for response in charges {
         assert_eq!(response.await.unwrap().0, 200);
     }
-    let (_, wallet) = send(
-        &app.client,
-        Method::GET,
-        format!("{}/api/v1/wallet", app.address),
-        Some(&app.token(5)),
-        None,
-        None,
-    )
-    .await;
+    let (_, wallet) = call_as(&app, 5, Method::GET, "/api/v1/wallet").await;
     assert_eq!(wallet, json!({ "userId": 5, "balance": 1000 }));
 
     let replays: Vec<_> = (0..10)
@@ -253,39 +250,21 @@ async fn another_users_reservation_is_invisible(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (_, held) = hold(&app, 1, 12).await;
     let id = held["id"].as_i64().unwrap();
-    let base = format!("{}/api/v1/reservations/{id}", app.address);
-    let b = app.token(2);
-    for (method, url, key) in [
-        (Method::GET, base.clone(), None),
-        (Method::DELETE, base.clone(), None),
-        (Method::POST, format!("{base}/payment"), Some("k")),
+    let path = format!("/api/v1/reservations/{id}");
+    for (status, body) in [
+        call_as(&app, 2, Method::GET, &path).await,
+        call_as(&app, 2, Method::DELETE, &path).await,
+        post_as(&app, 2, &format!("{path}/payment"), Some("k"), None).await,
     ] {
-        let (status, body) = send(&app.client, method, url, Some(&b), key, None).await;
         assert_eq!(
             (status, body["code"].as_str()),
             (404, Some("reservation-not-found"))
         );
     }
-    let (_, mine) = send(
-        &app.client,
-        Method::GET,
-        format!("{}/api/v1/reservations", app.address),
-        Some(&b),
-        None,
-        None,
-    )
-    .await;
+    let (_, mine) = call_as(&app, 2, Method::GET, "/api/v1/reservations").await;
     assert_eq!(mine, json!([]));
     // A can, and cancelling frees the seat for B.
-    let (status, cancelled) = send(
-        &app.client,
-        Method::DELETE,
-        base,
-        Some(&app.token(1)),
-        None,
-        None,
-    )
-    .await;
+    let (status, cancelled) = call_as(&app, 1, Method::DELETE, &path).await;
     assert_eq!(
         (status, cancelled["status"].as_str()),
         (200, Some("CANCELLED"))
@@ -305,15 +284,7 @@ async fn a_short_hold_expires(backend: Backend) {
     charge(&app, 1, 100_000, "k").await;
     let (status, body) = pay(&app, 1, id, "late").await;
     assert_eq!((status, body["code"].as_str()), (410, Some("hold-expired")));
-    let (_, old) = send(
-        &app.client,
-        Method::GET,
-        format!("{}/api/v1/reservations/{id}", app.address),
-        Some(&app.token(1)),
-        None,
-        None,
-    )
-    .await;
+    let (_, old) = call_as(&app, 1, Method::GET, &format!("/api/v1/reservations/{id}")).await;
     assert_eq!(old["status"], "EXPIRED");
 }
 
@@ -472,12 +443,11 @@ on_each_backend!(
 async fn bad_input_is_refused_with_a_problem() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let token = app.token(1);
-    let charge_url = format!("{}/api/v1/wallet/charge", app.address);
-    let hold_url = format!("{}/api/v1/reservations", app.address);
-    let raw = |url: &str, body: &'static str, key: Option<&'static str>| {
+    let url = |path: &str| format!("{}{path}", app.address);
+    let raw = |path: &str, body: &'static str, key: Option<&'static str>| {
         let mut request = app
             .client
-            .post(url)
+            .post(url(path))
             .bearer_auth(&token)
             .header("content-type", "application/json")
             .body(body);
@@ -486,128 +456,95 @@ async fn bad_input_is_refused_with_a_problem() {
         }
         request
     };
-    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+    const CHARGE: &str = "/api/v1/wallet/charge";
+    const HOLD: &str = "/api/v1/reservations";
+    const K1: Option<&str> = Some("k1");
+    // JSON bodies (and headers) a 400 refuses: (path, body, Idempotency-Key, code).
+    let bad_requests: [(&str, &'static str, Option<&'static str>, &str); 19] = [
+        (CHARGE, r#"{"amount": "#, K1, "invalid-json"),
+        (CHARGE, r#"{"amount": "10"}"#, K1, "invalid-json"),
+        (CHARGE, r#"{"amount": 1.5}"#, K1, "invalid-json"),
         (
-            raw(&charge_url, "{\"amount\": ", Some("k1")),
-            400,
+            CHARGE,
+            r#"{"amount": 99999999999999999999}"#,
+            K1,
             "invalid-json",
         ),
+        (CHARGE, "{}", K1, "invalid-json"),
+        (CHARGE, r#"{"amount": 10, "extra": 1}"#, K1, "invalid-json"),
+        (CHARGE, r#"{"amount": 0}"#, K1, "invalid-amount"),
+        (CHARGE, r#"{"amount": -10}"#, K1, "invalid-amount"),
+        (CHARGE, r#"{"amount": 10000000000}"#, K1, "invalid-amount"),
         (
-            raw(&charge_url, "{\"amount\": \"10\"}", Some("k1")),
-            400,
-            "invalid-json",
-        ),
-        (
-            raw(&charge_url, "{\"amount\": 1.5}", Some("k1")),
-            400,
-            "invalid-json",
-        ),
-        (
-            raw(
-                &charge_url,
-                "{\"amount\": 99999999999999999999}",
-                Some("k1"),
-            ),
-            400,
-            "invalid-json",
-        ),
-        (raw(&charge_url, "{}", Some("k1")), 400, "invalid-json"),
-        (
-            raw(&charge_url, "{\"amount\": 10, \"extra\": 1}", Some("k1")),
-            400,
-            "invalid-json",
-        ),
-        (
-            raw(&charge_url, "{\"amount\": 0}", Some("k1")),
-            400,
-            "invalid-amount",
-        ),
-        (
-            raw(&charge_url, "{\"amount\": -10}", Some("k1")),
-            400,
-            "invalid-amount",
-        ),
-        (
-            raw(&charge_url, "{\"amount\": 10000000000}", Some("k1")),
-            400,
-            "invalid-amount",
-        ),
-        (
-            raw(&charge_url, "{\"amount\": 10}", None),
-            400,
+            CHARGE,
+            r#"{"amount": 10}"#,
+            None,
             "idempotency-key-required",
         ),
         (
-            raw(&charge_url, "{\"amount\": 10}", Some(" ")),
-            400,
+            CHARGE,
+            r#"{"amount": 10}"#,
+            Some(" "),
             "idempotency-key-invalid",
         ),
-        (raw(&hold_url, "[1]", None), 400, "invalid-json"),
+        (HOLD, "[1]", None, "invalid-json"),
         // A duplicate key is refused, not resolved to either value.
         (
-            raw(&charge_url, "{\"amount\": 1, \"amount\": 5000}", Some("k2")),
-            400,
+            CHARGE,
+            r#"{"amount": 1, "amount": 5000}"#,
+            Some("k2"),
             "invalid-json",
         ),
+        (HOLD, r#"{"seatId": 3, "seatId": 4}"#, None, "invalid-json"),
+        (HOLD, r#"{"seatId": "7"}"#, None, "invalid-json"),
+        (HOLD, r#"{"seatId": 0}"#, None, "invalid-id"),
+        (HOLD, r#"{"seatId": -3}"#, None, "invalid-id"),
+        (HOLD, r#"{"seat": 3}"#, None, "invalid-json"),
         (
-            raw(&hold_url, "{\"seatId\": 3, \"seatId\": 4}", None),
-            400,
-            "invalid-json",
+            "/api/v1/reservations/abc/payment",
+            "",
+            Some("k"),
+            "invalid-id",
         ),
-        (
-            raw(&hold_url, "{\"seatId\": \"7\"}", None),
-            400,
-            "invalid-json",
-        ),
-        (raw(&hold_url, "{\"seatId\": 0}", None), 400, "invalid-id"),
-        (raw(&hold_url, "{\"seatId\": -3}", None), 400, "invalid-id"),
-        (raw(&hold_url, "{\"seat\": 3}", None), 400, "invalid-json"),
+    ];
+    let mut cases: Vec<(reqwest::RequestBuilder, u16, &str)> = bad_requests
+        .into_iter()
+        .map(|(path, body, key, code)| (raw(path, body, key), 400, code))
+        .collect();
+    cases.extend([
         (
             app.client
-                .post(&hold_url)
+                .post(url(HOLD))
                 .bearer_auth(&token)
                 .body("seatId=3"),
             415,
             "unsupported-media-type",
         ),
         (
-            raw(
-                &format!("{}/api/v1/reservations/abc/payment", app.address),
-                "",
-                Some("k"),
-            ),
-            400,
-            "invalid-id",
-        ),
-        (
-            raw(
-                &format!("{}/api/v1/reservations/99999999999999999999", app.address),
-                "",
-                None,
-            ),
+            raw("/api/v1/reservations/99999999999999999999", "", None),
             405,
             "method-not-allowed",
         ),
         (
-            app.client.post(&hold_url).json(&json!({ "seatId": 3 })),
+            app.client.post(url(HOLD)).json(&json!({ "seatId": 3 })),
             401,
             "unauthorized",
         ),
         (
             app.client
-                .get(format!("{}/api/v1/wallet", app.address))
+                .get(url("/api/v1/wallet"))
                 .header("Authorization", "Basic abc"),
             401,
             "unauthorized",
         ),
         (
             app.client
-                .get(format!("{}/api/v1/wallet", app.address))
+                .get(url("/api/v1/wallet"))
                 .bearer_auth("not.a.token"),
             401,
             "unauthorized",
         ),
-    ];
+    ]);
     for (request, status, code) in cases {
         let response = request.send().await.unwrap();
         if status == 401 {
@@ -615,15 +552,7 @@ async fn bad_input_is_refused_with_a_problem() {
         }
         assert_problem(response, status, code).await;
     }
-    let (_, wallet) = send(
-        &app.client,
-        Method::GET,
-        format!("{}/api/v1/wallet", app.address),
-        Some(&token),
-        None,
-        None,
-    )
-    .await;
+    let (_, wallet) = call_as(&app, 1, Method::GET, "/api/v1/wallet").await;
     assert_eq!(wallet["balance"], 0, "no bad request changed anything");
 }
 

@@ -44,15 +44,19 @@ async fn shows_one_concert(backend: Backend) {
     assert_eq!(listed["items"][6], concert, "detail and listing agree");
 }
 
+/// On `schedule`: seat 1 is held (a live hold), seat 2 sold, and seat 3 held by a hold that
+/// ran out, which must count as available.
+fn hold_sell_and_expire(app: &TestApp, schedule: i64) {
+    app.db.execute(&format!(
+        "UPDATE seats SET status = 'HELD', held_by = 9, held_until = '2999-01-01 00:00:00' WHERE schedule_id = {schedule} AND number = 1;
+         UPDATE seats SET status = 'SOLD' WHERE schedule_id = {schedule} AND number = 2;
+         UPDATE seats SET status = 'HELD', held_by = 9, held_until = '2000-01-01 00:00:00' WHERE schedule_id = {schedule} AND number = 3;",
+    ));
+}
+
 async fn lists_schedules_with_seat_counts(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    // Seat 1 of schedule 1 is held (live hold), seat 2 sold, seat 3 held by a hold that ran
-    // out: it must count as available.
-    app.db.execute(
-        "UPDATE seats SET status = 'HELD', held_by = 9, held_until = '2999-01-01 00:00:00' WHERE schedule_id = 1 AND number = 1;
-         UPDATE seats SET status = 'SOLD' WHERE schedule_id = 1 AND number = 2;
-         UPDATE seats SET status = 'HELD', held_by = 9, held_until = '2000-01-01 00:00:00' WHERE schedule_id = 1 AND number = 3;",
-    );
+    hold_sell_and_expire(&app, 1);
 
     let (status, schedules) = app.get_json("/api/v1/concerts/1/schedules").await;
     assert_eq!(status, 200);
@@ -79,11 +83,7 @@ async fn lists_schedules_with_seat_counts(backend: Backend) {
 
 async fn lists_seats_by_status(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    app.db.execute(
-        "UPDATE seats SET status = 'HELD', held_by = 9, held_until = '2999-01-01 00:00:00' WHERE schedule_id = 2 AND number = 1;
-         UPDATE seats SET status = 'SOLD' WHERE schedule_id = 2 AND number = 2;
-         UPDATE seats SET status = 'HELD', held_by = 9, held_until = '2000-01-01 00:00:00' WHERE schedule_id = 2 AND number = 3;",
-    );
+    hold_sell_and_expire(&app, 2);
 
     let (status, all) = app.get_json("/api/v1/schedules/2/seats").await;
     assert_eq!(status, 200);
@@ -123,9 +123,7 @@ async fn unknown_resources_are_404_problems(backend: Backend) {
         ("/api/v1/nothing-here", "route-not-found"),
         ("/api/v1/concerts/1/extra/segments", "route-not-found"),
     ];
-    for (path, code) in cases {
-        crate::helpers::assert_problem(app.get(path).await, 404, code).await;
-    }
+    app.assert_get_problems(404, &cases).await;
 }
 
 on_each_backend!(

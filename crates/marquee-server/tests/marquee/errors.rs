@@ -49,9 +49,7 @@ async fn bad_query_parameters_are_400(backend: Backend) {
         ),
         ("/api/v1/schedules/1/seats?status=free", "invalid-query"),
     ];
-    for (path, code) in cases {
-        assert_problem(app.get(path).await, 400, code).await;
-    }
+    app.assert_get_problems(400, &cases).await;
 }
 
 async fn wrong_methods_are_405_with_allow(backend: Backend) {

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use marquee_persistence::Backend;
 use marquee_persistence::test_support::TestDatabase;
 
-use crate::helpers::{TestApp, assert_problem, test_settings};
+use crate::helpers::{TestApp, assert_problem, behind_a_proxy, test_settings};
 use crate::on_each_backend;
-use marquee_testkit::{ChaosProxy, redis_url, through};
+use marquee_testkit::redis_url;
 
 async fn live_and_ready(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -120,9 +120,9 @@ async fn poll_until(app: &TestApp, path: &str, want: u16, within: Duration) -> u
 #[ignore = "needs PostgreSQL: set MARQUEE_TEST_DATABASE_URL"]
 async fn a_lost_database_is_503_and_recovers() {
     let db = TestDatabase::postgres();
-    let proxy = ChaosProxy::start(&marquee_testkit::host_port(db.url().as_str())).await;
+    let (proxy, db_through_proxy) = behind_a_proxy(db.url().as_str()).await;
     let settings = test_settings(
-        &through(db.url().as_str(), &proxy),
+        &db_through_proxy,
         &[
             ("MARQUEE__DATABASE__POOL__CONNECTION_TIMEOUT", "1s"),
             ("MARQUEE__DATABASE__POOL__VALIDATION_TIMEOUT", "500ms"),
@@ -172,9 +172,7 @@ async fn a_lost_database_is_503_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Redis: set MARQUEE_TEST_REDIS_URL"]
 async fn readiness_reports_redis_without_depending_on_it() {
-    let redis = redis_url();
-    let proxy = ChaosProxy::start(&marquee_testkit::host_port(&redis)).await;
-    let redis_through_proxy = through(&redis, &proxy);
+    let (proxy, redis_through_proxy) = behind_a_proxy(&redis_url()).await;
     let app = TestApp::spawn_with(
         Backend::Sqlite,
         &[
@@ -183,12 +181,7 @@ async fn readiness_reports_redis_without_depending_on_it() {
         ],
     )
     .await;
-    let (status, ready) = app.get_json("/health/ready").await;
-    assert_eq!(
-        (status, ready["status"].as_str()),
-        (200, Some("UP")),
-        "{ready}"
-    );
+    let ready = ready_with(&app, "UP").await;
     assert_eq!(ready["checks"]["redis"]["status"], "UP");
 
     proxy.cut().await;
@@ -212,12 +205,7 @@ async fn starts_while_redis_is_down() {
         &[("MARQUEE__REDIS__URL", "redis://127.0.0.1:1")],
     )
     .await;
-    let (status, ready) = app.get_json("/health/ready").await;
-    assert_eq!(
-        (status, ready["status"].as_str()),
-        (200, Some("DEGRADED")),
-        "{ready}"
-    );
+    let ready = ready_with(&app, "DEGRADED").await;
     // The reason is a fixed sentence: the client's error (host, port, "connection refused
     // (os error 111)") goes to the log only.
     assert_eq!(
@@ -229,6 +217,17 @@ async fn starts_while_redis_is_down() {
         assert!(!text.contains(internal), "{internal:?} in {text}");
     }
     assert_eq!(app.get("/api/v1/concerts/1").await.status(), 200);
+}
+
+/// The readiness report, asserted to answer 200 with the overall `status`.
+async fn ready_with(app: &TestApp, status: &str) -> serde_json::Value {
+    let (code, ready) = app.get_json("/health/ready").await;
+    assert_eq!(
+        (code, ready["status"].as_str()),
+        (200, Some(status)),
+        "{ready}"
+    );
+    ready
 }
 
 async fn poll_json_until(

@@ -107,6 +107,13 @@ impl TestApp {
         let status = response.status().as_u16();
         (status, response.json().await.expect("a JSON body"))
     }
+
+    /// Asserts that a GET of each path answers a problem with `status` and the path's code.
+    pub async fn assert_get_problems(&self, status: u16, cases: &[(&str, &str)]) {
+        for (path, code) in cases {
+            assert_problem(self.get(path).await, status, code).await;
+        }
+    }
 }
 
 /// One running app without a database of its own: several can share one database (and
@@ -156,6 +163,14 @@ impl Drop for Instance {
         let handle = self.handle.clone();
         tokio::spawn(async move { handle.stop(false).await });
     }
+}
+
+/// A chaos proxy in front of `url`'s host and port, and `url` pointed at the proxy, so a test
+/// can cut the link and restore it.
+pub async fn behind_a_proxy(url: &str) -> (marquee_testkit::ChaosProxy, String) {
+    let proxy = marquee_testkit::ChaosProxy::start(&marquee_testkit::host_port(url)).await;
+    let through = marquee_testkit::through(url, &proxy);
+    (proxy, through)
 }
 
 /// Asserts an RFC 9457 problem response with `status` and `code`; returns its body.

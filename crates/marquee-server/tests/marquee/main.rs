@@ -12,6 +12,7 @@ mod caching;
 mod catalogue;
 mod cli;
 mod contract;
+mod defaults;
 mod errors;
 mod health;
 mod helpers;

@@ -13,14 +13,7 @@ use proc_macro2::{TokenStream, TokenTree};
 use syn::visit::Visit;
 
 /// The crates whose modules are checked: every library crate of the workspace.
-const CHECKED: &[&str] = &[
-    "marquee-api",
-    "marquee-cache",
-    "marquee-domain",
-    "marquee-persistence",
-    "marquee-pool",
-    "marquee-queue",
-];
+const CHECKED: &[&str] = crate::architecture::LIBRARY_CRATES;
 
 type Graph = BTreeMap<String, BTreeSet<String>>;
 

@@ -2,14 +2,15 @@
 //! active limit, leaving, idle drop, the fleet-wide rate, a lost view, and bad input. On
 //! SQLite with the in-process view, and on PostgreSQL with Redis and two instances.
 
+use std::fmt::Display;
 use std::time::{Duration, Instant};
 
 use marquee_persistence::Backend;
-use marquee_testkit::{ChaosProxy, redis_url, through};
+use marquee_testkit::redis_url;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{Instance, TestApp, assert_problem, namespace, test_settings};
+use crate::helpers::{Instance, TestApp, assert_problem, behind_a_proxy, namespace, test_settings};
 use crate::on_each_backend;
 
 /// A running app with the waiting room on: the in-process view on SQLite, Redis on
@@ -32,32 +33,48 @@ async fn queued_app(backend: Backend, extra: &[(&str, &str)]) -> (TestApp, Strin
     (TestApp::spawn_with(backend, &overrides).await, namespace)
 }
 
-async fn call(app_address: &str, token: &str, method: Method, path: &str) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .request(method, format!("{app_address}{path}"))
+async fn send(address: &str, token: &str, method: Method, path: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .request(method, format!("{address}{path}"))
         .bearer_auth(token)
         .send()
         .await
-        .expect("sent");
+        .expect("sent")
+}
+
+async fn status_and_body(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-async fn join(app: &TestApp, user: i64, concert: i64) -> (u16, Value) {
+async fn call(address: &str, token: &str, method: Method, path: &str) -> (u16, Value) {
+    status_and_body(send(address, token, method, path).await).await
+}
+
+/// `method` on the queue of `concert` (which need not be a valid id), as `user`.
+async fn on_queue(
+    app: &TestApp,
+    user: i64,
+    method: Method,
+    concert: impl Display,
+) -> reqwest::Response {
     let path = format!("/api/v1/concerts/{concert}/queue");
-    call(&app.address, &app.token(user), Method::POST, &path).await
+    send(&app.address, &app.token(user), method, &path).await
+}
+
+async fn join(app: &TestApp, user: i64, concert: i64) -> (u16, Value) {
+    status_and_body(on_queue(app, user, Method::POST, concert).await).await
 }
 
 async fn poll(app: &TestApp, user: i64, concert: i64) -> (u16, Value) {
-    let path = format!("/api/v1/concerts/{concert}/queue");
-    call(&app.address, &app.token(user), Method::GET, &path).await
+    status_and_body(on_queue(app, user, Method::GET, concert).await).await
 }
 
 async fn leave(app: &TestApp, user: i64, concert: i64) -> u16 {
-    let path = format!("/api/v1/concerts/{concert}/queue");
-    call(&app.address, &app.token(user), Method::DELETE, &path)
+    on_queue(app, user, Method::DELETE, concert)
         .await
-        .0
+        .status()
+        .as_u16()
 }
 
 async fn hold(app: &TestApp, user: i64, seat: i64) -> (u16, Value) {
@@ -69,8 +86,7 @@ async fn hold(app: &TestApp, user: i64, seat: i64) -> (u16, Value) {
         .send()
         .await
         .expect("sent");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    status_and_body(response).await
 }
 
 /// Polls until `done` holds, for at most 15 s (admission rounds run every 100 ms).
@@ -143,13 +159,7 @@ async fn the_gate_admits_only_the_admitted(backend: Backend) {
         .unwrap();
     assert_eq!(paid.status(), 200);
     // The payment used the admission up.
-    let response = app
-        .client
-        .get(format!("{}/api/v1/concerts/1/queue", app.address))
-        .bearer_auth(app.token(1))
-        .send()
-        .await
-        .unwrap();
+    let response = on_queue(&app, 1, Method::GET, 1).await;
     assert_problem(response, 404, "queue-entry-not-found").await;
     assert_eq!(hold(&app, 1, 6).await.0, 403);
 }
@@ -214,13 +224,7 @@ async fn idle_waiters_are_dropped(backend: Backend) {
     // User 2 goes quiet; user 3 keeps polling as told (a third of the idle timeout).
     let (_, gone) = poll_until(&app, 3, 4, |_, body| body["position"] == 1).await;
     assert_eq!(gone["pollAfterSeconds"], 1);
-    let response = app
-        .client
-        .get(format!("{}/api/v1/concerts/4/queue", app.address))
-        .bearer_auth(app.token(2))
-        .send()
-        .await
-        .unwrap();
+    let response = on_queue(&app, 2, Method::GET, 4).await;
     assert_problem(response, 404, "queue-entry-not-found").await;
 }
 
@@ -228,51 +232,28 @@ async fn idle_waiters_are_dropped(backend: Backend) {
 /// method 405; with the waiting room off, the door is open and holds are not gated.
 async fn bad_input_on_every_route(backend: Backend) {
     let (app, _) = queued_app(backend, &[]).await;
-    let client = &app.client;
-    let token = app.token(9);
     for method in [Method::POST, Method::GET, Method::DELETE] {
-        for (path, status, code) in [
-            ("/api/v1/concerts/0/queue", 400, "invalid-id"),
-            ("/api/v1/concerts/abc/queue", 400, "invalid-id"),
-            (
-                "/api/v1/concerts/99999999999999999999/queue",
-                400,
-                "invalid-id",
-            ),
-            ("/api/v1/concerts/999999/queue", 404, "concert-not-found"),
+        for (concert, status, code) in [
+            ("0", 400, "invalid-id"),
+            ("abc", 400, "invalid-id"),
+            ("99999999999999999999", 400, "invalid-id"),
+            ("999999", 404, "concert-not-found"),
         ] {
-            let response = client
-                .request(method.clone(), format!("{}{path}", app.address))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap();
+            let response = on_queue(&app, 9, method.clone(), concert).await;
             assert_problem(response, status, code).await;
         }
-        let response = client
-            .request(
-                method.clone(),
-                format!("{}/api/v1/concerts/1/queue", app.address),
-            )
+        let response = app
+            .client
+            .request(method, format!("{}/api/v1/concerts/1/queue", app.address))
             .send()
             .await
             .unwrap();
         assert_problem(response, 401, "unauthorized").await;
     }
-    let response = client
-        .put(format!("{}/api/v1/concerts/1/queue", app.address))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let response = on_queue(&app, 9, Method::PUT, 1).await;
     assert_eq!(response.headers()["allow"], "GET, POST, DELETE");
     assert_problem(response, 405, "method-not-allowed").await;
-    let response = client
-        .get(format!("{}/api/v1/concerts/1/queue", app.address))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let response = on_queue(&app, 9, Method::GET, 1).await;
     assert_problem(response, 404, "queue-entry-not-found").await;
     assert_eq!(leave(&app, 9, 1).await, 404);
 
@@ -388,8 +369,7 @@ fn delete_keys(redis: &str, pattern: &str) -> usize {
 #[ignore = "needs PostgreSQL and Redis: set MARQUEE_TEST_DATABASE_URL and MARQUEE_TEST_REDIS_URL"]
 async fn a_lost_redis_loses_no_place() {
     let redis = redis_url();
-    let proxy = ChaosProxy::start(&marquee_testkit::host_port(&redis)).await;
-    let redis_via_proxy = through(&redis, &proxy);
+    let (proxy, redis_via_proxy) = behind_a_proxy(&redis).await;
     let namespace = namespace();
     let app = TestApp::spawn_with(
         Backend::Postgres,

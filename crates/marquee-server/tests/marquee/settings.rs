@@ -72,40 +72,29 @@ fn production_uses_postgres_and_redis() {
 
 #[test]
 fn environment_variables_override_files() {
+    let overrides = [
+        ("MARQUEE__SERVER__BIND", "0.0.0.0:9000"),
+        (
+            "MARQUEE__DATABASE__URL",
+            "postgres://app:pw@db:5432/marquee",
+        ),
+        ("MARQUEE__REDIS__URL", ""),
+        ("MARQUEE__DATABASE__POOL__MAXIMUM_POOL_SIZE", "32"),
+        ("MARQUEE__DATABASE__POOL__MINIMUM_IDLE", "4"),
+        SECRET,
+    ];
+    let too_short_a_validation = [
+        ("MARQUEE__DATABASE__POOL__CONNECTION_TIMEOUT", "250ms"),
+        ("MARQUEE__DATABASE__POOL__VALIDATION_TIMEOUT", "249ms"),
+    ];
     let settings = load(
         Some("production"),
-        &[
-            ("MARQUEE__SERVER__BIND", "0.0.0.0:9000"),
-            (
-                "MARQUEE__DATABASE__URL",
-                "postgres://app:pw@db:5432/marquee",
-            ),
-            ("MARQUEE__REDIS__URL", ""),
-            ("MARQUEE__DATABASE__POOL__MAXIMUM_POOL_SIZE", "32"),
-            ("MARQUEE__DATABASE__POOL__MINIMUM_IDLE", "4"),
-            ("MARQUEE__DATABASE__POOL__CONNECTION_TIMEOUT", "250ms"),
-            ("MARQUEE__DATABASE__POOL__VALIDATION_TIMEOUT", "249ms"),
-            SECRET,
-        ],
+        &[&overrides[..], &too_short_a_validation[..]].concat(),
     );
     // validation_timeout must be >= 250ms: the error names it.
     assert!(format!("{:#}", settings.unwrap_err()).contains("database.pool.validation_timeout"));
 
-    let settings = load(
-        Some("production"),
-        &[
-            ("MARQUEE__SERVER__BIND", "0.0.0.0:9000"),
-            (
-                "MARQUEE__DATABASE__URL",
-                "postgres://app:pw@db:5432/marquee",
-            ),
-            ("MARQUEE__REDIS__URL", ""),
-            ("MARQUEE__DATABASE__POOL__MAXIMUM_POOL_SIZE", "32"),
-            ("MARQUEE__DATABASE__POOL__MINIMUM_IDLE", "4"),
-            SECRET,
-        ],
-    )
-    .unwrap();
+    let settings = load(Some("production"), &overrides).unwrap();
     assert_eq!(settings.server.bind, "0.0.0.0:9000");
     assert_eq!(settings.database.url, "postgres://app:pw@db:5432/marquee");
     assert!(
@@ -118,43 +107,46 @@ fn environment_variables_override_files() {
 
 #[test]
 fn invalid_values_name_their_key() {
-    let cases: [(&[(&str, &str)], &str); 12] = [
+    // (variable, value, the key the error names)
+    let cases: [(&str, &str, &str); 12] = [
         (
-            &[("MARQUEE__DATABASE__POOL__MAXIMUM_POOL_SIZE", "abc")],
+            "MARQUEE__DATABASE__POOL__MAXIMUM_POOL_SIZE",
+            "abc",
             "maximum_pool_size",
         ),
         (
-            &[("MARQUEE__DATABASE__POOL__MAXIMUM_POOL_SIZE", "0")],
+            "MARQUEE__DATABASE__POOL__MAXIMUM_POOL_SIZE",
+            "0",
             "database.pool.maximum_pool_size",
         ),
         (
-            &[("MARQUEE__DATABASE__POOL__MINIMUM_IDLE", "11")],
+            "MARQUEE__DATABASE__POOL__MINIMUM_IDLE",
+            "11",
             "database.pool.minimum_idle",
         ),
         (
-            &[("MARQUEE__DATABASE__POOL__CONNECTION_TIMEOUT", "soon")],
+            "MARQUEE__DATABASE__POOL__CONNECTION_TIMEOUT",
+            "soon",
             "connection_timeout",
         ),
-        (&[("MARQUEE__SERVER__BIND", "localhost")], "server.bind"),
-        (&[("MARQUEE__DATABASE__URL", " ")], "database.url"),
-        (&[("MARQUEE__REDIS__URL", "http://cache")], "redis.url"),
-        (&[("MARQUEE__REDIS__URL", "rediss://cache")], "redis.url"),
+        ("MARQUEE__SERVER__BIND", "localhost", "server.bind"),
+        ("MARQUEE__DATABASE__URL", " ", "database.url"),
+        ("MARQUEE__REDIS__URL", "http://cache", "redis.url"),
+        ("MARQUEE__REDIS__URL", "rediss://cache", "redis.url"),
+        ("MARQUEE__DATABASE__URL", "postgress://db/m", "database.url"),
         (
-            &[("MARQUEE__DATABASE__URL", "postgress://db/m")],
-            "database.url",
-        ),
-        (
-            &[("MARQUEE__DATABASE__POOL__IDLE_TIMEOUT", "1s")],
+            "MARQUEE__DATABASE__POOL__IDLE_TIMEOUT",
+            "1s",
             "database.pool.idle_timeout",
         ),
-        (&[("MARQUEE__LOG__FORMAT", "xml")], "format"),
-        (&[("MARQUEE__SERVER__BINDD", "0.0.0.0:1")], "bindd"),
+        ("MARQUEE__LOG__FORMAT", "xml", "format"),
+        ("MARQUEE__SERVER__BINDD", "0.0.0.0:1", "bindd"),
     ];
-    for (variables, key) in cases {
-        let message = error_of(None, variables);
+    for (variable, value, key) in cases {
+        let message = error_of(None, &[(variable, value)]);
         assert!(
             message.contains(key),
-            "{variables:?}: {message:?} should name {key}"
+            "{variable}={value:?}: {message:?} should name {key}"
         );
     }
 }
