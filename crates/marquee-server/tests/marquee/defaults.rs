@@ -20,11 +20,27 @@ use toml::{Table, Value};
 
 /// Keys `default.toml` deliberately sets to something else than the code falls back to. They
 /// stay in place when a table around them is left out.
-const SET_ON_PURPOSE: &[(&str, &str)] = &[(
-    "database.pool.pool_name",
-    "marquee-pool knows nothing of Marquee (STYLE.md rule 12), so its own default is `pool`; \
-     Marquee's dashboards select pool=\"marquee\"",
-)];
+const SET_ON_PURPOSE: &[(&str, &str)] = &[
+    (
+        "database.pool.pool_name",
+        "marquee-pool knows nothing of Marquee (STYLE.md rule 12), so its own default is `pool`; \
+         Marquee's dashboards select pool=\"marquee\"",
+    ),
+    (
+        "cache.namespace",
+        "marquee-cache knows nothing of Marquee, so its own default is `cache:v1`; Marquee's \
+         keys (and the waiting room's) live under `marquee:v1`",
+    ),
+    (
+        "cache.name",
+        "marquee-cache's own default is `default`; Marquee's metrics say cache=\"catalogue\"",
+    ),
+    (
+        "cache.metrics_prefix",
+        "marquee-cache's own default is `cache`; Marquee's dashboards and alerts read \
+         marquee_cache_*",
+    ),
+];
 
 /// Tables whose code default is defined for the table as a whole. A key left out of a table
 /// that is otherwise set takes its struct's field default, not the table's (configuration.md,
