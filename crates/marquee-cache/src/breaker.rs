@@ -188,14 +188,20 @@ mod tests {
         assert!(!b.allow());
     }
 
-    #[test]
-    fn lets_one_probe_through_then_closes_on_success() {
+    /// A breaker opened by three failures (it opens at 3), once its 20 ms have passed.
+    fn ready_to_probe() -> CircuitBreaker {
         let b = breaker(Duration::from_millis(20));
         for _ in 0..3 {
             b.failure();
         }
         assert!(!b.allow());
         std::thread::sleep(Duration::from_millis(30));
+        b
+    }
+
+    #[test]
+    fn lets_one_probe_through_then_closes_on_success() {
+        let b = ready_to_probe();
         assert!(b.allow(), "the probe goes through");
         assert_eq!(b.state(), BreakerState::HalfOpen);
         assert!(!b.allow(), "only one probe at a time");
@@ -206,11 +212,7 @@ mod tests {
 
     #[test]
     fn a_failed_probe_reopens() {
-        let b = breaker(Duration::from_millis(20));
-        for _ in 0..3 {
-            b.failure();
-        }
-        std::thread::sleep(Duration::from_millis(30));
+        let b = ready_to_probe();
         assert!(b.allow());
         b.failure();
         assert_eq!(b.state(), BreakerState::Open);
@@ -219,11 +221,7 @@ mod tests {
 
     #[test]
     fn a_lost_probe_is_replaced_after_open_for() {
-        let b = breaker(Duration::from_millis(20));
-        for _ in 0..3 {
-            b.failure();
-        }
-        std::thread::sleep(Duration::from_millis(30));
+        let b = ready_to_probe();
         assert!(b.allow());
         // The probe's caller never reports back.
         std::thread::sleep(Duration::from_millis(30));

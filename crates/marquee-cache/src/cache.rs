@@ -129,8 +129,8 @@ impl Cache {
     }
 }
 
-/// The invalidation listener of a cache on Redis with an L1.
-#[cfg(feature = "redis")]
+/// The invalidation listener of a cache on Redis with an L1 (none without the `redis`
+/// feature, where `redis` is always `None`).
 fn listen(
     config: &CacheConfig,
     redis: Option<&RedisLink>,
@@ -143,18 +143,8 @@ fn listen(
     let runtime = tokio::runtime::Handle::try_current()
         .map_err(|_| BuildError::NoRuntime("invalidation listener"))?;
     Ok(Some(runtime.spawn(
-        crate::remote::listen_for_invalidations(redis.clone(), channel.to_owned(), local.clone()),
+        crate::remote::listen_for_invalidations(redis, channel.to_owned(), local.clone()),
     )))
-}
-
-#[cfg(not(feature = "redis"))]
-fn listen(
-    _config: &CacheConfig,
-    _redis: Option<&RedisLink>,
-    _channel: &str,
-    _local: &LocalTier,
-) -> Result<Option<tokio::task::JoinHandle<()>>, BuildError> {
-    Ok(None)
 }
 
 /// A key group being described: its policy and codec, then its loader

@@ -111,15 +111,21 @@ pub(crate) async fn wait<T: Clone>(mut receiver: watch::Receiver<Option<T>>) -> 
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn followers_get_the_leaders_outcome() {
-        let flights: Flights<u32> = Flights::new();
+    /// The first two callers for `k`: a leader and its follower.
+    fn leader_and_follower(flights: &Flights<u32>) -> (Leader<u32>, watch::Receiver<Option<u32>>) {
         let Role::Leader(leader) = flights.join("k") else {
             panic!("the first caller leads")
         };
         let Role::Follower(follower) = flights.join("k") else {
             panic!("the second caller follows")
         };
+        (leader, follower)
+    }
+
+    #[tokio::test]
+    async fn followers_get_the_leaders_outcome() {
+        let flights: Flights<u32> = Flights::new();
+        let (leader, follower) = leader_and_follower(&flights);
         let waiting = tokio::spawn(wait(follower));
         leader.finish(7);
         assert_eq!(waiting.await.unwrap(), Some(7));
@@ -132,12 +138,7 @@ mod tests {
     #[tokio::test]
     async fn a_forgotten_flight_leaves_the_next_one_alone() {
         let flights: Flights<u32> = Flights::new();
-        let Role::Leader(old) = flights.join("k") else {
-            panic!("the first caller leads")
-        };
-        let Role::Follower(joined) = flights.join("k") else {
-            panic!("the second caller follows")
-        };
+        let (old, joined) = leader_and_follower(&flights);
         flights.forget("k");
         let Role::Leader(new) = flights.join("k") else {
             panic!("after forget, a caller leads a new flight")

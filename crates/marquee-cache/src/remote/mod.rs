@@ -4,6 +4,7 @@
 mod generation;
 mod link;
 
+use std::future::Future;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -15,21 +16,28 @@ pub use link::{RedisConfig, RedisError, RedisLink};
 /// Applies invalidations published by any instance to this instance's L1, reconnecting
 /// with backoff. The L1 is cleared whenever the subscription is (re)established, since
 /// messages sent while it was down are lost.
-pub(crate) async fn listen_for_invalidations(redis: RedisLink, channel: String, local: LocalTier) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        if let Ok(mut subscription) = redis.subscribe(&channel).await {
-            local.clear();
-            backoff = Duration::from_millis(100);
-            let mut messages = subscription.on_message();
-            while let Some(message) = messages.next().await {
-                if let Ok(key) = message.get_payload::<String>() {
-                    local.invalidate(&key);
+pub(crate) fn listen_for_invalidations(
+    redis: &RedisLink,
+    channel: String,
+    local: LocalTier,
+) -> impl Future<Output = ()> + Send + 'static {
+    let redis = redis.clone();
+    async move {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if let Ok(mut subscription) = redis.subscribe(&channel).await {
+                local.clear();
+                backoff = Duration::from_millis(100);
+                let mut messages = subscription.on_message();
+                while let Some(message) = messages.next().await {
+                    if let Ok(key) = message.get_payload::<String>() {
+                        local.invalidate(&key);
+                    }
                 }
+                local.clear();
             }
-            local.clear();
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }

@@ -5,18 +5,15 @@ use std::time::Duration;
 use marquee_cache::{Cache, CachePolicy};
 
 use crate::on_each_tier;
-use crate::support::{Source, Tier, build_group, config, group, k, link, namespace, redis_url};
+use crate::support::{
+    Source, Tier, build_group, config, group, k, link, namespace, redis_url, spawn_get,
+};
 
 /// 500 concurrent reads of a cold key: exactly one load, and everyone gets its value.
 async fn a_cold_key_is_loaded_once(tier: Tier) {
     let source = Source::with_delay(Duration::from_millis(50));
     let (_cache, group) = group(tier, config(&namespace()), CachePolicy::default(), &source);
-    let readers: Vec<_> = (0..500)
-        .map(|_| {
-            let group = group.clone();
-            tokio::spawn(async move { group.get(&k("concert:1")).await })
-        })
-        .collect();
+    let readers: Vec<_> = (0..500).map(|_| spawn_get(&group, "concert:1")).collect();
     for reader in readers {
         let value = reader.await.unwrap().unwrap().unwrap();
         assert_eq!(&value[..], br#"{"key":"concert:1","v":0}"#);
@@ -29,12 +26,7 @@ async fn absence_is_remembered(tier: Tier) {
     let source = Source::with_delay(Duration::from_millis(5));
     let (_cache, group) = group(tier, config(&namespace()), CachePolicy::default(), &source);
     for chunk in 0..10 {
-        let readers: Vec<_> = (0..100)
-            .map(|_| {
-                let group = group.clone();
-                tokio::spawn(async move { group.get(&k("missing:42")).await })
-            })
-            .collect();
+        let readers: Vec<_> = (0..100).map(|_| spawn_get(&group, "missing:42")).collect();
         for reader in readers {
             assert_eq!(reader.await.unwrap().unwrap(), None, "chunk {chunk}");
         }
@@ -46,15 +38,9 @@ async fn absence_is_remembered(tier: Tier) {
 async fn a_cancelled_leader_does_not_strand_followers(tier: Tier) {
     let source = Source::with_delay(Duration::from_millis(100));
     let (_cache, group) = group(tier, config(&namespace()), CachePolicy::default(), &source);
-    let leader = {
-        let group = group.clone();
-        tokio::spawn(async move { group.get(&k("k")).await })
-    };
+    let leader = spawn_get(&group, "k");
     tokio::time::sleep(Duration::from_millis(10)).await;
-    let follower = {
-        let group = group.clone();
-        tokio::spawn(async move { group.get(&k("k")).await })
-    };
+    let follower = spawn_get(&group, "k");
     leader.abort();
     assert!(follower.await.unwrap().unwrap().is_some());
     assert_eq!(source.loads(), 1);
@@ -85,10 +71,7 @@ async fn instances_share_one_load_through_the_lease() {
         })
         .collect();
     let readers: Vec<_> = (0..300)
-        .map(|i| {
-            let group = groups[i % 3].1.clone();
-            tokio::spawn(async move { group.get(&k("concert:7")).await })
-        })
+        .map(|i| spawn_get(&groups[i % 3].1, "concert:7"))
         .collect();
     for reader in readers {
         assert!(reader.await.unwrap().unwrap().is_some());

@@ -8,7 +8,8 @@ use marquee_cache::{Cache, CachePolicy};
 
 use crate::on_each_tier;
 use crate::support::{
-    Group, Source, SourceDown, Tier, build_group, config, group, k, link, namespace, redis_url,
+    Group, Source, Tier, assert_source_down, build_group, config, group, k, link, namespace,
+    redis_url, spawn_get,
 };
 
 /// 10,000 keys written at once: every TTL Redis reports is within the policy's window
@@ -27,10 +28,7 @@ async fn ten_thousand_keys_expire_spread_over_the_window() {
     for chunk in keys.chunks(500) {
         let writers: Vec<_> = chunk
             .iter()
-            .map(|key| {
-                let (group, key) = (group.clone(), key.clone());
-                tokio::spawn(async move { group.get(&key).await })
-            })
+            .map(|key| spawn_get(&group, key.as_str()))
             .collect();
         for writer in writers {
             assert!(writer.await.unwrap().unwrap().is_some());
@@ -142,10 +140,7 @@ async fn a_failing_source_serves_stale(tier: Tier) {
         "stale served"
     );
     assert!(source.loads() >= 2, "a reload was attempted");
-    assert!(matches!(
-        group.get(&k("never-loaded")).await,
-        Err(marquee_cache::CacheError::Load(error)) if *error == SourceDown
-    ));
+    assert_source_down(group.get(&k("never-loaded")).await);
 }
 
 /// XFetch alone, with many readers, starts about e^(1/beta) recomputations per expiry (the

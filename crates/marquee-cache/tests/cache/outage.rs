@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use marquee_cache::{BreakerState, Cache, CachePolicy, RedisConfig, RedisLink};
 use marquee_testkit::{ChaosProxy, host_port, through};
 
-use crate::support::{Source, build_group, config, k, namespace, redis_url};
+use crate::support::{Source, build_group, config, k, namespace, redis_url, spawn_get};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Redis: set MARQUEE_TEST_REDIS_URL"]
@@ -32,10 +32,7 @@ async fn reads_survive_a_redis_outage_within_the_fallback_bound() {
     proxy.cut().await;
     let started = Instant::now();
     let readers: Vec<_> = (0..200)
-        .map(|i| {
-            let group = group.clone();
-            tokio::spawn(async move { group.get(&format!("cold:{i}")).await })
-        })
+        .map(|i| spawn_get(&group, format!("cold:{i}")))
         .collect();
     for reader in readers {
         assert!(reader.await.unwrap().unwrap().is_some(), "no read fails");

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use marquee_cache::{Cache, CacheConfig, CacheGroup, CachePolicy, Raw, RedisConfig, RedisLink};
+use marquee_cache::{
+    Cache, CacheConfig, CacheError, CacheGroup, CachePolicy, Raw, RedisConfig, RedisLink,
+};
 // Test modules name them `crate::support::...`.
 pub use marquee_testkit::{Tier, redis_url};
 
@@ -24,6 +26,23 @@ pub type Load = Pin<Box<dyn Future<Output = Result<Option<Bytes>, SourceDown>> +
 /// A key of a test group.
 pub fn k(key: &str) -> String {
     key.to_owned()
+}
+
+/// A read of `key` in a task of its own.
+pub fn spawn_get(
+    group: &Group,
+    key: impl Into<String>,
+) -> tokio::task::JoinHandle<Result<Option<Bytes>, CacheError<SourceDown>>> {
+    let (group, key) = (group.clone(), key.into());
+    tokio::spawn(async move { group.get(&key).await })
+}
+
+/// Asserts that a read failed with the source's own error (and no stale value was at hand).
+pub fn assert_source_down(read: Result<Option<Bytes>, CacheError<SourceDown>>) {
+    assert!(
+        matches!(&read, Err(CacheError::Load(error)) if **error == SourceDown),
+        "{read:?}"
+    );
 }
 
 /// The group `g` of `cache`, loading with `loader`.

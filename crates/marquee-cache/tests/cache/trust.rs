@@ -12,7 +12,8 @@ use tokio::sync::Notify;
 
 use crate::on_each_tier;
 use crate::support::{
-    Group, Load, Source, SourceDown, Tier, build_group, config, k, link, namespace, redis_url,
+    Group, Load, Source, Tier, assert_source_down, build_group, config, k, link, namespace,
+    redis_url, spawn_get,
 };
 
 fn now_ms() -> u64 {
@@ -90,10 +91,7 @@ async fn a_forged_entry_is_not_served_as_stale_when_the_source_fails() {
         )
         .await
         .unwrap();
-    assert!(matches!(
-        group.get(&k("k")).await,
-        Err(marquee_cache::CacheError::Load(error)) if *error == SourceDown
-    ));
+    assert_source_down(group.get(&k("k")).await);
 }
 
 /// The bound is the group's policy, not a blanket refusal: an entry that expires within
@@ -201,10 +199,7 @@ enum Write {
 async fn race_with(tier: Tier, write: Write) {
     let gated = Gated::armed();
     let (_caches, loading, writing) = two_instances(tier, &gated);
-    let racing = {
-        let loading = loading.clone();
-        tokio::spawn(async move { loading.get(&k("k")).await })
-    };
+    let racing = spawn_get(&loading, "k");
     gated.has_read.notified().await;
     gated.commit();
     match write {
@@ -243,10 +238,7 @@ async fn an_update_defeats_a_load_that_read_before_it(tier: Tier) {
 async fn a_read_after_an_eviction_does_not_join_the_older_load(tier: Tier) {
     let gated = Gated::armed();
     let (_caches, group, _) = two_instances(tier, &gated);
-    let older = {
-        let group = group.clone();
-        tokio::spawn(async move { group.get(&k("k")).await })
-    };
+    let older = spawn_get(&group, "k");
     gated.has_read.notified().await;
     gated.commit();
     group.evict(&k("k")).await;
