@@ -249,6 +249,11 @@ def server_settings(options, environ, port, secret, stack):
             "MARQUEE__CACHE_TTL__CONCERT__EARLY_REFRESH_BETA": "0",
             "MARQUEE__CACHE__REFRESH__ENABLED": "false",
         })
+    if options.scenario == "booking-rush":
+        # The rush goes straight to the holds: it measures the booking path, which the waiting
+        # room (on in production.toml, so on the postgres stack) would refuse with 403 to
+        # users who did not join it. ticket-opening is the scenario with the waiting room.
+        settings["MARQUEE__QUEUE__ENABLED"] = environ.get("MARQUEE__QUEUE__ENABLED") or "false"
     if options.scenario == "ticket-opening":
         # The waiting room on, with its knobs; an explicit MARQUEE__QUEUE__* value is the default.
         def knob(name, default):

@@ -96,6 +96,13 @@ class Settings(unittest.TestCase):
         self.assertEqual(no_jitter["MARQUEE__CACHE_TTL__CONCERT__JITTER"], "0s")
         self.assertFalse(any("SINGLE_FLIGHT" in name for name in {**protected, **no_jitter}))
 
+    def test_booking_rush_goes_around_the_waiting_room_unless_told(self):
+        rush = self.settings(parse("booking-rush", "--stack", "postgres"))
+        self.assertEqual(rush["MARQUEE__QUEUE__ENABLED"], "false")
+        told = self.settings(parse("booking-rush"), MARQUEE__QUEUE__ENABLED="true")
+        self.assertEqual(told["MARQUEE__QUEUE__ENABLED"], "true")
+        self.assertNotIn("MARQUEE__QUEUE__ENABLED", self.settings(parse("smoke")))
+
     def test_ticket_opening_waiting_room_knobs_default_to_the_servers_own(self):
         settings = self.settings(parse("ticket-opening"), ACTIVE_LIMIT="50",
                                  MARQUEE__QUEUE__ADMIT_PER_SECOND="250", MARQUEE__QUEUE__ACTIVE_LIMIT="9")
