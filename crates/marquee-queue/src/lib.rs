@@ -135,6 +135,17 @@ pub enum Poll {
     },
 }
 
+/// Calls `method` on whichever view `self` holds: the local one answers at once and cannot
+/// fail, the Redis one is awaited.
+macro_rules! on_view {
+    ($view:ident.$method:ident($($arg:expr),*)) => {
+        match &$view.inner {
+            Inner::Local(view) => Ok(view.$method($($arg),*)),
+            Inner::Redis(view) => view.$method($($arg),*).await,
+        }
+    };
+}
+
 impl QueueView {
     /// A view held in this process.
     pub fn local() -> Self {
@@ -158,10 +169,7 @@ impl QueueView {
     /// records `now_ms` as the time it was last seen (see [`idle`](Self::idle)). An
     /// admission that ended at or before `now_ms` reads as [`Poll::Absent`].
     pub async fn poll(&self, queue: u64, member: u64, now_ms: i64) -> Result<Poll, ViewError> {
-        match &self.inner {
-            Inner::Local(view) => Ok(view.poll(queue, member, now_ms)),
-            Inner::Redis(view) => view.poll(queue, member, now_ms).await,
-        }
+        on_view!(self.poll(queue, member, now_ms))
     }
 
     /// Adds a waiting member at its join order `seq` (lower waits ahead), seen at `now_ms`;
@@ -175,46 +183,25 @@ impl QueueView {
         seq: i64,
         now_ms: i64,
     ) -> Result<(), ViewError> {
-        match &self.inner {
-            Inner::Local(view) => {
-                view.add_waiting(queue, member, seq, now_ms);
-                Ok(())
-            }
-            Inner::Redis(view) => view.add_waiting(queue, member, seq, now_ms).await,
-        }
+        on_view!(self.add_waiting(queue, member, seq, now_ms))
     }
 
     /// Admits each `(member, expires_ms)`: it leaves the line (if it was in it) and is
     /// active until `expires_ms`. All of them at once: no poll sees half the batch. A no-op
     /// on a queue that is not built.
     pub async fn activate(&self, queue: u64, admitted: &[(u64, i64)]) -> Result<(), ViewError> {
-        match &self.inner {
-            Inner::Local(view) => {
-                view.activate(queue, admitted);
-                Ok(())
-            }
-            Inner::Redis(view) => view.activate(queue, admitted).await,
-        }
+        on_view!(self.activate(queue, admitted))
     }
 
     /// Removes members from the line and from the admitted, at once.
     pub async fn remove(&self, queue: u64, members: &[u64]) -> Result<(), ViewError> {
-        match &self.inner {
-            Inner::Local(view) => {
-                view.remove(queue, members);
-                Ok(())
-            }
-            Inner::Redis(view) => view.remove(queue, members).await,
-        }
+        on_view!(self.remove(queue, members))
     }
 
     /// Waiting members last seen before `seen_before_ms`, longest unseen first: the
     /// candidates for dropping from the line. Empty for a queue that is not built.
     pub async fn idle(&self, queue: u64, seen_before_ms: i64) -> Result<Vec<u64>, ViewError> {
-        match &self.inner {
-            Inner::Local(view) => Ok(view.idle(queue, seen_before_ms)),
-            Inner::Redis(view) => view.idle(queue, seen_before_ms).await,
-        }
+        on_view!(self.idle(queue, seen_before_ms))
     }
 
     /// Replaces the view of `queue` with `waiting` `(member, seq)` and `active`
@@ -228,21 +215,12 @@ impl QueueView {
         active: &[(u64, i64)],
         now_ms: i64,
     ) -> Result<(), ViewError> {
-        match &self.inner {
-            Inner::Local(view) => {
-                view.rebuild(queue, waiting, active, now_ms);
-                Ok(())
-            }
-            Inner::Redis(view) => view.rebuild(queue, waiting, active, now_ms).await,
-        }
+        on_view!(self.rebuild(queue, waiting, active, now_ms))
     }
 
     /// `(waiting, active)`: members in the line, and admissions that end after `now_ms`.
     /// `(0, 0)` for a queue that is not built.
     pub async fn counts(&self, queue: u64, now_ms: i64) -> Result<(u64, u64), ViewError> {
-        match &self.inner {
-            Inner::Local(view) => Ok(view.counts(queue, now_ms)),
-            Inner::Redis(view) => view.counts(queue, now_ms).await,
-        }
+        on_view!(self.counts(queue, now_ms))
     }
 }

@@ -84,21 +84,22 @@ static ACTIVATE: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-/// KEYS: waiting, active, seen. ARGV: members.
+/// KEYS: built, waiting, active, seen (removing does not need `built`: a queue that is not
+/// built has no members). ARGV: members.
 static REMOVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
         for i = 1, #ARGV do
-            redis.call('ZREM', KEYS[1], ARGV[i])
             redis.call('ZREM', KEYS[2], ARGV[i])
             redis.call('ZREM', KEYS[3], ARGV[i])
+            redis.call('ZREM', KEYS[4], ARGV[i])
         end
         return 1
         ",
     )
 });
 
-/// KEYS: built, waiting, active. ARGV: now. Replies `{waiting, active}`.
+/// KEYS: built, waiting, active, seen (unused). ARGV: now. Replies `{waiting, active}`.
 static COUNTS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -158,8 +159,8 @@ pub(crate) struct RedisView {
     /// bound of a few tens of milliseconds cannot hold on a busy server. Kept apart so that
     /// a rebuild's long replies never sit in front of polls on one connection.
     bulk: ConnectionManager,
-    namespace: String,
-    response_timeout: Duration,
+    /// The namespace and the poll's bound, as configured.
+    config: RedisViewConfig,
     bulk_timeout: Duration,
     /// Seeded at random per process, so that two processes' rebuilds of one queue never
     /// share temporary keys.
@@ -169,8 +170,7 @@ pub(crate) struct RedisView {
 impl std::fmt::Debug for RedisView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisView")
-            .field("namespace", &self.namespace)
-            .field("response_timeout", &self.response_timeout)
+            .field("config", &self.config)
             .field("bulk_timeout", &self.bulk_timeout)
             .finish_non_exhaustive()
     }
@@ -231,15 +231,14 @@ impl RedisView {
             manager_config: poll_config,
             client,
             bulk,
-            namespace: config.namespace,
-            response_timeout: config.response_timeout,
+            config,
             bulk_timeout,
             rebuild_ids: RandomState::new(),
         })
     }
 
     fn prefix(&self, queue: u64) -> String {
-        format!("{}:queue:{{{queue}}}", self.namespace)
+        format!("{}:queue:{{{queue}}}", self.config.namespace)
     }
 
     fn keys(&self, queue: u64) -> QueueKeys {
@@ -250,6 +249,19 @@ impl RedisView {
             active: format!("{prefix}:active"),
             seen: format!("{prefix}:seen"),
         }
+    }
+
+    /// An invocation of `script` on `queue`'s keys, in the order every per-queue script takes
+    /// them: built, waiting, active, seen.
+    fn on_queue<'a>(&self, script: &'a Script, queue: u64) -> redis::ScriptInvocation<'a> {
+        let keys = self.keys(queue);
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(keys.built)
+            .key(keys.waiting)
+            .key(keys.active)
+            .key(keys.seen);
+        invocation
     }
 
     /// This thread's poll connection, prepared on first use on this thread's runtime.
@@ -281,7 +293,7 @@ impl RedisView {
         &self,
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, ViewError> {
-        bounded(self.response_timeout, call).await
+        bounded(self.config.response_timeout, call).await
     }
 
     /// [`Self::script`] on the rebuild connection, within the rebuild bound.
@@ -308,15 +320,8 @@ impl RedisView {
         member: u64,
         now_ms: i64,
     ) -> Result<Poll, ViewError> {
-        let keys = self.keys(queue);
-        let mut invocation = POLL.prepare_invoke();
-        invocation
-            .key(&keys.built)
-            .key(&keys.waiting)
-            .key(&keys.active)
-            .key(&keys.seen)
-            .arg(member)
-            .arg(now_ms);
+        let mut invocation = self.on_queue(&POLL, queue);
+        invocation.arg(member).arg(now_ms);
         let mut connection = self.poller()?;
         let reply: Vec<i64> = self
             .within(invocation.invoke_async(&mut connection))
@@ -341,19 +346,9 @@ impl RedisView {
         seq: i64,
         now_ms: i64,
     ) -> Result<(), ViewError> {
-        let keys = self.keys(queue);
-        self.script::<i64>(
-            ADD_WAITING
-                .key(&keys.built)
-                .key(&keys.waiting)
-                .key(&keys.active)
-                .key(&keys.seen)
-                .arg(member)
-                .arg(seq)
-                .arg(now_ms),
-        )
-        .await
-        .map(drop)
+        let mut invocation = self.on_queue(&ADD_WAITING, queue);
+        invocation.arg(member).arg(seq).arg(now_ms);
+        self.script::<i64>(&invocation).await.map(drop)
     }
 
     pub(crate) async fn activate(
@@ -364,13 +359,7 @@ impl RedisView {
         if admitted.is_empty() {
             return Ok(());
         }
-        let keys = self.keys(queue);
-        let mut invocation = ACTIVATE.prepare_invoke();
-        invocation
-            .key(&keys.built)
-            .key(&keys.waiting)
-            .key(&keys.active)
-            .key(&keys.seen);
+        let mut invocation = self.on_queue(&ACTIVATE, queue);
         for (member, expires_ms) in admitted {
             invocation.arg(member).arg(expires_ms);
         }
@@ -381,12 +370,7 @@ impl RedisView {
         if members.is_empty() {
             return Ok(());
         }
-        let keys = self.keys(queue);
-        let mut invocation = REMOVE.prepare_invoke();
-        invocation
-            .key(&keys.waiting)
-            .key(&keys.active)
-            .key(&keys.seen);
+        let mut invocation = self.on_queue(&REMOVE, queue);
         for member in members {
             invocation.arg(member);
         }
@@ -417,7 +401,6 @@ impl RedisView {
         now_ms: i64,
     ) -> Result<(), ViewError> {
         let started = Instant::now();
-        let keys = self.keys(queue);
         let scratch = format!(
             "{}:rebuild:{:016x}",
             self.prefix(queue),
@@ -465,21 +448,16 @@ impl RedisView {
                 .collect::<std::collections::HashSet<_>>()
                 .len()
         };
-        self.bulk_script::<i64>(
-            SWAP_IN
-                .key(&keys.built)
-                .key(&keys.waiting)
-                .key(&keys.active)
-                .key(&keys.seen)
-                .key(&new_waiting)
-                .key(&new_active)
-                .key(&new_seen)
-                .key(&kept)
-                .key(&fresh)
-                .arg(distinct(waiting))
-                .arg(distinct(active)),
-        )
-        .await?;
+        let mut swap_in = self.on_queue(&SWAP_IN, queue);
+        swap_in
+            .key(&new_waiting)
+            .key(&new_active)
+            .key(&new_seen)
+            .key(&kept)
+            .key(&fresh)
+            .arg(distinct(waiting))
+            .arg(distinct(active));
+        self.bulk_script::<i64>(&swap_in).await?;
         tracing::debug!(
             queue,
             waiting = waiting.len(),
@@ -491,16 +469,8 @@ impl RedisView {
     }
 
     pub(crate) async fn counts(&self, queue: u64, now_ms: i64) -> Result<(u64, u64), ViewError> {
-        let keys = self.keys(queue);
-        let (waiting, active): (u64, u64) = self
-            .script(
-                COUNTS
-                    .key(&keys.built)
-                    .key(&keys.waiting)
-                    .key(&keys.active)
-                    .arg(now_ms),
-            )
-            .await?;
-        Ok((waiting, active))
+        let mut invocation = self.on_queue(&COUNTS, queue);
+        invocation.arg(now_ms);
+        self.script(&invocation).await
     }
 }
