@@ -124,6 +124,15 @@ struct NewReservation {
 }
 
 #[derive(Insertable)]
+#[diesel(table_name = payments)]
+struct NewPayment {
+    reservation_id: i64,
+    user_id: i64,
+    amount: i64,
+    paid_at: NaiveDateTime,
+}
+
+#[derive(Insertable)]
 #[diesel(table_name = idempotency_keys)]
 struct NewClaim<'a> {
     user_id: i64,
@@ -148,16 +157,13 @@ enum Claim {
 /// commits or rolls back, then finds the recorded response (or takes the key over).
 macro_rules! claim_key {
     ($c:ident, $user:expr, $key:expr, $request:expr) => {{
-        let claimed = diesel::insert_into(idempotency_keys::table)
-            .values(&NewClaim {
-                user_id: $user.get(),
-                idem_key: $key.as_str(),
-                request: $request,
-                created_at: naive(Utc::now()),
-            })
-            .on_conflict_do_nothing()
-            .execute($c)?;
-        if claimed == 1 {
+        let claimed = $c.claim(&NewClaim {
+            user_id: $user.get(),
+            idem_key: $key.as_str(),
+            request: $request,
+            created_at: naive(Utc::now()),
+        })?;
+        if claimed {
             Claim::New
         } else {
             let (stored, status, body): (String, Option<i32>, Option<String>) =
@@ -272,6 +278,143 @@ impl RowLocks for diesel::SqliteConnection {
 
     fn lock_seat(&mut self, _seat: i64) -> QueryResult<()> {
         Ok(())
+    }
+}
+
+impl RowLocks for diesel::MysqlConnection {
+    fn lock_user_holds(&mut self, user: i64) -> QueryResult<()> {
+        // MariaDB's named locks (GET_LOCK) belong to the session, not the transaction, and
+        // would outlive a rollback. A row of `hold_locks` (MariaDB's migrations only) is
+        // locked by the upsert until the transaction ends, as PostgreSQL's advisory lock is.
+        diesel::sql_query(
+            "INSERT INTO hold_locks (user_id) VALUES (?) ON DUPLICATE KEY UPDATE user_id = user_id",
+        )
+        .bind::<diesel::sql_types::BigInt, _>(user)
+        .execute(self)
+        .map(drop)
+    }
+
+    fn lock_seat(&mut self, seat: i64) -> QueryResult<()> {
+        seats::table
+            .find(seat)
+            .select(seats::id)
+            .for_update()
+            .first::<i64>(self)
+            .optional()
+            .map(drop)
+    }
+}
+
+/// The statements whose form differs between the backends: PostgreSQL and SQLite say what
+/// they wrote with `RETURNING` and skip a duplicate with `ON CONFLICT DO NOTHING`; MariaDB
+/// has neither, and reads back, or catches the duplicate (see `mysql`).
+trait BookingStatements: RowLocks {
+    /// Inserts the idempotency key's claim; `false` if the key was claimed already.
+    fn claim(&mut self, claim: &NewClaim) -> QueryResult<bool>;
+    fn insert_reservation(&mut self, new: &NewReservation) -> QueryResult<ReservationRow>;
+    /// Records a payment; returns its id.
+    fn insert_payment(&mut self, payment: &NewPayment) -> QueryResult<i64>;
+    /// Frees the seats whose hold ran out at `now`; returns their schedules.
+    fn free_expired_seats(&mut self, now: NaiveDateTime) -> QueryResult<Vec<i64>>;
+}
+
+/// The seats whose hold ran out at `$now`.
+macro_rules! expired_holds {
+    ($now:expr) => {
+        seats::table
+            .filter(seats::status.eq(SeatState::Held))
+            .filter(seats::held_until.le($now))
+    };
+}
+
+/// What freeing a seat writes.
+macro_rules! freed {
+    () => {
+        (
+            seats::status.eq(SeatState::Available),
+            seats::held_by.eq(None::<i64>),
+            seats::held_until.eq(None::<NaiveDateTime>),
+        )
+    };
+}
+
+macro_rules! returning_booking_statements {
+    ($($conn:ty),*) => {$(
+        impl BookingStatements for $conn {
+            fn claim(&mut self, claim: &NewClaim) -> QueryResult<bool> {
+                diesel::insert_into(idempotency_keys::table)
+                    .values(claim)
+                    .on_conflict_do_nothing()
+                    .execute(self)
+                    .map(|inserted| inserted == 1)
+            }
+
+            fn insert_reservation(&mut self, new: &NewReservation) -> QueryResult<ReservationRow> {
+                diesel::insert_into(reservations::table)
+                    .values(new)
+                    .returning(ReservationRow::as_returning())
+                    .get_result(self)
+            }
+
+            fn insert_payment(&mut self, payment: &NewPayment) -> QueryResult<i64> {
+                diesel::insert_into(payments::table)
+                    .values(payment)
+                    .returning(payments::id)
+                    .get_result(self)
+            }
+
+            fn free_expired_seats(&mut self, now: NaiveDateTime) -> QueryResult<Vec<i64>> {
+                diesel::update(expired_holds!(now))
+                    .set(freed!())
+                    .returning(seats::schedule_id)
+                    .get_results(self)
+            }
+        }
+    )*};
+}
+
+returning_booking_statements!(diesel::PgConnection, diesel::SqliteConnection);
+
+impl BookingStatements for diesel::MysqlConnection {
+    fn claim(&mut self, claim: &NewClaim) -> QueryResult<bool> {
+        crate::mysql::inserted(
+            diesel::insert_into(idempotency_keys::table)
+                .values(claim)
+                .execute(self),
+        )
+    }
+
+    fn insert_reservation(&mut self, new: &NewReservation) -> QueryResult<ReservationRow> {
+        diesel::insert_into(reservations::table)
+            .values(new)
+            .execute(self)?;
+        let id = crate::mysql::inserted_id(self)?;
+        reservations::table
+            .find(id)
+            .select(ReservationRow::as_select())
+            .first(self)
+    }
+
+    fn insert_payment(&mut self, payment: &NewPayment) -> QueryResult<i64> {
+        diesel::insert_into(payments::table)
+            .values(payment)
+            .execute(self)?;
+        crate::mysql::inserted_id(self)
+    }
+
+    fn free_expired_seats(&mut self, now: NaiveDateTime) -> QueryResult<Vec<i64>> {
+        // Lock what will be freed, then free exactly those rows, still only if expired.
+        let expired: Vec<(i64, i64)> = expired_holds!(now)
+            .select((seats::id, seats::schedule_id))
+            .for_update()
+            .load(self)?;
+        for chunk in expired.chunks(crate::mysql::IDS_PER_STATEMENT) {
+            let ids: Vec<i64> = chunk.iter().map(|(id, _)| *id).collect();
+            diesel::update(expired_holds!(now).filter(seats::id.eq_any(ids)))
+                .set(freed!())
+                .execute(self)?;
+        }
+        Ok(expired.into_iter().map(|(_, schedule)| schedule).collect())
     }
 }
 
@@ -514,18 +657,15 @@ impl BookingRepository for DieselBooking {
                 if taken == 0 {
                     return Err(Abort::Refused(BookingError::SeatTaken(seat)));
                 }
-                let row: ReservationRow = diesel::insert_into(reservations::table)
-                    .values(&NewReservation {
-                        user_id: user.get(),
-                        seat_id: seat.get(),
-                        schedule_id: schedule,
-                        status: ReservationState::Held,
-                        price,
-                        expires_at: until,
-                        created_at: now,
-                    })
-                    .returning(ReservationRow::as_returning())
-                    .get_result(c)?;
+                let row = c.insert_reservation(&NewReservation {
+                    user_id: user.get(),
+                    seat_id: seat.get(),
+                    schedule_id: schedule,
+                    status: ReservationState::Held,
+                    price,
+                    expires_at: until,
+                    created_at: now,
+                })?;
                 row.into_domain(concert)
             })
         })
@@ -633,15 +773,12 @@ impl BookingRepository for DieselBooking {
                             .filter(queue_entries::status.eq(QueueEntryState::Active)),
                     )
                     .execute(c)?;
-                    let payment: i64 = diesel::insert_into(payments::table)
-                        .values((
-                            payments::reservation_id.eq(id.get()),
-                            payments::user_id.eq(user.get()),
-                            payments::amount.eq(price),
-                            payments::paid_at.eq(naive(now)),
-                        ))
-                        .returning(payments::id)
-                        .get_result(c)?;
+                    let payment = c.insert_payment(&NewPayment {
+                        reservation_id: id.get(),
+                        user_id: user.get(),
+                        amount: price,
+                        paid_at: naive(now),
+                    })?;
                     Ok::<_, Abort>(PaymentReceipt {
                         payment_id: marquee_domain::PaymentId::new(payment)
                             .map_err(|e| Abort::Database(corrupt_row(e.to_string())))?,
@@ -677,18 +814,7 @@ impl BookingRepository for DieselBooking {
             .run(move |conn| {
                 let now = naive(now);
                 write_transaction!(conn, |c| {
-                    let freed: Vec<i64> = diesel::update(
-                        seats::table
-                            .filter(seats::status.eq(SeatState::Held))
-                            .filter(seats::held_until.le(now)),
-                    )
-                    .set((
-                        seats::status.eq(SeatState::Available),
-                        seats::held_by.eq(None::<i64>),
-                        seats::held_until.eq(None::<NaiveDateTime>),
-                    ))
-                    .returning(seats::schedule_id)
-                    .get_results(c)?;
+                    let freed = c.free_expired_seats(now)?;
                     diesel::update(
                         reservations::table
                             .filter(reservations::status.eq(ReservationState::Held))

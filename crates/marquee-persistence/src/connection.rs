@@ -1,10 +1,10 @@
-//! Which database a URL names, and the one connection type that speaks to either.
+//! Which database a URL names, and the one connection type that speaks to each of them.
 
 use std::fmt;
 use std::path::Path;
 
 use diesel::connection::SimpleConnection;
-use diesel::{Connection, PgConnection, SqliteConnection};
+use diesel::{Connection, MysqlConnection, PgConnection, SqliteConnection};
 
 use percent_encoding::percent_decode_str;
 use url::Url;
@@ -13,15 +13,16 @@ use marquee_pool::PoolConfig;
 
 use crate::config::SessionTimeouts;
 
-/// A connection to PostgreSQL or SQLite.
+/// A connection to PostgreSQL, SQLite or MariaDB (MySQL).
 ///
 /// Queries are written once against this type (one `schema.rs`); diesel checks at compile
-/// time that each is valid on both backends. Where the dialects differ, code matches on the
+/// time that each is valid on every backend. Where the dialects differ, code matches on the
 /// variant, and those places are listed in ARCHITECTURE.md.
 #[derive(diesel::MultiConnection)]
 pub enum DbConnection {
     Postgres(PgConnection),
     Sqlite(SqliteConnection),
+    Mysql(MysqlConnection),
 }
 
 /// Runs the same diesel code on whichever concrete connection `$conn` holds.
@@ -34,6 +35,7 @@ macro_rules! on_concrete_connection {
         match $conn {
             $crate::connection::DbConnection::Postgres($c) => $body,
             $crate::connection::DbConnection::Sqlite($c) => $body,
+            $crate::connection::DbConnection::Mysql($c) => $body,
         }
     };
 }
@@ -45,8 +47,9 @@ pub(crate) use on_concrete_connection;
 /// On SQLite the transaction is `BEGIN IMMEDIATE`: it takes the write lock at the start. A
 /// plain (deferred) transaction that reads and then writes can find another writer ahead of
 /// it at the write and fail at once with "database is locked", since waiting could deadlock;
-/// an immediate one waits its turn (busy_timeout) instead. On PostgreSQL row locks and the
-/// statements' conditions do the arbitration, and an ordinary transaction is right.
+/// an immediate one waits its turn (busy_timeout) instead. On PostgreSQL and MariaDB row
+/// locks and the statements' conditions do the arbitration, and an ordinary transaction is
+/// right (READ COMMITTED on both: see `establish`).
 macro_rules! write_transaction {
     ($conn:expr, |$c:ident| $body:expr) => {
         match $conn {
@@ -54,6 +57,9 @@ macro_rules! write_transaction {
                 diesel::Connection::transaction($c, |$c| $body)
             }
             $crate::connection::DbConnection::Sqlite($c) => $c.immediate_transaction(|$c| $body),
+            $crate::connection::DbConnection::Mysql($c) => {
+                diesel::Connection::transaction($c, |$c| $body)
+            }
         }
     };
 }
@@ -64,6 +70,7 @@ impl fmt::Debug for DbConnection {
         f.write_str(match self {
             Self::Postgres(_) => "DbConnection::Postgres",
             Self::Sqlite(_) => "DbConnection::Sqlite",
+            Self::Mysql(_) => "DbConnection::Mysql",
         })
     }
 }
@@ -72,6 +79,8 @@ impl fmt::Debug for DbConnection {
 pub enum Backend {
     Postgres,
     Sqlite,
+    /// MariaDB, or MySQL 8: one dialect, one client library (libmariadb).
+    Mysql,
 }
 
 impl Backend {
@@ -79,12 +88,13 @@ impl Backend {
         match self {
             Self::Postgres => "postgres",
             Self::Sqlite => "sqlite",
+            Self::Mysql => "mysql",
         }
     }
 }
 
-/// A database location: a `postgres://` (or `postgresql://`) URL, or a SQLite file path
-/// (optionally written `sqlite://path`).
+/// A database location: a `postgres://` (or `postgresql://`) URL, a `mysql://` (or
+/// `mariadb://`) URL, or a SQLite file path (optionally written `sqlite://path`).
 #[derive(Clone, PartialEq, Eq)]
 pub struct DatabaseUrl(Location);
 
@@ -92,6 +102,9 @@ pub struct DatabaseUrl(Location);
 enum Location {
     /// A libpq connection URI, as the `url` crate parsed (and normalised) it.
     Postgres(Url),
+    /// A MariaDB/MySQL URL (`mysql://user:password@host:3306/database`), its scheme
+    /// `mysql` whichever of the two it was written with.
+    Mysql(Url),
     /// A SQLite file path.
     Sqlite(String),
 }
@@ -106,7 +119,7 @@ pub enum DatabaseUrlError {
     )]
     InMemorySqlite,
     #[error(
-        "has the unsupported scheme {0:?}; use postgres://, postgresql://, sqlite:// or a file path"
+        "has the unsupported scheme {0:?}; use postgres://, postgresql://, mysql://, mariadb://, sqlite:// or a file path"
     )]
     UnsupportedScheme(String),
     /// The parser's reason, which never quotes the URL (it may hold a password).
@@ -124,6 +137,15 @@ impl DatabaseUrl {
             let parsed =
                 Url::parse(url).map_err(|error| DatabaseUrlError::Invalid(error.to_string()))?;
             return Ok(Self(Location::Postgres(parsed)));
+        }
+        if let Some(rest) = url
+            .strip_prefix("mysql://")
+            .or_else(|| url.strip_prefix("mariadb://"))
+        {
+            // The client library knows only `mysql://`.
+            let parsed = Url::parse(&format!("mysql://{rest}"))
+                .map_err(|error| DatabaseUrlError::Invalid(error.to_string()))?;
+            return Ok(Self(Location::Mysql(parsed)));
         }
         if let Some((scheme, _)) = url.split_once("://")
             && scheme != "sqlite"
@@ -145,6 +167,7 @@ impl DatabaseUrl {
         match self.0 {
             Location::Postgres(_) => Backend::Postgres,
             Location::Sqlite(_) => Backend::Sqlite,
+            Location::Mysql(_) => Backend::Mysql,
         }
     }
 
@@ -152,7 +175,7 @@ impl DatabaseUrl {
     /// it; log [`DatabaseUrl::redacted`] instead.
     pub fn as_str(&self) -> &str {
         match &self.0 {
-            Location::Postgres(url) => url.as_str(),
+            Location::Postgres(url) | Location::Mysql(url) => url.as_str(),
             Location::Sqlite(path) => path,
         }
     }
@@ -162,7 +185,7 @@ impl DatabaseUrl {
     /// `password` (libpq's `password` and `sslpassword`). A SQLite path is shown as it is.
     pub fn redacted(&self) -> String {
         let url = match &self.0 {
-            Location::Postgres(url) => url,
+            Location::Postgres(url) | Location::Mysql(url) => url,
             Location::Sqlite(path) => return path.clone(),
         };
         let mut shown = url.clone();
@@ -191,7 +214,7 @@ impl DatabaseUrl {
     /// The URL's secrets as they may appear in a driver's message: each password, both as
     /// written (percent-encoded) and decoded.
     fn secrets(&self) -> Vec<String> {
-        let Location::Postgres(url) = &self.0 else {
+        let (Location::Postgres(url) | Location::Mysql(url)) = &self.0 else {
             return Vec::new();
         };
         let mut secrets: Vec<String> = url
@@ -251,6 +274,24 @@ impl DatabaseUrl {
                 .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
                 Ok(DbConnection::Postgres(conn))
             }
+            Location::Mysql(url) => {
+                let mut conn =
+                    MysqlConnection::establish(url.as_str()).map_err(|error| self.scrub(error))?;
+                conn.batch_execute(&mysql_session(timeouts))
+                    .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                // MariaDB bounds a statement's run with `max_statement_time`; MySQL 8 has no
+                // such variable, and bounds SELECTs only, with `max_execution_time`.
+                let mariadb = conn.batch_execute(&format!(
+                    "SET SESSION max_statement_time = {}",
+                    timeouts.statement_timeout.as_secs_f64()
+                ));
+                if mariadb.is_err() {
+                    let bound = timeouts.statement_timeout_ms();
+                    conn.batch_execute(&format!("SET SESSION max_execution_time = {bound}"))
+                        .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                }
+                Ok(DbConnection::Mysql(conn))
+            }
             Location::Sqlite(path) => {
                 if let Some(parent) = Path::new(path).parent()
                     && !parent.as_os_str().is_empty()
@@ -284,6 +325,30 @@ impl fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "DatabaseUrl({})", self.redacted())
     }
+}
+
+/// The session settings of a MariaDB/MySQL connection:
+///
+/// - UTC: `DATETIME` columns hold UTC, as `TIMESTAMP` columns do on PostgreSQL, and `NOW()`
+///   must agree with them;
+/// - strict mode: a value that does not fit is an error, not a silent truncation;
+/// - READ COMMITTED: InnoDB's default, REPEATABLE READ, takes gap locks on the ranges a
+///   locking read or an UPDATE scans, so two holds on different seats of one schedule can
+///   block (or deadlock) each other where PostgreSQL lets them pass; under READ COMMITTED
+///   InnoDB locks the rows it changes, as PostgreSQL does, and each statement sees what
+///   committed before it;
+/// - the lock timeout, in whole seconds (MariaDB counts no finer), rounded up: for row locks
+///   (`innodb_lock_wait_timeout`) and for the table locks a migration or `LOCK TABLES` takes
+///   (`lock_wait_timeout`, a year by default).
+fn mysql_session(timeouts: &SessionTimeouts) -> String {
+    format!(
+        "SET SESSION time_zone = '+00:00'; \
+         SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'; \
+         SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; \
+         SET SESSION innodb_lock_wait_timeout = {seconds}; \
+         SET SESSION lock_wait_timeout = {seconds};",
+        seconds = timeouts.lock_timeout_ms().div_ceil(1000).max(1)
+    )
 }
 
 /// Whether a libpq query parameter holds a secret (`password`, `sslpassword`).

@@ -62,21 +62,28 @@ impl PersistenceError {
 /// - PostgreSQL: SQLSTATE 55P03 `lock_not_available` (`lock_timeout` ran out, or `NOWAIT`)
 ///   and 57014 `query_canceled` (`statement_timeout` ran out, or `pg_cancel_backend`);
 /// - SQLite: `SQLITE_BUSY` (another connection or process holds the write lock past
-///   `busy_timeout`) and `SQLITE_LOCKED` (a table or schema lock inside this process).
+///   `busy_timeout`) and `SQLITE_LOCKED` (a table or schema lock inside this process);
+/// - MariaDB/MySQL: 1205 (`innodb_lock_wait_timeout` ran out), 1213 (a deadlock: InnoDB rolled
+///   the transaction back, which diesel reports as a serialization failure), and 1969, 3024
+///   and 1317 (`max_statement_time`, `max_execution_time`, `KILL QUERY`).
 ///
 /// Neither code is reachable through diesel 2.3: its PostgreSQL error keeps the SQLSTATE to
 /// itself (it maps a fixed list of codes onto `DatabaseErrorKind` and the rest onto
 /// `Unknown`, and `DatabaseErrorInformation` has no accessor for the code), and its SQLite
-/// error carries only `sqlite3_errmsg`'s text. So the primary message is matched. SQLite's
-/// messages are fixed English strings (`sqlite3ErrStr`). PostgreSQL's follow the server's
-/// `lc_messages`; a server that reports in another language gets 500 `internal` for these
-/// instead of 503 (the persistence tests pin the English text against a real server).
+/// error carries only `sqlite3_errmsg`'s text, and its MariaDB error maps a few numbers and
+/// keeps the rest to itself. So the primary message is matched. SQLite's messages are fixed
+/// English strings (`sqlite3ErrStr`). PostgreSQL's follow the server's `lc_messages`, and
+/// MariaDB's its `lc_messages`; a server that reports in another language gets 500
+/// `internal` for these instead of 503 (the persistence tests pin the English text against
+/// real servers).
 fn contention(error: &diesel::result::Error) -> Option<BusyCause> {
     use diesel::result::{DatabaseErrorKind, Error};
-    const LOCK_WAITS: [&str; 5] = [
+    const LOCK_WAITS: [&str; 6] = [
         // PostgreSQL 55P03.
         "canceling statement due to lock timeout",
         "could not obtain lock on",
+        // MariaDB/MySQL 1205.
+        "Lock wait timeout exceeded",
         // SQLite SQLITE_BUSY and its extended codes.
         "database is locked",
         // SQLite SQLITE_LOCKED and SQLITE_LOCKED_SHAREDCACHE.
@@ -84,9 +91,11 @@ fn contention(error: &diesel::result::Error) -> Option<BusyCause> {
         "database schema is locked",
     ];
     // PostgreSQL 57014.
-    const CANCELLED: [&str; 2] = [
+    const CANCELLED: [&str; 3] = [
         "canceling statement due to statement timeout",
         "canceling statement due to user request",
+        // MariaDB 1969, MySQL 3024, and 1317 on both: each starts so.
+        "Query execution was interrupted",
     ];
     match error {
         Error::DatabaseError(DatabaseErrorKind::Unknown, info) => {
@@ -98,6 +107,10 @@ fn contention(error: &diesel::result::Error) -> Option<BusyCause> {
             } else {
                 None
             }
+        }
+        // A deadlock's victim (InnoDB rolled it back; PostgreSQL's 40001 too): to retry.
+        Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
+            Some(BusyCause::LockWait)
         }
         // A COMMIT can meet SQLITE_BUSY too (a deferred transaction upgrading its lock).
         Error::RollbackErrorOnCommit { commit_error, .. } => contention(commit_error),

@@ -7,6 +7,7 @@ pub mod config;
 pub mod connection;
 pub mod error;
 pub mod migrations;
+mod mysql;
 pub mod pool;
 pub mod queue;
 pub mod schema;

@@ -138,18 +138,33 @@ impl DbPool {
     {
         let timeouts = self.timeouts;
         self.run(move |conn| {
-            if !matches!(conn, DbConnection::Postgres(_)) {
+            let (lift, restore) = match conn {
+                DbConnection::Sqlite(_) => return work(conn),
+                DbConnection::Postgres(_) => (
+                    "SET statement_timeout = 0;".to_owned(),
+                    format!(
+                        "SET statement_timeout = {};",
+                        timeouts.statement_timeout_ms()
+                    ),
+                ),
+                // MariaDB's bound; on MySQL 8, whose bound covers SELECTs only, these fail
+                // and the bulk work runs under `max_execution_time`, which it does not meet.
+                DbConnection::Mysql(_) => (
+                    "SET SESSION max_statement_time = 0;".to_owned(),
+                    format!(
+                        "SET SESSION max_statement_time = {};",
+                        timeouts.statement_timeout.as_secs_f64()
+                    ),
+                ),
+            };
+            if conn.batch_execute(&lift).is_err() && matches!(conn, DbConnection::Mysql(_)) {
                 return work(conn);
             }
-            conn.batch_execute("SET statement_timeout = 0;")?;
             let result = work(conn);
             // Set again even when `work` failed: the connection goes back to serving
             // requests. Should this fail, the link is almost surely gone, and the pool
             // discards the connection.
-            let restored = conn.batch_execute(&format!(
-                "SET statement_timeout = {};",
-                timeouts.statement_timeout_ms()
-            ));
+            let restored = conn.batch_execute(&restore);
             let value = result?;
             restored?;
             Ok(value)

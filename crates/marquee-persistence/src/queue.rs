@@ -233,7 +233,7 @@ fn count(rows: i64) -> u64 {
 
 /// A concert's rate limiter: the admissions given in the one-second window that starts at
 /// `window_start`.
-#[derive(Queryable, Selectable, Debug, Clone, Copy)]
+#[derive(Queryable, QueryableByName, Selectable, Debug, Clone, Copy)]
 #[diesel(table_name = queue_gates)]
 struct Gate {
     window_start: NaiveDateTime,
@@ -278,6 +278,26 @@ impl GateLocks for diesel::PgConnection {
         match mode {
             GateLock::Exclusive => gate.for_update().first(self),
             GateLock::Shared => gate.for_share().first(self),
+        }
+    }
+}
+
+impl GateLocks for diesel::MysqlConnection {
+    fn lock_gate(&mut self, concert: i64, mode: GateLock) -> QueryResult<Gate> {
+        match mode {
+            GateLock::Exclusive => queue_gates::table
+                .find(concert)
+                .select(Gate::as_select())
+                .for_update()
+                .first(self),
+            // MariaDB has no `FOR SHARE` (diesel's form): the older spelling, which MySQL 8
+            // still takes.
+            GateLock::Shared => diesel::sql_query(
+                "SELECT window_start, admitted FROM queue_gates WHERE concert_id = ? \
+                 LOCK IN SHARE MODE",
+            )
+            .bind::<diesel::sql_types::BigInt, _>(concert)
+            .get_result(self),
         }
     }
 }
@@ -354,41 +374,110 @@ fn entries_in(concert: i64, state: QueueEntryState) -> _ {
 /// Users per `IN (...)` list: far below SQLite's 32,766 bind parameters.
 const USERS_PER_STATEMENT: usize = 1_000;
 
-macro_rules! queue_statements {
+/// The statements that read and write alike on every backend, for each `impl` below.
+macro_rules! shared_queue_statements {
+    () => {
+        fn concert_exists(&mut self, concert: i64) -> QueryResult<bool> {
+            diesel::select(diesel::dsl::exists(concerts::table.find(concert))).get_result(self)
+        }
+
+        fn ensure_gate(&mut self, concert: i64, now: NaiveDateTime) -> QueryResult<()> {
+            diesel::insert_into(queue_gates::table)
+                .values((
+                    queue_gates::concert_id.eq(concert),
+                    queue_gates::window_start.eq(now.trunc_subsecs(0)),
+                    queue_gates::admitted.eq(0),
+                ))
+                .on_conflict_do_nothing()
+                .execute(self)
+                .map(drop)
+        }
+
+        fn anyone_waiting(&mut self, concert: i64) -> QueryResult<bool> {
+            diesel::select(diesel::dsl::exists(entries_in(
+                concert,
+                QueueEntryState::Waiting,
+            )))
+            .get_result(self)
+        }
+
+        fn find_entry(&mut self, concert: i64, user: i64) -> QueryResult<Option<EntryRow>> {
+            queue_entries::table
+                .filter(queue_entries::concert_id.eq(concert))
+                .filter(queue_entries::user_id.eq(user))
+                .select(EntryRow::as_select())
+                .first(self)
+                .optional()
+        }
+
+        fn find_entries(&mut self, concert: i64, users: &[i64]) -> QueryResult<Vec<EntryRow>> {
+            queue_entries::table
+                .filter(queue_entries::concert_id.eq(concert))
+                .filter(queue_entries::user_id.eq_any(users))
+                .select(EntryRow::as_select())
+                .load(self)
+        }
+
+        fn delete_entry(&mut self, seq: i64) -> QueryResult<usize> {
+            diesel::delete(queue_entries::table.find(seq)).execute(self)
+        }
+
+        fn waiting_ahead(&mut self, concert: i64, seq: i64) -> QueryResult<u64> {
+            entries_in(concert, QueueEntryState::Waiting)
+                .filter(queue_entries::seq.lt(seq))
+                .count()
+                .get_result(self)
+                .map(count)
+        }
+
+        fn count_waiting(&mut self, concert: i64) -> QueryResult<u64> {
+            entries_in(concert, QueueEntryState::Waiting)
+                .count()
+                .get_result(self)
+                .map(count)
+        }
+
+        fn count_live(&mut self, concert: i64, now: NaiveDateTime) -> QueryResult<u64> {
+            entries_in(concert, QueueEntryState::Active)
+                .filter(queue_entries::expires_at.gt(now))
+                .count()
+                .get_result(self)
+                .map(count)
+        }
+
+        fn next_in_line(&mut self, concert: i64, n: u32) -> QueryResult<Vec<i64>> {
+            if n == 0 {
+                return Ok(Vec::new());
+            }
+            entries_in(concert, QueueEntryState::Waiting)
+                .order(queue_entries::seq)
+                .limit(i64::from(n))
+                .select(queue_entries::seq)
+                .load(self)
+        }
+
+        fn record_admissions(
+            &mut self,
+            concert: i64,
+            window: NaiveDateTime,
+            admitted: u32,
+        ) -> QueryResult<()> {
+            diesel::update(queue_gates::table.find(concert))
+                .set((
+                    queue_gates::window_start.eq(window),
+                    queue_gates::admitted.eq(i32::try_from(admitted).unwrap_or(i32::MAX)),
+                ))
+                .execute(self)
+                .map(drop)
+        }
+    };
+}
+
+/// The statements that say what they wrote with `RETURNING` (PostgreSQL, SQLite).
+macro_rules! returning_queue_statements {
     ($($conn:ty),*) => {$(
         impl QueueStatements for $conn {
-            fn concert_exists(&mut self, concert: i64) -> QueryResult<bool> {
-                diesel::select(diesel::dsl::exists(concerts::table.find(concert))).get_result(self)
-            }
-
-            fn ensure_gate(&mut self, concert: i64, now: NaiveDateTime) -> QueryResult<()> {
-                diesel::insert_into(queue_gates::table)
-                    .values((
-                        queue_gates::concert_id.eq(concert),
-                        queue_gates::window_start.eq(now.trunc_subsecs(0)),
-                        queue_gates::admitted.eq(0),
-                    ))
-                    .on_conflict_do_nothing()
-                    .execute(self)
-                    .map(drop)
-            }
-
-            fn anyone_waiting(&mut self, concert: i64) -> QueryResult<bool> {
-                diesel::select(diesel::dsl::exists(
-                    entries_in(concert, QueueEntryState::Waiting),
-                ))
-                .get_result(self)
-            }
-
-            fn find_entry(&mut self, concert: i64, user: i64) -> QueryResult<Option<EntryRow>> {
-                queue_entries::table
-                    .filter(queue_entries::concert_id.eq(concert))
-                    .filter(queue_entries::user_id.eq(user))
-                    .select(EntryRow::as_select())
-                    .first(self)
-                    .optional()
-            }
-
+            shared_queue_statements!();
             fn insert_waiting(
                 &mut self,
                 concert: i64,
@@ -436,41 +525,6 @@ macro_rules! queue_statements {
                 Ok(inserted)
             }
 
-            fn find_entries(&mut self, concert: i64, users: &[i64]) -> QueryResult<Vec<EntryRow>> {
-                queue_entries::table
-                    .filter(queue_entries::concert_id.eq(concert))
-                    .filter(queue_entries::user_id.eq_any(users))
-                    .select(EntryRow::as_select())
-                    .load(self)
-            }
-
-            fn delete_entry(&mut self, seq: i64) -> QueryResult<usize> {
-                diesel::delete(queue_entries::table.find(seq)).execute(self)
-            }
-
-            fn waiting_ahead(&mut self, concert: i64, seq: i64) -> QueryResult<u64> {
-                entries_in(concert, QueueEntryState::Waiting)
-                    .filter(queue_entries::seq.lt(seq))
-                    .count()
-                    .get_result(self)
-                    .map(count)
-            }
-
-            fn count_waiting(&mut self, concert: i64) -> QueryResult<u64> {
-                entries_in(concert, QueueEntryState::Waiting)
-                    .count()
-                    .get_result(self)
-                    .map(count)
-            }
-
-            fn count_live(&mut self, concert: i64, now: NaiveDateTime) -> QueryResult<u64> {
-                entries_in(concert, QueueEntryState::Active)
-                    .filter(queue_entries::expires_at.gt(now))
-                    .count()
-                    .get_result(self)
-                    .map(count)
-            }
-
             fn delete_expired(&mut self, concert: i64, now: NaiveDateTime) -> QueryResult<Vec<i64>> {
                 diesel::delete(
                     entries_in(concert, QueueEntryState::Active)
@@ -493,17 +547,6 @@ macro_rules! queue_statements {
                     );
                 }
                 Ok(dropped)
-            }
-
-            fn next_in_line(&mut self, concert: i64, n: u32) -> QueryResult<Vec<i64>> {
-                if n == 0 {
-                    return Ok(Vec::new());
-                }
-                entries_in(concert, QueueEntryState::Waiting)
-                    .order(queue_entries::seq)
-                    .limit(i64::from(n))
-                    .select(queue_entries::seq)
-                    .load(self)
             }
 
             fn activate(
@@ -532,26 +575,133 @@ macro_rules! queue_statements {
                 admitted.sort_by_key(|row| row.seq);
                 Ok(admitted)
             }
-
-            fn record_admissions(
-                &mut self,
-                concert: i64,
-                window: NaiveDateTime,
-                admitted: u32,
-            ) -> QueryResult<()> {
-                diesel::update(queue_gates::table.find(concert))
-                    .set((
-                        queue_gates::window_start.eq(window),
-                        queue_gates::admitted.eq(i32::try_from(admitted).unwrap_or(i32::MAX)),
-                    ))
-                    .execute(self)
-                    .map(drop)
-            }
         }
     )*};
 }
 
-queue_statements!(diesel::PgConnection, diesel::SqliteConnection);
+returning_queue_statements!(diesel::PgConnection, diesel::SqliteConnection);
+
+/// MariaDB has no `RETURNING`: each statement finds its rows first (locked), then writes
+/// exactly those, and an insert that may meet a duplicate is a plain insert whose
+/// duplicate-key error is caught (see `mysql`). One join per statement: a multi-row insert
+/// stops at the first duplicate, and which rows a skipping insert wrote could only be
+/// guessed from `AUTO_INCREMENT` values. The batch still commits once.
+impl QueueStatements for diesel::MysqlConnection {
+    shared_queue_statements!();
+
+    fn insert_waiting(
+        &mut self,
+        concert: i64,
+        user: i64,
+        now: NaiveDateTime,
+    ) -> QueryResult<Option<EntryRow>> {
+        let inserted = crate::mysql::inserted(
+            diesel::insert_into(queue_entries::table)
+                .values((
+                    queue_entries::concert_id.eq(concert),
+                    queue_entries::user_id.eq(user),
+                    queue_entries::status.eq(QueueEntryState::Waiting),
+                    queue_entries::joined_at.eq(now),
+                ))
+                .execute(self),
+        )?;
+        if !inserted {
+            return Ok(None);
+        }
+        let seq = crate::mysql::inserted_id(self)?;
+        queue_entries::table
+            .find(seq)
+            .select(EntryRow::as_select())
+            .first(self)
+            .map(Some)
+    }
+
+    fn insert_waiting_many(
+        &mut self,
+        concert: i64,
+        users: &[i64],
+        now: NaiveDateTime,
+    ) -> QueryResult<Vec<EntryRow>> {
+        let mut inserted = Vec::with_capacity(users.len());
+        for user in users {
+            inserted.extend(self.insert_waiting(concert, *user, now)?);
+        }
+        inserted.sort_by_key(|row| row.seq);
+        Ok(inserted)
+    }
+
+    fn delete_expired(&mut self, concert: i64, now: NaiveDateTime) -> QueryResult<Vec<i64>> {
+        let expired: Vec<(i64, i64)> = entries_in(concert, QueueEntryState::Active)
+            .filter(queue_entries::expires_at.le(now))
+            .select((queue_entries::seq, queue_entries::user_id))
+            .for_update()
+            .load(self)?;
+        self.delete_seqs(&expired)
+    }
+
+    fn delete_waiting_of(&mut self, concert: i64, users: &[i64]) -> QueryResult<Vec<i64>> {
+        let mut dropped = Vec::new();
+        for chunk in users.chunks(USERS_PER_STATEMENT) {
+            let waiting: Vec<(i64, i64)> = entries_in(concert, QueueEntryState::Waiting)
+                .filter(queue_entries::user_id.eq_any(chunk))
+                .select((queue_entries::seq, queue_entries::user_id))
+                .for_update()
+                .load(self)?;
+            dropped.extend(self.delete_seqs(&waiting)?);
+        }
+        Ok(dropped)
+    }
+
+    fn activate(
+        &mut self,
+        seqs: &[i64],
+        now: NaiveDateTime,
+        until: NaiveDateTime,
+    ) -> QueryResult<Vec<EntryRow>> {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Only waiting rows: one that left meanwhile is not admitted.
+        let waiting: Vec<i64> = queue_entries::table
+            .filter(queue_entries::seq.eq_any(seqs))
+            .filter(queue_entries::status.eq(QueueEntryState::Waiting))
+            .select(queue_entries::seq)
+            .for_update()
+            .load(self)?;
+        if waiting.is_empty() {
+            return Ok(Vec::new());
+        }
+        diesel::update(queue_entries::table.filter(queue_entries::seq.eq_any(&waiting)))
+            .set((
+                queue_entries::status.eq(QueueEntryState::Active),
+                queue_entries::admitted_at.eq(Some(now)),
+                queue_entries::expires_at.eq(Some(until)),
+            ))
+            .execute(self)?;
+        queue_entries::table
+            .filter(queue_entries::seq.eq_any(&waiting))
+            .order(queue_entries::seq)
+            .select(EntryRow::as_select())
+            .load(self)
+    }
+}
+
+/// Deleting rows found (and locked) first, for MariaDB.
+trait DeleteSeqs {
+    /// Deletes the entries `(seq, user)`; returns their users.
+    fn delete_seqs(&mut self, rows: &[(i64, i64)]) -> QueryResult<Vec<i64>>;
+}
+
+impl DeleteSeqs for diesel::MysqlConnection {
+    fn delete_seqs(&mut self, rows: &[(i64, i64)]) -> QueryResult<Vec<i64>> {
+        for chunk in rows.chunks(crate::mysql::IDS_PER_STATEMENT) {
+            let seqs: Vec<i64> = chunk.iter().map(|(seq, _)| *seq).collect();
+            diesel::delete(queue_entries::table.filter(queue_entries::seq.eq_any(seqs)))
+                .execute(self)?;
+        }
+        Ok(rows.iter().map(|(_, user)| *user).collect())
+    }
+}
 
 /// `row` with the users ahead of it counted.
 fn counted<C: QueueStatements>(c: &mut C, row: EntryRow) -> QueryResult<QueueEntry> {

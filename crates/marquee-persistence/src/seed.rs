@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Timelike, Utc};
+use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 
 use crate::connection::{DbConnection, on_concrete_connection};
@@ -161,23 +162,36 @@ pub fn seed(
         // Ordered, so that seat ids follow (schedule, number) on both backends: schedule 1's
         // seats are 1..=K, and so on, which load tests and people rely on.
         // The plan's numbers and the seat status are values we own, not user text, so
-        // formatting them into the statement is safe, and keeps one statement valid on both
-        // backends (PostgreSQL's `$1` and SQLite's `?` placeholders differ).
-        let seats = diesel::sql_query(format!(
-            "WITH RECURSIVE n(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM n WHERE n < {seats}) \
-             INSERT INTO seats (schedule_id, number, price, status) \
-             SELECT s.id, n.n, \
+        // formatting them into the statement is safe, and keeps one statement valid on every
+        // backend (PostgreSQL's `$1` and the others' `?` placeholders differ).
+        let counter = format!(
+            "WITH RECURSIVE n(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM n WHERE n < {})",
+            plan.seats_per_schedule
+        );
+        let insert = "INSERT INTO seats (schedule_id, number, price, status)";
+        let select = format!(
+            "SELECT s.id, n.n, \
                     CASE WHEN n.n <= {vip} THEN 15000 WHEN n.n <= {r} THEN 11000 ELSE 8000 END, \
                     '{available}' \
              FROM schedules s CROSS JOIN n \
              WHERE s.id > {last_schedule} \
              ORDER BY s.id, n.n",
-            seats = plan.seats_per_schedule,
             vip = plan.seats_per_schedule / 5,
             r = plan.seats_per_schedule * 3 / 5,
             available = SeatState::Available.stored(),
-        ))
-        .execute(conn)?;
+        );
+        let statement = if let DbConnection::Mysql(c) = conn {
+            // MariaDB takes the counter after the INSERT, and stops a recursion at
+            // `max_recursive_iterations` (1,000 by default) unless told otherwise.
+            c.batch_execute(&format!(
+                "SET SESSION max_recursive_iterations = {}",
+                u64::from(plan.seats_per_schedule) + 1
+            ))?;
+            format!("{insert} {counter} {select}")
+        } else {
+            format!("{counter} {insert} {select}")
+        };
+        let seats = diesel::sql_query(statement).execute(conn)?;
 
         Ok(SeedReport {
             concerts: concert_ids.len() as u64,

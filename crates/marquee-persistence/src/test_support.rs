@@ -7,6 +7,9 @@
 //! gets a new template instead of a stale one; an advisory lock keeps concurrent test
 //! processes from building it twice. The database is dropped when the [`TestDatabase`] is.
 //!
+//! MariaDB: each test gets its own database too, migrated directly (MariaDB has no template
+//! databases; its migrations take a fraction of a second).
+//!
 //! SQLite: a file in a temporary folder, migrated directly (milliseconds).
 //!
 //! These helpers panic on failure by design: a test whose arrangement fails must fail.
@@ -26,12 +29,38 @@ use crate::migrations::run_pending;
 /// user can connect to and create databases from, e.g. `postgres://postgres@127.0.0.1/postgres`.
 pub const POSTGRES_URL_VAR: &str = "MARQUEE_TEST_DATABASE_URL";
 
+/// Environment variable naming a MariaDB (or MySQL 8) server for tests: a URL whose user may
+/// create databases, e.g. `mysql://root@127.0.0.1:3306/test`.
+pub const MYSQL_URL_VAR: &str = "MARQUEE_TEST_MYSQL_URL";
+
 /// A database that exists for one test.
 #[derive(Debug)]
 pub struct TestDatabase {
     url: DatabaseUrl,
-    postgres: Option<(String, String)>,
+    /// The server's admin URL and the database's name, to drop it with.
+    server: Option<(Backend, String, String)>,
     _dir: Option<tempfile::TempDir>,
+}
+
+/// A name no other test database of this process (or another) has.
+fn test_database_name() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "marquee_test_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The URL the variable `var` names; panics, naming the variable, if it is unset.
+fn server_url(var: &str, what: &str, example: &str) -> String {
+    match std::env::var(var) {
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!(
+            "this test needs {what}: set {var} to a server whose user may create databases, \
+             e.g. {example}"
+        ),
+    }
 }
 
 impl TestDatabase {
@@ -44,7 +73,7 @@ impl TestDatabase {
         run_pending(&mut conn).expect("migrate the test SQLite database");
         Self {
             url,
-            postgres: None,
+            server: None,
             _dir: Some(dir),
         }
     }
@@ -58,20 +87,13 @@ impl TestDatabase {
     /// asked for (`--include-ignored`), and then it must fail rather than pass without
     /// PostgreSQL.
     pub fn postgres() -> Self {
-        let admin = match std::env::var(POSTGRES_URL_VAR) {
-            Ok(url) if !url.is_empty() => url,
-            _ => panic!(
-                "this test needs PostgreSQL: set {POSTGRES_URL_VAR} to a server whose user may \
-                 create databases, e.g. postgres://postgres@127.0.0.1:5432/postgres"
-            ),
-        };
-        let template = ensure_template(&admin);
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let name = format!(
-            "marquee_test_{}_{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
+        let admin = server_url(
+            POSTGRES_URL_VAR,
+            "PostgreSQL",
+            "postgres://postgres@127.0.0.1:5432/postgres",
         );
+        let template = ensure_template(&admin);
+        let name = test_database_name();
         let mut conn = admin_connection(&admin);
         conn.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             .expect("drop a leftover test database");
@@ -80,7 +102,31 @@ impl TestDatabase {
         let url = DatabaseUrl::parse(&with_database(&admin, &name)).expect("a postgres url");
         Self {
             url,
-            postgres: Some((admin, name)),
+            server: Some((Backend::Postgres, admin, name)),
+            _dir: None,
+        }
+    }
+
+    /// A migrated MariaDB database of its own on the server [`MYSQL_URL_VAR`] names.
+    ///
+    /// # Panics
+    /// If that variable is unset or empty (see [`TestDatabase::postgres`]).
+    pub fn mysql() -> Self {
+        let admin = server_url(MYSQL_URL_VAR, "MariaDB", "mysql://root@127.0.0.1:3306/test");
+        let name = test_database_name();
+        let mut conn = MysqlConnection::establish(&admin)
+            .unwrap_or_else(|error| panic!("connect to {MYSQL_URL_VAR}: {error}"));
+        conn.batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {name}; \
+             CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+        ))
+        .expect("create the test database");
+        let url = DatabaseUrl::parse(&with_database(&admin, &name)).expect("a mysql url");
+        let mut migrating = connect(&url, "connect to the test database");
+        run_pending(&mut migrating).expect("migrate the test MariaDB database");
+        Self {
+            url,
+            server: Some((Backend::Mysql, admin, name)),
             _dir: None,
         }
     }
@@ -90,6 +136,7 @@ impl TestDatabase {
         match backend {
             Backend::Sqlite => Self::sqlite(),
             Backend::Postgres => Self::postgres(),
+            Backend::Mysql => Self::mysql(),
         }
     }
 
@@ -134,11 +181,21 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        if let Some((admin, name)) = &self.postgres {
-            // FORCE ends the connections a test's pool may still hold.
-            if let Ok(mut conn) = PgConnection::establish(admin) {
-                let _ = conn.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        match &self.server {
+            Some((Backend::Postgres, admin, name)) => {
+                // FORCE ends the connections a test's pool may still hold.
+                if let Ok(mut conn) = PgConnection::establish(admin) {
+                    let _ =
+                        conn.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+                }
             }
+            // MariaDB drops a database under its open connections' feet.
+            Some((Backend::Mysql, admin, name)) => {
+                if let Ok(mut conn) = MysqlConnection::establish(admin) {
+                    let _ = conn.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"));
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -161,7 +218,7 @@ fn admin_connection(admin: &str) -> PgConnection {
 /// `url` with its database name replaced by `database`.
 fn with_database(url: &str, database: &str) -> String {
     let mut url = url::Url::parse(url)
-        .unwrap_or_else(|error| panic!("{POSTGRES_URL_VAR} is not a URL: {error}"));
+        .unwrap_or_else(|error| panic!("a test server's URL is not a URL: {error}"));
     url.set_path(database);
     url.into()
 }

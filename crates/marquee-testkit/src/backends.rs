@@ -1,4 +1,4 @@
-//! Tests that need PostgreSQL or Redis.
+//! Tests that need PostgreSQL, MariaDB or Redis.
 //!
 //! libtest cannot skip a test at run time: a test that returns early counts as passed. So a
 //! test that needs a service is marked `#[ignore = "needs ..."]` and the runner's summary
@@ -185,11 +185,12 @@ pub enum Tier {
     Redis,
 }
 
-/// Generates `mod sqlite` and `mod postgres`, each with a `#[tokio::test]` per listed
-/// function, calling it with that [`Backend`](../marquee_persistence/enum.Backend.html).
+/// Generates `mod sqlite`, `mod postgres` and `mod mysql`, each with a `#[tokio::test]` per
+/// listed function, calling it with that [`Backend`](../marquee_persistence/enum.Backend.html).
 ///
-/// The PostgreSQL tests are `#[ignore = "needs PostgreSQL: set MARQUEE_TEST_DATABASE_URL"]`;
-/// see [the module](crate::backends) for why.
+/// The PostgreSQL tests are `#[ignore = "needs PostgreSQL: set MARQUEE_TEST_DATABASE_URL"]`,
+/// and the MariaDB ones `#[ignore = "needs MariaDB: set MARQUEE_TEST_MYSQL_URL"]`; see
+/// [the module](crate::backends) for why.
 ///
 /// The expansion names `::marquee_persistence::Backend` and `#[tokio::test]`, so the calling
 /// crate needs `marquee-persistence` and `tokio` (with `macros` and `rt-multi-thread`) among
@@ -202,7 +203,8 @@ pub enum Tier {
 /// async fn finds_a_concert(backend: marquee_persistence::Backend) { /* ... */ }
 ///
 /// marquee_testkit::on_each_backend!(lists_concerts, finds_a_concert);
-/// // tests: sqlite::lists_concerts, postgres::lists_concerts (ignored unless asked for), ...
+/// // tests: sqlite::lists_concerts, postgres::lists_concerts and mysql::lists_concerts
+/// // (both ignored unless asked for), ...
 /// ```
 #[macro_export]
 macro_rules! on_each_backend {
@@ -221,6 +223,15 @@ macro_rules! on_each_backend {
                 #[ignore = "needs PostgreSQL: set MARQUEE_TEST_DATABASE_URL"]
                 async fn $name() {
                     super::$name(::marquee_persistence::Backend::Postgres).await
+                }
+            )*
+        }
+        mod mysql {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "needs MariaDB: set MARQUEE_TEST_MYSQL_URL"]
+                async fn $name() {
+                    super::$name(::marquee_persistence::Backend::Mysql).await
                 }
             )*
         }

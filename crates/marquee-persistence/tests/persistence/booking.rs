@@ -489,6 +489,12 @@ async fn earlier_idempotency_answers_survive_the_migration(backend: Backend) {
             down,
             old_rows,
         ),
+        Backend::Mysql => migrate_around_recorded_responses(
+            &mut diesel::MysqlConnection::establish(&url).unwrap(),
+            || marquee_persistence::migrations::MYSQL,
+            down,
+            old_rows,
+        ),
     };
     // A key recorded now with a refusal has no compact form: the down migration drops it.
     let refused = booking

@@ -74,9 +74,10 @@ fn assert_busy_with(error: impl Into<RepositoryError>, expected: BusyCause) {
 }
 
 /// PostgreSQL: a table lock (`LOCK TABLE seats`, as a migration takes). SQLite: the write
-/// lock (`BEGIN IMMEDIATE`, as a second process or `marquee seed` takes). A write waits
-/// `lock_timeout` (not the old 5 s of `busy_timeout`, not forever), then is `Busy`; once the
-/// lock is gone the same write succeeds.
+/// lock (`BEGIN IMMEDIATE`, as a second process or `marquee seed` takes). MariaDB: every
+/// seat row locked (`SELECT ... FOR UPDATE`, as a long transaction holds them). A write waits
+/// `lock_timeout` (not the old 5 s of `busy_timeout`, not forever; MariaDB rounds it up to a
+/// whole second), then is `Busy`; once the lock is gone the same write succeeds.
 async fn a_write_behind_a_held_lock_is_busy_after_lock_timeout(backend: Backend) {
     let (db, pool) = seeded_pool(backend, quick_config(), SHORT_LOCK_WAIT, SMALL_CATALOGUE).await;
     let release = hold_locks(
@@ -84,6 +85,7 @@ async fn a_write_behind_a_held_lock_is_busy_after_lock_timeout(backend: Backend)
         match backend {
             Backend::Postgres => "BEGIN; LOCK TABLE seats IN ACCESS EXCLUSIVE MODE;",
             Backend::Sqlite => "BEGIN IMMEDIATE;",
+            Backend::Mysql => "BEGIN; SELECT id FROM seats FOR UPDATE;",
         },
     );
 
@@ -96,13 +98,16 @@ async fn a_write_behind_a_held_lock_is_busy_after_lock_timeout(backend: Backend)
         "gave up after {waited:?}"
     );
 
-    // Readers run beside SQLite's one writer (WAL); on PostgreSQL the table lock stops them
-    // too, and a catalogue read is bounded like any other statement.
+    // Readers run beside SQLite's one writer (WAL) and MariaDB's row locks (a plain read
+    // takes none); on PostgreSQL the table lock stops them too, and a catalogue read is
+    // bounded like any other statement.
     let catalogue = DieselCatalogue::new(pool.clone());
     let schedule = ScheduleId::new(1).unwrap();
     let read = catalogue.list_seats(schedule, SeatFilter::default()).await;
     match backend {
-        Backend::Sqlite => assert_eq!(read.unwrap().map(|seats| seats.len()), Some(5)),
+        Backend::Sqlite | Backend::Mysql => {
+            assert_eq!(read.unwrap().map(|seats| seats.len()), Some(5));
+        }
         Backend::Postgres => assert_busy_with(read.unwrap_err(), BusyCause::LockWait),
     }
 
@@ -133,6 +138,10 @@ async fn connections_start_with_the_configured_bounds(backend: Backend) {
                     show("SELECT CAST(timeout AS TEXT) AS value FROM pragma_busy_timeout")?,
                     String::new(),
                 ),
+                Backend::Mysql => (
+                    show("SELECT CAST(@@innodb_lock_wait_timeout AS CHAR) AS value")?,
+                    show("SELECT CAST(@@max_statement_time AS CHAR) AS value")?,
+                ),
             })
         })
         .await
@@ -140,6 +149,8 @@ async fn connections_start_with_the_configured_bounds(backend: Backend) {
     match backend {
         Backend::Postgres => assert_eq!(bounds, ("500ms".to_owned(), "5s".to_owned())),
         Backend::Sqlite => assert_eq!(bounds.0, "500"),
+        // InnoDB counts whole seconds: 500 ms waits a second.
+        Backend::Mysql => assert_eq!(bounds, ("1".to_owned(), "5.000000".to_owned())),
     }
 }
 
@@ -154,23 +165,24 @@ struct Setting {
     value: String,
 }
 
-/// A statement that runs past `statement_timeout` is cancelled by PostgreSQL and is `Busy`
-/// (SQLite has no statement bound).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs PostgreSQL: set MARQUEE_TEST_DATABASE_URL"]
-async fn postgres_cancels_a_statement_past_statement_timeout_as_busy() {
+/// A statement that runs past `statement_timeout` is cancelled by the database and is
+/// `Busy`: PostgreSQL's `statement_timeout`, MariaDB's `max_statement_time` (SQLite has no
+/// statement bound).
+async fn a_statement_past_statement_timeout_is_cancelled_as_busy(backend: Backend) {
     let timeouts = SessionTimeouts {
         statement_timeout: Duration::from_millis(300),
         ..SHORT_LOCK_WAIT
     };
-    let (_db, pool) =
-        seeded_pool(Backend::Postgres, quick_config(), timeouts, SMALL_CATALOGUE).await;
+    let (_db, pool) = seeded_pool(backend, quick_config(), timeouts, SMALL_CATALOGUE).await;
     let started = Instant::now();
     let error = pool
-        .run(|conn| {
-            diesel::sql_query("SELECT pg_sleep(3)")
-                .execute(conn)
-                .map_err(PersistenceError::from)
+        .run(move |conn| {
+            diesel::sql_query(match backend {
+                Backend::Mysql => "SELECT SLEEP(3)",
+                _ => "SELECT pg_sleep(3)",
+            })
+            .execute(conn)
+            .map_err(PersistenceError::from)
         })
         .await
         .unwrap_err();
@@ -181,9 +193,7 @@ async fn postgres_cancels_a_statement_past_statement_timeout_as_busy() {
 
 /// Seeding (like migrating) is an operator's bulk work: its statements may run past
 /// `statement_timeout`, and the connection has its bound again afterwards.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs PostgreSQL: set MARQUEE_TEST_DATABASE_URL"]
-async fn postgres_seeds_past_statement_timeout_and_restores_it() {
+async fn seeding_runs_past_statement_timeout_and_restores_it(backend: Backend) {
     let timeouts = SessionTimeouts {
         statement_timeout: Duration::from_millis(50),
         ..SHORT_LOCK_WAIT
@@ -199,15 +209,51 @@ async fn postgres_seeds_past_statement_timeout_and_restores_it() {
         schedules_per_concert: 4,
         seats_per_schedule: 250,
     };
-    let (_db, pool) = seeded_pool(Backend::Postgres, config, timeouts, many_seats).await;
+    let (_db, pool) = seeded_pool(backend, config, timeouts, many_seats).await;
     let bound = pool
-        .run(|conn| {
-            diesel::sql_query("SELECT current_setting('statement_timeout') AS value")
-                .get_result::<Setting>(conn)
-                .map(|row| row.value)
-                .map_err(PersistenceError::from)
+        .run(move |conn| {
+            diesel::sql_query(match backend {
+                Backend::Mysql => "SELECT CAST(@@max_statement_time AS CHAR) AS value",
+                _ => "SELECT current_setting('statement_timeout') AS value",
+            })
+            .get_result::<Setting>(conn)
+            .map(|row| row.value)
+            .map_err(PersistenceError::from)
         })
         .await
         .unwrap();
-    assert_eq!(bound, "50ms");
+    let expected = match backend {
+        Backend::Mysql => "0.050000",
+        _ => "50ms",
+    };
+    assert_eq!(bound, expected);
+}
+
+/// The statement bounds exist on PostgreSQL and MariaDB only.
+mod postgres_and_mysql {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs PostgreSQL: set MARQUEE_TEST_DATABASE_URL"]
+    async fn postgres_cancels_a_statement_past_statement_timeout_as_busy() {
+        a_statement_past_statement_timeout_is_cancelled_as_busy(Backend::Postgres).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs MariaDB: set MARQUEE_TEST_MYSQL_URL"]
+    async fn mysql_cancels_a_statement_past_statement_timeout_as_busy() {
+        a_statement_past_statement_timeout_is_cancelled_as_busy(Backend::Mysql).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs PostgreSQL: set MARQUEE_TEST_DATABASE_URL"]
+    async fn postgres_seeds_past_statement_timeout_and_restores_it() {
+        seeding_runs_past_statement_timeout_and_restores_it(Backend::Postgres).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs MariaDB: set MARQUEE_TEST_MYSQL_URL"]
+    async fn mysql_seeds_past_statement_timeout_and_restores_it() {
+        seeding_runs_past_statement_timeout_and_restores_it(Backend::Mysql).await;
+    }
 }

@@ -11,7 +11,7 @@ mod pool;
 mod queue;
 mod seed;
 
-use marquee_persistence::test_support::{POSTGRES_URL_VAR, TestDatabase};
+use marquee_persistence::test_support::{MYSQL_URL_VAR, POSTGRES_URL_VAR, TestDatabase};
 use marquee_persistence::{Backend, DbPool, PoolConfig};
 // Test modules name it `crate::on_each_backend`.
 use marquee_testkit::on_each_backend;
@@ -33,4 +33,7 @@ pub fn quick_config() -> PoolConfig {
     }
 }
 
-marquee_testkit::backend_guards!(needs: [POSTGRES_URL_VAR], modules: ["postgres"]);
+marquee_testkit::backend_guards!(
+    needs: [POSTGRES_URL_VAR, MYSQL_URL_VAR],
+    modules: ["postgres", "mysql"]
+);

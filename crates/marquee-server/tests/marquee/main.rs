@@ -23,9 +23,12 @@ mod queue;
 mod settings;
 mod shutdown;
 
-use marquee_persistence::test_support::POSTGRES_URL_VAR;
+use marquee_persistence::test_support::{MYSQL_URL_VAR, POSTGRES_URL_VAR};
 use marquee_testkit::REDIS_URL_VAR;
 // Test modules name it `crate::on_each_backend`.
 use marquee_testkit::on_each_backend;
 
-marquee_testkit::backend_guards!(needs: [POSTGRES_URL_VAR, REDIS_URL_VAR], modules: ["postgres"]);
+marquee_testkit::backend_guards!(
+    needs: [POSTGRES_URL_VAR, MYSQL_URL_VAR, REDIS_URL_VAR],
+    modules: ["postgres", "mysql"]
+);

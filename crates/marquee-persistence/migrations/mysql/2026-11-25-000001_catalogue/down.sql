@@ -1,0 +1,3 @@
+DROP TABLE seats;
+DROP TABLE schedules;
+DROP TABLE concerts;

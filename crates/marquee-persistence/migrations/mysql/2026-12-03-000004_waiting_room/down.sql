@@ -1,0 +1,2 @@
+DROP TABLE queue_gates;
+DROP TABLE queue_entries;
