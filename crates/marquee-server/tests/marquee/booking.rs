@@ -321,6 +321,13 @@ fn hold_seat_lock(db: &TestDatabase, seat: i64, wait: Duration) -> std::thread::
                 std::thread::sleep(wait);
                 conn.batch_execute("COMMIT").unwrap();
             }
+            Backend::Mysql => {
+                let mut conn = diesel::MysqlConnection::establish(url.as_str()).unwrap();
+                conn.batch_execute(&format!("BEGIN; {sql};")).unwrap();
+                locked.send(()).unwrap();
+                std::thread::sleep(wait);
+                conn.batch_execute("COMMIT").unwrap();
+            }
             // SQLite has no row locks: an immediate transaction holds the database's one
             // write lock, as a second instance or `marquee seed` would.
             Backend::Sqlite => {

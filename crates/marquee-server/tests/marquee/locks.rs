@@ -20,8 +20,8 @@ const SEAT: i64 = 7;
 /// waits this long has failed the test, and the lock must not outlive it.
 const HOLD_AT_MOST: Duration = Duration::from_secs(15);
 
-/// Another session takes the lock a hold of [`SEAT`] needs: on PostgreSQL the seat's row
-/// (`SELECT ... FOR UPDATE`, as an operator in `psql` would), on SQLite the database's write
+/// Another session takes the lock a hold of [`SEAT`] needs: on PostgreSQL and MariaDB the
+/// seat's row (`SELECT ... FOR UPDATE`, as an operator in `psql` would), on SQLite the database's write
 /// lock (`BEGIN IMMEDIATE`, as a second instance or `marquee seed` would). The hold answers
 /// 503 `database-busy` within well under the old waits (14.6 s on PostgreSQL, 5 s of
 /// `busy_timeout` then 500 on SQLite); released, the same hold succeeds, once.
@@ -32,7 +32,9 @@ async fn a_held_lock_answers_busy_then_the_hold_succeeds(backend: Backend) {
     let (release, on_release) = mpsc::channel::<()>();
     let holder = std::thread::spawn(move || {
         session.execute(match backend {
-            Backend::Postgres => "BEGIN; SELECT id FROM seats WHERE id = 7 FOR UPDATE;",
+            Backend::Postgres | Backend::Mysql => {
+                "BEGIN; SELECT id FROM seats WHERE id = 7 FOR UPDATE;"
+            }
             Backend::Sqlite => "BEGIN IMMEDIATE;",
         });
         locked.send(()).expect("the test waits for the lock");

@@ -14,11 +14,11 @@ use crate::helpers::{Instance, TestApp, assert_problem, behind_a_proxy, namespac
 use crate::on_each_backend;
 
 /// A running app with the waiting room on: the in-process view on SQLite, Redis on
-/// PostgreSQL (the fleet set-up). `extra` overrides the queue's settings.
+/// PostgreSQL and MariaDB (the fleet set-up). `extra` overrides the queue's settings.
 async fn queued_app(backend: Backend, extra: &[(&str, &str)]) -> (TestApp, String) {
     let namespace = namespace();
     let redis = match backend {
-        Backend::Postgres => Some(redis_url()),
+        Backend::Postgres | Backend::Mysql => Some(redis_url()),
         Backend::Sqlite => None,
     };
     let mut overrides = vec![
