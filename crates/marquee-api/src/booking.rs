@@ -266,7 +266,20 @@ fn send<T>(answered: &Answered<T>) -> HttpResponse {
     response.body(answered.response.body.clone())
 }
 
-const PROBLEM: &str = "application/problem+json";
+/// The answer to a write that changed `reservation`'s seat. The seat's schedule's cached
+/// seat lists and counts go first, on every instance, so that a read after the answer shows
+/// the change.
+async fn seat_changed(
+    state: &AppState,
+    status: StatusCode,
+    reservation: Reservation,
+) -> HttpResponse {
+    state
+        .cache
+        .evict_schedule(reservation.schedule_id, reservation.concert_id)
+        .await;
+    HttpResponse::build(status).json(reservation_body(reservation, Utc::now()))
+}
 
 /// The caller's wallet.
 #[utoipa::path(get, path = "/api/v1/wallet", tag = "booking", security(("bearer" = [])),
@@ -286,12 +299,12 @@ pub async fn wallet(state: web::Data<AppState>, caller: Caller) -> Result<HttpRe
     params(IdempotencyKeyHeader),
     responses(
         (status = 200, body = WalletBody),
-        (status = 400, description = "`invalid-json`, `invalid-amount`, `idempotency-key-required`, `idempotency-key-invalid`", body = Problem, content_type = PROBLEM),
+        (status = 400, description = "`invalid-json`, `invalid-amount`, `idempotency-key-required`, `idempotency-key-invalid`", body = Problem, content_type = PROBLEM_JSON),
         UnauthorizedAnswer,
         DatabaseBusyAnswer,
-        (status = 409, description = "`balance-limit`", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "`balance-limit`", body = Problem, content_type = PROBLEM_JSON),
         JsonBodyAnswers,
-        (status = 422, description = "`idempotency-key-reused`", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "`idempotency-key-reused`", body = Problem, content_type = PROBLEM_JSON),
     ))]
 pub async fn charge(
     state: web::Data<AppState>,
@@ -319,12 +332,12 @@ pub async fn charge(
     request_body = HoldRequest,
     responses(
         (status = 201, body = ReservationBody),
-        (status = 400, description = "`invalid-json`, `invalid-id`", body = Problem, content_type = PROBLEM),
+        (status = 400, description = "`invalid-json`, `invalid-id`", body = Problem, content_type = PROBLEM_JSON),
         UnauthorizedAnswer,
         DatabaseBusyAnswer,
-        (status = 404, description = "`seat-not-found`", body = Problem, content_type = PROBLEM),
-        (status = 403, description = "`not-admitted`: the waiting room is on and the caller is not ACTIVE in the seat's concert queue", body = Problem, content_type = PROBLEM),
-        (status = 409, description = "`seat-taken`, `booking-closed`, `hold-limit-reached`", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`seat-not-found`", body = Problem, content_type = PROBLEM_JSON),
+        (status = 403, description = "`not-admitted`: the waiting room is on and the caller is not ACTIVE in the seat's concert queue", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "`seat-taken`, `booking-closed`, `hold-limit-reached`", body = Problem, content_type = PROBLEM_JSON),
         JsonBodyAnswers,
     ))]
 pub async fn hold(
@@ -341,12 +354,7 @@ pub async fn hold(
         .booking
         .hold_seat(caller.0, seat, state.booking_policy.hold)
         .await?;
-    // The seat's state changed: its schedule's seat lists and counts go, on every instance.
-    state
-        .cache
-        .evict_schedule(reservation.schedule_id, reservation.concert_id)
-        .await;
-    Ok(HttpResponse::Created().json(reservation_body(reservation, Utc::now())))
+    Ok(seat_changed(&state, StatusCode::CREATED, reservation).await)
 }
 
 /// One of the caller's reservations.
@@ -357,7 +365,7 @@ pub async fn hold(
         InvalidIdAnswer,
         UnauthorizedAnswer,
         DatabaseBusyAnswer,
-        (status = 404, description = "`reservation-not-found` (also for another user's)", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`reservation-not-found` (also for another user's)", body = Problem, content_type = PROBLEM_JSON),
     ))]
 pub async fn get_reservation(
     state: web::Data<AppState>,
@@ -403,9 +411,9 @@ pub async fn list_reservations(
         InvalidIdAnswer,
         UnauthorizedAnswer,
         DatabaseBusyAnswer,
-        (status = 404, description = "`reservation-not-found`", body = Problem, content_type = PROBLEM),
-        (status = 409, description = "`reservation-not-held`, `already-paid`", body = Problem, content_type = PROBLEM),
-        (status = 410, description = "`hold-expired`", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`reservation-not-found`", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "`reservation-not-held`, `already-paid`", body = Problem, content_type = PROBLEM_JSON),
+        (status = 410, description = "`hold-expired`", body = Problem, content_type = PROBLEM_JSON),
     ))]
 pub async fn cancel(
     state: web::Data<AppState>,
@@ -414,11 +422,7 @@ pub async fn cancel(
 ) -> Result<HttpResponse, ApiError> {
     let id = path.id()?;
     let reservation = state.booking.cancel(caller.0, id).await?;
-    state
-        .cache
-        .evict_schedule(reservation.schedule_id, reservation.concert_id)
-        .await;
-    Ok(HttpResponse::Ok().json(reservation_body(reservation, Utc::now())))
+    Ok(seat_changed(&state, StatusCode::OK, reservation).await)
 }
 
 /// Pays a held reservation from the wallet, once, whatever the retries.
@@ -426,14 +430,14 @@ pub async fn cancel(
     params(ReservationPath, IdempotencyKeyHeader),
     responses(
         (status = 200, body = PaymentBody),
-        (status = 400, description = "`idempotency-key-required`, `idempotency-key-invalid`, `invalid-id`", body = Problem, content_type = PROBLEM),
+        (status = 400, description = "`idempotency-key-required`, `idempotency-key-invalid`, `invalid-id`", body = Problem, content_type = PROBLEM_JSON),
         UnauthorizedAnswer,
         DatabaseBusyAnswer,
-        (status = 402, description = "`insufficient-balance`", body = Problem, content_type = PROBLEM),
-        (status = 404, description = "`reservation-not-found`", body = Problem, content_type = PROBLEM),
-        (status = 409, description = "`already-paid`, `reservation-not-held`", body = Problem, content_type = PROBLEM),
-        (status = 410, description = "`hold-expired`", body = Problem, content_type = PROBLEM),
-        (status = 422, description = "`idempotency-key-reused`", body = Problem, content_type = PROBLEM),
+        (status = 402, description = "`insufficient-balance`", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "`reservation-not-found`", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "`already-paid`, `reservation-not-held`", body = Problem, content_type = PROBLEM_JSON),
+        (status = 410, description = "`hold-expired`", body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, description = "`idempotency-key-reused`", body = Problem, content_type = PROBLEM_JSON),
     ))]
 pub async fn pay(
     state: web::Data<AppState>,

@@ -11,7 +11,7 @@ use utoipa::IntoParams;
 use crate::AppState;
 use crate::catalogue_body::{ConcertBody, ConcertPageBody, ScheduleBody, SeatBody};
 use crate::catalogue_cache::{BodyGroup, CatalogueCache, PageKey, SeatsKey};
-use crate::error::{ApiError, DatabaseBusyAnswer, Problem};
+use crate::error::{ApiError, DatabaseBusyAnswer, InvalidIdAnswer, PROBLEM_JSON, Problem};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -69,12 +69,14 @@ fn never_absent() -> ApiError {
     ApiError::from(CacheError::LoadAborted)
 }
 
-fn parse_id<T: std::str::FromStr<Err = marquee_domain::IdError>>(
-    parameter: &'static str,
-    raw: &str,
-) -> Result<T, ApiError> {
-    raw.parse()
-        .map_err(|source| ApiError::InvalidId { parameter, source })
+/// The cached body, from `group`, of the concert that `raw` names.
+async fn concert_body(group: &BodyGroup<ConcertId>, raw: &str) -> Result<HttpResponse, ApiError> {
+    let id: ConcertId = ApiError::parse_id(raw, "concertId")?;
+    json(
+        cached(group, &id)
+            .await?
+            .ok_or(ApiError::ConcertNotFound(id))?,
+    )
 }
 
 /// List concerts, a page at a time.
@@ -82,7 +84,7 @@ fn parse_id<T: std::str::FromStr<Err = marquee_domain::IdError>>(
     get, path = "/api/v1/concerts", tag = "catalogue", params(PageParams),
     responses(
         (status = 200, description = "One page of concerts, in id order", body = ConcertPageBody),
-        (status = 400, description = "`invalid-query` or `invalid-page`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid-query` or `invalid-page`", body = Problem, content_type = PROBLEM_JSON),
         DatabaseBusyAnswer,
     )
 )]
@@ -112,8 +114,8 @@ pub async fn list_concerts(
     params(("concertId" = i64, Path, description = "A positive integer", minimum = 1, maximum = 9223372036854775807_i64)),
     responses(
         (status = 200, description = "The concert", body = ConcertBody),
-        (status = 400, description = "`invalid-id`", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`concert-not-found`", body = Problem, content_type = "application/problem+json"),
+        InvalidIdAnswer,
+        (status = 404, description = "`concert-not-found`", body = Problem, content_type = PROBLEM_JSON),
         DatabaseBusyAnswer,
     )
 )]
@@ -121,9 +123,7 @@ pub async fn get_concert(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id: ConcertId = parse_id("concertId", &path)?;
-    let body = cached(&state.cache.concert, &id).await?;
-    json(body.ok_or(ApiError::ConcertNotFound(id))?)
+    concert_body(&state.cache.concert, &path).await
 }
 
 /// List a concert's schedules with their seat counts, in start order.
@@ -132,8 +132,8 @@ pub async fn get_concert(
     params(("concertId" = i64, Path, description = "A positive integer", minimum = 1, maximum = 9223372036854775807_i64)),
     responses(
         (status = 200, description = "The schedules", body = [ScheduleBody]),
-        (status = 400, description = "`invalid-id`", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`concert-not-found`", body = Problem, content_type = "application/problem+json"),
+        InvalidIdAnswer,
+        (status = 404, description = "`concert-not-found`", body = Problem, content_type = PROBLEM_JSON),
         DatabaseBusyAnswer,
     )
 )]
@@ -141,9 +141,7 @@ pub async fn list_schedules(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id: ConcertId = parse_id("concertId", &path)?;
-    let body = cached(&state.cache.schedules, &id).await?;
-    json(body.ok_or(ApiError::ConcertNotFound(id))?)
+    concert_body(&state.cache.schedules, &path).await
 }
 
 /// List a schedule's seats in number order.
@@ -152,8 +150,8 @@ pub async fn list_schedules(
     params(("scheduleId" = i64, Path, description = "A positive integer", minimum = 1, maximum = 9223372036854775807_i64), SeatParams),
     responses(
         (status = 200, description = "The seats", body = [SeatBody]),
-        (status = 400, description = "`invalid-id` or `invalid-query`", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`schedule-not-found`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid-id` or `invalid-query`", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "`schedule-not-found`", body = Problem, content_type = PROBLEM_JSON),
         DatabaseBusyAnswer,
     )
 )]
@@ -162,7 +160,7 @@ pub async fn list_seats(
     path: web::Path<String>,
     params: web::Query<SeatParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let id: ScheduleId = parse_id("scheduleId", &path)?;
+    let id: ScheduleId = ApiError::parse_id(&path, "scheduleId")?;
     let filter = match params.status.as_deref() {
         None => SeatFilter::All,
         Some(value) => SeatFilter::parse(value).ok_or_else(|| {

@@ -104,25 +104,76 @@ fn render<T: Serialize>(body: &T) -> Result<Bytes, RepositoryError> {
         })
 }
 
-/// The group `name` of `cache`, its bodies rendered by `load` from the repository.
-fn body_group<K, F, Fut>(
-    cache: &Cache,
-    name: &'static str,
-    policy: CachePolicy,
-    repository: &Arc<dyn CatalogueRepository>,
-    load: F,
-) -> Result<BodyGroup<K>, BuildError>
-where
-    K: marquee_cache::CacheKey,
-    F: Fn(Arc<dyn CatalogueRepository>, K) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Option<Bytes>, RepositoryError>> + Send + 'static,
-{
-    let repository = repository.clone();
-    cache
-        .group::<K, Bytes>(name)
-        .policy(policy)
-        .codec(Raw)
-        .build(move |key| load(repository.clone(), key))
+/// What a loader answers: the rendered body, or `None` for a resource that does not exist.
+type Loaded = Result<Option<Bytes>, RepositoryError>;
+
+/// What the repository found, rendered; `None` (no such resource) stays `None`.
+fn render_found<B: Serialize>(found: Option<B>) -> Loaded {
+    found.map(|body| render(&body)).transpose()
+}
+
+/// The body of each item of a list.
+fn bodies<T, B: From<T>>(list: Vec<T>) -> Vec<B> {
+    list.into_iter().map(B::from).collect()
+}
+
+async fn load_concert(repository: Arc<dyn CatalogueRepository>, id: ConcertId) -> Loaded {
+    render_found(repository.find_concert(id).await?.map(ConcertBody::from))
+}
+
+async fn load_concerts_page(repository: Arc<dyn CatalogueRepository>, key: PageKey) -> Loaded {
+    match key {
+        PageKey::Total => {
+            // Every page carries the count; the smallest page costs the least.
+            let smallest = PageRequest::new(0, 1).map_err(|error| RepositoryError::Query {
+                reason: error.to_string(),
+            })?;
+            let page = repository.list_concerts(smallest).await?;
+            render(&page.total).map(Some)
+        }
+        PageKey::Page(request) => {
+            let page = repository.list_concerts(request).await?;
+            render(&ConcertPageBody::from(page)).map(Some)
+        }
+    }
+}
+
+async fn load_schedules(repository: Arc<dyn CatalogueRepository>, id: ConcertId) -> Loaded {
+    let found = repository.list_schedules(id).await?;
+    render_found(found.map(bodies::<_, ScheduleBody>))
+}
+
+async fn load_seats(repository: Arc<dyn CatalogueRepository>, key: SeatsKey) -> Loaded {
+    let found = repository.list_seats(key.schedule, key.filter).await?;
+    render_found(found.map(bodies::<_, SeatBody>))
+}
+
+/// The cache and the repository that every catalogue key group is built from.
+struct BodyGroups<'a> {
+    cache: &'a Cache,
+    repository: &'a Arc<dyn CatalogueRepository>,
+}
+
+impl BodyGroups<'_> {
+    /// The group `name`, its bodies rendered by `load` from the repository.
+    fn build<K, F, Fut>(
+        &self,
+        name: &'static str,
+        policy: CachePolicy,
+        load: F,
+    ) -> Result<BodyGroup<K>, BuildError>
+    where
+        K: marquee_cache::CacheKey,
+        F: Fn(Arc<dyn CatalogueRepository>, K) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Loaded> + Send + 'static,
+    {
+        let repository = self.repository.clone();
+        self.cache
+            .group::<K, Bytes>(name)
+            .policy(policy)
+            .codec(Raw)
+            .build(move |key| load(repository.clone(), key))
+    }
 }
 
 impl CatalogueCache {
@@ -131,77 +182,19 @@ impl CatalogueCache {
         policies: &CachePolicies,
         repository: Arc<dyn CatalogueRepository>,
     ) -> Result<Self, BuildError> {
-        let concert = body_group(
+        let groups = BodyGroups {
             cache,
-            "concert",
-            policies.concert,
-            &repository,
-            |repository, id| async move {
-                match repository.find_concert(id).await? {
-                    Some(concert) => render(&ConcertBody::from(concert)).map(Some),
-                    None => Ok(None),
-                }
-            },
-        )?;
-        let concerts_page = body_group(
-            cache,
-            "concerts_page",
-            policies.concerts_page,
-            &repository,
-            |repository, key| async move {
-                match key {
-                    PageKey::Total => {
-                        // Every page carries the count; the smallest page costs the least.
-                        let smallest =
-                            PageRequest::new(0, 1).map_err(|error| RepositoryError::Query {
-                                reason: error.to_string(),
-                            })?;
-                        let page = repository.list_concerts(smallest).await?;
-                        render(&page.total).map(Some)
-                    }
-                    PageKey::Page(request) => {
-                        let page = repository.list_concerts(request).await?;
-                        render(&ConcertPageBody::from(page)).map(Some)
-                    }
-                }
-            },
-        )?;
-        let schedules = body_group(
-            cache,
-            "schedules",
-            policies.schedules,
-            &repository,
-            |repository, id| async move {
-                match repository.list_schedules(id).await? {
-                    Some(list) => {
-                        let body: Vec<ScheduleBody> =
-                            list.into_iter().map(ScheduleBody::from).collect();
-                        render(&body).map(Some)
-                    }
-                    None => Ok(None),
-                }
-            },
-        )?;
-        let seats = body_group(
-            cache,
-            "seats",
-            policies.seats,
-            &repository,
-            |repository, key: SeatsKey| async move {
-                match repository.list_seats(key.schedule, key.filter).await? {
-                    Some(list) => {
-                        let body: Vec<SeatBody> = list.into_iter().map(SeatBody::from).collect();
-                        render(&body).map(Some)
-                    }
-                    None => Ok(None),
-                }
-            },
-        )?;
+            repository: &repository,
+        };
         Ok(Self {
-            concert,
-            concerts_page,
-            schedules,
-            seats,
+            concert: groups.build("concert", policies.concert, load_concert)?,
+            concerts_page: groups.build(
+                "concerts_page",
+                policies.concerts_page,
+                load_concerts_page,
+            )?,
+            schedules: groups.build("schedules", policies.schedules, load_schedules)?,
+            seats: groups.build("seats", policies.seats, load_seats)?,
         })
     }
 

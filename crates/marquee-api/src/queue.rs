@@ -24,7 +24,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::caller::Caller;
-use crate::error::{ApiError, DatabaseBusyAnswer, InvalidIdAnswer, Problem, UnauthorizedAnswer};
+use crate::error::{
+    ApiError, DatabaseBusyAnswer, InvalidIdAnswer, PROBLEM_JSON, Problem, UnauthorizedAnswer,
+};
 
 /// How often each instance runs an admission round for every open queue: a freed slot goes
 /// to the next in line within a tenth of a second. Admissions are counted per one-second
@@ -259,8 +261,6 @@ async fn not_in_queue(state: &AppState, concert: ConcertId) -> ApiError {
     }
 }
 
-const PROBLEM: &str = "application/problem+json";
-
 /// Joins the concert's queue; joining again returns the same entry.
 #[utoipa::path(post, path = "/api/v1/concerts/{concertId}/queue", tag = "queue", security(("bearer" = [])),
     params(ConcertPath),
@@ -269,7 +269,7 @@ const PROBLEM: &str = "application/problem+json";
         (status = 200, description = "Already in the queue: the same entry (or, with the waiting room off, an open door)", body = QueueEntryBody),
         InvalidIdAnswer,
         UnauthorizedAnswer,
-        (status = 404, description = "`concert-not-found`", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`concert-not-found`", body = Problem, content_type = PROBLEM_JSON),
         DatabaseBusyAnswer,
     ))]
 pub async fn join(
@@ -317,7 +317,7 @@ pub async fn join(
         (status = 200, description = "The entry", body = QueueEntryBody),
         InvalidIdAnswer,
         UnauthorizedAnswer,
-        (status = 404, description = "`queue-entry-not-found` (not in the queue, or the admission ran out), `concert-not-found`", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`queue-entry-not-found` (not in the queue, or the admission ran out), `concert-not-found`", body = Problem, content_type = PROBLEM_JSON),
         DatabaseBusyAnswer,
     ))]
 pub async fn poll(
@@ -382,7 +382,7 @@ pub async fn poll(
         (status = 204, description = "Left"),
         InvalidIdAnswer,
         UnauthorizedAnswer,
-        (status = 404, description = "`queue-entry-not-found`, `concert-not-found`", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`queue-entry-not-found`, `concert-not-found`", body = Problem, content_type = PROBLEM_JSON),
         DatabaseBusyAnswer,
     ))]
 pub async fn leave(

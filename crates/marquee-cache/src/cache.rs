@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use crate::breaker::{BreakerState, CircuitBreaker};
+use crate::breaker::{BreakerState, CircuitBreaker, OnChange};
 use crate::codec::{Codec, Json};
 use crate::config::CacheConfig;
 use crate::error::BuildError;
@@ -86,7 +86,7 @@ impl Cache {
         };
         Ok(Self {
             shared: Arc::new(Shared {
-                breaker: CircuitBreaker::new(config.breaker, Box::new(on_change)),
+                breaker: CircuitBreaker::new(config.breaker, OnChange(Box::new(on_change))),
                 fallback: Semaphore::new(config.fallback_concurrency),
                 local,
                 redis,

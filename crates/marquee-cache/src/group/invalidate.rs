@@ -7,7 +7,7 @@ use super::ticket::{generation_key, lease_key, mark_life};
 use super::{CacheGroup, CacheKey, CacheValue, erase};
 use crate::entry::{Entry, millis, now_ms};
 use crate::metrics::Operation;
-use crate::remote::RedisLink;
+use crate::remote::{AfterBump, RedisLink};
 
 impl<K, V, E> CacheGroup<K, V, E>
 where
@@ -27,12 +27,13 @@ where
         if let Some(redis) = self.redis_if_closed() {
             // The lease goes too: its holder's store will be refused, and a reader must not
             // wait `lease_wait` for a value that will not come.
+            let lease = lease_key(&full);
             let evicted = redis
-                .bump_generation_and_delete(
+                .bump_generation(
                     &generation_key(&full),
                     millis(mark_life(&self.inner.policy)),
                     &full,
-                    &lease_key(&full),
+                    AfterBump::Delete { lease: &lease },
                 )
                 .await;
             self.report(evicted.is_ok(), Operation::Evict);
@@ -57,12 +58,14 @@ where
         if let Some(redis) = self.redis_if_closed() {
             let written = match self.encode(&full, &entry) {
                 Some(encoded) => redis
-                    .bump_generation_and_set(
+                    .bump_generation(
                         &generation_key(&full),
                         millis(mark_life(&self.inner.policy)),
                         &full,
-                        &encoded,
-                        millis(keep),
+                        AfterBump::Set {
+                            value: &encoded,
+                            ttl_ms: millis(keep),
+                        },
                     )
                     .await
                     .is_ok(),

@@ -21,14 +21,12 @@ where
     V: CacheValue,
     E: std::error::Error + Send + Sync + 'static,
 {
-    /// Runs one shared load for `full`: the first caller leads (in its own task, so that
-    /// its cancellation cancels nobody's answer); the others wait for its outcome.
-    pub(super) async fn load_shared(
-        &self,
-        key: &K,
-        full: &str,
-        stale: Option<Entry<V>>,
-    ) -> Outcome<V, E> {
+    /// Runs one shared load for `key`: the first caller leads (in its own task, so that
+    /// its cancellation cancels nobody's answer); the others wait for its outcome. A miss,
+    /// so the full key is written out again here rather than carried from the read.
+    pub(super) async fn load_shared(&self, key: &K, stale: Option<Entry<V>>) -> Outcome<V, E> {
+        let full = self.full_key(key);
+        let full = full.as_str();
         match self.inner.flights.join(full) {
             Role::Leader(leader) => {
                 // A flight that finished between this reader's miss and its joining has

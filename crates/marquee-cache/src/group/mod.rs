@@ -246,7 +246,7 @@ where
         }
 
         inner.metrics.miss();
-        match self.load_shared(key, &full, stale.clone()).await {
+        match self.load_shared(key, stale.clone()).await {
             Ok(entry) => Ok(entry.value),
             Err(error) => match stale.filter(|entry| self.within_grace(entry, now_ms())) {
                 Some(entry) => {

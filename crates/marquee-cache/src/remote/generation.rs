@@ -108,40 +108,26 @@ impl RedisLink {
         Ok(stored == 1)
     }
 
-    /// Bumps the generation (kept for `mark_ms`) and deletes `key` and `lease`, atomically:
-    /// no store made under the old generation can land after the delete.
-    pub(crate) async fn bump_generation_and_delete(
+    /// Bumps the generation (kept for `mark_ms`) and then, atomically with the bump, deletes
+    /// `key` and its lease, or sets `key`: no store made under the old generation can land
+    /// after it.
+    pub(crate) async fn bump_generation(
         &self,
         generation_key: &str,
         mark_ms: u64,
         key: &str,
-        lease: &str,
+        then: AfterBump<'_>,
     ) -> Result<(), RedisError> {
-        self.bounded::<i64>(
-            redis::cmd("EVAL")
+        let mut command = redis::cmd("EVAL");
+        match then {
+            AfterBump::Delete { lease } => command
                 .arg(BUMP_AND_DELETE)
                 .arg(3)
                 .arg(generation_key)
                 .arg(key)
                 .arg(lease)
                 .arg(mark_ms.max(1)),
-        )
-        .await
-        .map(drop)
-    }
-
-    /// Bumps the generation (kept for `mark_ms`) and sets `key` to `value` for `ttl_ms`,
-    /// atomically.
-    pub(crate) async fn bump_generation_and_set(
-        &self,
-        generation_key: &str,
-        mark_ms: u64,
-        key: &str,
-        value: &[u8],
-        ttl_ms: u64,
-    ) -> Result<(), RedisError> {
-        self.bounded::<i64>(
-            redis::cmd("EVAL")
+            AfterBump::Set { value, ttl_ms } => command
                 .arg(BUMP_AND_SET)
                 .arg(2)
                 .arg(generation_key)
@@ -149,8 +135,16 @@ impl RedisLink {
                 .arg(mark_ms.max(1))
                 .arg(value)
                 .arg(ttl_ms.max(1)),
-        )
-        .await
-        .map(drop)
+        };
+        self.bounded::<i64>(&command).await.map(drop)
     }
+}
+
+/// What a generation bump does to the key.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum AfterBump<'a> {
+    /// Deletes it and its lease (`evict`).
+    Delete { lease: &'a str },
+    /// Sets it to `value` for `ttl_ms` (`update`).
+    Set { value: &'a [u8], ttl_ms: u64 },
 }

@@ -221,15 +221,13 @@ impl RedisLink {
 
     /// This thread's read connection, prepared on first use on this thread's runtime.
     fn reader(&self) -> Result<ConnectionManager, RedisError> {
-        self.readers
-            .get_or_try(|| {
-                ConnectionManager::new_lazy_with_config(
-                    self.client.clone(),
-                    self.manager_config.clone(),
-                )
-            })
-            .cloned()
-            .map_err(RedisError::from)
+        let open = || {
+            ConnectionManager::new_lazy_with_config(
+                self.client.clone(),
+                self.manager_config.clone(),
+            )
+        };
+        Ok(self.readers.get_or_try(open)?.clone())
     }
 
     /// Runs one command on the shared connection with the response bound.

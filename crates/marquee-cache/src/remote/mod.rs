@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 
 use crate::local::LocalTier;
 
+pub(crate) use generation::AfterBump;
 pub use link::{RedisConfig, RedisError, RedisLink};
 
 /// Applies invalidations published by any instance to this instance's L1, reconnecting

@@ -107,15 +107,12 @@ async fn a_dead_lease_holder_delays_but_does_not_block() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Redis: set MARQUEE_TEST_REDIS_URL"]
 async fn invalidations_reach_every_instances_l1() {
-    let url = redis_url();
     let source = Source::with_delay(Duration::ZERO);
-    let namespace = namespace();
-    let mut config = config(&namespace);
+    let mut config = config(&namespace());
     config.l1_ttl = Duration::from_secs(30);
-    let a = Cache::redis(config.clone(), link(&url)).unwrap();
-    let b = Cache::redis(config, link(&url)).unwrap();
-    let group_a = build_group(&a, CachePolicy::default(), source.loader());
-    let group_b = build_group(&b, CachePolicy::default(), source.loader());
+    let policy = CachePolicy::default();
+    let (_a, group_a) = group(Tier::Redis, config.clone(), policy, &source);
+    let (_b, group_b) = group(Tier::Redis, config, policy, &source);
     // Let both subscriptions settle.
     tokio::time::sleep(Duration::from_millis(300)).await;
 

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 
 use crate::on_each_tier;
 use crate::support::{
-    Group, Load, Source, Tier, assert_source_down, build_group, config, k, link, namespace,
+    Group, Load, Source, Tier, assert_source_down, build_group, config, group, k, link, namespace,
     redis_url, spawn_get,
 };
 
@@ -42,8 +42,12 @@ const TEN_YEARS_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
 async fn a_forged_far_future_entry_is_not_served() {
     let url = redis_url();
     let source = Source::with_delay(Duration::ZERO);
-    let cache = Cache::redis(config(&namespace()), link(&url)).unwrap();
-    let group = build_group(&cache, CachePolicy::default(), source.loader());
+    let (_cache, group) = group(
+        Tier::Redis,
+        config(&namespace()),
+        CachePolicy::default(),
+        &source,
+    );
     let redis = link(&url);
     let forever = now_ms() + TEN_YEARS_MS;
     for (key, forged) in [
@@ -101,9 +105,8 @@ async fn a_forged_entry_is_not_served_as_stale_when_the_source_fails() {
 async fn an_entry_within_the_policy_is_trusted() {
     let url = redis_url();
     let source = Source::with_delay(Duration::ZERO);
-    let cache = Cache::redis(config(&namespace()), link(&url)).unwrap();
     let policy = CachePolicy::with_ttl(Duration::from_secs(200), Duration::from_secs(60));
-    let group = build_group(&cache, policy, source.loader());
+    let (_cache, group) = group(Tier::Redis, config(&namespace()), policy, &source);
     link(&url)
         .set_px(
             &group.full_key(&k("k")),

@@ -13,7 +13,7 @@ use marquee_domain::{
 };
 use marquee_persistence::{Backend, DbPool, DieselBooking, PoolConfig, SeedPlan};
 
-use crate::{on_each_backend, pool_on};
+use crate::{instance_for, on_each_backend, pool_on};
 
 const MAX_BALANCE: i64 = 1_000_000_000_000;
 
@@ -55,12 +55,16 @@ fn key(text: &str) -> IdempotencyKey {
     IdempotencyKey::new(text).unwrap()
 }
 
-/// `u`'s hold of `seat` under [`rules`], which must be granted.
-async fn hold(booking: &DieselBooking, u: i64, seat: i64) -> Reservation {
+/// `u`'s attempt to hold `seat` under [`rules`].
+async fn try_hold(booking: &DieselBooking, u: i64, seat: i64) -> Result<Reservation, BookingError> {
     booking
         .hold_seat(user(u), SeatId::new(seat).unwrap(), rules())
         .await
-        .unwrap()
+}
+
+/// `u`'s hold of `seat` under [`rules`], which must be granted.
+async fn hold(booking: &DieselBooking, u: i64, seat: i64) -> Reservation {
+    try_hold(booking, u, seat).await.unwrap()
 }
 
 /// `u`'s charge of `amount` with the key `k`: its answer, performed, refused or replayed.
@@ -141,11 +145,7 @@ async fn a_thousand_users_fifty_seats_two_instances(backend: Backend) {
     ));
     let attempts: Vec<_> = (1..=1000)
         .map(|u| {
-            let booking = if u % 2 == 0 {
-                first.clone()
-            } else {
-                second.clone()
-            };
+            let booking = instance_for(u, &first, &second);
             // Seats 1..=50 are schedule 1's.
             let seat = SeatId::new(1 + (u * 7) % 50).unwrap();
             tokio::spawn(async move { booking.hold_seat(user(u), seat, rules()).await })
@@ -390,24 +390,18 @@ async fn windows_and_limits_are_enforced(backend: Backend) {
     let (_db, _pool, booking) = booking(backend).await;
     // Schedule 4 of concert 1 (seats 151..=200) opens in a week.
     assert!(matches!(
-        booking
-            .hold_seat(user(1), SeatId::new(151).unwrap(), rules())
-            .await,
+        try_hold(&booking, 1, 151).await,
         Err(BookingError::BookingClosed { .. })
     ));
     assert!(matches!(
-        booking
-            .hold_seat(user(1), SeatId::new(999_999).unwrap(), rules())
-            .await,
+        try_hold(&booking, 1, 999_999).await,
         Err(BookingError::SeatNotFound(_))
     ));
     for seat in 10..14 {
         hold(&booking, 1, seat).await;
     }
     assert_eq!(
-        booking
-            .hold_seat(user(1), SeatId::new(14).unwrap(), rules())
-            .await,
+        try_hold(&booking, 1, 14).await,
         Err(BookingError::HoldLimitReached { limit: 4 })
     );
     // Another schedule has its own limit...
@@ -416,9 +410,7 @@ async fn windows_and_limits_are_enforced(backend: Backend) {
     }
     // ...but not the user: ten live holds in all, on any schedules, are the most.
     assert_eq!(
-        booking
-            .hold_seat(user(1), SeatId::new(201).unwrap(), rules())
-            .await,
+        try_hold(&booking, 1, 201).await,
         Err(BookingError::UserHoldLimitReached { limit: 10 })
     );
     // Another user is not affected.

@@ -11,6 +11,8 @@ mod pool;
 mod queue;
 mod seed;
 
+use std::sync::Arc;
+
 use marquee_persistence::test_support::{MYSQL_URL_VAR, POSTGRES_URL_VAR, TestDatabase};
 use marquee_persistence::{Backend, DbPool, PoolConfig};
 // Test modules name it `crate::on_each_backend`.
@@ -21,6 +23,12 @@ pub fn pool_on(backend: Backend, config: PoolConfig) -> (TestDatabase, DbPool) {
     let db = TestDatabase::new(backend);
     let pool = DbPool::build(db.url(), &config).expect("the pool builds");
     (db, pool)
+}
+
+/// The instance user `u` goes through when users alternate between two instances: even
+/// users the first, odd ones the second.
+pub fn instance_for<T>(u: i64, first: &Arc<T>, second: &Arc<T>) -> Arc<T> {
+    Arc::clone(if u % 2 == 0 { first } else { second })
 }
 
 /// A small pool with short timeouts, so failure tests finish quickly.

@@ -15,7 +15,7 @@ use marquee_domain::{
 use marquee_persistence::test_support::TestDatabase;
 use marquee_persistence::{Backend, DbPool, DieselBooking, DieselQueue, PoolConfig, SeedPlan};
 
-use crate::{on_each_backend, pool_on};
+use crate::{instance_for, on_each_backend, pool_on};
 
 fn user(id: i64) -> UserId {
     UserId::new(id).unwrap()
@@ -315,11 +315,7 @@ async fn the_active_limit_holds_across_instances(backend: Backend) {
     };
     let joins: Vec<_> = (1..=60)
         .map(|u| {
-            let queue = if u % 2 == 0 {
-                first.clone()
-            } else {
-                second.clone()
-            };
+            let queue = instance_for(u, &first, &second);
             tokio::spawn(async move { join(&queue, u, rules).await })
         })
         .collect();
@@ -559,20 +555,15 @@ async fn payment_ends_the_admission(backend: Backend) {
         .hold_seat(user(1), SeatId::new(1).unwrap(), hold_rules(true))
         .await
         .unwrap();
-    let refused = booking
-        .pay(user(1), held.id, key("broke"), render)
-        .await
-        .unwrap();
+    let pay = async |k: &str| booking.pay(user(1), held.id, key(k), render).await.unwrap();
+    let refused = pay("broke").await;
     assert!(refused.performed.is_none(), "no funds yet");
     assert!(entry_of(&queue, 1).await.is_some());
     booking
         .charge(user(1), 100_000, key("funds"), render)
         .await
         .unwrap();
-    let paid = booking
-        .pay(user(1), held.id, key("pay"), render)
-        .await
-        .unwrap();
+    let paid = pay("pay").await;
     assert!(paid.performed.is_some(), "{:?}", paid.response);
     assert_eq!(entry_of(&queue, 1).await, None);
     let round = queue.admit(concert(), rules, Vec::new()).await.unwrap();

@@ -3,96 +3,16 @@
 //! the repository, below the cache.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use marquee_cache::BreakerState;
-use marquee_domain::{
-    CatalogueRepository, Concert, ConcertId, Page, PageRequest, RepositoryError,
-    ScheduleAvailability, ScheduleId, Seat, SeatFilter,
-};
 use marquee_persistence::Backend;
 use marquee_persistence::test_support::TestDatabase;
 use marquee_testkit::{ChaosProxy, host_port, redis_url, through};
 
-use crate::helpers::{Instance, TestApp, namespace, test_settings};
-
-/// Counts the loads that reach the repository, and how many run at once.
-#[derive(Default)]
-struct Counting {
-    loads: AtomicUsize,
-    in_flight: AtomicUsize,
-    max_in_flight: AtomicUsize,
-}
-
-impl Counting {
-    fn layer(self: &Arc<Self>) -> marquee_server::startup::CatalogueLayer {
-        let counting = self.clone();
-        Box::new(move |inner| {
-            // The layer runs once per app; every app of a test shares the counters.
-            let wrapped = Arc::new(Wrapped {
-                counting: counting.clone(),
-                inner,
-            });
-            wrapped as Arc<dyn CatalogueRepository>
-        })
-    }
-
-    fn loads(&self) -> usize {
-        self.loads.load(Ordering::SeqCst)
-    }
-
-    fn reset_max(&self) {
-        self.max_in_flight.store(0, Ordering::SeqCst);
-    }
-
-    fn max(&self) -> usize {
-        self.max_in_flight.load(Ordering::SeqCst)
-    }
-
-    async fn track<T>(&self, work: impl Future<Output = T>) -> T {
-        self.loads.fetch_add(1, Ordering::SeqCst);
-        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
-        // Long enough that concurrent requests overlap the load.
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        let result = work.await;
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        result
-    }
-}
-
-struct Wrapped {
-    counting: Arc<Counting>,
-    inner: Arc<dyn CatalogueRepository>,
-}
-
-#[async_trait]
-impl CatalogueRepository for Wrapped {
-    async fn list_concerts(&self, page: PageRequest) -> Result<Page<Concert>, RepositoryError> {
-        self.counting.track(self.inner.list_concerts(page)).await
-    }
-
-    async fn find_concert(&self, id: ConcertId) -> Result<Option<Concert>, RepositoryError> {
-        self.counting.track(self.inner.find_concert(id)).await
-    }
-
-    async fn list_schedules(
-        &self,
-        id: ConcertId,
-    ) -> Result<Option<Vec<ScheduleAvailability>>, RepositoryError> {
-        self.counting.track(self.inner.list_schedules(id)).await
-    }
-
-    async fn list_seats(
-        &self,
-        id: ScheduleId,
-        filter: SeatFilter,
-    ) -> Result<Option<Vec<Seat>>, RepositoryError> {
-        self.counting.track(self.inner.list_seats(id, filter)).await
-    }
-}
+use crate::helpers::{
+    Counting, Instance, TestApp, counted_app, namespace, redis_settings, test_settings,
+};
 
 /// Fires `count` concurrent GETs of `path` across `addresses`; returns (status, body) each.
 async fn burst(addresses: &[String], path: &str, count: usize) -> Vec<(u16, bytes::Bytes)> {
@@ -117,34 +37,63 @@ async fn burst(addresses: &[String], path: &str, count: usize) -> Vec<(u16, byte
     answers
 }
 
-/// An app on `db` (and `redis`, if given) whose repository loads are counted.
-async fn counted_app(db: TestDatabase, redis: Option<&str>) -> (TestApp, Arc<Counting>) {
-    let namespace = namespace();
-    let mut overrides = vec![("MARQUEE__CACHE__NAMESPACE", namespace.as_str())];
-    if let Some(redis) = redis {
-        overrides.push(("MARQUEE__REDIS__URL", redis));
-        // A slow reply on a loaded machine would otherwise count as a Redis failure and
-        // fail open into an extra load.
-        overrides.push(("MARQUEE__REDIS__RESPONSE_TIMEOUT", "2s"));
+/// One SQLite database and one namespace on the test Redis, for instances that share both;
+/// their repository loads are counted together.
+struct SharedBackends {
+    redis: String,
+    namespace: String,
+    counting: Arc<Counting>,
+    /// Dropped last: the database outlives the instances using it.
+    db: TestDatabase,
+}
+
+impl SharedBackends {
+    fn new() -> Self {
+        Self {
+            redis: redis_url(),
+            namespace: namespace(),
+            counting: Arc::new(Counting::default()),
+            db: TestDatabase::sqlite(),
+        }
     }
-    let settings = test_settings(db.url().as_str(), &overrides);
-    let counting = Arc::new(Counting::default());
-    let app = TestApp::start_layered(db, settings, counting.layer()).await;
-    (app, counting)
+
+    /// An instance with its cache on the shared Redis, with `more` settings.
+    async fn start(&self, more: &[(&str, &str)]) -> Instance {
+        let settings = redis_settings(self.db.url().as_str(), &self.redis, &self.namespace, more);
+        Instance::start(settings, self.counting.layer()).await
+    }
+
+    /// An instance with the in-process cache only.
+    async fn start_local(&self) -> Instance {
+        let settings = test_settings(self.db.url().as_str(), &[]);
+        Instance::start(settings, self.counting.layer()).await
+    }
+}
+
+/// Fires `count` concurrent GETs of `path` at `app` and asserts that each was answered
+/// `status`; returns the bodies.
+async fn burst_answered(app: &TestApp, path: &str, count: usize, status: u16) -> Vec<bytes::Bytes> {
+    let answers = burst(std::slice::from_ref(&app.address), path, count).await;
+    answers
+        .into_iter()
+        .map(|(answered, body)| {
+            assert_eq!(answered, status, "GET {path}");
+            body
+        })
+        .collect()
+}
+
+/// The body of one GET of `path` from the instance at `address`.
+async fn body_of(address: &str, path: &str) -> bytes::Bytes {
+    burst(&[address.to_owned()], path, 1).await.remove(0).1
 }
 
 async fn cold_concert_loaded_once(backend: Backend, redis: Option<String>) {
     let db = TestDatabase::new(backend);
-    let (app, counting) = counted_app(db, redis.as_deref()).await;
+    let (app, counting) = counted_app(db, &namespace(), redis.as_deref()).await;
 
-    let answers = burst(
-        std::slice::from_ref(&app.address),
-        "/api/v1/concerts/5",
-        500,
-    )
-    .await;
-    assert!(answers.iter().all(|(status, _)| *status == 200));
-    assert!(answers.iter().all(|(_, body)| body == &answers[0].1));
+    let bodies = burst_answered(&app, "/api/v1/concerts/5", 500, 200).await;
+    assert!(bodies.iter().all(|body| body == &bodies[0]));
     assert_eq!(
         counting.loads(),
         1,
@@ -171,26 +120,19 @@ async fn a_stampede_on_postgres_and_redis_loads_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Redis: set MARQUEE_TEST_REDIS_URL"]
 async fn a_fleet_on_one_redis_loads_a_cold_key_once() {
-    let redis = redis_url();
-    let db = TestDatabase::sqlite();
-    let namespace = namespace();
-    let counting = Arc::new(Counting::default());
+    let shared = SharedBackends::new();
     let mut fleet = Vec::new();
     for _ in 0..3 {
-        let settings = test_settings(
-            db.url().as_str(),
-            &[
-                ("MARQUEE__REDIS__URL", redis.as_str()),
-                ("MARQUEE__CACHE__NAMESPACE", namespace.as_str()),
-                // Generous bounds, so that a loaded CI machine cannot turn a slow Redis reply
-                // into a fail-open load, or make a loser stop waiting for the lease holder.
-                ("MARQUEE__REDIS__RESPONSE_TIMEOUT", "2s"),
+        let instance = shared
+            .start(&[
+                // A generous bound, so that a loaded CI machine cannot make a loser stop
+                // waiting for the lease holder.
                 ("MARQUEE__CACHE__LEASE_WAIT", "10s"),
                 // Only the requests below may cause loads.
                 ("MARQUEE__CACHE__REFRESH__ENABLED", "false"),
-            ],
-        );
-        fleet.push(Instance::start(settings, counting.layer()).await);
+            ])
+            .await;
+        fleet.push(instance);
     }
     let addresses: Vec<String> = fleet.iter().map(|i| i.address.clone()).collect();
     let answers = burst(&addresses, "/api/v1/concerts/9/schedules", 300).await;
@@ -205,21 +147,19 @@ async fn a_fleet_on_one_redis_loads_a_cold_key_once() {
         odd.first(),
         answers[0]
     );
-    assert_eq!(counting.loads(), 1, "one load across three instances");
+    assert_eq!(
+        shared.counting.loads(),
+        1,
+        "one load across three instances"
+    );
 }
 
 /// 1,000 requests for a concert that does not exist: at most one load per negative TTL.
 async fn nonexistent_ids_reach_the_database_once(redis: Option<String>) {
     let db = TestDatabase::sqlite();
-    let (app, counting) = counted_app(db, redis.as_deref()).await;
+    let (app, counting) = counted_app(db, &namespace(), redis.as_deref()).await;
     for _ in 0..10 {
-        let answers = burst(
-            std::slice::from_ref(&app.address),
-            "/api/v1/concerts/424242",
-            100,
-        )
-        .await;
-        assert!(answers.iter().all(|(status, _)| *status == 404));
+        burst_answered(&app, "/api/v1/concerts/424242", 100, 404).await;
     }
     assert_eq!(counting.loads(), 1);
 }
@@ -325,32 +265,11 @@ async fn a_redis_outage_fails_no_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Redis: set MARQUEE_TEST_REDIS_URL"]
 async fn responses_are_identical_from_every_tier() {
-    let redis = redis_url();
-    let db = TestDatabase::sqlite();
-    let namespace = namespace();
-    let redis_only = test_settings(
-        db.url().as_str(),
-        &[
-            ("MARQUEE__REDIS__URL", redis.as_str()),
-            ("MARQUEE__CACHE__NAMESPACE", namespace.as_str()),
-            ("MARQUEE__CACHE__L1_TTL", "0s"),
-            ("MARQUEE__REDIS__RESPONSE_TIMEOUT", "2s"),
-        ],
-    );
-    let with_l1 = test_settings(
-        db.url().as_str(),
-        &[
-            ("MARQUEE__REDIS__URL", redis.as_str()),
-            ("MARQUEE__CACHE__NAMESPACE", namespace.as_str()),
-            ("MARQUEE__CACHE__L1_TTL", "30s"),
-            ("MARQUEE__REDIS__RESPONSE_TIMEOUT", "2s"),
-        ],
-    );
-    let local = test_settings(db.url().as_str(), &[]);
-    let counting = Arc::new(Counting::default());
-    let a = Instance::start(redis_only, counting.layer()).await;
-    let b = Instance::start(with_l1, counting.layer()).await;
-    let c = Instance::start(local, counting.layer()).await;
+    let shared = SharedBackends::new();
+    let counting = &shared.counting;
+    let a = shared.start(&[("MARQUEE__CACHE__L1_TTL", "0s")]).await;
+    let b = shared.start(&[("MARQUEE__CACHE__L1_TTL", "30s")]).await;
+    let c = shared.start_local().await;
 
     for path in [
         "/api/v1/concerts/3",
@@ -359,22 +278,10 @@ async fn responses_are_identical_from_every_tier() {
         "/api/v1/schedules/9/seats?status=available",
     ] {
         let loads = counting.loads();
-        let from_database = burst(std::slice::from_ref(&a.address), path, 1)
-            .await
-            .remove(0)
-            .1;
-        let from_redis = burst(std::slice::from_ref(&a.address), path, 1)
-            .await
-            .remove(0)
-            .1;
-        let into_l1 = burst(std::slice::from_ref(&b.address), path, 1)
-            .await
-            .remove(0)
-            .1;
-        let from_l1 = burst(std::slice::from_ref(&b.address), path, 1)
-            .await
-            .remove(0)
-            .1;
+        let from_database = body_of(&a.address, path).await;
+        let from_redis = body_of(&a.address, path).await;
+        let into_l1 = body_of(&b.address, path).await;
+        let from_l1 = body_of(&b.address, path).await;
         // A page of the list also needs the count of concerts, cached once for all pages.
         let cold_loads = if path.starts_with("/api/v1/concerts?") {
             2
@@ -386,10 +293,7 @@ async fn responses_are_identical_from_every_tier() {
             loads + cold_loads,
             "{path}: one load (and the count, for a page), then cache hits"
         );
-        let from_local = burst(std::slice::from_ref(&c.address), path, 1)
-            .await
-            .remove(0)
-            .1;
+        let from_local = body_of(&c.address, path).await;
         for (tier, body) in [
             ("redis", &from_redis),
             ("l1", &from_l1),

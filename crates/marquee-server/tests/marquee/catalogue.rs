@@ -58,9 +58,7 @@ async fn lists_schedules_with_seat_counts(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     hold_sell_and_expire(&app, 1);
 
-    let (status, schedules) = app.get_json("/api/v1/concerts/1/schedules").await;
-    assert_eq!(status, 200);
-    let schedules = schedules.as_array().unwrap();
+    let schedules = app.get_array("/api/v1/concerts/1/schedules").await;
     assert_eq!(schedules.len(), 4);
     let first = &schedules[0];
     assert_eq!(first["id"], 1);
@@ -73,7 +71,7 @@ async fn lists_schedules_with_seat_counts(backend: Backend) {
         .map(|s| s["startsAt"].as_str().unwrap())
         .collect();
     assert!(starts.windows(2).all(|w| w[0] <= w[1]), "in start order");
-    for s in schedules {
+    for s in &schedules {
         let opens = s["bookingOpensAt"].as_str().unwrap();
         let closes = s["bookingClosesAt"].as_str().unwrap();
         assert!(opens < closes && closes <= s["startsAt"].as_str().unwrap());
@@ -85,9 +83,7 @@ async fn lists_seats_by_status(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     hold_sell_and_expire(&app, 2);
 
-    let (status, all) = app.get_json("/api/v1/schedules/2/seats").await;
-    assert_eq!(status, 200);
-    let all = all.as_array().unwrap();
+    let all = app.get_array("/api/v1/schedules/2/seats").await;
     assert_eq!(all.len(), 50);
     let numbers: Vec<i64> = all.iter().map(|s| s["number"].as_i64().unwrap()).collect();
     assert_eq!(numbers, (1..=50).collect::<Vec<_>>());
@@ -102,15 +98,12 @@ async fn lists_seats_by_status(backend: Backend) {
             .all(|s| s["price"].as_i64().unwrap() > 0 && s["id"].is_i64())
     );
 
-    let count = |v: Value| v.as_array().unwrap().len();
-    let (_, available) = app
-        .get_json("/api/v1/schedules/2/seats?status=available")
-        .await;
-    assert_eq!(count(available), 48);
-    let (_, held) = app.get_json("/api/v1/schedules/2/seats?status=HELD").await;
-    assert_eq!(count(held), 1);
-    let (_, sold) = app.get_json("/api/v1/schedules/2/seats?status=sold").await;
-    assert_eq!(count(sold), 1);
+    for (filter, count) in [("available", 48), ("HELD", 1), ("sold", 1)] {
+        let seats = app
+            .get_array(&format!("/api/v1/schedules/2/seats?status={filter}"))
+            .await;
+        assert_eq!(seats.len(), count, "{filter}");
+    }
 }
 
 async fn unknown_resources_are_404_problems(backend: Backend) {

@@ -1,7 +1,15 @@
 //! `TestApp`: a running Marquee on port 0 with its own database.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
+use async_trait::async_trait;
+use marquee_domain::{
+    CatalogueRepository, Concert, ConcertId, Page, PageRequest, RepositoryError,
+    ScheduleAvailability, ScheduleId, Seat, SeatFilter,
+};
 use marquee_persistence::test_support::TestDatabase;
 use marquee_persistence::{Backend, DbPool};
 use marquee_server::settings::Sources;
@@ -55,6 +63,24 @@ pub fn test_settings(db_url: &str, overrides: &[(&str, &str)]) -> Settings {
     .expect("test settings are valid")
 }
 
+/// Settings for a test app on `db` with its cache on `redis` under `namespace`, and `more`.
+pub fn redis_settings(
+    db_url: &str,
+    redis: &str,
+    namespace: &str,
+    more: &[(&str, &str)],
+) -> Settings {
+    let mut overrides = vec![
+        ("MARQUEE__REDIS__URL", redis),
+        ("MARQUEE__CACHE__NAMESPACE", namespace),
+        // A slow reply on a loaded machine would otherwise count as a Redis failure and
+        // fail open into an extra load.
+        ("MARQUEE__REDIS__RESPONSE_TIMEOUT", "2s"),
+    ];
+    overrides.extend_from_slice(more);
+    test_settings(db_url, &overrides)
+}
+
 impl TestApp {
     /// A running app with the demo catalogue on a database of `backend`.
     pub async fn spawn(backend: Backend) -> Self {
@@ -106,6 +132,14 @@ impl TestApp {
         let response = self.get(path).await;
         let status = response.status().as_u16();
         (status, response.json().await.expect("a JSON body"))
+    }
+
+    /// The items of the JSON array a GET of `path` answers, asserting a 200.
+    pub async fn get_array(&self, path: &str) -> Vec<Value> {
+        match self.get_json(path).await {
+            (200, Value::Array(items)) => items,
+            (status, body) => panic!("GET {path}: {status} {body}, not 200 with an array"),
+        }
     }
 
     /// Asserts that a GET of each path answers a problem with `status` and the path's code.
@@ -193,4 +227,106 @@ pub async fn assert_problem(response: reqwest::Response, status: u16, code: &str
             .is_some_and(|t| t.ends_with(&format!("/{code}")))
     );
     body
+}
+
+/// Counts the loads that reach the repository (and the concert listings among them), and how
+/// many run at once.
+#[derive(Default)]
+pub struct Counting {
+    listings: AtomicUsize,
+    loads: AtomicUsize,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+impl Counting {
+    pub fn layer(self: &Arc<Self>) -> marquee_server::startup::CatalogueLayer {
+        let counting = self.clone();
+        Box::new(move |inner| {
+            // The layer runs once per app; every app of a test shares the counters.
+            let wrapped = Arc::new(Wrapped {
+                counting: counting.clone(),
+                inner,
+            });
+            wrapped as Arc<dyn CatalogueRepository>
+        })
+    }
+
+    pub fn loads(&self) -> usize {
+        self.loads.load(Ordering::SeqCst)
+    }
+
+    pub fn listings(&self) -> usize {
+        self.listings.load(Ordering::SeqCst)
+    }
+
+    pub fn reset_max(&self) {
+        self.max_in_flight.store(0, Ordering::SeqCst);
+    }
+
+    pub fn max(&self) -> usize {
+        self.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    async fn track<T>(&self, work: impl Future<Output = T>) -> T {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        // Long enough that concurrent requests overlap the load.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let result = work.await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+}
+
+struct Wrapped {
+    counting: Arc<Counting>,
+    inner: Arc<dyn CatalogueRepository>,
+}
+
+#[async_trait]
+impl CatalogueRepository for Wrapped {
+    async fn list_concerts(&self, page: PageRequest) -> Result<Page<Concert>, RepositoryError> {
+        self.counting.listings.fetch_add(1, Ordering::SeqCst);
+        self.counting.track(self.inner.list_concerts(page)).await
+    }
+
+    async fn find_concert(&self, id: ConcertId) -> Result<Option<Concert>, RepositoryError> {
+        self.counting.track(self.inner.find_concert(id)).await
+    }
+
+    async fn list_schedules(
+        &self,
+        id: ConcertId,
+    ) -> Result<Option<Vec<ScheduleAvailability>>, RepositoryError> {
+        self.counting.track(self.inner.list_schedules(id)).await
+    }
+
+    async fn list_seats(
+        &self,
+        id: ScheduleId,
+        filter: SeatFilter,
+    ) -> Result<Option<Vec<Seat>>, RepositoryError> {
+        self.counting.track(self.inner.list_seats(id, filter)).await
+    }
+}
+
+/// An app on `db` with its cache under `namespace` (on `redis`, if given) whose repository
+/// loads are counted.
+pub async fn counted_app(
+    db: TestDatabase,
+    namespace: &str,
+    redis: Option<&str>,
+) -> (TestApp, Arc<Counting>) {
+    let settings = match redis {
+        Some(redis) => redis_settings(db.url().as_str(), redis, namespace, &[]),
+        None => test_settings(
+            db.url().as_str(),
+            &[("MARQUEE__CACHE__NAMESPACE", namespace)],
+        ),
+    };
+    let counting = Arc::new(Counting::default());
+    let app = TestApp::start_layered(db, settings, counting.layer()).await;
+    (app, counting)
 }

@@ -2,82 +2,13 @@
 //! entry (the count), without an entry per page number and without a database query per
 //! request.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use async_trait::async_trait;
 use marquee_cache::{RedisConfig, RedisLink};
-use marquee_domain::{
-    CatalogueRepository, Concert, ConcertId, Page, PageRequest, RepositoryError,
-    ScheduleAvailability, ScheduleId, Seat, SeatFilter,
-};
 use marquee_persistence::Backend;
 use marquee_persistence::test_support::TestDatabase;
 use marquee_testkit::redis_url;
 use serde_json::json;
 
-use crate::helpers::{TestApp, namespace, test_settings};
-
-/// Counts the concert listings that reach the repository.
-struct CountingListings {
-    listings: Arc<AtomicUsize>,
-    inner: Arc<dyn CatalogueRepository>,
-}
-
-#[async_trait]
-impl CatalogueRepository for CountingListings {
-    async fn list_concerts(&self, page: PageRequest) -> Result<Page<Concert>, RepositoryError> {
-        self.listings.fetch_add(1, Ordering::SeqCst);
-        self.inner.list_concerts(page).await
-    }
-
-    async fn find_concert(&self, id: ConcertId) -> Result<Option<Concert>, RepositoryError> {
-        self.inner.find_concert(id).await
-    }
-
-    async fn list_schedules(
-        &self,
-        id: ConcertId,
-    ) -> Result<Option<Vec<ScheduleAvailability>>, RepositoryError> {
-        self.inner.list_schedules(id).await
-    }
-
-    async fn list_seats(
-        &self,
-        id: ScheduleId,
-        filter: SeatFilter,
-    ) -> Result<Option<Vec<Seat>>, RepositoryError> {
-        self.inner.list_seats(id, filter).await
-    }
-}
-
-/// An app on `db` with the cache in `namespace` (on `redis` if given); the count of its
-/// concert listings that reached the database.
-async fn app(
-    db: TestDatabase,
-    namespace: &str,
-    redis: Option<&str>,
-) -> (TestApp, Arc<AtomicUsize>) {
-    let mut overrides = vec![("MARQUEE__CACHE__NAMESPACE", namespace)];
-    if let Some(redis) = redis {
-        overrides.push(("MARQUEE__REDIS__URL", redis));
-        // A slow reply on a loaded machine would otherwise count as a Redis failure and
-        // fail open into an extra load.
-        overrides.push(("MARQUEE__REDIS__RESPONSE_TIMEOUT", "2s"));
-    }
-    let settings = test_settings(db.url().as_str(), &overrides);
-    let listings = Arc::new(AtomicUsize::new(0));
-    let layer = {
-        let listings = listings.clone();
-        Box::new(move |inner| {
-            Arc::new(CountingListings {
-                listings: listings.clone(),
-                inner,
-            }) as Arc<dyn CatalogueRepository>
-        })
-    };
-    (TestApp::start_layered(db, settings, layer).await, listings)
-}
+use crate::helpers::{TestApp, counted_app, namespace};
 
 /// Sends the 100 requests for pages 100000 to 100099 of size 20; each must be the empty
 /// page with the true count of the demo catalogue (120 concerts).
@@ -103,7 +34,7 @@ async fn pages_past_the_end_add_no_key_per_page_in_redis() {
     let url = redis_url();
     let db = TestDatabase::new(Backend::Postgres);
     let namespace = namespace();
-    let (app, listings) = app(db, &namespace, Some(&url)).await;
+    let (app, counting) = counted_app(db, &namespace, Some(&url)).await;
     let redis = RedisLink::open(RedisConfig::new(&url)).unwrap();
     let pattern = format!("{namespace}:*");
     assert_eq!(redis.scan(&pattern).await.unwrap(), Vec::<String>::new());
@@ -121,7 +52,7 @@ async fn pages_past_the_end_add_no_key_per_page_in_redis() {
         !keys.iter().any(|key| key.ends_with(":20")),
         "a page past the end has a key of its own: {keys:?}"
     );
-    let listed = listings.load(Ordering::SeqCst);
+    let listed = counting.listings();
     assert!(
         (1..=2).contains(&listed),
         "100 pages past the end made {listed} database listings"
@@ -133,7 +64,7 @@ async fn pages_past_the_end_add_no_key_per_page_in_redis() {
     assert_eq!(first["items"][0]["id"], 101);
     let (_, again) = app.get_json("/api/v1/concerts?page=5&size=20").await;
     assert_eq!(again, first);
-    assert_eq!(listings.load(Ordering::SeqCst), listed + 1);
+    assert_eq!(counting.listings(), listed + 1);
     assert!(
         redis
             .scan(&pattern)
@@ -147,14 +78,14 @@ async fn pages_past_the_end_add_no_key_per_page_in_redis() {
 /// The same on the in-process cache: at most 2 new entries for the 100 requests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_past_the_end_add_no_entry_per_page_in_process() {
-    let (app, listings) = app(TestDatabase::sqlite(), &namespace(), None).await;
+    let (app, counting) = counted_app(TestDatabase::sqlite(), &namespace(), None).await;
     let entries = app.cache.local_entry_count();
 
     request_100_pages_past_the_end(&app).await;
 
     let added = app.cache.local_entry_count() - entries;
     assert!(added <= 2, "100 pages past the end added {added} entries");
-    let listed = listings.load(Ordering::SeqCst);
+    let listed = counting.listings();
     assert!(
         (1..=2).contains(&listed),
         "100 pages past the end made {listed} database listings"
