@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Runs one k6 scenario against a Marquee started for the run, and keeps everything it made.
 
-  loadtest/run SCENARIO [--stack embedded|postgres] [--setup protected|no-jitter]
+  loadtest/run SCENARIO [--stack embedded|postgres|mariadb] [--setup protected|no-jitter]
                         [--target marquee|floor] [--bulk]
 
   SCENARIO   lookup, seed-replay, expiry-storm, booking-rush, ticket-opening or smoke
@@ -9,6 +9,7 @@
   --stack    embedded (default): SQLite in a temporary folder and the in-process cache.
              postgres: a fresh database marquee_loadtest_<pid> on PostgreSQL and Redis, with
              its own cache namespace; both are removed at exit.
+             mariadb: the same on MariaDB (the mysql:// dialect) instead of PostgreSQL.
   --setup    expiry-storm only (default protected); see loadtest/expiry-storm.js.
   --target   floor: seed-replay against the floor server (one Redis GET per request) instead.
   --bulk     seed 20000 concerts x 1 schedule x 50 seats instead of the demo catalogue
@@ -24,6 +25,7 @@ stack sets. Other knobs of this script:
   FLOOR_BIN     the floor binary (default target/floor/release/floor, built from
                 ../shared/bench/floor if missing)
   PG_URL        PostgreSQL server, loopback only (default postgres://postgres@127.0.0.1:5432)
+  MYSQL_URL     MariaDB server, loopback only (default mysql://root@127.0.0.1:3306)
   REDIS_URL     Redis, loopback only (default redis://127.0.0.1:6379)
   LOG_FILTER    the server's log filter (default warn: slow-request warnings and errors)
   STORM_BASE_TTL, STORM_JITTER  expiry-storm's concert TTL (default 20s, and 10s; 0s for
@@ -63,6 +65,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,8 +87,8 @@ K6_VERSION = "1.1.0"
 KNOBS = ("EXECUTOR", "VUS", "DURATION", "RATE", "TIME_UNIT", "PRE_ALLOCATED_VUS", "MAX_VUS", "STAGES",
          "START_RATE", "START_VUS", "GRACEFUL_STOP", "PROFILE", "KEYS", "SKEW", "MIX", "PAGE_SIZE",
          "STORM_BASE_TTL", "STORM_JITTER", "MARQUEE_BIN", "FLOOR_BIN", "BULK_CONCERTS", "BULK_SCHEDULES",
-         "BULK_SEATS", "MARQUEE_CONFIG_DIR", "LOG_FILTER", "PG_URL", "REDIS_URL", "WORKERS", "USERS",
-         "JOIN_WINDOW", "MAX_WAIT", "CONCERT_ID", "HOLD_TRIES", "ADMIT_PER_SECOND", "ACTIVE_LIMIT",
+         "BULK_SEATS", "MARQUEE_CONFIG_DIR", "LOG_FILTER", "PG_URL", "MYSQL_URL", "REDIS_URL", "WORKERS",
+         "USERS", "JOIN_WINDOW", "MAX_WAIT", "CONCERT_ID", "HOLD_TRIES", "ADMIT_PER_SECOND", "ACTIVE_LIMIT",
          "ACTIVE_TTL", "IDLE_TIMEOUT", "SEATS", "SAMPLES")
 LOOPBACK = re.compile(r"[a-z]+://([^@/]*@)?(127\.[0-9.]+|localhost|\[::1\])(:[0-9]+)?/?")
 # What answers 200 once a server is ready. The floor has no health route: /fixed, its
@@ -157,8 +160,8 @@ def parse_arguments(argv, environ):
     if scenario not in SCENARIOS:
         raise UsageError(f"unknown scenario '{scenario}': lookup, seed-replay, expiry-storm, "
                          "booking-rush, ticket-opening or smoke")
-    if stack not in ("embedded", "postgres"):
-        raise UsageError(f"--stack is embedded or postgres, not '{stack}'")
+    if stack not in ("embedded", *SERVERS):
+        raise UsageError(f"--stack is embedded, postgres or mariadb, not '{stack}'")
     if target not in ("marquee", "floor"):
         raise UsageError(f"--target is marquee or floor, not '{target}'")
     if scenario == "expiry-storm":
@@ -189,13 +192,106 @@ def command_line(options, environ):
 
 
 def backend_urls(environ):
-    """(PostgreSQL, Redis) URLs; UsageError unless both are loopback addresses."""
-    pg_url = (environ.get("PG_URL") or "postgres://postgres@127.0.0.1:5432").removesuffix("/")
+    """({stack: its database server's URL}, the Redis URL); UsageError unless each is a loopback
+    address."""
+    servers = {"postgres": (environ.get("PG_URL") or "postgres://postgres@127.0.0.1:5432").removesuffix("/"),
+               "mariadb": (environ.get("MYSQL_URL") or "mysql://root@127.0.0.1:3306").removesuffix("/")}
     redis_url = environ.get("REDIS_URL") or "redis://127.0.0.1:6379"
-    for url in (pg_url, redis_url):
+    for url in (*servers.values(), redis_url):
         if not LOOPBACK.fullmatch(url):
             raise UsageError(f"{url}: load tests target loopback addresses only")
-    return pg_url, redis_url
+    return servers, redis_url
+
+
+# -------------------------------------------------------------------------- database servers
+class DatabaseServer:
+    """A server on which a stack makes the run's database, reached through its command-line
+    client. Creating and dropping the database, and reading rows from the client's output, take
+    one path for both dialects, as does the SQL they share (TABLE_CHECKS, the reservations'
+    times); what differs is in the subclasses: how the client is called, the statements that
+    create and drop a database, and what separates the columns in the client's output."""
+    # Each dialect sets these: its --stack, its name in the report, its client and the package
+    # that has it, and what separates a row's columns in the client's output.
+    stack = title = client = package = separator = None
+    # The database the client connects to for creating and dropping the run's ("" for none).
+    admin_database = ""
+
+    def __init__(self, url):
+        self.url = url
+
+    def database_url(self, database):
+        return f"{self.url}/{database}"
+
+    def execute(self, database, *statements):
+        """The client's output of statements run in order on database (a line a row), which
+        stop at the first that fails; CalledProcessError then."""
+        command, variables = self.command(database, statements)
+        return subprocess.run(command, env={**os.environ, **variables}, capture_output=True, text=True,
+                              check=True).stdout
+
+    def rows(self, database, sql):
+        """The rows of a query, each a list of its columns as text."""
+        return [line.split(self.separator) for line in self.execute(database, sql).splitlines()]
+
+    def create(self, database):
+        """A fresh database, in place of one of the same name that an earlier run left."""
+        self.execute(self.admin_database, self.drop_statement(database), self.create_statement(database))
+
+    def drop(self, database):
+        self.execute(self.admin_database, self.drop_statement(database))
+
+
+class Postgres(DatabaseServer):
+    stack, title, client, package = "postgres", "PostgreSQL", "psql", "postgresql-client"
+    admin_database = "postgres"
+    # The unit separator: a column's text, a time stamp's for one, may hold spaces.
+    separator = "\x1f"
+
+    def command(self, database, statements):
+        command = ["psql", self.database_url(database), "-qAt", "-v", "ON_ERROR_STOP=1", "-F", self.separator]
+        for statement in statements:
+            command += ["-c", statement]
+        return command, {}
+
+    def drop_statement(self, database):
+        return f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'
+
+    def create_statement(self, database):
+        return f'CREATE DATABASE "{database}"'
+
+
+class MariaDB(DatabaseServer):
+    stack, title, client, package = "mariadb", "MariaDB", "mysql", "mariadb-client"
+    # mysql -N -B prints a row a line, its columns separated by tabs, and escapes a tab, a newline
+    # or a backslash inside a value (\t, \n, \\), so that a split on tabs is sound.
+    separator = "\t"
+
+    def command(self, database, statements):
+        url = urllib.parse.urlsplit(self.url)
+        # TCP to the URL's port even for localhost, where the client would take the Unix socket.
+        command = ["mysql", "-N", "-B", "--protocol=tcp", "-h", url.hostname, "-P", str(url.port or 3306)]
+        if url.username:
+            command += ["-u", urllib.parse.unquote(url.username)]
+        if database:
+            command += ["-D", database]
+        # One -e with every statement: the client stops at the first that fails, exiting non-zero.
+        command += ["-e", ";\n".join(statements)]
+        # The password in the client's environment, not its command line, which ps shows.
+        return command, {"MYSQL_PWD": urllib.parse.unquote(url.password)} if url.password else {}
+
+    def drop_statement(self, database):
+        # No FORCE as in PostgreSQL: the run stops its server, and so ends its sessions, before
+        # dropping the database.
+        return f"DROP DATABASE IF EXISTS `{database}`"
+
+    def create_statement(self, database):
+        # The character set and collation the migrations give every table, for the database's
+        # own tables too (diesel's migration table).
+        return f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+
+
+# The stacks that keep their data on a database server, by --stack.
+SERVERS = {server.stack: server for server in (Postgres, MariaDB)}
 
 
 @dataclass
@@ -203,24 +299,27 @@ class Stack:
     """Where a marquee of the run keeps its data, and what is removed at exit."""
     description: str
     settings: dict
-    database: str = ""  # a PostgreSQL database of the run
+    database: str = ""  # a database of the run on server
+    server: DatabaseServer = None
     namespace: str = ""  # a Redis key prefix of the run
     sqlite: Path = None  # the SQLite file of the run
 
 
-def stack_for(options, pg_url, redis_url, work, pid):
+def stack_for(options, server_urls, redis_url, work, pid):
+    """The stack of the run; server_urls as backend_urls gives them."""
     if options.floor:
         return Stack(f"floor server (one Redis GET per request on /mux/{{id}}), Redis at {redis_url}", {})
     if options.stack == "embedded":
         sqlite = Path(work) / "marquee.sqlite3"
         return Stack("embedded: SQLite in a temporary folder, in-process cache",
                      {"MARQUEE__DATABASE__URL": str(sqlite), "MARQUEE__REDIS__URL": ""}, sqlite=sqlite)
+    server = SERVERS[options.stack](server_urls[options.stack])
     database, namespace = f"marquee_loadtest_{pid}", f"marquee:loadtest:{pid}"
-    return Stack(f"postgres: PostgreSQL at {pg_url} (database {database}), Redis at {redis_url} "
+    return Stack(f"{options.stack}: {server.title} at {server.url} (database {database}), Redis at {redis_url} "
                  f"(namespace {namespace}), MARQUEE_ENV=production",
-                 {"MARQUEE_ENV": "production", "MARQUEE__DATABASE__URL": f"{pg_url}/{database}",
+                 {"MARQUEE_ENV": "production", "MARQUEE__DATABASE__URL": server.database_url(database),
                   "MARQUEE__REDIS__URL": redis_url, "MARQUEE__CACHE__NAMESPACE": namespace},
-                 database=database, namespace=namespace)
+                 database=database, server=server, namespace=namespace)
 
 
 def admit_per_second(environ):
@@ -369,23 +468,14 @@ def build(command):
 
 
 def check_backends(options, redis_url):
-    if options.stack == "postgres" and not options.floor and not shutil.which("psql"):
-        die("psql is needed for --stack postgres (apt-get install postgresql-client)")
-    if options.stack == "postgres" or options.floor:
+    server = SERVERS.get(options.stack)
+    if server and not options.floor and not shutil.which(server.client):
+        die(f"{server.client} is needed for --stack {options.stack} (apt-get install {server.package})")
+    if server or options.floor:
         if not shutil.which("redis-cli"):
             die("redis-cli is needed (apt-get install redis-tools)")
         if subprocess.run(["redis-cli", "-u", redis_url, "ping"], capture_output=True).returncode != 0:
             die(f"no Redis answers at {redis_url}")
-
-
-def psql(url, *commands, separator=None):
-    """psql's unaligned output of SQL commands, one line a row; CalledProcessError on failure."""
-    arguments = ["psql", url, "-qAt", "-v", "ON_ERROR_STOP=1"]
-    if separator is not None:
-        arguments += ["-F", separator]
-    for command in commands:
-        arguments += ["-c", command]
-    return subprocess.run(arguments, capture_output=True, text=True, check=True).stdout
 
 
 def has_matplotlib():
@@ -435,7 +525,7 @@ class Run:
     """One run: what it started and made, so that clean_up can remove it however it ends."""
     options: Options
     environ: dict
-    pg_url: str
+    server_urls: dict
     redis_url: str
     out: Path = None
     work: str = None
@@ -458,7 +548,7 @@ class Run:
         self.out = out = Path("loadtest/results") / f"{stamp}-{options.folder_name()}"
         out.mkdir(parents=True, exist_ok=True)
         self.work = tempfile.mkdtemp(prefix="marquee-loadtest.")
-        self.stack = stack_for(options, self.pg_url, self.redis_url, self.work, os.getpid())
+        self.stack = stack_for(options, self.server_urls, self.redis_url, self.work, os.getpid())
 
         port = harness.free_port()
         base_url = f"http://127.0.0.1:{port}"
@@ -525,8 +615,7 @@ class Run:
     def prepare_database(self, binary):
         if self.stack.database:
             try:
-                psql(f"{self.pg_url}/postgres", f'DROP DATABASE IF EXISTS "{self.stack.database}" WITH (FORCE)',
-                     f'CREATE DATABASE "{self.stack.database}"')
+                self.stack.server.create(self.stack.database)
             except subprocess.CalledProcessError as error:
                 die(f"could not create database {self.stack.database}: {error.stderr.strip()}")
             self.database_created = True
@@ -590,9 +679,7 @@ class Run:
     def query(self, sql):
         """The rows of a query on the run's database, each a list of its columns as text."""
         if self.stack.database:
-            # The unit separator: a column's text, a time stamp's for one, may hold spaces.
-            text = psql(f"{self.pg_url}/{self.stack.database}", sql, separator="\x1f")
-            return [line.split("\x1f") for line in text.splitlines()]
+            return self.stack.server.rows(self.stack.database, sql)
         with sqlite3.connect(self.stack.sqlite) as db:
             return [[str(value) for value in row] for row in db.execute(sql)]
 
@@ -670,7 +757,7 @@ class Run:
                 say(f"server stopped {took:.1f} s after SIGTERM")
         if self.database_created:
             try:
-                psql(f"{self.pg_url}/postgres", f'DROP DATABASE IF EXISTS "{self.stack.database}" WITH (FORCE)')
+                self.stack.server.drop(self.stack.database)
             except subprocess.CalledProcessError:
                 say(f"warning: could not drop database {self.stack.database}")
         if self.stack is not None and self.stack.namespace:
@@ -692,7 +779,7 @@ def main():
     environ = dict(os.environ)
     try:
         options = parse_arguments(sys.argv[1:], environ)
-        pg_url, redis_url = backend_urls(environ)
+        server_urls, redis_url = backend_urls(environ)
     except ShowHelp:
         # Quietly cut short by `loadtest/run --help | head`, as a shell tool is.
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
@@ -702,7 +789,7 @@ def main():
         die(str(error))
     signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    run = Run(options, environ, pg_url, redis_url)
+    run = Run(options, environ, server_urls, redis_url)
     try:
         status = run.execute()
     finally:

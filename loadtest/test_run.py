@@ -25,6 +25,7 @@ class Arguments(unittest.TestCase):
         self.assertEqual((options.target, options.bulk, options.stack), ("floor", True, "postgres"))
         self.assertEqual(parse("expiry-storm", "--setup=no-jitter").folder_name(), "expiry-storm-no-jitter")
         self.assertEqual(options.folder_name(), "seed-replay-floor")
+        self.assertEqual(parse("booking-rush", "--stack=mariadb").stack, "mariadb")
 
     def test_help(self):
         for argv in ([], ["--help"], ["smoke", "-h"]):
@@ -35,7 +36,8 @@ class Arguments(unittest.TestCase):
         cases = {
             ("nope",): "unknown scenario 'nope'",
             ("smoke", "--stack"): "--stack needs a value",
-            ("smoke", "--stack", "redis"): "--stack is embedded or postgres, not 'redis'",
+            ("smoke", "--stack", "redis"): "--stack is embedded, postgres or mariadb, not 'redis'",
+            ("smoke", "--stack", "mysql"): "--stack is embedded, postgres or mariadb, not 'mysql'",
             ("smoke", "--target", "x"): "--target is marquee or floor, not 'x'",
             ("smoke", "--fast"): "unknown argument '--fast' (see loadtest/run --help)",
             ("smoke", "--setup", "no-jitter"): "--setup applies to expiry-storm only",
@@ -62,17 +64,22 @@ class Arguments(unittest.TestCase):
 
     def test_backends_must_be_on_loopback(self):
         self.assertEqual(run.backend_urls({"PG_URL": "postgres://u:p@127.0.0.1:5433/"}),
-                         ("postgres://u:p@127.0.0.1:5433", "redis://127.0.0.1:6379"))
+                         ({"postgres": "postgres://u:p@127.0.0.1:5433", "mariadb": "mysql://root@127.0.0.1:3306"},
+                          "redis://127.0.0.1:6379"))
+        self.assertEqual(run.backend_urls({"MYSQL_URL": "mariadb://u:p@localhost:3307/"})[0]["mariadb"],
+                         "mariadb://u:p@localhost:3307")
         run.backend_urls({"PG_URL": "postgres://localhost", "REDIS_URL": "redis://[::1]:6380"})
         for environ in ({"PG_URL": "postgres://db.example:5432"}, {"REDIS_URL": "redis://10.0.0.1:6379"},
-                        {"PG_URL": "postgres://127.0.0.1:5432/marquee"}):
+                        {"PG_URL": "postgres://127.0.0.1:5432/marquee"}, {"MYSQL_URL": "mysql://db.example:3306"},
+                        {"MYSQL_URL": "mysql://root@127.0.0.1:3306/marquee"}):
             with self.subTest(environ=environ), self.assertRaisesRegex(run.UsageError, "loopback"):
                 run.backend_urls(environ)
 
 
 class Settings(unittest.TestCase):
     def settings(self, options, **environ):
-        stack = run.stack_for(options, "postgres://127.0.0.1", "redis://127.0.0.1", "/tmp/w", 42)
+        servers = {"postgres": "postgres://127.0.0.1", "mariadb": "mysql://root@127.0.0.1:3306"}
+        stack = run.stack_for(options, servers, "redis://127.0.0.1", "/tmp/w", 42)
         return run.server_settings(options, environ, 8080, "s3cret", stack)
 
     def test_the_stacks(self):
@@ -86,6 +93,21 @@ class Settings(unittest.TestCase):
         self.assertEqual(postgres["MARQUEE__CACHE__NAMESPACE"], "marquee:loadtest:42")
         self.assertEqual((postgres["MARQUEE__SERVER__BIND"], postgres["MARQUEE__LOG__FILTER"]),
                          ("127.0.0.1:8080", "warn"))
+
+    def test_the_mariadb_stack_is_the_postgres_one_on_mariadb(self):
+        mariadb = self.settings(parse("smoke", "--stack", "mariadb"))
+        self.assertEqual(mariadb["MARQUEE_ENV"], "production")
+        self.assertEqual(mariadb["MARQUEE__DATABASE__URL"], "mysql://root@127.0.0.1:3306/marquee_loadtest_42")
+        self.assertEqual(mariadb["MARQUEE__CACHE__NAMESPACE"], "marquee:loadtest:42")
+        self.assertEqual(mariadb["MARQUEE__REDIS__URL"], "redis://127.0.0.1")
+        postgres = self.settings(parse("smoke", "--stack", "postgres"))
+        self.assertEqual(mariadb.keys(), postgres.keys())
+        stack = run.stack_for(parse("smoke", "--stack", "mariadb"), {"mariadb": "mysql://root@127.0.0.1:3306"},
+                              "redis://127.0.0.1", "/tmp/w", 42)
+        self.assertEqual((stack.database, stack.namespace, stack.server.client),
+                         ("marquee_loadtest_42", "marquee:loadtest:42", "mysql"))
+        self.assertTrue(stack.description.startswith("mariadb: MariaDB at mysql://root@127.0.0.1:3306 "
+                                                     "(database marquee_loadtest_42)"))
 
     def test_expiry_storm_short_ttls_and_its_setups(self):
         protected = self.settings(parse("expiry-storm"), STORM_BASE_TTL="5s")
@@ -128,6 +150,39 @@ class Settings(unittest.TestCase):
                          [f"BASE_URL={base}", "TARGET=floor"])
         self.assertEqual(run.k6_variables(parse("ticket-opening", "--bulk"), {"BULK_CONCERTS": "7"}, base, "s")[1:],
                          ["JWT_SECRET=s", "CONCERT_ID=121", "CONCERTS=7", "SCHEDULES_PER_CONCERT=1"])
+
+
+class DatabaseServers(unittest.TestCase):
+    def test_psql_gets_the_url_and_each_statement(self):
+        server = run.Postgres("postgres://postgres@127.0.0.1:5432")
+        self.assertEqual(server.command("marquee_loadtest_42", ["SELECT 1", "SELECT 2"]),
+                         (["psql", "postgres://postgres@127.0.0.1:5432/marquee_loadtest_42", "-qAt",
+                           "-v", "ON_ERROR_STOP=1", "-F", "\x1f", "-c", "SELECT 1", "-c", "SELECT 2"], {}))
+        self.assertEqual(server.drop_statement("d"), 'DROP DATABASE IF EXISTS "d" WITH (FORCE)')
+
+    def test_mysql_gets_the_urls_parts_and_its_password_in_the_environment(self):
+        server = run.MariaDB("mysql://loader:p%40ss@127.0.0.1:3307")
+        self.assertEqual(server.command("marquee_loadtest_42", ["SELECT 1", "SELECT 2"]),
+                         (["mysql", "-N", "-B", "--protocol=tcp", "-h", "127.0.0.1", "-P", "3307", "-u", "loader",
+                           "-D", "marquee_loadtest_42", "-e", "SELECT 1;\nSELECT 2"], {"MYSQL_PWD": "p@ss"}))
+        # No database to create or drop one; no password, no MYSQL_PWD; 3306 when the URL has no port.
+        self.assertEqual(run.MariaDB("mariadb://root@[::1]").command("", ["DROP DATABASE IF EXISTS `d`"]),
+                         (["mysql", "-N", "-B", "--protocol=tcp", "-h", "::1", "-P", "3306", "-u", "root",
+                           "-e", "DROP DATABASE IF EXISTS `d`"], {}))
+        self.assertEqual(server.create_statement("d"),
+                         "CREATE DATABASE `d` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+        self.assertEqual(server.database_url("d"), "mysql://loader:p%40ss@127.0.0.1:3307/d")
+
+    def test_rows_split_on_each_dialects_separator(self):
+        # A time stamp holds a space: neither dialect separates columns with one.
+        cases = ((run.Postgres("postgres://127.0.0.1"), "0\x1f2026-12-07 10:00:00.5+00\n",
+                  ["0", "2026-12-07 10:00:00.5+00"]),
+                 (run.MariaDB("mysql://127.0.0.1"), "0\t2026-12-07 10:00:00.500000\n",
+                  ["0", "2026-12-07 10:00:00.500000"]))
+        for server, output, row in cases:
+            with self.subTest(server=server.stack):
+                server.execute = lambda *_, text=output: text
+                self.assertEqual(server.rows("d", "SELECT ..."), [row])
 
 
 class Tables(unittest.TestCase):
