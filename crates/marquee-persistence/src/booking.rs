@@ -246,6 +246,21 @@ trait RowLocks {
     fn lock_seat(&mut self, seat: i64) -> QueryResult<()>;
 }
 
+/// `lock_seat` as a locking read, for the backends with row locks.
+macro_rules! lock_seat_for_update {
+    () => {
+        fn lock_seat(&mut self, seat: i64) -> QueryResult<()> {
+            seats::table
+                .find(seat)
+                .select(seats::id)
+                .for_update()
+                .first::<i64>(self)
+                .optional()
+                .map(drop)
+        }
+    };
+}
+
 /// The advisory-lock class of per-user hold locks (the first key of the two-key form).
 const HOLD_LOCK_CLASS: i32 = 0x4d51_0001;
 
@@ -260,15 +275,7 @@ impl RowLocks for diesel::PgConnection {
             .map(drop)
     }
 
-    fn lock_seat(&mut self, seat: i64) -> QueryResult<()> {
-        seats::table
-            .find(seat)
-            .select(seats::id)
-            .for_update()
-            .first::<i64>(self)
-            .optional()
-            .map(drop)
-    }
+    lock_seat_for_update!();
 }
 
 impl RowLocks for diesel::SqliteConnection {
@@ -294,15 +301,7 @@ impl RowLocks for diesel::MysqlConnection {
         .map(drop)
     }
 
-    fn lock_seat(&mut self, seat: i64) -> QueryResult<()> {
-        seats::table
-            .find(seat)
-            .select(seats::id)
-            .for_update()
-            .first::<i64>(self)
-            .optional()
-            .map(drop)
-    }
+    lock_seat_for_update!();
 }
 
 /// The statements whose form differs between the backends: PostgreSQL and SQLite say what

@@ -229,31 +229,36 @@ async fn seeding_runs_past_statement_timeout_and_restores_it(backend: Backend) {
     assert_eq!(bound, expected);
 }
 
-/// The statement bounds exist on PostgreSQL and MariaDB only.
-mod postgres_and_mysql {
-    use super::*;
+/// The statement bounds exist on PostgreSQL and MariaDB only: `mod postgres` and
+/// `mod mysql` of `statement_bounds` run these on each.
+mod statement_bounds {
+    use marquee_persistence::Backend;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "needs PostgreSQL: set MARQUEE_TEST_DATABASE_URL"]
-    async fn postgres_cancels_a_statement_past_statement_timeout_as_busy() {
-        a_statement_past_statement_timeout_is_cancelled_as_busy(Backend::Postgres).await;
+    macro_rules! on_postgres_and_mysql {
+        ($($name:ident),* $(,)?) => {
+            mod postgres {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    #[ignore = "needs PostgreSQL: set MARQUEE_TEST_DATABASE_URL"]
+                    async fn $name() {
+                        super::super::$name(super::Backend::Postgres).await;
+                    }
+                )*
+            }
+            mod mysql {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    #[ignore = "needs MariaDB: set MARQUEE_TEST_MYSQL_URL"]
+                    async fn $name() {
+                        super::super::$name(super::Backend::Mysql).await;
+                    }
+                )*
+            }
+        };
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "needs MariaDB: set MARQUEE_TEST_MYSQL_URL"]
-    async fn mysql_cancels_a_statement_past_statement_timeout_as_busy() {
-        a_statement_past_statement_timeout_is_cancelled_as_busy(Backend::Mysql).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "needs PostgreSQL: set MARQUEE_TEST_DATABASE_URL"]
-    async fn postgres_seeds_past_statement_timeout_and_restores_it() {
-        seeding_runs_past_statement_timeout_and_restores_it(Backend::Postgres).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "needs MariaDB: set MARQUEE_TEST_MYSQL_URL"]
-    async fn mysql_seeds_past_statement_timeout_and_restores_it() {
-        seeding_runs_past_statement_timeout_and_restores_it(Backend::Mysql).await;
-    }
+    on_postgres_and_mysql!(
+        a_statement_past_statement_timeout_is_cancelled_as_busy,
+        seeding_runs_past_statement_timeout_and_restores_it,
+    );
 }
