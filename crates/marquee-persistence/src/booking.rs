@@ -153,8 +153,8 @@ enum Claim {
 /// `Claim`, or returns `IdempotencyKeyReused` from the enclosing closure if the key came
 /// with another request. A macro because the body runs on each concrete connection type.
 ///
-/// On PostgreSQL, a concurrent claim of the same key waits on the first one's row until it
-/// commits or rolls back, then finds the recorded response (or takes the key over).
+/// On PostgreSQL and MariaDB, a concurrent claim of the same key waits on the first one's row
+/// until it commits or rolls back, then finds the recorded response (or takes the key over).
 macro_rules! claim_key {
     ($c:ident, $user:expr, $key:expr, $request:expr) => {{
         let claimed = $c.claim(&NewClaim {

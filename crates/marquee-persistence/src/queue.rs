@@ -371,6 +371,18 @@ fn entries_in(concert: i64, state: QueueEntryState) -> _ {
         .filter(queue_entries::status.eq(state))
 }
 
+/// A concert's gate as first written: an empty window starting at `now`'s second.
+#[diesel::dsl::auto_type]
+fn new_gate(concert: i64, now: NaiveDateTime) -> _ {
+    let start: NaiveDateTime = now.trunc_subsecs(0);
+    let admitted: i32 = 0;
+    (
+        queue_gates::concert_id.eq(concert),
+        queue_gates::window_start.eq(start),
+        queue_gates::admitted.eq(admitted),
+    )
+}
+
 /// Users per `IN (...)` list: far below SQLite's 32,766 bind parameters.
 const USERS_PER_STATEMENT: usize = 1_000;
 
@@ -379,18 +391,6 @@ macro_rules! shared_queue_statements {
     () => {
         fn concert_exists(&mut self, concert: i64) -> QueryResult<bool> {
             diesel::select(diesel::dsl::exists(concerts::table.find(concert))).get_result(self)
-        }
-
-        fn ensure_gate(&mut self, concert: i64, now: NaiveDateTime) -> QueryResult<()> {
-            diesel::insert_into(queue_gates::table)
-                .values((
-                    queue_gates::concert_id.eq(concert),
-                    queue_gates::window_start.eq(now.trunc_subsecs(0)),
-                    queue_gates::admitted.eq(0),
-                ))
-                .on_conflict_do_nothing()
-                .execute(self)
-                .map(drop)
         }
 
         fn anyone_waiting(&mut self, concert: i64) -> QueryResult<bool> {
@@ -473,11 +473,20 @@ macro_rules! shared_queue_statements {
     };
 }
 
-/// The statements that say what they wrote with `RETURNING` (PostgreSQL, SQLite).
+/// The statements that say what they wrote with `RETURNING`, or skip a duplicate with
+/// `ON CONFLICT DO NOTHING` (PostgreSQL, SQLite).
 macro_rules! returning_queue_statements {
     ($($conn:ty),*) => {$(
         impl QueueStatements for $conn {
             shared_queue_statements!();
+
+            fn ensure_gate(&mut self, concert: i64, now: NaiveDateTime) -> QueryResult<()> {
+                diesel::insert_into(queue_gates::table)
+                    .values(new_gate(concert, now))
+                    .on_conflict_do_nothing()
+                    .execute(self)
+                    .map(drop)
+            }
             fn insert_waiting(
                 &mut self,
                 concert: i64,
@@ -588,6 +597,24 @@ returning_queue_statements!(diesel::PgConnection, diesel::SqliteConnection);
 /// guessed from `AUTO_INCREMENT` values. The batch still commits once.
 impl QueueStatements for diesel::MysqlConnection {
     shared_queue_statements!();
+
+    fn ensure_gate(&mut self, concert: i64, now: NaiveDateTime) -> QueryResult<()> {
+        // Looked for first, with a read that locks nothing: MariaDB's "do nothing" on a
+        // duplicate is an update of the row, which would take it exclusively and line every
+        // join of the concert up behind each other. (A plain insert whose duplicate-key error
+        // is caught is no better: the error leaves a shared lock, which two admission rounds
+        // would each hold and then each upgrade, a deadlock.) Only the first use of a gate
+        // inserts it, with the exclusive lock the insert takes anyway.
+        let exists: bool = diesel::select(diesel::dsl::exists(queue_gates::table.find(concert)))
+            .get_result(self)?;
+        if !exists {
+            diesel::insert_into(queue_gates::table)
+                .values(new_gate(concert, now))
+                .on_conflict_do_nothing()
+                .execute(self)?;
+        }
+        Ok(())
+    }
 
     fn insert_waiting(
         &mut self,
