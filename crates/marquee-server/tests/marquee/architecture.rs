@@ -70,6 +70,7 @@ const DATABASE: &[&str] = &[
     "r2d2",
     "pq-sys",
     "libsqlite3-sys",
+    "mysqlclient-sys",
 ];
 const REDIS: &[&str] = &["redis", "moka"];
 
