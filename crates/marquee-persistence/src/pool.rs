@@ -128,8 +128,8 @@ impl DbPool {
     }
 
     /// [`DbPool::run`] for an operator's bulk work (migrations, seeding), whose statements
-    /// may rightly run longer than `statement_timeout`: on PostgreSQL the bound is lifted
-    /// for `work` and set again after it. `lock_timeout` still applies: a migration queued
+    /// may rightly run longer than `statement_timeout`: on PostgreSQL and MariaDB the bound
+    /// is lifted for `work` and set again after it. `lock_timeout` still applies: a migration queued
     /// behind a lock would hold up every request queued behind the migration.
     pub(crate) async fn run_bulk<T, F>(&self, work: F) -> Result<T, PersistenceError>
     where
@@ -147,8 +147,6 @@ impl DbPool {
                         timeouts.statement_timeout_ms()
                     ),
                 ),
-                // MariaDB's bound; on MySQL 8, whose bound covers SELECTs only, these fail
-                // and the bulk work runs under `max_execution_time`, which it does not meet.
                 DbConnection::Mysql(_) => (
                     "SET SESSION max_statement_time = 0;".to_owned(),
                     format!(
@@ -157,8 +155,13 @@ impl DbPool {
                     ),
                 ),
             };
-            if conn.batch_execute(&lift).is_err() && matches!(conn, DbConnection::Mysql(_)) {
-                return work(conn);
+            if let Err(error) = conn.batch_execute(&lift) {
+                // MySQL 8 has no `max_statement_time`; its `max_execution_time` bounds
+                // SELECTs only, which the bulk work does not run into.
+                if matches!(conn, DbConnection::Mysql(_)) {
+                    return work(conn);
+                }
+                return Err(error.into());
             }
             let result = work(conn);
             // Set again even when `work` failed: the connection goes back to serving

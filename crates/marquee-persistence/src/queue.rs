@@ -349,7 +349,21 @@ trait QueueStatements: GateLocks {
     /// The `seq` of the first `n` waiting entries.
     fn next_in_line(&mut self, concert: i64, n: u32) -> QueryResult<Vec<i64>>;
     /// Admits the waiting entries `seqs` at `now` until `until`; returns them in `seq` order.
+    /// Only waiting rows: one that left meanwhile is not admitted, and its slot stays free for
+    /// the next round.
     fn activate(
+        &mut self,
+        seqs: &[i64],
+        now: NaiveDateTime,
+        until: NaiveDateTime,
+    ) -> QueryResult<Vec<EntryRow>> {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.activate_waiting(seqs, now, until)
+    }
+    /// [`QueueStatements::activate`] for a non-empty `seqs`.
+    fn activate_waiting(
         &mut self,
         seqs: &[i64],
         now: NaiveDateTime,
@@ -558,17 +572,12 @@ macro_rules! returning_queue_statements {
                 Ok(dropped)
             }
 
-            fn activate(
+            fn activate_waiting(
                 &mut self,
                 seqs: &[i64],
                 now: NaiveDateTime,
                 until: NaiveDateTime,
             ) -> QueryResult<Vec<EntryRow>> {
-                if seqs.is_empty() {
-                    return Ok(Vec::new());
-                }
-                // Only waiting rows: one that left meanwhile is not admitted, and its slot
-                // stays free for the next round.
                 let mut admitted: Vec<EntryRow> = diesel::update(
                     queue_entries::table
                         .filter(queue_entries::seq.eq_any(seqs))
@@ -663,7 +672,7 @@ impl QueueStatements for diesel::MysqlConnection {
             .select((queue_entries::seq, queue_entries::user_id))
             .for_update()
             .load(self)?;
-        self.delete_seqs(&expired)
+        delete_seqs(self, &expired)
     }
 
     fn delete_waiting_of(&mut self, concert: i64, users: &[i64]) -> QueryResult<Vec<i64>> {
@@ -674,21 +683,17 @@ impl QueueStatements for diesel::MysqlConnection {
                 .select((queue_entries::seq, queue_entries::user_id))
                 .for_update()
                 .load(self)?;
-            dropped.extend(self.delete_seqs(&waiting)?);
+            dropped.extend(delete_seqs(self, &waiting)?);
         }
         Ok(dropped)
     }
 
-    fn activate(
+    fn activate_waiting(
         &mut self,
         seqs: &[i64],
         now: NaiveDateTime,
         until: NaiveDateTime,
     ) -> QueryResult<Vec<EntryRow>> {
-        if seqs.is_empty() {
-            return Ok(Vec::new());
-        }
-        // Only waiting rows: one that left meanwhile is not admitted.
         let waiting: Vec<i64> = queue_entries::table
             .filter(queue_entries::seq.eq_any(seqs))
             .filter(queue_entries::status.eq(QueueEntryState::Waiting))
@@ -713,21 +718,14 @@ impl QueueStatements for diesel::MysqlConnection {
     }
 }
 
-/// Deleting rows found (and locked) first, for MariaDB.
-trait DeleteSeqs {
-    /// Deletes the entries `(seq, user)`; returns their users.
-    fn delete_seqs(&mut self, rows: &[(i64, i64)]) -> QueryResult<Vec<i64>>;
-}
-
-impl DeleteSeqs for diesel::MysqlConnection {
-    fn delete_seqs(&mut self, rows: &[(i64, i64)]) -> QueryResult<Vec<i64>> {
-        for chunk in rows.chunks(crate::mysql::IDS_PER_STATEMENT) {
-            let seqs: Vec<i64> = chunk.iter().map(|(seq, _)| *seq).collect();
-            diesel::delete(queue_entries::table.filter(queue_entries::seq.eq_any(seqs)))
-                .execute(self)?;
-        }
-        Ok(rows.iter().map(|(_, user)| *user).collect())
+/// Deletes the entries `(seq, user)` that MariaDB found (and locked) first; returns their
+/// users.
+fn delete_seqs(c: &mut diesel::MysqlConnection, rows: &[(i64, i64)]) -> QueryResult<Vec<i64>> {
+    for chunk in rows.chunks(crate::mysql::IDS_PER_STATEMENT) {
+        let seqs: Vec<i64> = chunk.iter().map(|(seq, _)| *seq).collect();
+        diesel::delete(queue_entries::table.filter(queue_entries::seq.eq_any(seqs))).execute(c)?;
     }
+    Ok(rows.iter().map(|(_, user)| *user).collect())
 }
 
 /// `row` with the users ahead of it counted.

@@ -305,42 +305,26 @@ async fn holds_respect_the_booking_window(backend: Backend) {
 }
 
 /// A row lock held by another session (a backup, an operator in psql, another instance's
-/// long transaction), released after `wait`.
+/// long transaction), released after `wait`. SQLite has no row locks: there an immediate
+/// transaction holds the database's one write lock, as a second instance or `marquee seed`
+/// would.
 fn hold_seat_lock(db: &TestDatabase, seat: i64, wait: Duration) -> std::thread::JoinHandle<()> {
-    let url = db.url().clone();
+    let begin = match db.url().backend() {
+        Backend::Sqlite => "BEGIN IMMEDIATE;".to_owned(),
+        Backend::Postgres | Backend::Mysql => {
+            format!("BEGIN; SELECT id FROM seats WHERE id = {seat} FOR UPDATE;")
+        }
+    };
+    let mut session = db.session();
     let (locked, on_locked) = std::sync::mpsc::channel();
     let holder = std::thread::spawn(move || {
-        let begin = format!("BEGIN; SELECT id FROM seats WHERE id = {seat} FOR UPDATE;");
-        match url.backend() {
-            Backend::Postgres => {
-                hold_in::<diesel::PgConnection>(url.as_str(), &begin, locked, wait)
-            }
-            Backend::Mysql => {
-                hold_in::<diesel::MysqlConnection>(url.as_str(), &begin, locked, wait)
-            }
-            // SQLite has no row locks: an immediate transaction holds the database's one
-            // write lock, as a second instance or `marquee seed` would.
-            Backend::Sqlite => {
-                hold_in::<diesel::SqliteConnection>(url.as_str(), "BEGIN IMMEDIATE", locked, wait);
-            }
-        }
+        session.execute(&begin);
+        locked.send(()).unwrap();
+        std::thread::sleep(wait);
+        session.execute("COMMIT;");
     });
     on_locked.recv().unwrap();
     holder
-}
-
-/// Runs `begin` on a connection of its own, says so on `locked`, and commits after `wait`.
-fn hold_in<C: diesel::Connection>(
-    url: &str,
-    begin: &str,
-    locked: std::sync::mpsc::Sender<()>,
-    wait: Duration,
-) {
-    let mut conn = C::establish(url).unwrap();
-    conn.batch_execute(begin).unwrap();
-    locked.send(()).unwrap();
-    std::thread::sleep(wait);
-    conn.batch_execute("COMMIT").unwrap();
 }
 
 /// Expiry is judged when the payment is decided, not when it arrived: a payment sent while
