@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 mod breaker;
+mod bump;
 mod cache;
 mod codec;
 mod config;

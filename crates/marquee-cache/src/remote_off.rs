@@ -11,18 +11,9 @@ pub(crate) enum RedisLink {}
 #[derive(Debug)]
 pub(crate) struct RedisError;
 
-type Reply<T> = Result<T, RedisError>;
+use crate::bump::AfterBump;
 
-/// What a generation bump does to the key (see the `redis` build's).
-#[derive(Debug, Clone, Copy)]
-#[expect(
-    dead_code,
-    reason = "the group's writes build it; without Redis nothing reads it"
-)]
-pub(crate) enum AfterBump<'a> {
-    Delete { lease: &'a str },
-    Set { value: &'a [u8], ttl_ms: u64 },
-}
+type Reply<T> = Result<T, RedisError>;
 
 impl RedisLink {
     pub async fn get(&self, _key: &str) -> Reply<Option<Vec<u8>>> {

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use super::ticket::{generation_key, lease_key, mark_life};
 use super::{CacheGroup, CacheKey, CacheValue, erase};
+use crate::bump::AfterBump;
 use crate::entry::{Entry, millis, now_ms};
 use crate::metrics::Operation;
-use crate::remote::{AfterBump, RedisLink};
+use crate::remote::RedisLink;
 
 impl<K, V, E> CacheGroup<K, V, E>
 where

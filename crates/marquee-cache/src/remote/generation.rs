@@ -15,6 +15,7 @@
 //! that old is not worth keeping anyway.
 
 use super::link::{RedisError, RedisLink};
+use crate::bump::AfterBump;
 
 /// Reads the generation in `KEYS[1]` into `generation`. Anything that is not a number
 /// counts as 0, so a damaged counter makes a bump rewrite it rather than fail (an eviction
@@ -138,13 +139,4 @@ impl RedisLink {
         };
         self.bounded::<i64>(&command).await.map(drop)
     }
-}
-
-/// What a generation bump does to the key.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum AfterBump<'a> {
-    /// Deletes it and its lease (`evict`).
-    Delete { lease: &'a str },
-    /// Sets it to `value` for `ttl_ms` (`update`).
-    Set { value: &'a [u8], ttl_ms: u64 },
 }

@@ -11,7 +11,6 @@ use futures_util::StreamExt;
 
 use crate::local::LocalTier;
 
-pub(crate) use generation::AfterBump;
 pub use link::{RedisConfig, RedisError, RedisLink};
 
 /// Applies invalidations published by any instance to this instance's L1, reconnecting
