@@ -3,7 +3,8 @@
 The report opens with the run's facts (result, date, command, stack, machine, versions),
 then k6's figures from summary.json: the headline, every `http_req_duration` series, what
 reached the database in an expiry storm (the `STORM` line of k6.log and its per-second
-peaks), and each threshold; then the server's own counters from metrics-after.txt. The
+peaks), each threshold, and the CPU time per request of the server, the database server and
+Redis (cpu.py); then the server's own counters from metrics-after.txt. The
 ticket-opening section is ticket_opening.py's.
 
 Its number formatting (`ms`) and percentiles (`percentile`) are those of the other
@@ -18,6 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 import harness  # noqa: E402
+
+import cpu  # noqa: E402  (beside this file)
 
 
 def ms(value):
@@ -165,6 +168,8 @@ def render(facts, summary, k6_log, metrics_text):
     else:
         metrics = summary["metrics"]
         lines += headline(metrics) + storm(metrics, k6_log) + thresholds(metrics)
+        used, seconds = facts.get("cpu") or ({}, 0)
+        lines += cpu.lines(used, seconds, int(metrics.get("http_reqs", {}).get("count", 0)))
     if metrics_text is not None:
         lines += server_side(metrics_text)
     return "\n".join(lines + FILES)

@@ -73,6 +73,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # No __pycache__ folders in the checkout from running a tool.
 sys.dont_write_bytecode = True
 sys.path.insert(0, str(ROOT / "tools"))
+import cpu  # noqa: E402
 import harness  # noqa: E402
 import report  # noqa: E402
 import ticket_opening  # noqa: E402
@@ -535,6 +536,9 @@ class Run:
     k6: subprocess.Popen = None
     database_created: bool = False
     settings: dict = field(default_factory=dict)
+    # CPU seconds per process while k6 ran, and how long it ran, for the report.
+    cpu_used: dict = field(default_factory=dict)
+    k6_seconds: float = 0.0
 
     def execute(self):
         """Runs the scenario; returns the exit status."""
@@ -575,7 +579,12 @@ class Run:
         if options.scenario == "ticket-opening":
             self.scraper = subprocess.Popen([sys.executable, ROOT / "loadtest" / "ticket_opening.py", "scrape",
                                              base_url, out / "metrics.csv"])
+        meter = cpu.Meter(self.metered_processes())
+        meter.start()
+        started = time.monotonic()
         status = self.run_k6(k6, k6_env)
+        self.k6_seconds = time.monotonic() - started
+        self.cpu_used = meter.stop()
         if self.scraper is not None:
             harness.stop(self.scraper, 5)
         if not options.floor:
@@ -601,6 +610,18 @@ class Run:
         if storm:
             print(storm)
         return status
+
+    def metered_processes(self):
+        """{name: pid} of the processes whose CPU time the report gives: the server, and the
+        database server and Redis it uses, found by the port they listen on."""
+        tiers = {self.options.target: self.server.pid}
+        server = self.stack.server
+        if server is not None:
+            url = urllib.parse.urlsplit(server.url)
+            tiers[server.title] = cpu.listener(url.port or {"postgres": 5432, "mariadb": 3306}[server.stack])
+        if self.stack.namespace or self.options.floor:
+            tiers["Redis"] = cpu.listener(urllib.parse.urlsplit(self.redis_url).port or 6379)
+        return tiers
 
     def start_server(self, command, variables, append=False):
         pin = ["taskset", "-c", self.environ["SERVER_CPUS"]] if self.environ.get("SERVER_CPUS") else []
@@ -707,7 +728,8 @@ class Run:
         facts = {"scenario": self.options.scenario, "setup": self.options.setup, "k6_status": status,
                  "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "command": command,
                  "stack": self.stack.description, "machine": machine(),
-                 "server": f"{server}, revision {revision()}", "k6": k6_version}
+                 "server": f"{server}, revision {revision()}", "k6": k6_version,
+                 "cpu": (self.cpu_used, self.k6_seconds)}
         # The run's figures are on disk whatever happens here, and its status must not be lost:
         # a report that cannot be written is a warning.
         try:

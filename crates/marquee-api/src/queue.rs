@@ -42,9 +42,15 @@ pub const ROUND_EVERY: Duration = Duration::from_millis(100);
 /// (`cargo run --release -p marquee-queue --example rebuild`), beside every poll.
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(30);
 
+/// The longest `pollAfterSeconds` by default (`queue.max_poll_interval`).
+pub const MAX_POLL_INTERVAL: Duration = Duration::from_secs(5);
+
 /// The waiting room's parts and rules.
 pub struct WaitingRoom {
     pub rules: QueueRules,
+    /// The longest wait between polls the room tells a client ([`MAX_POLL_INTERVAL`] unless
+    /// set with [`WaitingRoom::max_poll_interval`]); a third of `idle_timeout` caps it.
+    max_poll_interval: Duration,
     pub repository: Arc<dyn QueueRepository>,
     pub view: QueueView,
     /// When this instance last rebuilt each queue's view; a queue a poll found unknown is
@@ -67,11 +73,21 @@ impl WaitingRoom {
     pub fn new(rules: QueueRules, repository: Arc<dyn QueueRepository>, view: QueueView) -> Self {
         Self {
             rules,
+            max_poll_interval: MAX_POLL_INTERVAL,
             repository,
             view,
             rebuilt: Mutex::new(HashMap::new()),
             gauged: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// The longest wait between polls to tell a client far back in line: with a line of
+    /// `n` users and polls every `t` seconds, the line costs `n / t` polls a second, all on
+    /// one Redis shard (a queue's keys share a hash tag). Longer waits carry longer lines.
+    #[must_use]
+    pub fn max_poll_interval(mut self, longest: Duration) -> Self {
+        self.max_poll_interval = longest;
+        self
     }
 
     /// Marks a queue's view for rebuilding in the next round.
@@ -121,20 +137,15 @@ impl WaitingRoom {
         }
     }
 
-    /// Seconds a client should wait before polling again: 1 s within a second's admissions
-    /// of the front, up to 5 s further back, where a poll can only say the line moved (a line
-    /// of 20,000 polled every 5 s is 4,000 polls a second). Never more than a third of
-    /// `idle_timeout`, so that a client that polls as told is not dropped as idle.
+    /// Seconds a client should wait before polling again: see [`poll_after`].
     fn poll_after(&self, status: QueueStatus, position: Option<u64>) -> u32 {
-        let third = self.rules.idle_timeout.num_seconds() / 3;
-        let longest = u64::try_from(third).unwrap_or(1).clamp(1, 5);
-        let seconds = match (status, position) {
-            (QueueStatus::Waiting, Some(position)) => {
-                position / u64::from(self.rules.admit_per_second.max(1))
-            }
-            _ => longest,
-        };
-        u32::try_from(seconds.clamp(1, longest)).unwrap_or(1)
+        poll_after(
+            status,
+            position,
+            self.rules.admit_per_second,
+            self.max_poll_interval,
+            self.rules.idle_timeout,
+        )
     }
 
     fn body(&self, entry: &QueueEntry) -> QueueEntryBody {
@@ -516,6 +527,27 @@ async fn rebuild(room: &WaitingRoom, concert: ConcertId) -> Result<(), QueueErro
     Ok(())
 }
 
+/// Seconds a client should wait before polling again: 1 s within a second's admissions of
+/// the front, then one more second for each second's admissions ahead, up to `longest`
+/// further back, where a poll can only say the line moved (a line of 20,000 polled every 5 s
+/// is 4,000 polls a second). Never more than a third of `idle_timeout`, so that a client that
+/// polls as told is not dropped as idle when a poll or two is lost; never less than 1 s.
+fn poll_after(
+    status: QueueStatus,
+    position: Option<u64>,
+    admit_per_second: u32,
+    longest: Duration,
+    idle_timeout: chrono::TimeDelta,
+) -> u32 {
+    let third = u64::try_from(idle_timeout.num_seconds() / 3).unwrap_or(1);
+    let longest = longest.as_secs().min(third).max(1);
+    let seconds = match (status, position) {
+        (QueueStatus::Waiting, Some(position)) => position / u64::from(admit_per_second.max(1)),
+        _ => longest,
+    };
+    u32::try_from(seconds.clamp(1, longest)).unwrap_or(u32::MAX)
+}
+
 /// Users waiting in a concert's queue.
 pub const WAITING: &str = "marquee_queue_waiting";
 /// Users admitted to a concert now.
@@ -539,5 +571,38 @@ pub fn describe() {
     metrics::counter!(ADMITTED).increment(0);
     for reason in ["idle", "left", "expired"] {
         metrics::counter!(DROPPED, "reason" => reason).increment(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn after(position: Option<u64>, longest: u64, idle: i64) -> u32 {
+        let status = if position.is_some() {
+            QueueStatus::Waiting
+        } else {
+            QueueStatus::Active
+        };
+        poll_after(
+            status,
+            position,
+            100,
+            Duration::from_secs(longest),
+            chrono::TimeDelta::seconds(idle),
+        )
+    }
+
+    #[test]
+    fn the_front_polls_every_second_and_the_back_as_long_as_allowed() {
+        assert_eq!(after(Some(1), 5, 30), 1);
+        assert_eq!(after(Some(350), 5, 30), 3);
+        assert_eq!(after(Some(20_000), 5, 30), 5);
+        assert_eq!(after(None, 5, 30), 5, "an admitted user polls at the longest");
+        // A longer interval for a long line, within a third of the idle timeout.
+        assert_eq!(after(Some(1_000_000), 40, 180), 40);
+        assert_eq!(after(Some(1_000_000), 40, 90), 30);
+        assert_eq!(after(Some(1_000_000), 40, 3), 1);
+        assert_eq!(after(Some(1_000_000), 0, 30), 1, "never less than a second");
     }
 }

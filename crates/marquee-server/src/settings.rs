@@ -208,9 +208,20 @@ pub struct QueueSettings {
     /// A waiting user who has not polled for this long is dropped.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// The longest `pollAfterSeconds` told to a user far back in line; a third of
+    /// `idle_timeout` caps it. Default 5 s.
+    #[serde(
+        with = "humantime_serde",
+        default = "QueueSettings::default_max_poll_interval"
+    )]
+    pub max_poll_interval: Duration,
 }
 
 impl QueueSettings {
+    fn default_max_poll_interval() -> Duration {
+        marquee_api::queue::MAX_POLL_INTERVAL
+    }
+
     /// The rules the waiting room admits by.
     pub fn rules(&self) -> marquee_domain::QueueRules {
         let delta = |d: Duration| chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX);
@@ -367,6 +378,14 @@ impl Settings {
             bail!(
                 "invalid configuration: queue.idle_timeout must be between 3s and 24h \
                  (clients are told to poll at most a third of it apart)"
+            );
+        }
+        if queue.max_poll_interval < Duration::from_secs(1)
+            || queue.max_poll_interval > Duration::from_secs(3600)
+        {
+            bail!(
+                "invalid configuration: queue.max_poll_interval must be between 1s and 1h \
+                 (a third of queue.idle_timeout caps it)"
             );
         }
         self.cache

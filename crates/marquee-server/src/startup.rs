@@ -128,7 +128,8 @@ impl Application {
                 settings.queue.rules(),
                 Arc::new(marquee_persistence::DieselQueue::new(pool.clone())),
                 view,
-            )))
+            )
+            .max_poll_interval(settings.queue.max_poll_interval)))
         } else {
             None
         };

@@ -241,6 +241,51 @@ fn capacity_shows_its_working() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--peak-share"));
 }
 
+/// `marquee capacity --opening-users` plans a ticket opening: instances, the shard of its
+/// line, the database's cores; the daily flags and the opening's do not mix.
+#[test]
+fn capacity_plans_an_opening() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_marquee"))
+            .arg("capacity")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let output = run(&[
+        "--opening-users",
+        "1000000",
+        "--arrival",
+        "10m",
+        "--lookup-cpu-us",
+        "50",
+        "--queue-cpu-us",
+        "100",
+        "--redis-ops-per-shard",
+        "100000",
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let text = stdout(&output);
+    for figure in [
+        "1,000,000 users / 600 s = 1,667 joins/s",
+        "= 200,000 polls/s",
+        "1,000,000 users x 4 / 600 s = 6,667 lookups/s",
+        "polls every 14.3 s or more carry the line",
+        "queue.max_poll_interval = \"15s\"",
+    ] {
+        assert!(text.contains(figure), "{figure:?} missing from:\n{text}");
+    }
+    for refused in [
+        &["--opening-users", "10", "--dau", "5"][..],
+        &["--arrival", "1m"],
+        &["--opening-users", "10", "--utilisation", "1.5"],
+    ] {
+        let output = run(refused);
+        assert!(!output.status.success(), "{refused:?} was taken");
+        assert!(!output.stderr.is_empty());
+    }
+}
+
 /// `marquee token` prints a token, and only the token, that the server accepts.
 #[test]
 fn token_prints_only_a_token() {

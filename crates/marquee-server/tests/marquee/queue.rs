@@ -228,6 +228,33 @@ async fn idle_waiters_are_dropped(backend: Backend) {
     assert_problem(response, 404, "queue-entry-not-found").await;
 }
 
+/// A user far back is told to poll at most `queue.max_poll_interval` apart, capped by a third
+/// of the idle timeout; one near the front every second.
+async fn a_long_line_polls_at_the_longest_interval(backend: Backend) {
+    let (app, _) = queued_app(
+        backend,
+        &[
+            ("MARQUEE__QUEUE__ACTIVE_LIMIT", "1"),
+            ("MARQUEE__QUEUE__ADMIT_PER_SECOND", "1"),
+            ("MARQUEE__QUEUE__IDLE_TIMEOUT", "1h"),
+            ("MARQUEE__QUEUE__MAX_POLL_INTERVAL", "20s"),
+        ],
+    )
+    .await;
+    assert_eq!(join(&app, 1, 5).await.1["status"], "ACTIVE");
+    let mut told = Vec::new();
+    for user in 2..=32 {
+        let (status, entry) = join(&app, user, 5).await;
+        assert_eq!(status, 201, "{entry}");
+        told.push((entry["position"].clone(), entry["pollAfterSeconds"].clone()));
+    }
+    // The one slot stays taken, so the line does not move: position p at 1 admission a
+    // second is p seconds from the front, told min(p, 20).
+    assert_eq!(told[0], (json!(1), json!(1)));
+    assert_eq!(told[11], (json!(12), json!(12)));
+    assert_eq!(told[30], (json!(31), json!(20)), "{told:?}");
+}
+
 /// Bad input on every route: a bad id is 400, no token 401, an unknown concert 404, another
 /// method 405; with the waiting room off, the door is open and holds are not gated.
 async fn bad_input_on_every_route(backend: Backend) {
@@ -274,6 +301,7 @@ on_each_backend!(
     the_gate_admits_only_the_admitted,
     admission_is_first_come_first_served,
     idle_waiters_are_dropped,
+    a_long_line_polls_at_the_longest_interval,
     bad_input_on_every_route,
 );
 

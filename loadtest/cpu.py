@@ -1,0 +1,122 @@
+"""CPU time of the processes behind a run, for the cost of one request in each tier.
+
+A load test on a machine that also runs PostgreSQL, Redis and the load generator cannot give a
+server's throughput per core directly: they share the cores. What it can give is the CPU time
+each process used while the load ran, from /proc/<pid>/stat, and so the CPU time one request
+costs in the server, in the database server and in Redis. Per-request costs are what capacity
+planning multiplies (`marquee capacity`, docs/operations.md "Capacity").
+
+A tier is the process listening on a port and its descendants: PostgreSQL serves each
+connection from a child of the postmaster; MariaDB and Redis are one process each, whose
+threads /proc counts in the process's own times. A process that exits during the run loses
+its time (a database connection the pool closed); one that starts during it counts from zero.
+
+Linux only, standard library only.
+"""
+
+import os
+import re
+import subprocess
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def parse_stat(text):
+    """(parent pid, CPU seconds: user plus system) from the text of /proc/<pid>/stat. The
+    command name (the second field) is in parentheses and may itself hold spaces or
+    parentheses, so the fields are counted from its last closing parenthesis."""
+    fields = text[text.rindex(")") + 2:].split()
+    # After the name: state (3), ppid (4), ... utime (14), stime (15); fields[0] is field 3.
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def read_stat(pid, proc="/proc"):
+    """parse_stat of a process, or None when it has gone."""
+    try:
+        with open(f"{proc}/{pid}/stat") as stat:
+            return parse_stat(stat.read())
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def processes(proc="/proc"):
+    """{pid: (parent pid, CPU seconds)} of every process."""
+    table = {}
+    for name in os.listdir(proc):
+        if name.isdigit():
+            stat = read_stat(name, proc)
+            if stat is not None:
+                table[int(name)] = stat
+    return table
+
+
+def tree(root, table):
+    """root and its descendants in table."""
+    children = {}
+    for pid, (parent, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    found, stack = set(), [root]
+    while stack:
+        pid = stack.pop()
+        if pid in table and pid not in found:
+            found.add(pid)
+            stack.extend(children.get(pid, []))
+    return found
+
+
+LISTENER = re.compile(r"pid=(\d+)")
+
+
+def listener(port):
+    """The pid of the process listening on a TCP port (ss, from iproute2), or None: when
+    nothing listens, or when ss shows no process (it needs the rights to see the owner)."""
+    try:
+        shown = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True).stdout
+    except OSError:
+        return None
+    match = LISTENER.search(shown)
+    return int(match.group(1)) if match else None
+
+
+class Meter:
+    """CPU seconds of named tiers between start() and stop(). tiers: {name: root pid}; a
+    tier whose root is None is left out."""
+
+    def __init__(self, tiers, proc="/proc"):
+        self.tiers = {name: pid for name, pid in tiers.items() if pid is not None}
+        self.proc = proc
+        self.before = {}
+
+    def snapshot(self):
+        table = processes(self.proc)
+        return {name: {pid: table[pid][1] for pid in tree(root, table)} for name, root in self.tiers.items()}
+
+    def start(self):
+        self.before = self.snapshot()
+
+    def stop(self):
+        """{tier: CPU seconds used since start()}."""
+        after = self.snapshot()
+        used = {}
+        for name, pids in after.items():
+            earlier = self.before.get(name, {})
+            used[name] = sum(seconds - earlier.get(pid, 0.0) for pid, seconds in pids.items())
+        return used
+
+
+def lines(used, seconds, requests):
+    """The report's lines: each tier's CPU seconds, cores busy on average over the run, and
+    CPU microseconds per request with its inverse, requests per CPU-second (the requests one
+    core would serve if that tier had it to itself)."""
+    if not used or seconds <= 0:
+        return []
+    out = ["", "## CPU per request", "",
+           f"CPU time each process used while k6 ran ({seconds:.0f} s, {requests:,} requests), from "
+           "/proc/<pid>/stat (loadtest/cpu.py); every process shared the same cores.", "",
+           "| process | CPU s | cores busy | µs per request | requests per CPU-second |",
+           "| --- | ---: | ---: | ---: | ---: |"]
+    for name, cpu in used.items():
+        per = cpu / requests * 1e6 if requests else float("nan")
+        inverse = f"{requests / cpu:,.0f}" if cpu > 0 and requests else "-"
+        out.append(f"| {name} | {cpu:.2f} | {cpu / seconds:.2f} | {per:.1f} | {inverse} |")
+    return out
