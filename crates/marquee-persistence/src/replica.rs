@@ -296,11 +296,10 @@ fn current_wal_lsn(conn: &mut DbConnection) -> Result<String, PersistenceError> 
 /// Whether the replica has applied the WAL up to `fence`. Replay only moves forward, so
 /// every statement after this one sees at least that.
 fn replayed(conn: &mut DbConnection, fence: &str) -> Result<bool, PersistenceError> {
-    let row: ReplayedRow = diesel::sql_query(
-        "SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn AS replayed",
-    )
-    .bind::<Text, _>(fence)
-    .get_result(postgres(conn)?)?;
+    let row: ReplayedRow =
+        diesel::sql_query("SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn AS replayed")
+            .bind::<Text, _>(fence)
+            .get_result(postgres(conn)?)?;
     Ok(row.replayed.unwrap_or(false))
 }
 
@@ -493,9 +492,17 @@ mod tests {
     #[test]
     fn the_lag_is_the_age_of_the_newest_sample_the_replica_has_replayed() {
         let now = Instant::now();
-        let ago = |ms: u64| now.checked_sub(Duration::from_millis(ms)).expect("a past instant");
-        let samples: VecDeque<(Instant, u64)> =
-            [(ago(1000), 10), (ago(750), 20), (ago(500), 20), (ago(250), 30)].into();
+        let ago = |ms: u64| {
+            now.checked_sub(Duration::from_millis(ms))
+                .expect("a past instant")
+        };
+        let samples: VecDeque<(Instant, u64)> = [
+            (ago(1000), 10),
+            (ago(750), 20),
+            (ago(500), 20),
+            (ago(250), 30),
+        ]
+        .into();
         // Caught up with the newest sample: no lag, however long the primary was idle.
         assert_eq!(lag(&samples, 30, now), Duration::ZERO);
         assert_eq!(lag(&samples, 35, now), Duration::ZERO);

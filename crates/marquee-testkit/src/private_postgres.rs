@@ -199,8 +199,26 @@ impl PrivatePostgres {
 
     fn psql(&self, port: u16, database: &str, sql: &str) -> String {
         let output = Command::new(self.bin.join("psql"))
-            .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
-            .args(["-p", &port.to_string(), "-U", "postgres", "-d", database, "-c", sql])
+            .args([
+                "-X",
+                "-q",
+                "-t",
+                "-A",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+            ])
+            .args([
+                "-p",
+                &port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-c",
+                sql,
+            ])
             .output()
             .expect("run psql");
         succeeded(&format!("psql -c {sql:?}"), &output);
@@ -246,7 +264,10 @@ impl PrivatePostgres {
             .current_dir(&self.root)
             .output()
             .unwrap_or_else(|error| panic!("run {}: {error}", program.display()));
-        succeeded(&format!("{} {}", program.display(), args.join(" ")), &output);
+        succeeded(
+            &format!("{} {}", program.display(), args.join(" ")),
+            &output,
+        );
         output
     }
 
@@ -300,7 +321,8 @@ fn append(file: &Path, text: &str) {
         .append(true)
         .open(file)
         .unwrap_or_else(|error| panic!("open {}: {error}", file.display()));
-    file.write_all(text.as_bytes()).expect("append the settings");
+    file.write_all(text.as_bytes())
+        .expect("append the settings");
 }
 
 /// A port nobody listens on now. Another process could take it before the server does;
