@@ -283,11 +283,12 @@ struct ReplayedRow {
     replayed: Option<bool>,
 }
 
-/// The primary's WAL write position now. Every transaction that committed before this call
-/// ends at or before it (a commit returns once its record is flushed, and the write position
-/// is at or past the flush position).
+/// The primary's WAL insert position now. Every transaction that committed before this call
+/// ends at or before it: a commit's record is inserted into the WAL before the commit
+/// returns, whatever `synchronous_commit` says (with it off, the commit may return before its
+/// record is written out, so the write position, `pg_current_wal_lsn()`, could be short).
 fn current_wal_lsn(conn: &mut DbConnection) -> Result<String, PersistenceError> {
-    let row: LsnRow = diesel::sql_query("SELECT pg_current_wal_lsn()::text AS lsn")
+    let row: LsnRow = diesel::sql_query("SELECT pg_current_wal_insert_lsn()::text AS lsn")
         .get_result(postgres(conn)?)?;
     row.lsn
         .ok_or_else(|| PersistenceError::Replica("the primary has no WAL position".into()))
@@ -369,7 +370,9 @@ impl Monitor {
         };
         let config = &replica.config;
         // The primary first: a replica that has replayed what the primary had written at
-        // this moment has everything committed before it.
+        // this moment has everything committed before it. The moment is taken before the
+        // query, so that the lag errs long, never short.
+        let asked = Instant::now();
         match sample(
             &mut self.primary,
             &self.primary_url,
@@ -378,7 +381,7 @@ impl Monitor {
             "SELECT pg_current_wal_lsn()::text AS lsn",
         ) {
             Ok(lsn) => {
-                self.samples.push_back((Instant::now(), lsn));
+                self.samples.push_back((asked, lsn));
                 if self.samples.len() > KEPT_SAMPLES {
                     self.samples.pop_front();
                 }

@@ -403,27 +403,18 @@ async fn sweep_expired_holds(state: AppState, interval: Duration) {
     }
 }
 
-/// The gauge: how far the read replica is behind the primary, in seconds, as last measured.
-const REPLICA_LAG: &str = "marquee_db_replica_lag_seconds";
-/// The gauge: 1 while catalogue reads may go to the replica, 0 while they go to the primary.
-const REPLICA_USABLE: &str = "marquee_db_replica_usable";
-
 /// Sets both pools' `hikaricp_*` gauges (`pool="marquee"` and `pool="replica"`) and the
 /// replica's lag gauges, when metrics are scraped.
 fn record_database_metrics(databases: &Databases) {
     databases.record_metrics();
     if let Some(status) = databases.replica_status() {
-        metrics::describe_gauge!(
-            REPLICA_LAG,
-            metrics::Unit::Seconds,
-            "How far the read replica is behind the primary, sampled every 250 ms; NaN while it does not answer."
-        );
-        metrics::describe_gauge!(
-            REPLICA_USABLE,
-            "1 while catalogue reads may go to the read replica, 0 while they go to the primary."
-        );
-        metrics::gauge!(REPLICA_USABLE).set(if status.usable { 1.0 } else { 0.0 });
-        metrics::gauge!(REPLICA_LAG).set(status.lag.map_or(f64::NAN, |lag| lag.as_secs_f64()));
+        metrics::gauge!(crate::telemetry::REPLICA_USABLE).set(if status.usable {
+            1.0
+        } else {
+            0.0
+        });
+        metrics::gauge!(crate::telemetry::REPLICA_LAG)
+            .set(status.lag.map_or(f64::NAN, |lag| lag.as_secs_f64()));
     }
 }
 
