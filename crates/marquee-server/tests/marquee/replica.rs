@@ -9,6 +9,7 @@
 //! - with the replica down, or lagging past `database.replica_max_lag`, lookups answer 200
 //!   from the primary, quickly, and readiness says `DEGRADED`.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use marquee_persistence::Databases;
@@ -16,7 +17,7 @@ use marquee_server::Application;
 use marquee_testkit::PrivatePostgres;
 use serde_json::{Value, json};
 
-use crate::helpers::test_settings;
+use crate::helpers::{namespace, test_settings};
 
 /// A running application on a private primary, with its replica.
 struct ReplicatedApp {
@@ -25,7 +26,8 @@ struct ReplicatedApp {
     tokens: marquee_api::auth::Tokens,
     databases: Databases,
     handle: marquee_api::ServerHandle,
-    pg: PrivatePostgres,
+    /// Shared by the instances of a fleet; stopped when the last one is dropped.
+    pg: Arc<PrivatePostgres>,
 }
 
 impl ReplicatedApp {
@@ -34,14 +36,19 @@ impl ReplicatedApp {
         let pg = tokio::task::spawn_blocking(PrivatePostgres::primary_with_replica)
             .await
             .unwrap();
+        Self::start_on(
+            Arc::new(pg),
+            &[("MARQUEE__DATABASE__REPLICA_MAX_LAG", max_lag)],
+        )
+        .await
+    }
+
+    /// An app on `pg`'s primary and replica, with `overrides`.
+    async fn start_on(pg: Arc<PrivatePostgres>, overrides: &[(&str, &str)]) -> Self {
         let replica = pg.replica_url("postgres");
-        let settings = test_settings(
-            &pg.primary_url("postgres"),
-            &[
-                ("MARQUEE__DATABASE__REPLICA_URL", replica.as_str()),
-                ("MARQUEE__DATABASE__REPLICA_MAX_LAG", max_lag),
-            ],
-        );
+        let mut variables = vec![("MARQUEE__DATABASE__REPLICA_URL", replica.as_str())];
+        variables.extend_from_slice(overrides);
+        let settings = test_settings(&pg.primary_url("postgres"), &variables);
         marquee_server::telemetry::init(&settings);
         let tokens = settings.auth.tokens();
         let app = Application::build(settings).await.expect("the app builds");
@@ -340,4 +347,54 @@ async fn lookups_fall_back_to_the_primary_when_the_replica_lags_past_max_lag() {
 
     app.pg.resume_replay();
     app.until_usable(true).await;
+}
+
+/// The fleet case, which a lag bound or a window after one's own writes would not cover: two
+/// instances share one Redis, the hold is made through the first, and the second, which made
+/// no write and was told only through Redis, loads the listing while the replica lags. It
+/// shows the hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL's server programs and Redis: set MARQUEE_TEST_PG_BIN and MARQUEE_TEST_REDIS_URL"]
+async fn another_instance_never_caches_a_stale_seat_state_from_a_lagging_replica() {
+    let pg = Arc::new(
+        tokio::task::spawn_blocking(PrivatePostgres::primary_with_replica)
+            .await
+            .unwrap(),
+    );
+    let redis = marquee_testkit::redis_url();
+    let namespace = namespace();
+    let shared = [
+        ("MARQUEE__DATABASE__REPLICA_MAX_LAG", "60s"),
+        ("MARQUEE__REDIS__URL", redis.as_str()),
+        ("MARQUEE__CACHE__NAMESPACE", namespace.as_str()),
+        ("MARQUEE__REDIS__RESPONSE_TIMEOUT", "2s"),
+    ];
+    let first = ReplicatedApp::start_on(pg.clone(), &shared).await;
+    let second = ReplicatedApp::start_on(pg.clone(), &shared).await;
+    assert_eq!(second.listed_status(1).await, "AVAILABLE");
+    assert_eq!(first.listed_status(1).await, "AVAILABLE");
+
+    pg.pause_replay();
+    first.hold(3, 1).await;
+    assert_eq!(
+        pg.replica_sql("postgres", "SELECT status FROM seats WHERE id = 1")
+            .trim(),
+        "AVAILABLE",
+        "the replica really lags"
+    );
+    assert!(second.databases.replica_status().unwrap().usable);
+    // The second instance's L1 learns of the eviction through Redis; until then it may show
+    // its copy, for at most `cache.l1_ttl` (1 s). What it loads afterwards is the hold.
+    let started = Instant::now();
+    while second.listed_status(1).await != "HELD" {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the second instance still lists the seat as free"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(second.listed_status(1).await, "HELD");
+    assert_eq!(first.listed_status(1).await, "HELD");
+    pg.resume_replay();
 }
