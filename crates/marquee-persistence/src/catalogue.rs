@@ -1,4 +1,10 @@
 //! [`DieselCatalogue`]: the catalogue port on the database.
+//!
+//! Every query here is a cache-miss load of the catalogue. The concerts and their pages go
+//! through [`Databases::db_read`] (the replica when there is a usable one: they change only
+//! when an operator seeds); schedules (their `availableSeats`) and seats carry seat states,
+//! which every hold changes, and go through [`Databases::db_read_prefer_primary`], so that a
+//! load never reads a replica that has not applied a write made before it began.
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -12,19 +18,24 @@ use marquee_domain::{
 use crate::abort::corrupt_row;
 use crate::connection::DbConnection;
 use crate::error::PersistenceError;
-use crate::pool::DbPool;
+use crate::replica::Databases;
 use crate::schema::{concerts, schedules, seats};
 use crate::status::SeatState;
 
-/// Reads the catalogue through a [`DbPool`].
+/// Reads the catalogue through [`Databases`]: the primary, or a replica where the read
+/// allows it.
 #[derive(Debug, Clone)]
 pub struct DieselCatalogue {
-    pool: DbPool,
+    databases: Databases,
 }
 
 impl DieselCatalogue {
-    pub fn new(pool: DbPool) -> Self {
-        Self { pool }
+    /// Reads from `databases`: a [`DbPool`](crate::DbPool) alone (every read on it), or
+    /// [`Databases::with_replica`].
+    pub fn new(databases: impl Into<Databases>) -> Self {
+        Self {
+            databases: databases.into(),
+        }
     }
 }
 
@@ -167,8 +178,8 @@ fn seat_counts(
 impl CatalogueRepository for DieselCatalogue {
     async fn list_concerts(&self, page: PageRequest) -> Result<Page<Concert>, RepositoryError> {
         let page = self
-            .pool
-            .run(move |conn| {
+            .databases
+            .db_read(move |conn| {
                 let total: i64 = concerts::table.count().get_result(conn)?;
                 let rows = concerts::table
                     .select(ConcertRow::as_select())
@@ -192,8 +203,8 @@ impl CatalogueRepository for DieselCatalogue {
 
     async fn find_concert(&self, concert: ConcertId) -> Result<Option<Concert>, RepositoryError> {
         let found = self
-            .pool
-            .run(move |conn| {
+            .databases
+            .db_read(move |conn| {
                 concerts::table
                     .find(concert.get())
                     .select(ConcertRow::as_select())
@@ -212,8 +223,8 @@ impl CatalogueRepository for DieselCatalogue {
     ) -> Result<Option<Vec<ScheduleAvailability>>, RepositoryError> {
         let now = Utc::now().naive_utc();
         let found = self
-            .pool
-            .run(move |conn| {
+            .databases
+            .db_read_prefer_primary(move |conn| {
                 if !concert_exists(conn, concert.get())? {
                     return Ok(None);
                 }
@@ -248,8 +259,8 @@ impl CatalogueRepository for DieselCatalogue {
     ) -> Result<Option<Vec<Seat>>, RepositoryError> {
         let now = Utc::now();
         let found = self
-            .pool
-            .run(move |conn| {
+            .databases
+            .db_read_prefer_primary(move |conn| {
                 if !schedule_exists(conn, schedule.get())? {
                     return Ok(None);
                 }

@@ -24,6 +24,10 @@ pub enum PersistenceError {
     /// A migration failed.
     #[error("migration failed: {0}")]
     Migration(String),
+    /// A read replica that cannot be used as configured (not PostgreSQL), or a lag check
+    /// that cannot be made.
+    #[error("read replica: {0}")]
+    Replica(String),
     /// A seed plan with a count of 0.
     #[error("invalid seed plan: {0}")]
     Seed(String),

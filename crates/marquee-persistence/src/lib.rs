@@ -10,6 +10,7 @@ pub mod migrations;
 mod mysql;
 pub mod pool;
 pub mod queue;
+pub mod replica;
 pub mod schema;
 pub mod seed;
 pub mod status;
@@ -27,6 +28,7 @@ pub use marquee_pool::metrics;
 pub use marquee_pool::{PoolConfig, PoolConfigError, PoolError, PoolState};
 pub use pool::DbPool;
 pub use queue::{DieselQueue, JOINS_PER_BATCH};
+pub use replica::{Databases, ReplicaConfig, ReplicaStatus};
 
 /// The target of the events that report where a request's time went in this crate:
 /// `phase = "pool_wait"` (waiting for a connection) and `phase = "query"`, with `micros`.

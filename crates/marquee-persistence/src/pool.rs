@@ -22,6 +22,7 @@ pub struct DbPool {
     pool: Pool<DbConnector>,
     timeouts: SessionTimeouts,
     backend: Backend,
+    url: DatabaseUrl,
 }
 
 impl DbPool {
@@ -66,12 +67,18 @@ impl DbPool {
             pool: Pool::build(connector, config)?,
             timeouts,
             backend: url.backend(),
+            url: url.clone(),
         })
     }
 
     /// The backend the URL named.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The database the pool connects to.
+    pub fn url(&self) -> &DatabaseUrl {
+        &self.url
     }
 
     /// The pool's settings.

@@ -19,7 +19,7 @@ use anyhow::{Context, bail};
 use config::{Config, Environment, File, FileFormat};
 use marquee_api::CachePolicies;
 use marquee_cache::{CacheConfig, RedisConfig};
-use marquee_persistence::{DatabaseUrl, PoolConfig, SessionTimeouts};
+use marquee_persistence::{Backend, DatabaseUrl, PoolConfig, ReplicaConfig, SessionTimeouts};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -76,6 +76,17 @@ pub struct DatabaseSettings {
     pub statement_timeout: Duration,
     #[serde(default)]
     pub pool: PoolConfig,
+    /// A PostgreSQL streaming replica that cache-miss loads of the catalogue read; empty
+    /// means none (every read goes to `url`).
+    #[serde(default)]
+    pub replica_url: String,
+    /// The replica is not read while it lags more than this. Default 1 s.
+    #[serde(with = "humantime_serde", default = "default_replica_max_lag")]
+    pub replica_max_lag: Duration,
+}
+
+fn default_replica_max_lag() -> Duration {
+    Duration::from_secs(1)
 }
 
 fn default_lock_timeout() -> Duration {
@@ -88,8 +99,7 @@ fn default_statement_timeout() -> Duration {
 
 impl std::fmt::Debug for DatabaseSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let url = DatabaseUrl::parse(&self.url)
-            .map_or_else(|_| "(invalid)".to_owned(), |url| url.redacted());
+        let url = redacted(&self.url);
         f.debug_struct("DatabaseSettings")
             .field("url", &url)
             .field("auto_migrate", &self.auto_migrate)
@@ -97,8 +107,27 @@ impl std::fmt::Debug for DatabaseSettings {
             .field("lock_timeout", &self.lock_timeout)
             .field("statement_timeout", &self.statement_timeout)
             .field("pool", &self.pool)
+            .field("replica_url", &redacted(&self.replica_url))
+            .field("replica_max_lag", &self.replica_max_lag)
             .finish()
     }
+}
+
+/// A backend as an operator names it.
+fn backend_label(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => "PostgreSQL",
+        Backend::Sqlite => "SQLite",
+        Backend::Mysql => "MariaDB/MySQL",
+    }
+}
+
+/// A database URL as logs may show it; empty stays empty.
+fn redacted(url: &str) -> String {
+    if url.trim().is_empty() {
+        return String::new();
+    }
+    DatabaseUrl::parse(url).map_or_else(|_| "(invalid)".to_owned(), |url| url.redacted())
 }
 
 /// `[redis]`. Its `Debug` output shows the URL without its password.
@@ -320,6 +349,7 @@ impl Settings {
         self.session_timeouts()
             .validate()
             .map_err(|error| anyhow::anyhow!("invalid configuration: database.{error}"))?;
+        self.replica_config()?;
         if self.auth.jwt_secret.expose_secret().len() < 32 {
             bail!(
                 "invalid configuration: auth.jwt_secret must be at least 32 bytes \
@@ -452,6 +482,46 @@ impl Settings {
     pub fn database_url(&self) -> anyhow::Result<DatabaseUrl> {
         DatabaseUrl::parse(&self.database.url)
             .map_err(|error| anyhow::anyhow!("invalid configuration: database.url {error}"))
+    }
+
+    /// The read replica's settings, or `None` without `database.replica_url`. Only a
+    /// PostgreSQL primary can have one, and it must be PostgreSQL too: the lag that decides
+    /// whether it is read is measured in PostgreSQL's WAL positions.
+    pub fn replica_config(&self) -> anyhow::Result<Option<ReplicaConfig>> {
+        let database = &self.database;
+        let text = database.replica_url.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let url = DatabaseUrl::parse(text).map_err(|error| {
+            anyhow::anyhow!("invalid configuration: database.replica_url {error}")
+        })?;
+        let primary = self.database_url()?.backend();
+        if primary != Backend::Postgres {
+            bail!(
+                "invalid configuration: database.replica_url is set, but database.url is {}: \
+                 read replicas are supported with PostgreSQL only; leave replica_url empty",
+                backend_label(primary)
+            );
+        }
+        if url.backend() != Backend::Postgres {
+            bail!(
+                "invalid configuration: database.replica_url must be a PostgreSQL streaming \
+                 replica (postgres://...), got a {} URL",
+                backend_label(url.backend())
+            );
+        }
+        if database.replica_max_lag < marquee_persistence::replica::SAMPLE_EVERY {
+            bail!(
+                "invalid configuration: database.replica_max_lag must be at least 250ms (the \
+                 lag is measured every 250 ms)"
+            );
+        }
+        Ok(Some(ReplicaConfig::new(
+            url,
+            &database.pool,
+            database.replica_max_lag,
+        )))
     }
 
     /// The bounds every database connection applies to its statements.

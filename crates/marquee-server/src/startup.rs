@@ -10,7 +10,7 @@ use marquee_api::booking::BookingPolicy;
 use marquee_api::{AppState, CatalogueCache, Server, ServerHandle, ServerOptions};
 use marquee_cache::{Cache, RedisLink};
 use marquee_domain::{CatalogueRepository, HealthCheck};
-use marquee_persistence::{DbPool, DieselBooking, DieselCatalogue};
+use marquee_persistence::{Databases, DbPool, DieselBooking, DieselCatalogue};
 
 use crate::settings::Settings;
 
@@ -22,6 +22,8 @@ pub struct Application {
     port: u16,
     server: Server,
     pool: DbPool,
+    /// The primary and the read replica, if any; `pool` is the primary.
+    databases: Databases,
     cache: Cache,
     /// The background jobs' state and settings; they run while the server does.
     jobs: Jobs,
@@ -46,6 +48,26 @@ pub async fn connect_database(settings: &Settings) -> anyhow::Result<DbPool> {
         .await
         .context("the database connector stopped")?
         .with_context(|| format!("cannot open the database at {redacted}"))
+}
+
+/// The primary `pool` and, with `database.replica_url`, the read replica with its lag
+/// monitor (blocking while it samples the replica once and opens its pool).
+pub async fn connect_replica(settings: &Settings, pool: DbPool) -> anyhow::Result<Databases> {
+    let Some(replica) = settings.replica_config()? else {
+        return Ok(Databases::from(pool));
+    };
+    let redacted = replica.url.redacted();
+    let databases = tokio::task::spawn_blocking(move || Databases::with_replica(pool, replica))
+        .await
+        .context("the replica connector stopped")?
+        .with_context(|| format!("cannot use the read replica at {redacted}"))?;
+    let status = databases.replica_status();
+    tracing::info!(
+        replica = %redacted,
+        usable = status.is_some_and(|status| status.usable),
+        "read replica configured"
+    );
+    Ok(databases)
 }
 
 /// Wraps the catalogue repository before the cache is put in front of it (tests count
@@ -92,7 +114,11 @@ impl Application {
             );
         }
 
+        let databases = connect_replica(&settings, pool.clone()).await?;
         let mut health_checks: Vec<Arc<dyn HealthCheck>> = vec![Arc::new(pool.clone())];
+        if databases.replica_status().is_some() {
+            health_checks.push(Arc::new(ReplicaHealth(databases.clone())));
+        }
         let cache = match settings.redis_config() {
             Some(redis) => {
                 let link = RedisLink::open(redis).context("invalid redis.url")?;
@@ -106,7 +132,7 @@ impl Application {
             None => Cache::local(settings.cache.clone()),
         }
         .context("invalid cache settings")?;
-        let repository = layer(Arc::new(DieselCatalogue::new(pool.clone())));
+        let repository = layer(Arc::new(DieselCatalogue::new(databases.clone())));
         let hold_for = chrono::TimeDelta::from_std(settings.booking.hold_duration)
             .context("invalid booking.hold_duration")?;
         let queue = if settings.queue.enabled {
@@ -126,7 +152,9 @@ impl Application {
             };
             Some(Arc::new(marquee_api::queue::WaitingRoom::new(
                 settings.queue.rules(),
-                Arc::new(marquee_persistence::DieselQueue::new(pool.clone())),
+                Arc::new(marquee_persistence::DieselQueue::new(
+                    databases.db_write().clone(),
+                )),
                 view,
             )
             .max_poll_interval(settings.queue.max_poll_interval)))
@@ -136,8 +164,10 @@ impl Application {
         let state = AppState {
             cache: CatalogueCache::new(&cache, &settings.cache_ttl, repository)
                 .context("invalid cache_ttl settings")?,
+            // Bookings are db_write: every hold, cancellation and payment, and every read of a
+            // reservation (which must show the hold that was just made).
             booking: Arc::new(DieselBooking::new(
-                pool.clone(),
+                databases.db_write().clone(),
                 settings.booking.max_balance,
             )),
             booking_policy: BookingPolicy {
@@ -154,11 +184,11 @@ impl Application {
             queue: queue.clone(),
             metrics: {
                 // Gauges that are read off their source when scraped.
-                let pool = pool.clone();
+                let databases = databases.clone();
                 let process = metrics_process::Collector::default();
                 process.describe();
                 Arc::new(move || {
-                    pool.record_metrics();
+                    record_database_metrics(&databases);
                     process.collect();
                     prometheus.render()
                 })
@@ -192,6 +222,7 @@ impl Application {
             port,
             server,
             pool,
+            databases,
             cache,
             jobs,
         })
@@ -204,6 +235,11 @@ impl Application {
     /// The database pool, for tests and operational commands.
     pub fn pool(&self) -> &DbPool {
         &self.pool
+    }
+
+    /// The primary and the read replica, for tests.
+    pub fn databases(&self) -> &Databases {
+        &self.databases
     }
 
     /// The cache engine, for tests and operational commands.
@@ -253,9 +289,11 @@ impl Application {
         // them on a detached thread (which the runtime's shutdown does not wait for) and wait
         // at most 5 s.
         let pool = self.pool;
+        let databases = self.databases;
         let (closed, on_closed) = tokio::sync::oneshot::channel();
         std::thread::spawn(move || {
             drop(pool);
+            drop(databases);
             let _ = closed.send(());
         });
         let _ = tokio::time::timeout(Duration::from_secs(5), on_closed).await;
@@ -362,6 +400,48 @@ async fn sweep_expired_holds(state: AppState, interval: Duration) {
             Ok(0) => {}
             Ok(schedules) => tracing::debug!(schedules, "expired holds freed"),
             Err(error) => tracing::warn!(%error, "sweeping expired holds failed"),
+        }
+    }
+}
+
+/// Sets both pools' `hikaricp_*` gauges (`pool="marquee"` and `pool="replica"`) and the
+/// replica's lag gauges, when metrics are scraped.
+fn record_database_metrics(databases: &Databases) {
+    databases.record_metrics();
+    if let Some(status) = databases.replica_status() {
+        metrics::gauge!(crate::telemetry::REPLICA_USABLE).set(if status.usable {
+            1.0
+        } else {
+            0.0
+        });
+        metrics::gauge!(crate::telemetry::REPLICA_LAG)
+            .set(status.lag.map_or(f64::NAN, |lag| lag.as_secs_f64()));
+    }
+}
+
+/// Readiness of the read replica, as the lag monitor last saw it.
+#[derive(Debug)]
+struct ReplicaHealth(Databases);
+
+#[async_trait]
+impl HealthCheck for ReplicaHealth {
+    fn name(&self) -> &'static str {
+        "replica"
+    }
+
+    /// Every read the replica takes can go to the primary: a replica that is down or behind
+    /// makes the instance degraded, not unready.
+    fn critical(&self) -> bool {
+        false
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        match self.0.replica_status() {
+            Some(status) if status.usable => Ok(()),
+            Some(status) if status.lag.is_some() => {
+                Err("the read replica lags more than database.replica_max_lag".to_owned())
+            }
+            _ => Err("the read replica cannot be reached".to_owned()),
         }
     }
 }

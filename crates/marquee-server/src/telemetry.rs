@@ -54,6 +54,24 @@ const SECONDS_BUCKETS: &[f64] = &[
     0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// The gauge: how far the read replica is behind the primary, in seconds, as last measured.
+pub(crate) const REPLICA_LAG: &str = "marquee_db_replica_lag_seconds";
+/// The gauge: 1 while catalogue reads may go to the replica, 0 while they go to the primary.
+pub(crate) const REPLICA_USABLE: &str = "marquee_db_replica_usable";
+
+/// Registers the replica gauges' help texts.
+fn describe_replica_metrics() {
+    metrics::describe_gauge!(
+        REPLICA_LAG,
+        metrics::Unit::Seconds,
+        "How far the read replica is behind the primary, sampled every 250 ms; NaN while it does not answer."
+    );
+    metrics::describe_gauge!(
+        REPLICA_USABLE,
+        "1 while catalogue reads may go to the read replica, 0 while they go to the primary."
+    );
+}
+
 /// The process's Prometheus recorder, installed on first use. A process has one global
 /// recorder; tests that start many applications in one process share it.
 pub fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
@@ -75,6 +93,7 @@ pub fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
             marquee_persistence::metrics::describe();
             marquee_api::http_metrics::describe();
             marquee_api::queue::describe();
+            describe_replica_metrics();
             metrics::describe_gauge!(
                 "marquee_build_info",
                 "Always 1; the labels say which build is running."

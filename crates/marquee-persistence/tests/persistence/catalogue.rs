@@ -121,3 +121,19 @@ on_each_backend!(
     absent_things_are_none,
     availability_follows_the_clock
 );
+
+/// Read replicas are PostgreSQL's: `Databases` refuses one for a SQLite primary, before it
+/// connects anywhere.
+#[test]
+fn a_replica_is_refused_off_postgresql() {
+    use marquee_persistence::{DatabaseUrl, Databases, PersistenceError, ReplicaConfig};
+    let (_db, pool) = pool_on(Backend::Sqlite, quick_config());
+    let replica = ReplicaConfig::new(
+        DatabaseUrl::parse("postgres://127.0.0.1:1/none").unwrap(),
+        &quick_config(),
+        std::time::Duration::from_secs(1),
+    );
+    let error = Databases::with_replica(pool, replica).unwrap_err();
+    assert!(matches!(error, PersistenceError::Replica(_)), "{error:?}");
+    assert!(error.to_string().contains("PostgreSQL only"), "{error}");
+}

@@ -1,7 +1,8 @@
 //! marquee-persistence against real databases: SQLite always, PostgreSQL when asked for.
 //! Every test runs on each backend in its own database. The PostgreSQL tests are ignored
 //! unless run with `--include-ignored` and `MARQUEE_TEST_DATABASE_URL` set (see
-//! `marquee_testkit::backends`).
+//! `marquee_testkit::backends`); the read replica's (`replica`) start a private primary and
+//! standby with the server programs `MARQUEE_TEST_PG_BIN` names.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod booking;
@@ -9,6 +10,7 @@ mod catalogue;
 mod locks;
 mod pool;
 mod queue;
+mod replica;
 mod seed;
 
 use std::sync::Arc;
@@ -42,6 +44,6 @@ pub fn quick_config() -> PoolConfig {
 }
 
 marquee_testkit::backend_guards!(
-    needs: [POSTGRES_URL_VAR, MYSQL_URL_VAR],
-    modules: ["postgres", "mysql"]
+    needs: [POSTGRES_URL_VAR, MYSQL_URL_VAR, marquee_testkit::PG_BIN_VAR],
+    modules: ["postgres", "mysql", "replica"]
 );

@@ -3,7 +3,8 @@
 //! API tests start the real application on port 0, each against its own database: SQLite
 //! always, and PostgreSQL when asked for. The tests that need PostgreSQL or Redis are ignored
 //! unless run with `--include-ignored` and `MARQUEE_TEST_DATABASE_URL` and
-//! `MARQUEE_TEST_REDIS_URL` set (see `marquee_testkit::backends`).
+//! `MARQUEE_TEST_REDIS_URL` set (see `marquee_testkit::backends`); the read replica's
+//! (`replica`) need `MARQUEE_TEST_PG_BIN`, PostgreSQL's server programs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod architecture;
@@ -20,6 +21,7 @@ mod locks;
 mod modules;
 mod paging;
 mod queue;
+mod replica;
 mod settings;
 mod shutdown;
 
@@ -29,6 +31,6 @@ use marquee_testkit::REDIS_URL_VAR;
 use marquee_testkit::on_each_backend;
 
 marquee_testkit::backend_guards!(
-    needs: [POSTGRES_URL_VAR, MYSQL_URL_VAR, REDIS_URL_VAR],
-    modules: ["postgres", "mysql"]
+    needs: [POSTGRES_URL_VAR, MYSQL_URL_VAR, REDIS_URL_VAR, marquee_testkit::PG_BIN_VAR],
+    modules: ["postgres", "mysql", "replica"]
 );

@@ -180,3 +180,76 @@ fn an_unknown_environment_is_an_error() {
     let message = error_of(Some("staging"), &[]);
     assert!(message.contains("staging.toml"), "{message}");
 }
+
+/// A read replica is PostgreSQL's alone: refused, with a reason, beside SQLite or MariaDB, or
+/// when it is not a PostgreSQL URL; its `replica_max_lag` is at least the sampling period.
+#[test]
+fn a_read_replica_is_postgresql_only() {
+    let replica = (
+        "MARQUEE__DATABASE__REPLICA_URL",
+        "postgres://replica:5432/marquee",
+    );
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (&[replica], "database.url is SQLite"),
+        (
+            &[
+                ("MARQUEE__DATABASE__URL", "mysql://root@db:3306/marquee"),
+                replica,
+            ],
+            "database.url is MariaDB/MySQL",
+        ),
+        (
+            &[
+                ("MARQUEE__DATABASE__URL", "postgres://primary:5432/marquee"),
+                ("MARQUEE__DATABASE__REPLICA_URL", "data/replica.sqlite3"),
+            ],
+            "must be a PostgreSQL streaming replica",
+        ),
+        (
+            &[
+                ("MARQUEE__DATABASE__URL", "postgres://primary:5432/marquee"),
+                replica,
+                ("MARQUEE__DATABASE__REPLICA_MAX_LAG", "100ms"),
+            ],
+            "database.replica_max_lag",
+        ),
+    ];
+    for (variables, expected) in cases {
+        let message = error_of(None, variables);
+        assert!(
+            message.contains(expected) && message.contains("database.replica"),
+            "{variables:?}: {message}"
+        );
+    }
+    let settings = load(
+        None,
+        &[
+            ("MARQUEE__DATABASE__URL", "postgres://primary:5432/marquee"),
+            replica,
+        ],
+    )
+    .unwrap();
+    let config = settings.replica_config().unwrap().expect("a replica");
+    assert_eq!(config.max_lag, std::time::Duration::from_secs(1));
+    assert_eq!(config.pool.pool_name, "replica");
+    assert_eq!(
+        settings.database.pool.pool_name, "marquee",
+        "the primary's label stays"
+    );
+    let with_password = load(
+        None,
+        &[
+            ("MARQUEE__DATABASE__URL", "postgres://primary:5432/marquee"),
+            (
+                "MARQUEE__DATABASE__REPLICA_URL",
+                "postgres://app:s3cr3t@replica/marquee",
+            ),
+        ],
+    )
+    .unwrap();
+    let shown = format!("{:?}", with_password.database);
+    assert!(
+        shown.contains("postgres://app:***@replica/marquee") && !shown.contains("s3cr3t"),
+        "{shown}"
+    );
+}
