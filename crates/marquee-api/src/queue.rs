@@ -598,7 +598,11 @@ mod tests {
         assert_eq!(after(Some(1), 5, 30), 1);
         assert_eq!(after(Some(350), 5, 30), 3);
         assert_eq!(after(Some(20_000), 5, 30), 5);
-        assert_eq!(after(None, 5, 30), 5, "an admitted user polls at the longest");
+        assert_eq!(
+            after(None, 5, 30),
+            5,
+            "an admitted user polls at the longest"
+        );
         // A longer interval for a long line, within a third of the idle timeout.
         assert_eq!(after(Some(1_000_000), 40, 180), 40);
         assert_eq!(after(Some(1_000_000), 40, 90), 30);

@@ -211,36 +211,55 @@ impl Opening {
         let checks: [(bool, &str); 13] = [
             (self.users > 0, "--opening-users must be at least 1"),
             (positive(self.arrival), "--arrival must be more than 0"),
-            (positive(self.poll_every), "--poll-every must be more than 0"),
+            (
+                positive(self.poll_every),
+                "--poll-every must be more than 0",
+            ),
             (
                 self.lookups_per_user.is_finite() && self.lookups_per_user >= 0.0,
                 "--lookups-per-user must be 0 or more",
             ),
             (self.concerts > 0, "--concerts must be at least 1"),
-            (positive(self.admit_per_second), "--admit-per-second must be more than 0"),
+            (
+                positive(self.admit_per_second),
+                "--admit-per-second must be more than 0",
+            ),
             (
                 self.booking_requests.is_finite() && self.booking_requests >= 0.0,
                 "--booking-requests must be 0 or more",
             ),
-            (positive(self.cores_per_instance), "--cores-per-instance must be more than 0"),
+            (
+                positive(self.cores_per_instance),
+                "--cores-per-instance must be more than 0",
+            ),
             (
                 positive(self.utilisation) && self.utilisation <= 1.0,
                 "--utilisation must be more than 0 and at most 1",
             ),
             (
-                [self.costs.lookup_us, self.costs.queue_us, self.costs.booking_us]
-                    .into_iter()
-                    .all(positive),
+                [
+                    self.costs.lookup_us,
+                    self.costs.queue_us,
+                    self.costs.booking_us,
+                ]
+                .into_iter()
+                .all(positive),
                 "--lookup-cpu-us, --queue-cpu-us and --booking-cpu-us must be more than 0",
             ),
-            (positive(self.costs.redis_ops_per_shard), "--redis-ops-per-shard must be more than 0"),
+            (
+                positive(self.costs.redis_ops_per_shard),
+                "--redis-ops-per-shard must be more than 0",
+            ),
             (
                 [self.costs.db_join_us, self.costs.db_booking_us]
                     .into_iter()
                     .all(positive),
                 "--db-join-cpu-us and --db-booking-cpu-us must be more than 0",
             ),
-            (positive(self.costs.db_cores), "--db-cores must be more than 0"),
+            (
+                positive(self.costs.db_cores),
+                "--db-cores must be more than 0",
+            ),
         ];
         match checks.into_iter().find(|(ok, _)| !ok) {
             Some((_, message)) => Err(PlanError(message.to_owned())),
@@ -257,7 +276,8 @@ impl Opening {
         let lookups = users * self.lookups_per_user / self.arrival;
         let bookings = self.admit_per_second * concerts * self.booking_requests;
         // All at once, the worst second: arrivals still coming while the line polls.
-        let cpu_us = lookups * costs.lookup_us + (joins + polls) * costs.queue_us
+        let cpu_us = lookups * costs.lookup_us
+            + (joins + polls) * costs.queue_us
             + bookings * costs.booking_us;
         let cores = cpu_us / 1e6 / self.utilisation;
         let instances = (cores / self.cores_per_instance).ceil().max(1.0) as u64 + 1;
@@ -266,7 +286,8 @@ impl Opening {
         let shard = costs.redis_ops_per_shard * self.utilisation;
         // One line cannot be split across shards, so more shards than lines do not help.
         let shards = ((line * concerts / shard).ceil().max(1.0) as u64).min(self.concerts);
-        let db_cores = (joins * costs.db_join_us + bookings * costs.db_booking_us) / 1e6 / self.utilisation;
+        let db_cores =
+            (joins * costs.db_join_us + bookings * costs.db_booking_us) / 1e6 / self.utilisation;
         OpeningPlan {
             joins_per_second: joins,
             polls_per_second: polls,

@@ -30,7 +30,7 @@ pub enum Command {
     /// for development and load tests.
     Token(TokenArgs),
     /// Show the request rates a user count implies, with the working (no database needed).
-    Capacity(CapacityArgs),
+    Capacity(Box<CapacityArgs>),
     /// Create catalogue data. Without options: the demo catalogue, if there are no concerts
     /// yet. With any option: a bulk data set for load tests, added to what exists.
     Seed(SeedArgs),

@@ -150,14 +150,16 @@ impl Application {
                 .context("invalid redis settings for the waiting room")?,
                 None => marquee_queue::QueueView::local(),
             };
-            Some(Arc::new(marquee_api::queue::WaitingRoom::new(
-                settings.queue.rules(),
-                Arc::new(marquee_persistence::DieselQueue::new(
-                    databases.db_write().clone(),
-                )),
-                view,
-            )
-            .max_poll_interval(settings.queue.max_poll_interval)))
+            Some(Arc::new(
+                marquee_api::queue::WaitingRoom::new(
+                    settings.queue.rules(),
+                    Arc::new(marquee_persistence::DieselQueue::new(
+                        databases.db_write().clone(),
+                    )),
+                    view,
+                )
+                .max_poll_interval(settings.queue.max_poll_interval),
+            ))
         } else {
             None
         };
