@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use config::{Config, Environment, File, FileFormat};
 use marquee_api::CachePolicies;
-use marquee_cache::{CacheConfig, RedisConfig};
+use marquee_cache::{CacheConfig, RedisConfig, RedisMode};
 use marquee_persistence::{DatabaseUrl, PoolConfig, SessionTimeouts};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -105,9 +105,13 @@ impl std::fmt::Debug for DatabaseSettings {
 #[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
-    /// Empty means: no Redis, use the in-process cache.
+    /// Empty means: no Redis, use the in-process cache. In cluster mode, a comma-separated
+    /// list of seed nodes.
     #[serde(default)]
     pub url: String,
+    /// `standalone` (the default) or `cluster`.
+    #[serde(default)]
+    pub mode: RedisMode,
     #[serde(with = "humantime_serde")]
     pub response_timeout: Duration,
     #[serde(with = "humantime_serde")]
@@ -118,6 +122,7 @@ impl std::fmt::Debug for RedisSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisSettings")
             .field("url", &RedisConfig::new(self.url.trim()).redacted_url())
+            .field("mode", &self.mode)
             .field("response_timeout", &self.response_timeout)
             .field("connection_timeout", &self.connection_timeout)
             .finish()
@@ -448,6 +453,7 @@ impl Settings {
         let url = self.redis.url.trim();
         (!url.is_empty()).then(|| {
             let mut config = RedisConfig::new(url);
+            config.mode = self.redis.mode;
             config.response_timeout = self.redis.response_timeout;
             config.connection_timeout = self.redis.connection_timeout;
             config

@@ -4,9 +4,11 @@
 
 pub mod backends;
 pub mod chaos;
+pub mod cluster;
 
 pub use backends::{
     REDIS_URL_VAR, REQUIRE_BACKENDS_VAR, Tier, assert_backend_tests_fail_without,
     assert_backend_tests_run, redis_url, unique_namespace,
 };
 pub use chaos::{ChaosProxy, host_port, through};
+pub use cluster::{REDIS_CLUSTER_VAR, RedisCluster, require_redis_cluster};

@@ -1,0 +1,328 @@
+//! [`RedisCluster`]: a real Redis Cluster of six local `redis-server` processes (three
+//! masters, one replica each), for tests that need slots, redirections and failover.
+//!
+//! Each node runs with `--cluster-node-timeout 1000`, so a killed master's replica takes over
+//! in two to three seconds, and keeps nothing on disk (`--save ""`, `--appendonly no`). Its
+//! ports come from binding port 0, and its cluster bus port (the port + 10000) must be free
+//! too. A node runs under a small shell watchdog that kills it, and removes its directory,
+//! when the test process is gone: a cluster kept in a `static` (never dropped) does not
+//! outlive the test binary.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Environment variable that enables the tests needing a Redis Cluster: `1` where
+/// `redis-server` (with cluster support) and `redis-cli` are on `PATH`; the tests start their
+/// own clusters.
+pub const REDIS_CLUSTER_VAR: &str = "MARQUEE_TEST_REDIS_CLUSTER";
+
+/// How long a node may go unseen before the others fail it over.
+const NODE_TIMEOUT_MS: u64 = 1000;
+
+/// Fails the calling test unless [`REDIS_CLUSTER_VAR`] is `1`.
+///
+/// # Panics
+/// If the variable is unset: only a test marked
+/// `#[ignore = "needs a Redis Cluster: set MARQUEE_TEST_REDIS_CLUSTER=1"]` may call this.
+pub fn require_redis_cluster() {
+    if !std::env::var(REDIS_CLUSTER_VAR).is_ok_and(|v| v == "1") {
+        panic!(
+            "this test needs a Redis Cluster: set {REDIS_CLUSTER_VAR}=1 (with redis-server and \
+             redis-cli on PATH; the test starts its own six nodes)"
+        );
+    }
+}
+
+/// One node of a [`RedisCluster`].
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Its client port on 127.0.0.1.
+    pub port: u16,
+    pid: u32,
+    dir: PathBuf,
+}
+
+/// Six local `redis-server --cluster-enabled yes` processes joined by
+/// `redis-cli --cluster create … --cluster-replicas 1`. Dropping it kills every node and
+/// removes their directories.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<Node>,
+}
+
+impl RedisCluster {
+    /// Starts six nodes, makes them a cluster, and waits until every node reports
+    /// `cluster_state:ok` with all 16384 slots covered. Calls [`require_redis_cluster`] first.
+    pub fn start() -> Self {
+        require_redis_cluster();
+        let started = Instant::now();
+        let ports = free_ports(6);
+        let nodes: Vec<Node> = ports.iter().map(|&port| start_node(port)).collect();
+        let cluster = Self { nodes };
+        for node in &cluster.nodes {
+            wait_until(Duration::from_secs(10), || {
+                cli(node.port, &["PING"]).is_some_and(|reply| reply == "PONG")
+            });
+        }
+        let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+        cluster.wait_until_ok();
+        eprintln!(
+            "redis cluster on ports {ports:?} ready in {:?}",
+            started.elapsed()
+        );
+        cluster
+    }
+
+    /// One cluster for the whole test binary, started on first use: for the tests that do
+    /// not kill nodes. Its nodes stop when the test process ends.
+    pub fn shared() -> &'static Self {
+        static SHARED: OnceLock<RedisCluster> = OnceLock::new();
+        require_redis_cluster();
+        SHARED.get_or_init(Self::start)
+    }
+
+    /// The seed list a client is configured with: every node, `redis://127.0.0.1:<port>`,
+    /// comma-separated.
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|node| format!("redis://127.0.0.1:{}", node.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The nodes, as started.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// The ports of the masters now serving slots.
+    pub fn master_ports(&self) -> Vec<u16> {
+        let nodes = cli(self.any_live_port(), &["CLUSTER", "NODES"]).expect("CLUSTER NODES");
+        nodes
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let serving =
+                    fields.len() > 8 && fields[2].contains("master") && !fields[2].contains("fail");
+                serving.then(|| port_of(fields[1]))
+            })
+            .collect()
+    }
+
+    /// The ports of the nodes on which a client is subscribed to `channel` (classic pub/sub:
+    /// `PUBSUB NUMSUB` counts a node's own subscribers).
+    pub fn subscribed_to(&self, channel: &str) -> Vec<u16> {
+        self.nodes
+            .iter()
+            .map(|node| node.port)
+            .filter(|&port| {
+                cli(port, &["PUBSUB", "NUMSUB", channel]).is_some_and(|reply| {
+                    reply
+                        .lines()
+                        .nth(1)
+                        .and_then(|count| count.trim().parse::<u32>().ok())
+                        .is_some_and(|count| count > 0)
+                })
+            })
+            .collect()
+    }
+
+    /// The port of the master now serving `key`'s slot.
+    pub fn master_of(&self, key: &str) -> u16 {
+        let live = self.any_live_port();
+        let slot: u16 = cli(live, &["CLUSTER", "KEYSLOT", key])
+            .and_then(|reply| reply.parse().ok())
+            .expect("CLUSTER KEYSLOT");
+        let nodes = cli(live, &["CLUSTER", "NODES"]).expect("CLUSTER NODES");
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 9 || !fields[2].contains("master") || fields[2].contains("fail") {
+                continue;
+            }
+            let covers = fields[8..].iter().any(|range| match range.split_once('-') {
+                Some((from, to)) => {
+                    from.parse::<u16>().is_ok_and(|from| from <= slot)
+                        && to.parse::<u16>().is_ok_and(|to| slot <= to)
+                }
+                None => range.parse::<u16>().is_ok_and(|only| only == slot),
+            });
+            if covers {
+                return port_of(fields[1]);
+            }
+        }
+        panic!("no master serves slot {slot}:\n{nodes}");
+    }
+
+    /// Kills (SIGKILL) the master serving `key` and returns its port. Its replica takes over
+    /// after the node timeout; [`Self::wait_until_ok`] waits for that.
+    pub fn kill_master_of(&self, key: &str) -> u16 {
+        let port = self.master_of(key);
+        self.kill(port);
+        port
+    }
+
+    /// Kills (SIGKILL) the node on `port`.
+    pub fn kill(&self, port: u16) {
+        let node = self
+            .nodes
+            .iter()
+            .find(|node| node.port == port)
+            .expect("a node of this cluster");
+        let _ = Command::new("kill")
+            .args(["-9", &node.pid.to_string()])
+            .status();
+        wait_until(Duration::from_secs(5), || cli(port, &["PING"]).is_none());
+    }
+
+    /// Waits (at most 20 s) until every node still running reports `cluster_state:ok` with
+    /// all 16384 slots served.
+    pub fn wait_until_ok(&self) {
+        wait_until(Duration::from_secs(20), || {
+            let live: Vec<u16> = self
+                .nodes
+                .iter()
+                .map(|node| node.port)
+                .filter(|&port| cli(port, &["PING"]).is_some())
+                .collect();
+            !live.is_empty()
+                && live.iter().all(|&port| {
+                    cli(port, &["CLUSTER", "INFO"]).is_some_and(|info| {
+                        info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
+                    })
+                })
+        });
+    }
+
+    fn any_live_port(&self) -> u16 {
+        self.nodes
+            .iter()
+            .map(|node| node.port)
+            .find(|&port| cli(port, &["PING"]).is_some())
+            .expect("a live node")
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &self.nodes {
+            let _ = Command::new("kill")
+                .args(["-9", &node.pid.to_string()])
+                .status();
+            let _ = std::fs::remove_dir_all(&node.dir);
+        }
+    }
+}
+
+/// The port in a `CLUSTER NODES` address, `host:port@bus[,hostname]`.
+fn port_of(address: &str) -> u16 {
+    address
+        .split(['@', ','])
+        .next()
+        .and_then(|host_port| host_port.rsplit(':').next())
+        .and_then(|port| port.parse().ok())
+        .expect("a node's port in CLUSTER NODES")
+}
+
+/// `redis-cli -p <port> <args>`'s reply, trimmed; `None` when the node does not answer.
+fn cli(port: u16, args: &[&str]) -> Option<String> {
+    let output = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let reply = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    (output.status.success() && !reply.is_empty() && !reply.starts_with("Could not connect"))
+        .then_some(reply)
+}
+
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < limit,
+            "gave up after {limit:?} waiting for the redis cluster"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `count` distinct ports that are free, each with its cluster bus port (+10000) free too.
+fn free_ports(count: usize) -> Vec<u16> {
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    while ports.len() < count {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+        let port = listener.local_addr().expect("its address").port();
+        let Some(bus) = port.checked_add(10_000) else {
+            continue;
+        };
+        if let Ok(bus_listener) = TcpListener::bind(("127.0.0.1", bus)) {
+            ports.push(port);
+            held.push(bus_listener);
+        }
+        held.push(listener);
+    }
+    ports
+}
+
+/// Starts `redis-server` on `port` under a watchdog, and returns once its pid is known.
+fn start_node(port: u16) -> Node {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("marquee-cluster-{port}-"))
+        .tempdir()
+        .expect("a node directory")
+        .keep();
+    let pid_file = dir.join("redis.pid");
+    // The watchdog: redis-server in the background, killed (and its directory removed) as
+    // soon as the test process that started it is gone.
+    let script = format!(
+        "redis-server --port {port} --bind 127.0.0.1 --protected-mode no \
+         --cluster-enabled yes --cluster-config-file nodes.conf \
+         --cluster-node-timeout {NODE_TIMEOUT_MS} --cluster-replica-validity-factor 0 \
+         --save '' --appendonly no --dir {dir} --logfile {dir}/redis.log & \
+         server=$!; echo $server > {pid}; \
+         while kill -0 {parent} 2>/dev/null && kill -0 $server 2>/dev/null; do sleep 0.2; done; \
+         kill -9 $server 2>/dev/null; rm -rf {dir}",
+        dir = dir.display(),
+        pid = pid_file.display(),
+        parent = std::process::id(),
+    );
+    Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis-server (is it on PATH?)");
+    let mut pid = None;
+    wait_until(Duration::from_secs(5), || {
+        pid = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|text| text.trim().parse().ok());
+        pid.is_some()
+    });
+    Node {
+        port,
+        pid: pid.expect("the node's pid"),
+        dir,
+    }
+}
