@@ -145,12 +145,17 @@ impl RedisCluster {
             .collect()
     }
 
+    /// The slot of `key` (`CLUSTER KEYSLOT`).
+    pub fn slot_of(&self, key: &str) -> u16 {
+        cli(self.any_live_port(), &["CLUSTER", "KEYSLOT", key])
+            .and_then(|reply| reply.parse().ok())
+            .expect("CLUSTER KEYSLOT")
+    }
+
     /// The port of the master now serving `key`'s slot.
     pub fn master_of(&self, key: &str) -> u16 {
         let live = self.any_live_port();
-        let slot: u16 = cli(live, &["CLUSTER", "KEYSLOT", key])
-            .and_then(|reply| reply.parse().ok())
-            .expect("CLUSTER KEYSLOT");
+        let slot = self.slot_of(key);
         let nodes = cli(live, &["CLUSTER", "NODES"]).expect("CLUSTER NODES");
         for line in nodes.lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
@@ -188,12 +193,14 @@ impl RedisCluster {
             .expect("a node of this cluster");
         let _ = Command::new("kill")
             .args(["-9", &node.pid.to_string()])
+            .stderr(Stdio::null())
             .status();
         wait_until(Duration::from_secs(5), || cli(port, &["PING"]).is_none());
     }
 
     /// Waits (at most 20 s) until every node still running reports `cluster_state:ok` with
-    /// all 16384 slots served.
+    /// all 16384 slots served, and lists no node that is gone as a master serving slots:
+    /// after a kill, until the dead master's replica has taken over.
     pub fn wait_until_ok(&self) {
         wait_until(Duration::from_secs(20), || {
             let live: Vec<u16> = self
@@ -202,11 +209,19 @@ impl RedisCluster {
                 .map(|node| node.port)
                 .filter(|&port| cli(port, &["PING"]).is_some())
                 .collect();
+            let serving_masters_live = |nodes: &str| {
+                nodes.lines().all(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let serves = fields.len() > 8 && fields[2].contains("master");
+                    !serves || live.contains(&port_of(fields[1]))
+                })
+            };
             !live.is_empty()
                 && live.iter().all(|&port| {
                     cli(port, &["CLUSTER", "INFO"]).is_some_and(|info| {
                         info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
-                    })
+                    }) && cli(port, &["CLUSTER", "NODES"])
+                        .is_some_and(|nodes| serving_masters_live(&nodes))
                 })
         });
     }

@@ -5,6 +5,7 @@
 //! `MARQUEE_TEST_REDIS_CLUSTER=1` and start their clusters themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cluster;
 mod coalescing;
 mod expiry;
 mod outage;
