@@ -240,6 +240,7 @@ impl Drop for RedisCluster {
         for node in &self.nodes {
             let _ = Command::new("kill")
                 .args(["-9", &node.pid.to_string()])
+                .stderr(Stdio::null())
                 .status();
             let _ = std::fs::remove_dir_all(&node.dir);
         }
