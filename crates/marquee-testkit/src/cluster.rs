@@ -322,13 +322,16 @@ fn start_node(port: u16) -> Node {
         pid = pid_file.display(),
         parent = std::process::id(),
     );
-    Command::new("sh")
-        .args(["-c", &script])
+    // The watchdog runs in the background of a shell that exits at once: it belongs to no
+    // test thread, and nothing is left to reap.
+    let started = Command::new("sh")
+        .args(["-c", &format!("( {script} ) >/dev/null 2>&1 &")])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
+        .status()
         .expect("start redis-server (is it on PATH?)");
+    assert!(started.success(), "sh could not start redis-server");
     let mut pid = None;
     wait_until(Duration::from_secs(5), || {
         pid = std::fs::read_to_string(&pid_file)

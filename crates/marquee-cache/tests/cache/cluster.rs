@@ -107,7 +107,7 @@ async fn the_invalidation_listener_moves_when_its_node_dies() {
     }
     cluster.wait_until_ok();
     let started = Instant::now();
-    while cluster.subscribed_to(&channel).len() < 1 {
+    while cluster.subscribed_to(&channel).is_empty() {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "the listeners never subscribed again"
@@ -177,7 +177,7 @@ async fn reads_fail_open_through_a_failover_and_the_link_recovers() {
                 let mut i = 0usize;
                 while !stop.load(Ordering::SeqCst) {
                     // The hot key, and keys spread over every master.
-                    let key = if i % 2 == 0 {
+                    let key = if i.is_multiple_of(2) {
                         k("hot")
                     } else {
                         format!("spread-{reader}-{}", i % 50)

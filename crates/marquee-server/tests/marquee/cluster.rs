@@ -150,7 +150,7 @@ async fn a_master_killed_mid_load_fails_no_lookup() {
                 let mut i = 0u64;
                 while !stop.load(Ordering::SeqCst) {
                     // The hot concert, and the others, whose keys spread over every master.
-                    let id = if i % 2 == 0 {
+                    let id = if i.is_multiple_of(2) {
                         5
                     } else {
                         1 + (i / 2 + worker as u64) % 40
