@@ -207,6 +207,7 @@ where
     ///
     /// let mut config = CacheConfig::default();
     /// config.namespace = "shop:v1".to_owned();
+    /// config.refresh.enabled = false; // no runtime here for the refresher
     /// let cache = Cache::local(config)?;
     /// let names = cache
     ///     .group::<String, String>("name")
