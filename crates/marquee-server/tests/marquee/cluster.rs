@@ -112,6 +112,19 @@ async fn a_hold_on_one_instance_is_seen_on_the_other_on_a_cluster() {
     .await;
 }
 
+/// The waiting room with its view on a cluster: two instances admit at the configured rate,
+/// in join order, and both answer polls with the same position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Redis Cluster and PostgreSQL: set MARQUEE_TEST_REDIS_CLUSTER=1 and MARQUEE_TEST_DATABASE_URL"]
+async fn the_waiting_room_runs_on_a_cluster() {
+    let url = RedisCluster::shared().url();
+    crate::queue::fleet_admits_at_the_configured_rate(&[
+        ("MARQUEE__REDIS__MODE", "cluster"),
+        ("MARQUEE__REDIS__URL", url.as_str()),
+    ])
+    .await;
+}
+
 /// Lookups run on two instances while the master serving the hot concert's slot is killed:
 /// none fails (reads fail open, as in a Redis outage), the replica takes over, and both
 /// instances come back to the cluster by themselves.
