@@ -57,9 +57,21 @@ impl RedisCluster {
     /// Starts six nodes, makes them a cluster, and waits until every node reports
     /// `cluster_state:ok` with all 16384 slots covered. Calls [`require_redis_cluster`] first.
     pub fn start() -> Self {
+        Self::start_on(&Self::free_ports())
+    }
+
+    /// Six ports for [`Self::start_on`], free now, each with its bus port (+10000) free too.
+    pub fn free_ports() -> Vec<u16> {
+        free_ports(6)
+    }
+
+    /// [`Self::start`] on the six `ports` given: for a test whose client must know the
+    /// addresses before the cluster runs.
+    pub fn start_on(ports: &[u16]) -> Self {
         require_redis_cluster();
+        assert_eq!(ports.len(), 6, "a cluster of six nodes");
         let started = Instant::now();
-        let ports = free_ports(6);
+        let ports = ports.to_vec();
         let nodes: Vec<Node> = ports.iter().map(|&port| start_node(port)).collect();
         let cluster = Self { nodes };
         for node in &cluster.nodes {

@@ -232,3 +232,41 @@ async fn reads_fail_open_through_a_failover_and_the_link_recovers() {
     );
     assert_eq!(failed, 0, "no read fails through the failover");
 }
+
+/// A cluster that is not up when the link is first used is found once it is: the link opens
+/// without connecting, its first commands fail (fast), and it connects when the nodes answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Redis Cluster: set MARQUEE_TEST_REDIS_CLUSTER=1"]
+async fn a_cluster_down_at_start_up_is_found_when_it_comes_up() {
+    marquee_testkit::require_redis_cluster();
+    let ports = RedisCluster::free_ports();
+    let seeds: Vec<String> = ports
+        .iter()
+        .map(|port| format!("redis://127.0.0.1:{port}"))
+        .collect();
+    let mut redis = RedisConfig::cluster(seeds.join(","));
+    redis.response_timeout = Duration::from_millis(200);
+    redis.connection_timeout = Duration::from_millis(200);
+    let link = RedisLink::open(redis).unwrap();
+    assert!(link.get("k").await.is_err(), "nothing answers yet");
+    let cluster = RedisCluster::start_on(&ports);
+    let started = Instant::now();
+    loop {
+        let written = link.set_px("{k}", b"v", 60_000).await;
+        if written.is_ok()
+            && link
+                .get("{k}")
+                .await
+                .is_ok_and(|v| v.as_deref() == Some(&b"v"[..]))
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the link never found the cluster: {written:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("found the cluster {:?} after it came up", started.elapsed());
+    drop(cluster);
+}
