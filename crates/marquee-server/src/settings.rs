@@ -387,6 +387,21 @@ impl Settings {
                 anyhow::anyhow!("invalid configuration: cache_ttl.{group}.{error}")
             })?;
         }
+        let url = self.redis.url.trim();
+        match self.redis.mode {
+            RedisMode::Cluster if url.is_empty() => bail!(
+                "invalid configuration: redis.mode is \"cluster\" but redis.url is empty: set \
+                 redis.url to the cluster's seed nodes, e.g. \
+                 redis://10.0.0.1:6379,redis://10.0.0.2:6379"
+            ),
+            RedisMode::Standalone if url.contains(',') => bail!(
+                "invalid configuration: redis.url {} is a comma-separated list of nodes, which \
+                 needs redis.mode = \"cluster\" (MARQUEE__REDIS__MODE=cluster); redis.mode is \
+                 \"standalone\"",
+                RedisConfig::new(url).redacted_url()
+            ),
+            _ => {}
+        }
         if let Some(redis) = self.redis_config() {
             redis
                 .validate()
