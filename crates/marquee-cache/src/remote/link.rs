@@ -105,9 +105,7 @@ impl RedisConfig {
             connection_timeout: Self::default_connection_timeout(),
         }
     }
-}
 
-impl RedisConfig {
     /// A configuration for a Redis Cluster reached through `seeds`, a comma-separated list of
     /// `redis://host:port` URLs, with the default time bounds.
     pub fn cluster(seeds: impl Into<String>) -> Self {
