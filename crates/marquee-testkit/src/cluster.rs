@@ -56,8 +56,18 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Starts six nodes, makes them a cluster, and waits until every node reports
     /// `cluster_state:ok` with all 16384 slots covered. Calls [`require_redis_cluster`] first.
+    /// A port taken between its choice and the node's start (by another process's outgoing
+    /// connection, say) fails that attempt; it is tried again on fresh ports, three times.
     pub fn start() -> Self {
-        Self::start_on(&Self::free_ports())
+        require_redis_cluster();
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Self::try_start_on(&Self::free_ports()) {
+                Ok(cluster) => return cluster,
+                Err(failure) => failures.push(failure),
+            }
+        }
+        panic!("no redis cluster started in three attempts: {failures:?}");
     }
 
     /// Six ports for [`Self::start_on`], free now, each with its bus port (+10000) free too.
@@ -65,19 +75,27 @@ impl RedisCluster {
         free_ports(6)
     }
 
-    /// [`Self::start`] on the six `ports` given: for a test whose client must know the
+    /// [`Self::start`] on the six `ports` given, once: for a test whose client must know the
     /// addresses before the cluster runs.
     pub fn start_on(ports: &[u16]) -> Self {
         require_redis_cluster();
+        Self::try_start_on(ports).unwrap_or_else(|failure| panic!("{failure}"))
+    }
+
+    fn try_start_on(ports: &[u16]) -> Result<Self, String> {
         assert_eq!(ports.len(), 6, "a cluster of six nodes");
         let started = Instant::now();
         let ports = ports.to_vec();
         let nodes: Vec<Node> = ports.iter().map(|&port| start_node(port)).collect();
+        // Dropped on failure: its nodes are killed.
         let cluster = Self { nodes };
         for node in &cluster.nodes {
-            wait_until(Duration::from_secs(10), || {
+            let up = wait_for(Duration::from_secs(10), || {
                 cli(node.port, &["PING"]).is_some_and(|reply| reply == "PONG")
             });
+            if !up {
+                return Err(format!("the node on port {} did not start", node.port));
+            }
         }
         let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let created = Command::new("redis-cli")
@@ -89,17 +107,20 @@ impl RedisCluster {
             .stderr(Stdio::piped())
             .output()
             .expect("run redis-cli --cluster create");
-        assert!(
-            created.status.success(),
-            "redis-cli --cluster create failed: {}",
-            String::from_utf8_lossy(&created.stderr)
-        );
-        cluster.wait_until_ok();
+        if !created.status.success() {
+            return Err(format!(
+                "redis-cli --cluster create failed: {}",
+                String::from_utf8_lossy(&created.stderr)
+            ));
+        }
+        if !wait_for(Duration::from_secs(20), || cluster.is_ok()) {
+            return Err(format!("the cluster on {ports:?} never reported ok"));
+        }
         eprintln!(
             "redis cluster on ports {ports:?} ready in {:?}",
             started.elapsed()
         );
-        cluster
+        Ok(cluster)
     }
 
     /// One cluster for the whole test binary, started on first use: for the tests that do
@@ -214,28 +235,32 @@ impl RedisCluster {
     /// all 16384 slots served, and lists no node that is gone as a master serving slots:
     /// after a kill, until the dead master's replica has taken over.
     pub fn wait_until_ok(&self) {
-        wait_until(Duration::from_secs(20), || {
-            let live: Vec<u16> = self
-                .nodes
-                .iter()
-                .map(|node| node.port)
-                .filter(|&port| cli(port, &["PING"]).is_some())
-                .collect();
-            let serving_masters_live = |nodes: &str| {
-                nodes.lines().all(|line| {
-                    let fields: Vec<&str> = line.split_whitespace().collect();
-                    let serves = fields.len() > 8 && fields[2].contains("master");
-                    !serves || live.contains(&port_of(fields[1]))
-                })
-            };
-            !live.is_empty()
-                && live.iter().all(|&port| {
-                    cli(port, &["CLUSTER", "INFO"]).is_some_and(|info| {
-                        info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
-                    }) && cli(port, &["CLUSTER", "NODES"])
-                        .is_some_and(|nodes| serving_masters_live(&nodes))
-                })
-        });
+        wait_until(Duration::from_secs(20), || self.is_ok());
+    }
+
+    /// Whether every node still running reports `cluster_state:ok` with all slots served,
+    /// and lists only running nodes as masters serving slots.
+    fn is_ok(&self) -> bool {
+        let live: Vec<u16> = self
+            .nodes
+            .iter()
+            .map(|node| node.port)
+            .filter(|&port| cli(port, &["PING"]).is_some())
+            .collect();
+        let serving_masters_live = |nodes: &str| {
+            nodes.lines().all(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let serves = fields.len() > 8 && fields[2].contains("master");
+                !serves || live.contains(&port_of(fields[1]))
+            })
+        };
+        !live.is_empty()
+            && live.iter().all(|&port| {
+                cli(port, &["CLUSTER", "INFO"]).is_some_and(|info| {
+                    info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
+                }) && cli(port, &["CLUSTER", "NODES"])
+                    .is_some_and(|nodes| serving_masters_live(&nodes))
+            })
     }
 
     fn any_live_port(&self) -> u16 {
@@ -282,15 +307,23 @@ fn cli(port: u16, args: &[&str]) -> Option<String> {
         .then_some(reply)
 }
 
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) {
+/// Whether `done` came true within `limit`, asked every 50 ms.
+fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let started = Instant::now();
     while !done() {
-        assert!(
-            started.elapsed() < limit,
-            "gave up after {limit:?} waiting for the redis cluster"
-        );
+        if started.elapsed() >= limit {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
+    true
+}
+
+fn wait_until(limit: Duration, done: impl FnMut() -> bool) {
+    assert!(
+        wait_for(limit, done),
+        "gave up after {limit:?} waiting for the redis cluster"
+    );
 }
 
 /// `count` distinct ports that are free, each with its cluster bus port (+10000) free too.
