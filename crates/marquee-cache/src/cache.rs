@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use crate::breaker::{BreakerState, CircuitBreaker, OnChange};
 use crate::codec::{Codec, Json};
 use crate::config::CacheConfig;
-use crate::error::BuildError;
+use crate::error::{BuildError, ConfigError};
 use crate::group::CacheGroup;
 use crate::local::LocalTier;
 use crate::metrics::Names;
@@ -99,7 +99,8 @@ impl Cache {
     }
 
     /// Starts describing a key group called `name`: its keys are `K`, its values `V`.
-    /// Keys live under `{namespace}:{name}:{key}`, the key written with its `Display`, and
+    /// Keys live under `{namespace}:{name}:{{key}}`, the key written with its `Display` inside
+    /// a hash tag ([`CacheGroup::full_key`]), and
     /// `name` is the `group` label of the group's metrics. Give each group of a cache its
     /// own name.
     pub fn group<K, V>(&self, name: &'static str) -> GroupBuilder<'_, K, V> {
@@ -192,7 +193,8 @@ impl<'a, K, V, C> GroupBuilder<'a, K, V, C> {
     ///
     /// # Errors
     ///
-    /// [`BuildError::Config`] for a policy out of range, and [`BuildError::NoRuntime`] when
+    /// [`BuildError::Config`] for a policy out of range or a group name with a brace, and
+    /// [`BuildError::NoRuntime`] when
     /// built outside a tokio runtime with the refresher enabled.
     pub fn build<E, F, Fut>(self, loader: F) -> Result<CacheGroup<K, V, E>, BuildError>
     where
@@ -204,6 +206,10 @@ impl<'a, K, V, C> GroupBuilder<'a, K, V, C> {
         Fut: Future<Output = Result<Option<V>, E>> + Send + 'static,
     {
         self.policy.validate()?;
+        // Each key's braces are its Redis Cluster hash tag, and Redis takes the first pair.
+        if self.name.contains(['{', '}']) {
+            return Err(ConfigError::new("group", "a group's name must contain no braces").into());
+        }
         CacheGroup::start(
             self.cache.shared.clone(),
             self.name,

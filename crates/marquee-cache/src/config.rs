@@ -129,6 +129,12 @@ impl CacheConfig {
         if self.namespace.is_empty() || self.namespace.contains(char::is_whitespace) {
             return fail("namespace", "must be non-empty and contain no spaces");
         }
+        // The braces around each key are its Redis Cluster hash tag, and Redis takes the
+        // first pair in a key: one in the namespace would put every key in one slot, or an
+        // entry and its lease in different ones.
+        if self.namespace.contains(['{', '}']) {
+            return fail("namespace", "must contain no braces ({ or })");
+        }
         if self.name.is_empty() {
             return fail("name", "must be non-empty");
         }

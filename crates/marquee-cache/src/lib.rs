@@ -28,7 +28,7 @@ pub use error::{BuildError, CacheError, ConfigError};
 pub use group::{CacheGroup, CacheKey, CacheValue};
 pub use policy::CachePolicy;
 #[cfg(feature = "redis")]
-pub use remote::{RedisConfig, RedisError, RedisLink};
+pub use remote::{RedisConfig, RedisError, RedisLink, RedisMode};
 
 /// The target of the crate's timing events: one `TRACE` event per Redis command, with the
 /// fields `phase = "redis"` and `micros` (the time it took). An application's

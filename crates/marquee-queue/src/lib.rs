@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use local::LocalView;
+pub use marquee_redis::RedisMode;
 use redis_view::RedisView;
 
 /// A view of waiting lines: who waits in which order, who is admitted until when, and when
@@ -42,8 +43,13 @@ impl std::fmt::Debug for QueueView {
 /// How to reach the Redis that holds a shared view.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisViewConfig {
-    /// `redis://[user:password@]host:port[/db]` or `unix:///path`.
+    /// Standalone: `redis://[user:password@]host:port[/db]` or `unix:///path`. Cluster: a
+    /// comma-separated list of seed nodes, each `redis://host:port`.
     pub url: String,
+    /// [`RedisMode::Standalone`] (what [`RedisViewConfig::new`] sets) or
+    /// [`RedisMode::Cluster`]. A queue's keys share one hash tag, so every script runs on
+    /// one slot either way.
+    pub mode: RedisMode,
     /// Prefix of every key, e.g. `myservice:v1`; keys read
     /// `<namespace>:queue:{<id>}:waiting`. Must not be empty or contain `{` or `}`: the braces
     /// around the queue id are the key's cluster hash tag, and Redis uses the first pair.
@@ -62,6 +68,7 @@ impl RedisViewConfig {
     pub fn new(url: impl Into<String>, namespace: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            mode: RedisMode::Standalone,
             namespace: namespace.into(),
             response_timeout: Duration::from_millis(50),
             connection_timeout: Duration::from_secs(1),
@@ -69,6 +76,8 @@ impl RedisViewConfig {
     }
 
     fn validate(&self) -> Result<(), ViewError> {
+        marquee_redis::node_urls(self.mode, &self.url)
+            .map_err(|(field, reason)| ViewError::Config(format!("{field} {reason}")))?;
         if self.namespace.is_empty() || self.namespace.contains(['{', '}']) {
             return Err(ViewError::Config(format!(
                 "namespace must be non-empty and contain no braces, got {:?}",
@@ -89,14 +98,16 @@ impl RedisViewConfig {
     }
 }
 
-/// Leaves the URL out: it may carry a password.
+/// Shows the URL with its passwords redacted.
 impl std::fmt::Debug for RedisViewConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisViewConfig")
+            .field("url", &marquee_redis::redact_urls(&self.url))
+            .field("mode", &self.mode)
             .field("namespace", &self.namespace)
             .field("response_timeout", &self.response_timeout)
             .field("connection_timeout", &self.connection_timeout)
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use marquee_redis::{Connection, Connector, Timeouts};
 use redis::{RedisError, Script};
 use thread_local::ThreadLocal;
 
@@ -145,20 +145,20 @@ static SWAP_IN: LazyLock<Script> = LazyLock::new(|| {
 /// Multiplexed, self-reconnecting connections; every operation bounded in time.
 #[derive(Clone)]
 pub(crate) struct RedisView {
-    connection: ConnectionManager,
+    connection: Connection,
     /// The polls' connections: one per thread that polls, opened lazily on that thread's
     /// runtime, so that a poll's round trip stays on the thread that awaits it (a
     /// connection's driver is a task on the runtime that opened it; on the one shared
     /// connection, every poll from an HTTP worker crossed to the main runtime's thread and
     /// back). The other operations, rarer, stay on the shared connection.
-    pollers: Arc<ThreadLocal<ConnectionManager>>,
-    client: redis::Client,
-    manager_config: ConnectionManagerConfig,
+    pollers: Arc<ThreadLocal<Connection>>,
+    /// Makes the poll connections: standalone or cluster, with the poll's bound.
+    connector: Connector,
     /// A second connection for rebuilds, with a longer bound: a rebuild moves the whole line
     /// (tens of thousands of members, and a swap script over all of them), which a poll's
     /// bound of a few tens of milliseconds cannot hold on a busy server. Kept apart so that
     /// a rebuild's long replies never sit in front of polls on one connection.
-    bulk: ConnectionManager,
+    bulk: Connection,
     /// The namespace and the poll's bound, as configured.
     config: RedisViewConfig,
     bulk_timeout: Duration,
@@ -209,27 +209,30 @@ fn unavailable(error: RedisError) -> ViewError {
 
 impl RedisView {
     pub(crate) fn open(config: RedisViewConfig) -> Result<Self, ViewError> {
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| ViewError::Config(format!("redis url: {e}")))?;
         let bulk_timeout = bulk_timeout(config.response_timeout);
-        let manager_config = |response_timeout: Duration| {
-            ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(config.connection_timeout))
-                .set_response_timeout(Some(response_timeout))
-                .set_number_of_retries(1)
+        let connector = |response: Duration| {
+            Connector::open(
+                config.mode,
+                &config.url,
+                Timeouts {
+                    connection: config.connection_timeout,
+                    response,
+                },
+            )
+            .map_err(|e| ViewError::Config(format!("redis url: {e}")))
         };
-        let manager = |config: ConnectionManagerConfig| {
-            ConnectionManager::new_lazy_with_config(client.clone(), config)
+        let opened = |connector: &Connector| {
+            connector
+                .connection()
                 .map_err(|e| ViewError::Config(e.to_string()))
         };
-        let poll_config = manager_config(config.response_timeout);
-        let connection = manager(poll_config.clone())?;
-        let bulk = manager(manager_config(bulk_timeout))?;
+        let poll_connector = connector(config.response_timeout)?;
+        let connection = opened(&poll_connector)?;
+        let bulk = opened(&connector(bulk_timeout)?)?;
         Ok(Self {
             connection,
             pollers: Arc::new(ThreadLocal::new()),
-            manager_config: poll_config,
-            client,
+            connector: poll_connector,
             bulk,
             config,
             bulk_timeout,
@@ -265,14 +268,9 @@ impl RedisView {
     }
 
     /// This thread's poll connection, prepared on first use on this thread's runtime.
-    fn poller(&self) -> Result<ConnectionManager, ViewError> {
+    fn poller(&self) -> Result<Connection, ViewError> {
         self.pollers
-            .get_or_try(|| {
-                ConnectionManager::new_lazy_with_config(
-                    self.client.clone(),
-                    self.manager_config.clone(),
-                )
-            })
+            .get_or_try(|| self.connector.connection())
             .cloned()
             .map_err(unavailable)
     }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use config::{Config, Environment, File, FileFormat};
 use marquee_api::CachePolicies;
-use marquee_cache::{CacheConfig, RedisConfig};
+use marquee_cache::{CacheConfig, RedisConfig, RedisMode};
 use marquee_persistence::{Backend, DatabaseUrl, PoolConfig, ReplicaConfig, SessionTimeouts};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -134,9 +134,13 @@ fn redacted(url: &str) -> String {
 #[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
-    /// Empty means: no Redis, use the in-process cache.
+    /// Empty means: no Redis, use the in-process cache. In cluster mode, a comma-separated
+    /// list of seed nodes.
     #[serde(default)]
     pub url: String,
+    /// `standalone` (the default) or `cluster`.
+    #[serde(default)]
+    pub mode: RedisMode,
     #[serde(with = "humantime_serde")]
     pub response_timeout: Duration,
     #[serde(with = "humantime_serde")]
@@ -147,6 +151,7 @@ impl std::fmt::Debug for RedisSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisSettings")
             .field("url", &RedisConfig::new(self.url.trim()).redacted_url())
+            .field("mode", &self.mode)
             .field("response_timeout", &self.response_timeout)
             .field("connection_timeout", &self.connection_timeout)
             .finish()
@@ -431,6 +436,21 @@ impl Settings {
                 anyhow::anyhow!("invalid configuration: cache_ttl.{group}.{error}")
             })?;
         }
+        let url = self.redis.url.trim();
+        match self.redis.mode {
+            RedisMode::Cluster if url.is_empty() => bail!(
+                "invalid configuration: redis.mode is \"cluster\" but redis.url is empty: set \
+                 redis.url to the cluster's seed nodes, e.g. \
+                 redis://10.0.0.1:6379,redis://10.0.0.2:6379"
+            ),
+            RedisMode::Standalone if url.contains(',') => bail!(
+                "invalid configuration: redis.url {} is a comma-separated list of nodes, which \
+                 needs redis.mode = \"cluster\" (MARQUEE__REDIS__MODE=cluster); redis.mode is \
+                 \"standalone\"",
+                RedisConfig::new(url).redacted_url()
+            ),
+            _ => {}
+        }
         if let Some(redis) = self.redis_config() {
             redis
                 .validate()
@@ -537,6 +557,7 @@ impl Settings {
         let url = self.redis.url.trim();
         (!url.is_empty()).then(|| {
             let mut config = RedisConfig::new(url);
+            config.mode = self.redis.mode;
             config.response_timeout = self.redis.response_timeout;
             config.connection_timeout = self.redis.connection_timeout;
             config

@@ -139,6 +139,7 @@ impl Application {
             let view = match settings.redis_config() {
                 Some(redis) => marquee_queue::QueueView::redis(marquee_queue::RedisViewConfig {
                     url: redis.url,
+                    mode: redis.mode,
                     namespace: settings.cache.namespace.clone(),
                     // A poll that gives up on Redis asks the database, and at an opening
                     // thousands of polls a second asking it at once would take the pool

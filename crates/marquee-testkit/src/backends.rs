@@ -178,11 +178,13 @@ fn listed_tests(filters: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// Where a cache test keeps its entries: in the process only, or in Redis as well.
+/// Where a cache test keeps its entries: in the process only, or in Redis as well (one
+/// server, or a Redis Cluster the test binary starts: [`RedisCluster`](crate::RedisCluster)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tier {
     Local,
     Redis,
+    Cluster,
 }
 
 /// Generates `mod sqlite`, `mod postgres` and `mod mysql`, each with a `#[tokio::test]` per
@@ -238,10 +240,12 @@ macro_rules! on_each_backend {
     };
 }
 
-/// Generates `mod local` and `mod redis`, each with a `#[tokio::test]` per listed function,
-/// calling it with that [`Tier`].
+/// Generates `mod local`, `mod redis` and `mod cluster`, each with a `#[tokio::test]` per
+/// listed function, calling it with that [`Tier`]. Functions listed after `; redis only:` need
+/// Redis (a lease, a second instance) and get only the `redis` and `cluster` tests.
 ///
-/// The Redis tests are `#[ignore = "needs Redis: set MARQUEE_TEST_REDIS_URL"]`; see
+/// The Redis tests are `#[ignore = "needs Redis: set MARQUEE_TEST_REDIS_URL"]`, the cluster
+/// ones `#[ignore = "needs a Redis Cluster: set MARQUEE_TEST_REDIS_CLUSTER=1"]`; see
 /// [the module](crate::backends) for why. The expansion uses `#[tokio::test]`, so the calling
 /// crate needs `tokio` (with `macros` and `rt-multi-thread`). Each listed function is an
 /// `async fn(Tier)` in the module that calls the macro.
@@ -251,15 +255,21 @@ macro_rules! on_each_backend {
 ///
 /// async fn a_cold_key_is_loaded_once(tier: Tier) { /* ... */ }
 /// async fn absence_is_remembered(tier: Tier) { /* ... */ }
+/// async fn instances_share_one_load(tier: Tier) { /* ... */ }
 ///
-/// // Tests: local::a_cold_key_is_loaded_once, redis::a_cold_key_is_loaded_once (ignored
-/// // unless asked for), local::absence_is_remembered, redis::absence_is_remembered.
-/// marquee_testkit::on_each_tier!(a_cold_key_is_loaded_once, absence_is_remembered);
+/// // Tests: local::a_cold_key_is_loaded_once, redis::a_cold_key_is_loaded_once and
+/// // cluster::a_cold_key_is_loaded_once (both ignored unless asked for), the same for
+/// // absence_is_remembered, and redis:: and cluster::instances_share_one_load.
+/// marquee_testkit::on_each_tier!(
+///     a_cold_key_is_loaded_once,
+///     absence_is_remembered;
+///     redis only: instances_share_one_load
+/// );
 /// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! on_each_tier {
-    ($($name:ident),* $(,)?) => {
+    ($($name:ident),* $(,)? $(; redis only: $($remote:ident),+ $(,)?)?) => {
         mod local {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,6 +286,29 @@ macro_rules! on_each_tier {
                     super::$name($crate::Tier::Redis).await
                 }
             )*
+            $($(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "needs Redis: set MARQUEE_TEST_REDIS_URL"]
+                async fn $remote() {
+                    super::$remote($crate::Tier::Redis).await
+                }
+            )+)?
+        }
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "needs a Redis Cluster: set MARQUEE_TEST_REDIS_CLUSTER=1"]
+                async fn $name() {
+                    super::$name($crate::Tier::Cluster).await
+                }
+            )*
+            $($(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "needs a Redis Cluster: set MARQUEE_TEST_REDIS_CLUSTER=1"]
+                async fn $remote() {
+                    super::$remote($crate::Tier::Cluster).await
+                }
+            )+)?
         }
     };
 }

@@ -4,6 +4,7 @@
 
 pub mod backends;
 pub mod chaos;
+pub mod cluster;
 pub mod private_postgres;
 
 pub use backends::{
@@ -11,4 +12,5 @@ pub use backends::{
     assert_backend_tests_run, redis_url, unique_namespace,
 };
 pub use chaos::{ChaosProxy, host_port, through};
+pub use cluster::{REDIS_CLUSTER_VAR, RedisCluster, require_redis_cluster};
 pub use private_postgres::{PG_BIN_VAR, PrivatePostgres, pg_bin};

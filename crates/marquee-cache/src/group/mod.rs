@@ -193,9 +193,33 @@ where
         &self.inner.policy
     }
 
-    /// The key as stored: `{namespace}:{group}:{key}`.
+    /// The key as stored: `{namespace}:{group}:{{key}}`, the key (written with its
+    /// `Display`) inside braces. The braces are the key's Redis Cluster hash tag, so the
+    /// entry, its `:generation` and its `:lease` share one slot and one script can touch all
+    /// three; keys that display alike in different groups (`concert:{42}`,
+    /// `schedules:{42}`) share a slot too. Braces and `%` in the key are written `%7B`,
+    /// `%7D` and `%25`, and an empty key `%`, so the tag is never empty and two keys never
+    /// share a stored key.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use marquee_cache::{Cache, CacheConfig};
+    ///
+    /// let mut config = CacheConfig::default();
+    /// config.namespace = "shop:v1".to_owned();
+    /// config.refresh.enabled = false; // no runtime here for the refresher
+    /// let cache = Cache::local(config)?;
+    /// let names = cache
+    ///     .group::<String, String>("name")
+    ///     .build(|_: String| async { Ok::<_, std::io::Error>(None) })?;
+    /// assert_eq!(names.full_key(&"42".to_owned()), "shop:v1:name:{42}");
+    /// assert_eq!(names.full_key(&"a{b}".to_owned()), "shop:v1:name:{a%7Bb%7D}");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn full_key(&self, key: &K) -> String {
-        format!("{}{key}", self.inner.prefix)
+        let shown = key.to_string();
+        format!("{}{{{}}}", self.inner.prefix, hash_tag(&shown))
     }
 
     /// The value of `key`: from a tier if fresh there, else loaded. `Ok(None)` means the
@@ -383,6 +407,29 @@ where
     }
 }
 
+/// The inside of a key's hash tag: `shown` with `%`, `{` and `}` escaped, or `%` for an
+/// empty key. Redis hashes what lies between the first `{` and the next `}`, and the whole
+/// key when that is empty, so an unescaped brace or an empty key would put an entry and its
+/// lease in different slots.
+fn hash_tag(shown: &str) -> std::borrow::Cow<'_, str> {
+    if shown.is_empty() {
+        return "%".into();
+    }
+    if !shown.contains(['%', '{', '}']) {
+        return shown.into();
+    }
+    let mut escaped = String::with_capacity(shown.len() + 8);
+    for c in shown.chars() {
+        match c {
+            '%' => escaped.push_str("%25"),
+            '{' => escaped.push_str("%7B"),
+            '}' => escaped.push_str("%7D"),
+            other => escaped.push(other),
+        }
+    }
+    escaped.into()
+}
+
 /// The entry as the in-process tier keeps it.
 fn erase<V: CacheValue>(entry: &Entry<V>) -> Entry<Erased> {
     entry.clone().map(|value| Arc::new(value) as Erased)
@@ -393,5 +440,23 @@ fn newer<V>(current: Option<Entry<V>>, candidate: Entry<V>) -> Option<Entry<V>> 
     match current {
         Some(entry) if entry.expires_at >= candidate.expires_at => Some(entry),
         _ => Some(candidate),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hash_tag;
+
+    #[test]
+    fn a_hash_tag_is_never_empty_and_never_shared() {
+        assert_eq!(hash_tag("42"), "42");
+        assert_eq!(hash_tag("1:20"), "1:20");
+        assert_eq!(hash_tag(""), "%");
+        assert_eq!(hash_tag("}"), "%7D");
+        assert_eq!(hash_tag("{a}"), "%7Ba%7D");
+        // `%` is escaped too, so a key that looks like an escape stays apart from the key
+        // it looks like.
+        assert_eq!(hash_tag("%7D"), "%257D");
+        assert_ne!(hash_tag("%"), hash_tag(""));
     }
 }

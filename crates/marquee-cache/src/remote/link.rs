@@ -1,5 +1,6 @@
-//! [`RedisLink`]: multiplexed, self-reconnecting connections to Redis (one shared for writes,
-//! one per thread for reads), with every command bounded in time.
+//! [`RedisLink`]: multiplexed, self-reconnecting connections to Redis, standalone or a
+//! cluster (one shared for writes, one per thread for reads), with every command bounded in
+//! time.
 //!
 //! A cache that waits on a slow Redis is worse than no cache: each command here gives up
 //! after `response_timeout`, so a Redis outage costs a request milliseconds, not seconds.
@@ -7,13 +8,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use marquee_redis::{Connection, Connector, RedisMode, Timeouts};
 use serde::Deserialize;
 
 use crate::error::ConfigError;
 use thread_local::ThreadLocal;
 
-/// How to reach Redis. Its `Debug` output shows the URL without its password.
+/// How to reach Redis: one server, or a Redis Cluster through a list of seed nodes. Its
+/// `Debug` output shows the URL without its passwords.
 ///
 /// ```
 /// use std::time::Duration;
@@ -24,13 +26,22 @@ use thread_local::ThreadLocal;
 /// assert_eq!(config.validate(), Ok(()));
 /// assert_eq!(config.redacted_url(), "redis://:***@cache.internal:6379/0");
 /// assert!(!format!("{config:?}").contains("s3cr3t"));
+///
+/// let cluster = RedisConfig::cluster("redis://:pw@10.0.0.1:6379,redis://:pw@10.0.0.2:6379");
+/// assert_eq!(cluster.validate(), Ok(()));
+/// assert_eq!(cluster.redacted_url(), "redis://:***@10.0.0.1:6379,redis://:***@10.0.0.2:6379");
 /// ```
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RedisConfig {
-    /// `redis://host:port[/db]`, `rediss://...` or `unix:///path`.
+    /// Standalone: `redis://host:port[/db]` or `unix:///path`. Cluster: a comma-separated
+    /// list of seed nodes, each `redis://host:port`, from which the client learns the whole
+    /// cluster.
     pub url: String,
+    /// [`RedisMode::Standalone`] (the default) or [`RedisMode::Cluster`].
+    #[serde(default)]
+    pub mode: RedisMode,
     /// The most one command may take before it counts as failed. Default 50 ms.
     #[serde(
         with = "humantime_serde",
@@ -54,77 +65,53 @@ impl RedisConfig {
         Duration::from_secs(1)
     }
 
-    /// Checks the URL's scheme and the time bounds.
+    /// Checks the URL against the mode (one `redis://`, `unix://` or `redis+unix://` URL
+    /// standalone; at least one seed, each `redis://`, in a cluster) and the time bounds.
     ///
     /// # Errors
     ///
     /// A [`ConfigError`] naming the setting (`url`, `response_timeout`,
-    /// `connection_timeout`); a URL in it is shown redacted.
+    /// `connection_timeout`); a URL in it is shown redacted. A comma-separated list in
+    /// standalone mode is refused with a reason that names the mode.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let fail = |field, reason: String| Err(ConfigError::new(field, reason));
-        if self.url.starts_with("rediss://") {
-            return fail(
-                "url",
-                "rediss:// (TLS) is not supported by this build; use redis:// or unix://".into(),
-            );
-        }
-        if !["redis://", "unix://", "redis+unix://"]
-            .iter()
-            .any(|scheme| self.url.starts_with(scheme))
-        {
-            return fail(
-                "url",
-                format!(
-                    "must start with redis://, unix:// or redis+unix://, got {:?}",
-                    self.redacted_url()
-                ),
-            );
-        }
+        marquee_redis::node_urls(self.mode, &self.url)
+            .map_err(|(field, reason)| ConfigError::new(field, reason))?;
         if self.response_timeout.is_zero() {
-            return fail("response_timeout", "must be more than 0".into());
+            return Err(ConfigError::new("response_timeout", "must be more than 0"));
         }
         if self.connection_timeout.is_zero() {
-            return fail("connection_timeout", "must be more than 0".into());
+            return Err(ConfigError::new(
+                "connection_timeout",
+                "must be more than 0",
+            ));
         }
         Ok(())
     }
 
-    /// The URL with every password replaced by `***`, for logs and errors: the password of
-    /// the user (`redis://user:password@host`) and the `pass` query parameter of a socket
-    /// URL (`unix:///path?pass=...`). A value that does not parse as a URL is not shown.
+    /// The URL with every password replaced by `***`, for logs and errors: in each URL of a
+    /// cluster's seed list, the password of the user (`redis://user:password@host`) and the
+    /// `pass` query parameter of a socket URL (`unix:///path?pass=...`). A URL that does not
+    /// parse is not shown.
     pub fn redacted_url(&self) -> String {
-        let Ok(url) = url::Url::parse(&self.url) else {
-            return "(not a URL)".to_owned();
-        };
-        let is_secret = |key: &str| key.to_ascii_lowercase().contains("pass");
-        let secret_query = url.query_pairs().any(|(key, _)| is_secret(&key));
-        if url.password().is_none() && !secret_query {
-            // Nothing to hide: show the URL as it was written, not re-serialised.
-            return self.url.clone();
-        }
-        let mut shown = url.clone();
-        if url.password().is_some() && shown.set_password(Some("***")).is_err() {
-            return "(a URL with a password)".to_owned();
-        }
-        if secret_query {
-            let pairs: Vec<(String, String)> = url
-                .query_pairs()
-                .map(|(key, value)| {
-                    let value = if is_secret(&key) { "***".into() } else { value };
-                    (key.into_owned(), value.into_owned())
-                })
-                .collect();
-            shown.query_pairs_mut().clear().extend_pairs(pairs);
-        }
-        shown.into()
+        marquee_redis::redact_urls(&self.url)
     }
 
     /// A configuration for `url`, with the default time bounds.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            mode: RedisMode::Standalone,
             response_timeout: Self::default_response_timeout(),
             connection_timeout: Self::default_connection_timeout(),
+        }
+    }
+
+    /// A configuration for a Redis Cluster reached through `seeds`, a comma-separated list of
+    /// `redis://host:port` URLs, with the default time bounds.
+    pub fn cluster(seeds: impl Into<String>) -> Self {
+        Self {
+            mode: RedisMode::Cluster,
+            ..Self::new(seeds)
         }
     }
 }
@@ -133,6 +120,7 @@ impl std::fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisConfig")
             .field("url", &self.redacted_url())
+            .field("mode", &self.mode)
             .field("response_timeout", &self.response_timeout)
             .field("connection_timeout", &self.connection_timeout)
             .finish()
@@ -163,8 +151,8 @@ impl From<redis::RedisError> for RedisError {
     }
 }
 
-/// A cloneable handle on Redis: one multiplexed connection for writes, and one per thread
-/// for reads.
+/// A cloneable handle on Redis (one server or a cluster): one multiplexed connection for
+/// writes, and one per thread for reads.
 ///
 /// A multiplexed connection's driver is a task on the runtime that opened the connection.
 /// With one connection for the process, opened on the main runtime, every `GET` sent from
@@ -173,19 +161,20 @@ impl From<redis::RedisError> for RedisError {
 /// largest cost on a two-core machine. Reads therefore go through a connection opened lazily
 /// on each thread, on that thread's runtime, which keeps a read on the thread that awaits
 /// it: a process holds a handful, one per HTTP worker and one per thread of the main
-/// runtime. Writes stay on the one shared connection: they are rarer.
+/// runtime. Writes stay on the one shared connection: they are rarer. In a cluster each of
+/// these is a cluster connection, which holds one connection per master it talks to.
 #[derive(Clone)]
 pub struct RedisLink {
-    connection: ConnectionManager,
-    readers: Arc<ThreadLocal<ConnectionManager>>,
-    manager_config: ConnectionManagerConfig,
-    client: redis::Client,
+    connection: Connection,
+    readers: Arc<ThreadLocal<Connection>>,
+    connector: Connector,
     config: RedisConfig,
 }
 
 impl std::fmt::Debug for RedisLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisLink")
+            .field("mode", &self.config.mode)
             .field("response_timeout", &self.config.response_timeout)
             .finish_non_exhaustive()
     }
@@ -194,7 +183,9 @@ impl std::fmt::Debug for RedisLink {
 impl RedisLink {
     /// Prepares the link without connecting: the connection opens on first use and reopens
     /// after a failure. A Redis that is down at start-up therefore does not stop the service;
-    /// commands fail (fast) until it is back.
+    /// commands fail (fast) until it is back. In cluster mode the client learns the cluster
+    /// from the seeds on first use, follows `MOVED` and `ASK`, and reloads the slot map after
+    /// a failover.
     ///
     /// # Errors
     ///
@@ -202,32 +193,34 @@ impl RedisLink {
     /// [`RedisError::Url`] for a URL the client cannot use.
     pub fn open(config: RedisConfig) -> Result<Self, RedisError> {
         config.validate()?;
-        let client =
-            redis::Client::open(config.url.as_str()).map_err(|e| RedisError::Url(e.to_string()))?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connection_timeout))
-            .set_response_timeout(Some(config.response_timeout))
-            .set_number_of_retries(1);
-        let connection =
-            ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())?;
+        let timeouts = Timeouts {
+            connection: config.connection_timeout,
+            response: config.response_timeout,
+        };
+        let connector = Connector::open(config.mode, &config.url, timeouts)
+            .map_err(|e| RedisError::Url(e.to_string()))?;
+        let connection = connector
+            .connection()
+            .map_err(|e| RedisError::Url(e.to_string()))?;
         Ok(Self {
             connection,
             readers: Arc::new(ThreadLocal::new()),
-            manager_config,
-            client,
+            connector,
             config,
         })
     }
 
+    /// Standalone or cluster, as configured.
+    pub fn mode(&self) -> RedisMode {
+        self.config.mode
+    }
+
     /// This thread's read connection, prepared on first use on this thread's runtime.
-    fn reader(&self) -> Result<ConnectionManager, RedisError> {
-        let open = || {
-            ConnectionManager::new_lazy_with_config(
-                self.client.clone(),
-                self.manager_config.clone(),
-            )
-        };
-        Ok(self.readers.get_or_try(open)?.clone())
+    fn reader(&self) -> Result<Connection, RedisError> {
+        Ok(self
+            .readers
+            .get_or_try(|| self.connector.connection())?
+            .clone())
     }
 
     /// Runs one command on the shared connection with the response bound.
@@ -354,47 +347,57 @@ impl RedisLink {
         Ok(u64::try_from(ttl).ok())
     }
 
-    /// Every key matching `pattern` (SCAN MATCH, each step bounded). It walks the whole
-    /// keyspace: for tests and tooling, never for a request path.
+    /// Every key matching `pattern` (SCAN MATCH, each step bounded): on every master of a
+    /// cluster in turn. It walks the whole keyspace: for tests and tooling, never for a
+    /// request path.
     ///
     /// # Errors
     ///
-    /// When Redis cannot be reached or a step does not answer within `response_timeout`.
+    /// When a master cannot be reached or a step does not answer within `response_timeout`
+    /// (opening a connection to a master within `connection_timeout`).
     pub async fn scan(&self, pattern: &str) -> Result<Vec<String>, RedisError> {
+        let bound = self.config.connection_timeout;
+        let masters = tokio::time::timeout(bound * 2, self.connector.masters())
+            .await
+            .map_err(|_| RedisError::Timeout(bound * 2))??;
         let mut keys = Vec::new();
-        let mut cursor = 0u64;
-        loop {
-            let (next, batch): (u64, Vec<String>) = self
-                .bounded(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(1000),
-                )
-                .await?;
-            keys.extend(batch);
-            if next == 0 {
-                return Ok(keys);
+        for master in masters {
+            let mut connection =
+                tokio::time::timeout(bound, master.get_multiplexed_async_connection())
+                    .await
+                    .map_err(|_| RedisError::Timeout(bound))??;
+            let mut cursor = 0u64;
+            loop {
+                let (next, batch): (u64, Vec<String>) = self
+                    .timed(
+                        redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(pattern)
+                            .arg("COUNT")
+                            .arg(1000)
+                            .query_async(&mut connection),
+                    )
+                    .await?;
+                keys.extend(batch);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            cursor = next;
         }
+        Ok(keys)
     }
 
     /// A dedicated connection subscribed to `channel` (pub/sub needs its own connection).
-    pub(crate) async fn subscribe(&self, channel: &str) -> Result<redis::aio::PubSub, RedisError> {
-        let bound = self.config.connection_timeout;
-        let client = self.client.clone();
-        let subscribe = async move {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
-        tokio::time::timeout(bound, subscribe)
-            .await
-            .map_err(|_| RedisError::Timeout(bound))?
-            .map_err(RedisError::from)
+    /// In a cluster, on any node (classic pub/sub reaches every node): `attempt` picks which,
+    /// so that a listener whose node died moves to another.
+    pub(crate) async fn subscribe(
+        &self,
+        channel: &str,
+        attempt: usize,
+    ) -> Result<redis::aio::PubSub, RedisError> {
+        Ok(self.connector.subscribe(channel, attempt).await?)
     }
 }
 

@@ -5,9 +5,7 @@ use std::time::Duration;
 use marquee_cache::{Cache, CachePolicy};
 
 use crate::on_each_tier;
-use crate::support::{
-    Source, Tier, build_group, config, group, k, link, namespace, redis_url, spawn_get,
-};
+use crate::support::{Source, Tier, build_group, config, group, k, link_for, namespace, spawn_get};
 
 /// 500 concurrent reads of a cold key: exactly one load, and everyone gets its value.
 async fn a_cold_key_is_loaded_once(tier: Tier) {
@@ -49,14 +47,15 @@ async fn a_cancelled_leader_does_not_strand_followers(tier: Tier) {
 on_each_tier!(
     a_cold_key_is_loaded_once,
     absence_is_remembered,
-    a_cancelled_leader_does_not_strand_followers,
+    a_cancelled_leader_does_not_strand_followers;
+    redis only:
+    instances_share_one_load_through_the_lease,
+    a_dead_lease_holder_delays_but_does_not_block,
+    invalidations_reach_every_instances_l1,
 );
 
 /// Three instances on one Redis, 300 concurrent reads spread over them: one load in all.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Redis: set MARQUEE_TEST_REDIS_URL"]
-async fn instances_share_one_load_through_the_lease() {
-    let url = redis_url();
+async fn instances_share_one_load_through_the_lease(tier: Tier) {
     let source = Source::with_delay(Duration::from_millis(50));
     let namespace = namespace();
     let mut config = config(&namespace);
@@ -65,7 +64,7 @@ async fn instances_share_one_load_through_the_lease() {
     config.lease_wait = Duration::from_secs(10);
     let groups: Vec<_> = (0..3)
         .map(|_| {
-            let cache = Cache::redis(config.clone(), link(&url)).unwrap();
+            let cache = Cache::redis(config.clone(), link_for(tier)).unwrap();
             let group = build_group(&cache, CachePolicy::default(), source.loader());
             (cache, group)
         })
@@ -81,17 +80,19 @@ async fn instances_share_one_load_through_the_lease() {
 
 /// A lease whose holder died (it never wrote the value) delays others by at most
 /// `lease_wait`, after which they load themselves.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Redis: set MARQUEE_TEST_REDIS_URL"]
-async fn a_dead_lease_holder_delays_but_does_not_block() {
-    let url = redis_url();
+async fn a_dead_lease_holder_delays_but_does_not_block(tier: Tier) {
     let source = Source::with_delay(Duration::from_millis(10));
     let mut config = config(&namespace());
     config.lease_wait = Duration::from_millis(300);
-    let cache = Cache::redis(config, link(&url)).unwrap();
+    let cache = Cache::redis(config, link_for(tier)).unwrap();
     let group = build_group(&cache, CachePolicy::default(), source.loader());
     let lease = format!("{}:lease", group.full_key(&k("k")));
-    assert!(link(&url).set_px(&lease, b"crashed", 60_000).await.is_ok());
+    assert!(
+        link_for(tier)
+            .set_px(&lease, b"crashed", 60_000)
+            .await
+            .is_ok()
+    );
 
     let started = std::time::Instant::now();
     assert!(group.get(&k("k")).await.unwrap().is_some());
@@ -104,15 +105,13 @@ async fn a_dead_lease_holder_delays_but_does_not_block() {
 }
 
 /// An instance's write reaches the other instances' L1 through pub/sub.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Redis: set MARQUEE_TEST_REDIS_URL"]
-async fn invalidations_reach_every_instances_l1() {
+async fn invalidations_reach_every_instances_l1(tier: Tier) {
     let source = Source::with_delay(Duration::ZERO);
     let mut config = config(&namespace());
     config.l1_ttl = Duration::from_secs(30);
     let policy = CachePolicy::default();
-    let (_a, group_a) = group(Tier::Redis, config.clone(), policy, &source);
-    let (_b, group_b) = group(Tier::Redis, config, policy, &source);
+    let (_a, group_a) = group(tier, config.clone(), policy, &source);
+    let (_b, group_b) = group(tier, config, policy, &source);
     // Let both subscriptions settle.
     tokio::time::sleep(Duration::from_millis(300)).await;
 

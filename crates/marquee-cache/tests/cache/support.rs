@@ -11,7 +11,7 @@ use marquee_cache::{
     Cache, CacheConfig, CacheError, CacheGroup, CachePolicy, Raw, RedisConfig, RedisLink,
 };
 // Test modules name them `crate::support::...`.
-pub use marquee_testkit::{Tier, redis_url};
+pub use marquee_testkit::{RedisCluster, Tier, redis_url};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the source failed")]
@@ -130,6 +130,23 @@ pub fn link(url: &str) -> RedisLink {
     RedisLink::open(config).unwrap()
 }
 
+/// A link to `tier`'s Redis: the one server, or the test binary's shared cluster.
+///
+/// # Panics
+/// For [`Tier::Local`], which has no Redis; and, like [`redis_url`] and
+/// [`RedisCluster::shared`], when the tier's variable is unset.
+pub fn link_for(tier: Tier) -> RedisLink {
+    match tier {
+        Tier::Local => panic!("the local tier has no Redis"),
+        Tier::Redis => link(&redis_url()),
+        Tier::Cluster => {
+            let mut config = RedisConfig::cluster(RedisCluster::shared().url());
+            config.response_timeout = Duration::from_secs(2);
+            RedisLink::open(config).unwrap()
+        }
+    }
+}
+
 /// A cache of `tier` with one group `g` on `source`.
 pub fn group(
     tier: Tier,
@@ -139,7 +156,7 @@ pub fn group(
 ) -> (Cache, CacheGroup<String, Bytes, SourceDown>) {
     let cache = match tier {
         Tier::Local => Cache::local(config).unwrap(),
-        Tier::Redis => Cache::redis(config, link(&redis_url())).unwrap(),
+        Tier::Redis | Tier::Cluster => Cache::redis(config, link_for(tier)).unwrap(),
     };
     let group = build_group(&cache, policy, source.loader());
     (cache, group)

@@ -12,8 +12,8 @@ use tokio::sync::Notify;
 
 use crate::on_each_tier;
 use crate::support::{
-    Group, Load, Source, Tier, assert_source_down, build_group, config, group, k, link, namespace,
-    redis_url, spawn_get,
+    Group, Load, Source, Tier, assert_source_down, build_group, config, group, k, link, link_for,
+    namespace, redis_url, spawn_get,
 };
 
 fn now_ms() -> u64 {
@@ -172,13 +172,10 @@ fn two_instances(tier: Tier, gated: &Arc<Gated>) -> (Vec<Cache>, Group, Group) {
     let config = config(&namespace());
     let caches = match tier {
         Tier::Local => vec![Cache::local(config).unwrap()],
-        Tier::Redis => {
-            let url = redis_url();
-            vec![
-                Cache::redis(config.clone(), link(&url)).unwrap(),
-                Cache::redis(config, link(&url)).unwrap(),
-            ]
-        }
+        Tier::Redis | Tier::Cluster => vec![
+            Cache::redis(config.clone(), link_for(tier)).unwrap(),
+            Cache::redis(config, link_for(tier)).unwrap(),
+        ],
     };
     let groups: Vec<_> = caches
         .iter()

@@ -2,9 +2,13 @@
 
 use std::time::Duration;
 
-use marquee_queue::{QueueView, RedisViewConfig};
+use marquee_queue::{QueueView, RedisMode, RedisViewConfig};
 // Test modules name them `crate::support::...`.
-pub use marquee_testkit::{Tier, redis_url};
+pub use marquee_testkit::{RedisCluster, Tier, redis_url};
+
+/// The start of the namespaces of views on the test binary's shared cluster, which
+/// [`keys`] scans instead of the standalone Redis.
+const CLUSTER_NAMESPACE: &str = "queue-cluster-test";
 
 /// A time in milliseconds, far from 0 so that tests can go back and forth.
 pub const T0: i64 = 1_700_000_000_000;
@@ -32,28 +36,48 @@ pub fn view(tier: Tier) -> (QueueView, Option<String>) {
             let view = QueueView::redis(redis_config(&redis_url(), &namespace)).unwrap();
             (view, Some(namespace))
         }
+        Tier::Cluster => {
+            let namespace = marquee_testkit::unique_namespace(CLUSTER_NAMESPACE);
+            let config = RedisViewConfig {
+                mode: RedisMode::Cluster,
+                ..redis_config(&RedisCluster::shared().url(), &namespace)
+            };
+            (QueueView::redis(config).unwrap(), Some(namespace))
+        }
     }
 }
 
-/// Every key of `namespace`, sorted (by SCAN: the Redis is shared with other tests).
+/// Every key of `namespace`, sorted (by SCAN: the Redis is shared with other tests; on the
+/// shared cluster, SCAN on every master).
 pub async fn keys(namespace: &str) -> Vec<String> {
-    let mut connection = connection().await;
+    let urls = if namespace.starts_with(CLUSTER_NAMESPACE) {
+        RedisCluster::shared()
+            .master_ports()
+            .into_iter()
+            .map(|port| format!("redis://127.0.0.1:{port}"))
+            .collect()
+    } else {
+        vec![redis_url()]
+    };
     let mut keys: Vec<String> = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{namespace}:*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut connection)
-            .await
-            .unwrap();
-        keys.extend(batch);
-        cursor = next;
-        if cursor == 0 {
-            break;
+    for url in urls {
+        let mut connection = connection(&url).await;
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{namespace}:*"))
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+            keys.extend(batch);
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
         }
     }
     keys.sort();
@@ -67,14 +91,14 @@ pub async fn delete_keys(namespace: &str) -> usize {
     if !keys.is_empty() {
         let _: () = redis::cmd("DEL")
             .arg(&keys)
-            .query_async(&mut connection().await)
+            .query_async(&mut connection(&redis_url()).await)
             .await
             .unwrap();
     }
     keys.len()
 }
 
-async fn connection() -> redis::aio::MultiplexedConnection {
-    let client = redis::Client::open(redis_url()).unwrap();
+async fn connection(url: &str) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(url).unwrap();
     client.get_multiplexed_async_connection().await.unwrap()
 }

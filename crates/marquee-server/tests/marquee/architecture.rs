@@ -83,6 +83,7 @@ pub const LIBRARY_CRATES: &[&str] = &[
     "marquee-persistence",
     "marquee-pool",
     "marquee-queue",
+    "marquee-redis",
 ];
 
 fn users_of<'a>(ws: &'a Workspace, krate: &str) -> Vec<&'a str> {
@@ -150,22 +151,33 @@ fn only_persistence_and_pool_know_the_database() {
     assert_depends_on_no_marquee_crate(&ws, "marquee-pool");
 }
 
-/// marquee-cache and marquee-queue are the only crates that know Redis (and the queue knows
-/// only the redis client), and they know nothing of Marquee: another service can use either
-/// as it is.
+/// marquee-cache, marquee-queue and marquee-redis (the connection both share, standalone or
+/// cluster) are the only crates that know Redis (and the queue knows only the redis client),
+/// and they know nothing of Marquee: another service can use any of them as it is. The only
+/// marquee crate the cache and the queue depend on is marquee-redis, which depends on none.
 #[test]
-fn only_cache_and_queue_know_redis_and_both_are_standalone() {
+fn only_cache_queue_and_redis_know_redis_and_all_are_standalone() {
     let ws = workspace();
     for krate in REDIS {
         let allowed: &[&str] = if *krate == "redis" {
-            &["marquee-cache", "marquee-queue"]
+            &["marquee-cache", "marquee-queue", "marquee-redis"]
         } else {
             &["marquee-cache"]
         };
         assert_used_only_by(&ws, krate, allowed);
     }
+    assert_depends_on_no_marquee_crate(&ws, "marquee-redis");
+    assert_used_only_by(&ws, "marquee-redis", &["marquee-cache", "marquee-queue"]);
     for standalone in ["marquee-cache", "marquee-queue"] {
-        assert_depends_on_no_marquee_crate(&ws, standalone);
+        let marquee: Vec<&String> = ws.transitive[standalone]
+            .iter()
+            .filter(|name| name.starts_with("marquee-"))
+            .collect();
+        assert_eq!(
+            marquee,
+            ["marquee-redis"],
+            "{standalone} depends on no other marquee crate"
+        );
     }
 }
 
@@ -199,10 +211,11 @@ fn testkit_is_for_tests_only() {
 fn the_binary_is_the_composition_root() {
     let ws = workspace();
     let server = &ws.direct["marquee-server"];
-    // marquee-pool comes to it through marquee-persistence, which re-exports what it needs.
+    // marquee-pool comes to it through marquee-persistence, and marquee-redis through the
+    // cache and the queue, which re-export what it needs (`RedisMode`).
     for krate in LIBRARY_CRATES
         .iter()
-        .filter(|krate| **krate != "marquee-pool")
+        .filter(|krate| !["marquee-pool", "marquee-redis"].contains(*krate))
     {
         assert!(server.contains(*krate), "marquee-server composes {krate}");
     }

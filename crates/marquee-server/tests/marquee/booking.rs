@@ -553,14 +553,24 @@ async fn bad_input_is_refused_with_a_problem() {
 async fn a_hold_reaches_every_instances_listing_within_a_second() {
     let redis = marquee_testkit::redis_url();
     let db = TestDatabase::sqlite();
-    let namespace = format!("marquee:v1:test:booking:{}", std::process::id());
-    let overrides = [
-        ("MARQUEE__REDIS__URL", redis.as_str()),
+    a_hold_on_one_instance_is_seen_on_the_other(&db, &[("MARQUEE__REDIS__URL", redis.as_str())])
+        .await;
+}
+
+/// Two instances on `db` with their caches on the Redis that `redis` configures: a seat held
+/// through one stops being listed as available by the other within a second.
+pub async fn a_hold_on_one_instance_is_seen_on_the_other(
+    db: &TestDatabase,
+    redis: &[(&str, &str)],
+) {
+    let namespace = crate::helpers::namespace();
+    let mut overrides = vec![
         ("MARQUEE__CACHE__NAMESPACE", namespace.as_str()),
         // Long lifetimes, so only invalidation can make the listing change.
         ("MARQUEE__CACHE__L1_TTL", "60s"),
         ("MARQUEE__CACHE_TTL__SEATS__BASE_TTL", "60s"),
     ];
+    overrides.extend_from_slice(redis);
     let a = Instance::start(
         test_settings(db.url().as_str(), &overrides),
         Box::new(|r| r),
@@ -611,5 +621,9 @@ async fn a_hold_reaches_every_instances_listing_within_a_second() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    eprintln!(
+        "the hold was seen on the other instance after {:?}",
+        started.elapsed()
+    );
     assert!(!available(&a).await);
 }

@@ -4,7 +4,8 @@
 //! always, and PostgreSQL when asked for. The tests that need PostgreSQL or Redis are ignored
 //! unless run with `--include-ignored` and `MARQUEE_TEST_DATABASE_URL` and
 //! `MARQUEE_TEST_REDIS_URL` set (see `marquee_testkit::backends`); the read replica's
-//! (`replica`) need `MARQUEE_TEST_PG_BIN`, PostgreSQL's server programs.
+//! (`replica`) need `MARQUEE_TEST_PG_BIN`, PostgreSQL's server programs, and those on a Redis
+//! Cluster (`cluster.rs`) `MARQUEE_TEST_REDIS_CLUSTER=1`; both start their own servers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod architecture;
@@ -12,6 +13,7 @@ mod booking;
 mod caching;
 mod catalogue;
 mod cli;
+mod cluster;
 mod contract;
 mod defaults;
 mod errors;
@@ -26,11 +28,17 @@ mod settings;
 mod shutdown;
 
 use marquee_persistence::test_support::{MYSQL_URL_VAR, POSTGRES_URL_VAR};
-use marquee_testkit::REDIS_URL_VAR;
+use marquee_testkit::{REDIS_CLUSTER_VAR, REDIS_URL_VAR};
 // Test modules name it `crate::on_each_backend`.
 use marquee_testkit::on_each_backend;
 
 marquee_testkit::backend_guards!(
-    needs: [POSTGRES_URL_VAR, MYSQL_URL_VAR, REDIS_URL_VAR, marquee_testkit::PG_BIN_VAR],
-    modules: ["postgres", "mysql", "replica"]
+    needs: [
+        POSTGRES_URL_VAR,
+        MYSQL_URL_VAR,
+        REDIS_URL_VAR,
+        REDIS_CLUSTER_VAR,
+        marquee_testkit::PG_BIN_VAR
+    ],
+    modules: ["postgres", "mysql", "cluster", "replica"]
 );

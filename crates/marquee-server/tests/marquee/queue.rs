@@ -311,18 +311,24 @@ on_each_backend!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL and Redis: set MARQUEE_TEST_DATABASE_URL and MARQUEE_TEST_REDIS_URL"]
 async fn a_fleet_admits_at_the_configured_rate() {
+    let redis = redis_url();
+    fleet_admits_at_the_configured_rate(&[("MARQUEE__REDIS__URL", redis.as_str())]).await;
+}
+
+/// Two instances on one PostgreSQL database, their waiting room's view on the Redis that
+/// `redis` configures, admit at the configured rate together, in join order.
+pub async fn fleet_admits_at_the_configured_rate(redis: &[(&str, &str)]) {
     use diesel::prelude::*;
     use marquee_persistence::schema::queue_entries as q;
-    let redis = redis_url();
     let namespace = namespace();
-    let overrides = [
+    let mut overrides = vec![
         ("MARQUEE__QUEUE__ENABLED", "true"),
         ("MARQUEE__QUEUE__ADMIT_PER_SECOND", "5"),
         ("MARQUEE__QUEUE__IDLE_TIMEOUT", "1h"),
-        ("MARQUEE__REDIS__URL", redis.as_str()),
         ("MARQUEE__REDIS__RESPONSE_TIMEOUT", "2s"),
         ("MARQUEE__CACHE__NAMESPACE", namespace.as_str()),
     ];
+    overrides.extend_from_slice(redis);
     let first = TestApp::spawn_with(Backend::Postgres, &overrides).await;
     let second = Instance::start(
         test_settings(first.db.url().as_str(), &overrides),
@@ -368,6 +374,19 @@ async fn a_fleet_admits_at_the_configured_rate() {
         "admission in join order: {rows:?}"
     );
     assert_eq!(first_joiners, (1..=admitted as i64).collect::<Vec<_>>());
+    // Both instances answer the last joiner's poll: it waits behind the rest.
+    for address in [&first.address, &second.address] {
+        let (status, entry) = call(
+            address,
+            &first.token(40),
+            Method::GET,
+            "/api/v1/concerts/2/queue",
+        )
+        .await;
+        assert_eq!(status, 200, "{entry}");
+        assert_eq!(entry["status"], "WAITING", "{entry}");
+        assert_eq!(entry["position"], 40 - admitted as i64, "{entry}");
+    }
 }
 
 /// Deletes a key pattern from Redis, as a restart of a Redis that keeps nothing on disk

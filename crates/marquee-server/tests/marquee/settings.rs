@@ -108,7 +108,7 @@ fn environment_variables_override_files() {
 #[test]
 fn invalid_values_name_their_key() {
     // (variable, value, the key the error names)
-    let cases: [(&str, &str, &str); 12] = [
+    let cases: [(&str, &str, &str); 13] = [
         (
             "MARQUEE__DATABASE__POOL__MAXIMUM_POOL_SIZE",
             "abc",
@@ -140,6 +140,7 @@ fn invalid_values_name_their_key() {
             "database.pool.idle_timeout",
         ),
         ("MARQUEE__LOG__FORMAT", "xml", "format"),
+        ("MARQUEE__REDIS__MODE", "sharded", "mode"),
         ("MARQUEE__SERVER__BINDD", "0.0.0.0:1", "bindd"),
     ];
     for (variable, value, key) in cases {
@@ -251,5 +252,49 @@ fn a_read_replica_is_postgresql_only() {
     assert!(
         shown.contains("postgres://app:***@replica/marquee") && !shown.contains("s3cr3t"),
         "{shown}"
+    );
+}
+
+/// `redis.mode = "cluster"` takes a comma-separated list of seed nodes, as the configuration
+/// reference shows it; a list without it, a cluster without seeds, or a seed that is not
+/// `redis://` is refused naming the keys, and no seed's password is shown.
+#[test]
+fn a_redis_cluster_is_a_mode_and_a_list_of_seeds() {
+    let seeds = "redis://:s3cr3t@10.0.0.1:6379,redis://:s3cr3t@10.0.0.2:6379";
+    let settings = load(
+        None,
+        &[
+            ("MARQUEE__REDIS__MODE", "cluster"),
+            ("MARQUEE__REDIS__URL", seeds),
+        ],
+    )
+    .unwrap();
+    let redis = settings.redis_config().unwrap();
+    assert_eq!(redis.mode, marquee_cache::RedisMode::Cluster);
+    assert_eq!(redis.url, seeds);
+    let shown = format!("{:?}", settings.redis);
+    assert!(!shown.contains("s3cr3t"), "{shown}");
+    assert_eq!(shown.matches("***").count(), 2, "{shown}");
+
+    let list_without_mode = error_of(None, &[("MARQUEE__REDIS__URL", seeds)]);
+    for named in ["redis.url", "redis.mode", "cluster"] {
+        assert!(list_without_mode.contains(named), "{list_without_mode}");
+    }
+    assert!(!list_without_mode.contains("s3cr3t"), "{list_without_mode}");
+    let no_seeds = error_of(None, &[("MARQUEE__REDIS__MODE", "cluster")]);
+    assert!(
+        no_seeds.contains("redis.mode") && no_seeds.contains("redis.url"),
+        "{no_seeds}"
+    );
+    let socket_seed = error_of(
+        None,
+        &[
+            ("MARQUEE__REDIS__MODE", "cluster"),
+            ("MARQUEE__REDIS__URL", "redis://a:1,unix:///run/redis.sock"),
+        ],
+    );
+    assert!(
+        socket_seed.contains("redis.url") && socket_seed.contains("redis://"),
+        "{socket_seed}"
     );
 }
