@@ -2,6 +2,8 @@
 //! entry (the count), without an entry per page number and without a database query per
 //! request.
 
+use std::time::Duration;
+
 use marquee_cache::{RedisConfig, RedisLink};
 use marquee_persistence::Backend;
 use marquee_persistence::test_support::TestDatabase;
@@ -35,7 +37,10 @@ async fn pages_past_the_end_add_no_key_per_page_in_redis() {
     let db = TestDatabase::new(Backend::Postgres);
     let namespace = namespace();
     let (app, counting) = counted_app(db, &namespace, Some(&url)).await;
-    let redis = RedisLink::open(RedisConfig::new(&url)).unwrap();
+    // SCAN walks the shared Redis's whole keyspace: give each step more than the cache's 50 ms.
+    let mut config = RedisConfig::new(&url);
+    config.response_timeout = Duration::from_secs(2);
+    let redis = RedisLink::open(config).unwrap();
     let pattern = format!("{namespace}:*");
     assert_eq!(redis.scan(&pattern).await.unwrap(), Vec::<String>::new());
 
