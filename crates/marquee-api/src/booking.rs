@@ -472,22 +472,32 @@ pub async fn sweep_expired_holds(state: &AppState) -> Result<usize, BookingError
 }
 
 impl CatalogueCache {
-    /// Drops every cached listing that shows `schedule`'s seat states.
+    /// Drops every cached listing that shows `schedule`'s seat states: its four seat
+    /// listings and its concert's schedules (their counts of available seats).
+    ///
+    /// The five evictions go out together: each is a script and a message on Redis, and one
+    /// after the other they were ten round trips on every hold, cancel and payment. Each keeps
+    /// its own order (its message after its script), which is all an eviction needs.
     pub async fn evict_schedule(
         &self,
         schedule: marquee_domain::ScheduleId,
         concert: marquee_domain::ConcertId,
     ) {
         use marquee_domain::{SeatFilter, SeatStatus};
-        for filter in [
+        let key = |filter| crate::catalogue_cache::SeatsKey { schedule, filter };
+        let [all, available, held, sold] = [
             SeatFilter::All,
             SeatFilter::Only(SeatStatus::Available),
             SeatFilter::Only(SeatStatus::Held),
             SeatFilter::Only(SeatStatus::Sold),
-        ] {
-            let key = crate::catalogue_cache::SeatsKey { schedule, filter };
-            self.seats.evict(&key).await;
-        }
-        self.schedules.evict(&concert).await;
+        ]
+        .map(key);
+        tokio::join!(
+            self.seats.evict(&all),
+            self.seats.evict(&available),
+            self.seats.evict(&held),
+            self.seats.evict(&sold),
+            self.schedules.evict(&concert),
+        );
     }
 }
