@@ -2,18 +2,26 @@
 """Runs one k6 scenario against a Marquee started for the run, and keeps everything it made.
 
   loadtest/run SCENARIO [--stack embedded|postgres|mariadb] [--setup protected|no-jitter]
-                        [--target marquee|floor] [--bulk]
+                        [--target marquee|floor] [--bulk] [--faults]
 
-  SCENARIO   lookup, seed-replay, expiry-storm, booking-rush, ticket-opening or smoke
+  SCENARIO   lookup, seed-replay, expiry-storm, booking-rush, ticket-opening, mixed or smoke
              (loadtest/SCENARIO.js)
   --stack    embedded (default): SQLite in a temporary folder and the in-process cache.
              postgres: a fresh database marquee_loadtest_<pid> on PostgreSQL and Redis, with
              its own cache namespace; both are removed at exit.
              mariadb: the same on MariaDB (the mysql:// dialect) instead of PostgreSQL.
   --setup    expiry-storm only (default protected); see loadtest/expiry-storm.js.
-  --target   floor: seed-replay against the floor server (one Redis GET per request) instead.
+  --target   floor: seed-replay or mixed against the floor server instead (one Redis GET per
+             lookup on /mux/{id}; for mixed, one UPDATE per hold on /hold/{seat}/{user}, in a
+             database floor_loadtest_<pid> on PG_URL).
   --bulk     seed 20000 concerts x 1 schedule x 50 seats instead of the demo catalogue
              (BULK_CONCERTS, BULK_SCHEDULES, BULK_SEATS change the sizes).
+  --faults   mixed only, with --stack postgres or --target floor: the run starts a Redis and a
+             PostgreSQL of its own (shared servers are left alone), kills Redis (SIGKILL) 30 s
+             after the load starts, starts it again at +50 s, and restarts PostgreSQL at +75 s
+             (loadtest/faults.py). DURATION must be 100s or more (default 2m). Afterwards the run
+             fails unless no lookup failed and every booking failure was a 503 with Retry-After
+             from 1 s before the restart to FAULT_GRACE (10s) after it.
 
 k6's knobs pass through the environment: EXECUTOR, VUS, DURATION, RATE, TIME_UNIT,
 PRE_ALLOCATED_VUS, MAX_VUS, STAGES, START_RATE, START_VUS, PROFILE, KEYS, SKEW, MIX, ...
@@ -32,7 +40,15 @@ stack sets. Other knobs of this script:
                 --setup no-jitter)
   ADMIT_PER_SECOND, ACTIVE_LIMIT, ACTIVE_TTL, IDLE_TIMEOUT  ticket-opening's waiting room
                 (MARQUEE__QUEUE__*; default 100, 1000, 10m, 30s, or the MARQUEE__QUEUE__ value)
-  SEATS         ticket-opening: seats of the opening's concert (default USERS, 20000)
+  SEATS         ticket-opening: seats of the opening's concert (default USERS, 20000); mixed
+                --target floor: the floor's seats (default 24000)
+  RATE, BOOK_SHARE, PAY_SHARE  mixed: requests per second (1940), the share of them that are
+                bookings (0.1), and the share of bookings that pay (0.5)
+  INSTANCES     mixed on --stack postgres or mariadb: marquee servers on the one database and
+                Redis (default 1); k6 spreads the requests over them. The floor's is WORKERS.
+  PG_RESTART    --faults: use the PostgreSQL at PG_URL instead of a private one, and restart it
+                with this command at +75 s (e.g. "pg_ctlcluster 15 main restart")
+  FAULT_GRACE   --faults: how long after the restart booking failures are allowed (default 10s)
   SAMPLES       1 or 0: keep every sample in samples.json.gz (default 1; 0 for ticket-opening,
                 whose 5,000 requests/s would cost k6 most of a core in JSON output)
   K6_CPUS, SERVER_CPUS  CPUs (taskset -c lists, e.g. 1 and 0) to pin k6 and the server to,
@@ -41,14 +57,17 @@ stack sets. Other knobs of this script:
 Results go to loadtest/results/<UTC date-time>-<scenario>[-<setup>][-floor]/: report.md,
 the k6 log and summary (summary.json), the dashboard (dashboard.html), every sample
 (samples.json.gz), latency.png (loadtest/plot.py), the server's log and its final /metrics;
-for ticket-opening also metrics.csv (/metrics once a second during the run) and queue.png
+for mixed --faults also faults.json (each fault's start and end) and redis.log; for
+ticket-opening also metrics.csv (/metrics once a second during the run) and queue.png
 (loadtest/ticket_opening.py).
 
 The exit status is k6's: a crossed threshold fails the command (k6 exits 99). It is 1 when
-the tables after booking-rush or ticket-opening show a seat sold twice or a sale without
-exactly one payment, 2 when the run could not start (a wrong argument, a missing tool, a
+the tables after booking-rush, ticket-opening or mixed show a seat sold twice or a sale without
+exactly one payment (for mixed also: payments that differ from the wallets' debits), or when a
+--faults run saw a failure it does not allow or could not make a fault; 2 when the run could not start (a wrong argument, a missing tool, a
 server that did not start), and 130 or 143 after SIGINT or SIGTERM. However the run ends, the
-server is stopped and the database, the Redis keys and the temporary folder are removed.
+server is stopped and the database, the Redis keys and the temporary folder are removed (and
+the private Redis and PostgreSQL of --faults stopped and deleted).
 """
 
 import importlib.util

@@ -246,6 +246,21 @@ class Tables(unittest.TestCase):
         self.assertFalse(run.table_check("mixed", ["0", "0", "2", "2", "2"], ["300", "500", "201"])[1])
         self.assertFalse(run.table_check("mixed", ["0", "0", "2", "2", "2"], ["300", "500", "199"])[1])
 
+    def test_the_money_check_reads_the_charges_from_their_idempotency_keys(self):
+        import sqlite3
+        with sqlite3.connect(":memory:") as db:
+            db.executescript("""
+                CREATE TABLE payments (amount INTEGER);
+                CREATE TABLE idempotency_keys (request TEXT, response_status INTEGER);
+                CREATE TABLE wallets (balance INTEGER);
+                INSERT INTO payments VALUES (300), (200);
+                INSERT INTO idempotency_keys VALUES ('charge:300', 200), ('charge:250', 200),
+                    ('charge:999', 422), ('pay:1', 200), ('charge:5', NULL);
+                INSERT INTO wallets VALUES (50), (0);""")
+            row = [str(v) for v in db.execute(run.MONEY_CHECK.format(integer="INTEGER")).fetchone()]
+        self.assertEqual(row, ["500", "550", "50"])
+        self.assertTrue(run.table_check("mixed", ["0", "0", "2", "2", "2"], row)[1])
+
     def test_the_money_check_casts_in_each_dialect(self):
         self.assertIn("AS BIGINT", run.MONEY_CHECK.format(integer=run.Postgres.integer))
         self.assertIn("AS SIGNED", run.MONEY_CHECK.format(integer=run.MariaDB.integer))
