@@ -18,7 +18,8 @@
 // race for a seat until every seat has been tried once; and user FIRST_USER + n mod USERS
 // (USERS default 1,000,000), so that no user reaches the server's hold limits
 // (booking.max_holds_per_user). Tokens are minted in k6 (lib/auth.js, JWT_SECRET). On Marquee
-// the seats are those setup() finds available in the catalogue's schedules; on the floor
+// the seats are those setup() finds available in the schedules open for booking (at most
+// MAX_SEATS, 200,000); on the floor
 // they are 1..SEATS (default 24000, the floor's own default), and a booking is the hold alone:
 // the floor has no payment (PAY_SHARE does not apply).
 //
@@ -34,7 +35,7 @@
 //
 // Knobs: RATE (1940), DURATION (2m), BOOK_SHARE (0.1), PAY_SHARE (0.5), TARGET (marquee or
 // floor), BASE_URLS (comma-separated instances; default BASE_URL), USERS, FIRST_USER, SEATS
-// (floor), PRE_ALLOCATED_VUS (100) and MAX_VUS (600) for the lookups (the bookings get a
+// (floor), MAX_SEATS, PRE_ALLOCATED_VUS (200) and MAX_VUS (600) for the lookups (the bookings get a
 // quarter and a half of them), FAULTS, and those of lib/catalogue.js and lib/auth.js.
 
 import http from 'k6/http';
@@ -44,7 +45,7 @@ import exec from 'k6/execution';
 
 import { tokenMinter } from './lib/auth.js';
 import {
-  BASE_URL, CONCERTS, SCHEDULES, envBool, envDuration, envInt, envNumber, envString,
+  BASE_URL, CONCERTS, envBool, envDuration, envInt, envNumber, envString,
 } from './lib/config.js';
 import {
   assertCatalogue, lookupMix, perRouteDurations, popularId, useBaseUrl,
@@ -65,10 +66,11 @@ const DURATION = envDuration('DURATION', '2m');
 const USERS = envInt('USERS', 1000000, 1);
 const FIRST_USER = envInt('FIRST_USER', 1, 1);
 const FLOOR_SEATS = envInt('SEATS', 24000, 1);
+const MAX_SEATS = envInt('MAX_SEATS', 200000, 1);
 const FAULTS = envBool('FAULTS', false);
 const BASE_URLS = envString('BASE_URLS', BASE_URL).split(',').map((u) => u.trim().replace(/\/+$/, ''))
   .filter((u) => u !== '');
-const PRE = envInt('PRE_ALLOCATED_VUS', 100, 1);
+const PRE = envInt('PRE_ALLOCATED_VUS', 200, 1);
 const MAX = Math.max(envInt('MAX_VUS', 600, 1), PRE);
 
 const ROUTES = {
@@ -137,21 +139,43 @@ export function coprimeStride(n) {
   return 1;
 }
 
-function availableSeats(base) {
-  // Every schedule's available seats, once, in id order: bookings then walk them by STRIDE.
-  const ids = [];
-  const batch = [];
-  for (let schedule = 1; schedule <= SCHEDULES; schedule += 1) {
-    batch.push(['GET', `${base}/api/v1/schedules/${schedule}/seats?status=available`, null,
-      { tags: { name: '/api/v1/schedules/{scheduleId}/seats' } }]);
-  }
-  for (let start = 0; start < batch.length; start += 50) {
-    for (const res of http.batch(batch.slice(start, start + 50))) {
+/** Responses of GET requests, 50 at a time; each must answer 200. */
+function getAll(urls, route) {
+  const out = [];
+  for (let start = 0; start < urls.length; start += 50) {
+    const batch = urls.slice(start, start + 50).map((url) => ['GET', url, null, { tags: { name: route } }]);
+    for (const res of http.batch(batch)) {
       if (res.status !== 200) throw new Error(`${res.url}: ${res.status}`);
-      for (const seat of res.json()) ids.push(seat.id);
+      out.push(res.json());
     }
   }
-  return ids;
+  return out;
+}
+
+/**
+ * The available seats of the schedules open for booking now (a hold on another answers 409
+ * booking-closed), in id order, up to MAX_SEATS: bookings walk them by the stride.
+ */
+function availableSeats(base) {
+  const now = Date.now();
+  const concerts = [];
+  for (let id = 1; id <= CONCERTS; id += 1) concerts.push(`${base}/api/v1/concerts/${id}/schedules`);
+  const open = [];
+  for (const schedules of getAll(concerts, '/api/v1/concerts/{concertId}/schedules')) {
+    for (const s of schedules) {
+      if (Date.parse(s.bookingOpensAt) <= now && now < Date.parse(s.bookingClosesAt) && s.availableSeats > 0) {
+        open.push(s.id);
+      }
+    }
+  }
+  const ids = [];
+  for (let start = 0; start < open.length && ids.length < MAX_SEATS; start += 50) {
+    const urls = open.slice(start, start + 50).map((id) => `${base}/api/v1/schedules/${id}/seats?status=available`);
+    for (const seats of getAll(urls, '/api/v1/schedules/{scheduleId}/seats')) {
+      for (const seat of seats) ids.push(seat.id);
+    }
+  }
+  return ids.slice(0, MAX_SEATS);
 }
 
 export function setup() {

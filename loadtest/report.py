@@ -176,6 +176,8 @@ def render(facts, summary, k6_log, metrics_text):
             lines += ["", facts["cpu_note"]]
         lines += memory.lines(facts.get("memory") or {})
         lines.append("")
+    # A scenario's own section (mixed's), before the server's counters.
+    lines += facts.get("section") or []
     if metrics_text is not None:
         lines += server_side(metrics_text)
     return "\n".join(lines + FILES)

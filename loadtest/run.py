@@ -928,16 +928,15 @@ class Run:
                                  "count only the processes alive at the end, from their start.")
         # The run's figures are on disk whatever happens here, and its status must not be lost:
         # a report that cannot be written is a warning.
+        if self.options.scenario == "mixed":
+            try:
+                facts["section"] = self.mixed_section()
+            except Exception as error:  # noqa: BLE001
+                say(f"warning: the mixed section could not be written: {error!r}")
         try:
             report.write(out, facts)
         except Exception as error:  # noqa: BLE001
             say(f"warning: report.md could not be written: {error!r}")
-        if self.options.scenario == "mixed":
-            try:
-                with open(out / "report.md", "a") as text:
-                    text.write("\n".join(self.mixed_section()) + "\n")
-            except Exception as error:  # noqa: BLE001
-                say(f"warning: the mixed section could not be written: {error!r}")
         if self.options.scenario == "ticket-opening":
             try:
                 lines = ticket_opening.report(out, float(admit_per_second(self.environ)), load_before)
