@@ -168,8 +168,8 @@ def main():
     for x, label in fault_lines(moments, start):
         for row in axes:
             row[0].axvline(x, color="black", linestyle=":", linewidth=1)
-        ax.annotate(label, (x, 1), xycoords=("data", "axes fraction"), rotation=90, fontsize=7,
-                    va="top", ha="right")
+        ax.annotate(label, (x, 0.02), xycoords=("data", "axes fraction"), rotation=90, fontsize=7,
+                    va="bottom", ha="right")
     axes[-1][0].set_xlabel("seconds since the first request")
 
     out = args.out or os.path.join(args.folder, "latency.png")

@@ -647,6 +647,9 @@ class Run:
             self.start_private_services()
         check_backends(options, self.redis_url)
         self.stack = stack_for(options, self.server_urls, self.redis_url, self.work, os.getpid())
+        if options.faults:
+            self.stack.description += ("; Redis and PostgreSQL of the run's own (--faults)" if self.private_postgres
+                                       else f"; Redis of the run's own, PostgreSQL restarted with {environ['PG_RESTART']}")
 
         ports = [harness.free_port() for _ in range(options.instances)]
         base_urls = [f"http://127.0.0.1:{port}" for port in ports]
