@@ -1,5 +1,5 @@
 """The faults of `loadtest/run mixed --faults`: a private Redis and a private PostgreSQL for the
-run, and the schedule that breaks them while the load runs.
+run (also what `--private` starts), and the schedule that breaks them while the load runs.
 
 The schedule (seconds after the load starts, FAULTS below):
 
@@ -212,10 +212,10 @@ class PrivatePostgres:
                                "-A", "trust", "--no-sync", "-E", "UTF8"], capture_output=True, text=True)
         if init.returncode != 0:
             raise RuntimeError(f"initdb: {init.stderr.strip()}")
-        # Settings of a throwaway server: no fsync (the data dies with the run), enough
-        # connections for two instances' pools, the socket in the run's folder.
-        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.folder} -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        # The server's defaults, durability included (a commit waits for its fsync, as in
+        # production), with enough connections for two instances' pools, and the socket in the
+        # run's folder.
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.folder} -c max_connections=200"
         self.options = options
         self.pg_ctl("start", "-o", options)
         self.running = True

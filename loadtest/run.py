@@ -2,7 +2,7 @@
 """Runs one k6 scenario against a Marquee started for the run, and keeps everything it made.
 
   loadtest/run SCENARIO [--stack embedded|postgres|mariadb] [--setup protected|no-jitter]
-                        [--target marquee|floor] [--bulk] [--faults]
+                        [--target marquee|floor] [--bulk] [--private] [--faults]
 
   SCENARIO   lookup, seed-replay, expiry-storm, booking-rush, ticket-opening, mixed or smoke
              (loadtest/SCENARIO.js)
@@ -16,8 +16,11 @@
              database floor_loadtest_<pid> on PG_URL).
   --bulk     seed 20000 concerts x 1 schedule x 50 seats instead of the demo catalogue
              (BULK_CONCERTS, BULK_SCHEDULES, BULK_SEATS change the sizes).
-  --faults   mixed only, with --stack postgres or --target floor: the run starts a Redis and a
-             PostgreSQL of its own (shared servers are left alone), kills Redis (SIGKILL) 30 s
+  --private  with --stack postgres or --target floor: a Redis and a PostgreSQL started for the
+             run (redis-server and initdb on free ports, removed at exit) instead of REDIS_URL
+             and PG_URL, so that no one else's load is in the figures.
+  --faults   mixed only, with --stack postgres or --target floor: implies --private (shared
+             servers are left alone), kills Redis (SIGKILL) 30 s
              after the load starts, starts it again at +50 s, and restarts PostgreSQL at +75 s
              (loadtest/faults.py). DURATION must be 100s or more (default 2m). Afterwards the run
              fails unless no lookup failed and every booking failure was a 503 with Retry-After
@@ -64,10 +67,11 @@ ticket-opening also metrics.csv (/metrics once a second during the run) and queu
 The exit status is k6's: a crossed threshold fails the command (k6 exits 99). It is 1 when
 the tables after booking-rush, ticket-opening or mixed show a seat sold twice or a sale without
 exactly one payment (for mixed also: payments that differ from the wallets' debits), or when a
---faults run saw a failure it does not allow or could not make a fault; 2 when the run could not start (a wrong argument, a missing tool, a
-server that did not start), and 130 or 143 after SIGINT or SIGTERM. However the run ends, the
+--faults run saw a failure it does not allow or could not make a fault; 2 when the run could
+not start (a wrong argument, a missing tool, a server that did not start), and 130 or 143
+after SIGINT or SIGTERM. However the run ends, the
 server is stopped and the database, the Redis keys and the temporary folder are removed (and
-the private Redis and PostgreSQL of --faults stopped and deleted).
+the private Redis and PostgreSQL of --private and --faults stopped and deleted).
 """
 
 import importlib.util
@@ -162,6 +166,8 @@ class Options:
     faults: bool = False
     # mixed: marquee instances on the one database and Redis (INSTANCES).
     instances: int = 1
+    # A Redis and a PostgreSQL of the run's own (--private, and always with --faults).
+    private: bool = False
 
     @property
     def floor(self):
@@ -170,7 +176,8 @@ class Options:
     def folder_name(self):
         """The results folder's name after its time stamp."""
         return (self.scenario + (f"-{self.setup}" if self.setup else "") + ("-floor" if self.floor else "")
-                + (f"-x{self.instances}" if self.instances > 1 else "") + ("-faults" if self.faults else ""))
+                + (f"-x{self.instances}" if self.instances > 1 else "")
+                + ("-faults" if self.faults else "-private" if self.private else ""))
 
 
 def parse_arguments(argv, environ):
@@ -179,7 +186,7 @@ def parse_arguments(argv, environ):
         raise ShowHelp
     scenario, rest = argv[0], list(argv[1:])
     values = {"--stack": "embedded", "--setup": "", "--target": "marquee"}
-    bulk = fault_run = False
+    bulk = fault_run = private = False
     while rest:
         argument = rest.pop(0)
         name, equals, value = argument.partition("=")
@@ -193,6 +200,8 @@ def parse_arguments(argv, environ):
             bulk = True
         elif argument == "--faults":
             fault_run = True
+        elif argument == "--private":
+            private = True
         elif argument in ("-h", "--help"):
             raise ShowHelp
         else:
@@ -230,12 +239,15 @@ def parse_arguments(argv, environ):
         if seconds < faults.MIN_SECONDS:
             raise UsageError(f"--faults needs DURATION of at least {faults.MIN_SECONDS:.0f}s: the PostgreSQL "
                              f"restart is at +{faults.FAULTS[-1][1]:.0f} s, and the recovery must be seen")
+    if private and target != "floor" and stack != "postgres":
+        raise UsageError("--private needs --stack postgres or --target floor (it starts PostgreSQL and Redis)")
     instances = environ.get("INSTANCES") or "1"
     if not instances.isdigit() or int(instances) < 1:
         raise UsageError(f"INSTANCES is a whole number of marquee servers, at least 1, not '{instances}'")
     if int(instances) > 1 and (scenario != "mixed" or target == "floor" or stack == "embedded"):
         raise UsageError("INSTANCES applies to mixed on --stack postgres or mariadb (the floor has WORKERS)")
-    return Options(scenario, stack, setup, target, bulk, samples == "1", fault_run, int(instances))
+    return Options(scenario, stack, setup, target, bulk, samples == "1", fault_run, int(instances),
+                   private or fault_run)
 
 
 def command_line(options, environ):
@@ -245,6 +257,8 @@ def command_line(options, environ):
     flags = " --target floor" if options.floor else f" --stack {options.stack}"
     if options.faults:
         flags += " --faults"
+    elif options.private:
+        flags += " --private"
     if options.setup:
         flags += f" --setup {options.setup}"
     if options.bulk:
@@ -643,12 +657,12 @@ class Run:
         self.out = out = Path("loadtest/results") / f"{stamp}-{options.folder_name()}"
         out.mkdir(parents=True, exist_ok=True)
         self.work = tempfile.mkdtemp(prefix="marquee-loadtest.")
-        if options.faults:
+        if options.private:
             self.start_private_services()
         check_backends(options, self.redis_url)
         self.stack = stack_for(options, self.server_urls, self.redis_url, self.work, os.getpid())
-        if options.faults:
-            self.stack.description += ("; Redis and PostgreSQL of the run's own (--faults)" if self.private_postgres
+        if options.private:
+            self.stack.description += ("; Redis and PostgreSQL of the run's own" if self.private_postgres
                                        else f"; Redis of the run's own, PostgreSQL restarted with {environ['PG_RESTART']}")
 
         ports = [harness.free_port() for _ in range(options.instances)]
@@ -724,18 +738,18 @@ class Run:
         return status
 
     def start_private_services(self):
-        """--faults: a Redis of the run's own, and a PostgreSQL unless PG_RESTART names the
-        command that restarts the one at PG_URL."""
+        """--private and --faults: a Redis of the run's own, and a PostgreSQL unless PG_RESTART
+        names the command that restarts the one at PG_URL (--faults)."""
         if not shutil.which("redis-server"):
-            die("redis-server is needed for --faults (apt-get install redis-server)")
+            die("redis-server is needed for --private and --faults (apt-get install redis-server)")
         self.private_redis = faults.PrivateRedis(harness.free_port(), self.out / "redis.log")
         try:
             self.private_redis.start()
         except RuntimeError as error:
             die(str(error))
         self.redis_url = self.private_redis.url
-        say(f"--faults: a private Redis at {self.redis_url}")
-        if self.environ.get("PG_RESTART"):
+        say(f"a private Redis at {self.redis_url}")
+        if self.options.faults and self.environ.get("PG_RESTART"):
             say(f"--faults: PostgreSQL at {self.server_urls['postgres']}, restarted with: {self.environ['PG_RESTART']}")
             return
         folder = tempfile.mkdtemp(prefix="marquee-loadtest-pg.")
@@ -745,7 +759,7 @@ class Run:
         except RuntimeError as error:
             die(f"the private PostgreSQL did not start: {error}")
         self.server_urls = {**self.server_urls, "postgres": self.private_postgres.url}
-        say(f"--faults: a private PostgreSQL at {self.private_postgres.url} ({self.private_postgres.bin})")
+        say(f"a private PostgreSQL at {self.private_postgres.url} ({self.private_postgres.bin})")
 
     def fault_actions(self):
         redis = self.private_redis

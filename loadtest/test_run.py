@@ -15,7 +15,8 @@ def parse(*argv, **environ):
 
 class Arguments(unittest.TestCase):
     def test_defaults(self):
-        self.assertEqual(parse("smoke"), run.Options("smoke", "embedded", "", "marquee", False, True))
+        self.assertEqual(parse("smoke"), run.Options("smoke", "embedded", "", "marquee", False, True, False, 1,
+                                                     False))
         self.assertEqual(parse("expiry-storm").setup, "protected")
         self.assertFalse(parse("ticket-opening").samples)
         self.assertTrue(parse("ticket-opening", SAMPLES="1").samples)
@@ -68,6 +69,13 @@ class Arguments(unittest.TestCase):
             parse("mixed", "--stack", "postgres", "--faults", DURATION="90s")
         with self.assertRaisesRegex(run.UsageError, "DURATION"):
             parse("mixed", "--stack", "postgres", "--faults", DURATION="long")
+        # --faults brings its own servers; --private asks for them without faults.
+        self.assertTrue(options.private)
+        private = parse("lookup", "--stack", "postgres", "--private")
+        self.assertEqual((private.private, private.faults, private.folder_name()), (True, False, "lookup-private"))
+        self.assertEqual(run.command_line(private, {}), "loadtest/run lookup --stack postgres --private")
+        with self.assertRaisesRegex(run.UsageError, "--private needs --stack postgres or --target floor"):
+            parse("smoke", "--private")
         for environ in ({"INSTANCES": "0"}, {"INSTANCES": "two"}):
             with self.subTest(environ=environ), self.assertRaisesRegex(run.UsageError, "INSTANCES is a whole"):
                 run.parse_arguments(["mixed", "--stack", "postgres"], environ)
