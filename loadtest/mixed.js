@@ -27,7 +27,7 @@
 // lost race). Anything else is a failure, counted in mixed_failures{kind} and printed as one
 // line that loadtest/mixed.py reads:
 //
-//   MIXED_FAILURE t=<epoch ms> kind=lookup|hold|charge|pay status=<0 for no answer> retry_after=<header or ->
+//   MIXED_FAILURE t=<epoch ms> kind=lookup|hold|charge|pay status=<0 for no answer> retry_after=<header or -> route=<path, ids as {id}>
 //
 // Thresholds: no failed lookup ever; no failed booking either, unless FAULTS=1 (loadtest/run
 // --faults), where loadtest/run checks instead that every booking failure is a 503 with
@@ -202,8 +202,11 @@ export function setup() {
 function fail(kind, res) {
   const retryAfter = res.headers['Retry-After'];
   failures.add(1, { status: String(res.status), step: kind });
+  // The route (tag `name`) too, so that a failed lookup says which read it was.
+  const route = String(res.request && res.request.url ? res.request.url : '').replace(/^https?:\/\/[^/]+/, '')
+    .replace(/\?.*$/, '').replace(/\/[0-9]+/g, '/{id}');
   console.log(`MIXED_FAILURE t=${Date.now()} kind=${kind} status=${res.status} `
-    + `retry_after=${retryAfter === undefined || retryAfter === '' ? '-' : retryAfter}`);
+    + `retry_after=${retryAfter === undefined || retryAfter === '' ? '-' : retryAfter} route=${route || '-'}`);
 }
 
 function instance() {

@@ -3,7 +3,7 @@ booking failures against the PostgreSQL restart, and its section of report.md.
 
 mixed.js prints a line per failed request (one that got no answer, or one it did not expect):
 
-    MIXED_FAILURE t=<epoch ms> kind=lookup|hold|charge|pay status=<status, 0 for none> retry_after=<header or ->
+    MIXED_FAILURE t=<epoch ms> kind=lookup|hold|charge|pay status=<status, 0 for none> retry_after=<header or -> route=<path>
 
 and one when the load starts (MIXED_LOAD_STARTS t=<epoch ms>). Under --faults the run asks that
 no lookup fails, and that every booking failure (a hold, a charge or a payment) is a 503 with
@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import faults
 from report import ms
 
-FAILURE = re.compile(r"MIXED_FAILURE t=(\d+) kind=(\w+) status=(\d+) retry_after=([^\"\s\\]+)")
+FAILURE = re.compile(r"MIXED_FAILURE t=(\d+) kind=(\w+) status=(\d+) retry_after=([^\"\s\\]+)"
+                     r"(?: route=([^\"\s\\]+))?")
 LOAD_STARTS = re.compile(r"MIXED_LOAD_STARTS t=(\d+)")
 BOOKING_STEPS = ("hold", "charge", "pay")
 
@@ -29,6 +30,7 @@ class Failure:
     kind: str
     status: int
     retry_after: str  # "-" when the answer had no Retry-After
+    route: str = "-"  # the path, its ids as {id}
 
     @property
     def booking(self):
@@ -37,7 +39,8 @@ class Failure:
 
 def failures(k6_log):
     """Every MIXED_FAILURE of k6's output, in order."""
-    return [Failure(int(t), kind, int(status), retry) for t, kind, status, retry in FAILURE.findall(k6_log)]
+    return [Failure(int(t), kind, int(status), retry, route or "-")
+            for t, kind, status, retry, route in FAILURE.findall(k6_log)]
 
 
 def load_started(k6_log):
@@ -66,10 +69,10 @@ def outside_window(found, window):
 
 
 def by_kind_and_status(found):
-    """{(kind, status, with Retry-After): count}."""
+    """{(kind, route, status, with Retry-After): count}."""
     counts = {}
     for f in found:
-        key = (f.kind, f.status, f.retry_after != "-")
+        key = (f.kind, f.route, f.status, f.retry_after != "-")
         counts[key] = counts.get(key, 0) + 1
     return counts
 
@@ -107,10 +110,10 @@ def section(metrics, k6_log, moments, start, window, fault_run):
     lines += ["", f"Holds won {count('mixed_holds'):,}, seats found taken (409) {count('mixed_seat_taken'):,}, "
               f"payments {count('mixed_payments'):,}. Durations in ms.", ""]
     if found:
-        lines += ["Failures by step and status:", "", "| step | status | Retry-After | count |",
-                  "| --- | ---: | --- | ---: |"]
-        for (kind, status, retry), n in sorted(by_kind_and_status(found).items()):
-            lines.append(f"| {kind} | {status or 'no answer'} | {'yes' if retry else 'no'} | {n:,} |")
+        lines += ["Failures by step and status:", "", "| step | route | status | Retry-After | count |",
+                  "| --- | --- | ---: | --- | ---: |"]
+        for (kind, route, status, retry), n in sorted(by_kind_and_status(found).items()):
+            lines.append(f"| {kind} | `{route}` | {status or 'no answer'} | {'yes' if retry else 'no'} | {n:,} |")
         lines += ["", f"First failure at {offset(found[0].time, start)}, last at {offset(found[-1].time, start)} "
                   "after the load started.", ""]
     else:

@@ -26,6 +26,10 @@ LOG = (f'time="x" level=info msg="MIXED_LOAD_STARTS t={START}" source=console\n'
 
 
 class Failures(unittest.TestCase):
+    def test_the_route_when_printed(self):
+        text = line(3, "lookup", 503, "5").replace("retry_after=5", "retry_after=5 route=/api/v1/concerts/{id}")
+        self.assertEqual(mixed.failures(text), [mixed.Failure(START + 3, "lookup", 503, "5", "/api/v1/concerts/{id}")])
+
     def test_read_from_k6s_output(self):
         self.assertEqual(mixed.failures(line(1, "lookup", 0) + "running (0m01.0s)\n" + line(2, "hold", 503, "5")),
                          [mixed.Failure(START + 1, "lookup", 0, "-"), mixed.Failure(START + 2, "hold", 503, "5")])
@@ -83,7 +87,7 @@ class Section(unittest.TestCase):
                                        faults.allowed_window(RESTART), fault_run=True))
         self.assertIn("| lookups | 1,000 | 1.50 | 4.00 | 9.25 | 300 | 0 | 2 |", text)
         self.assertIn("| bookings (every request) | 200 | 3.00 | 8.00 | 20.00 | 5,000 | 3 | 0 |", text)
-        self.assertIn("| hold | 503 | yes | 1 |", text)
+        self.assertIn("| hold | `-` | 503 | yes | 1 |", text)
         self.assertIn("| PostgreSQL restarted | +75.0 s | +76.0 s | 1.0 s |", text)
         self.assertIn("503 with Retry-After, +74.0 s to +86.0 s. Every booking failure was one.", text)
         self.assertIn("payments 49", text)
