@@ -3,7 +3,10 @@ booking failures against the PostgreSQL restart, and its section of report.md.
 
 mixed.js prints a line per failed request (one that got no answer, or one it did not expect):
 
-    MIXED_FAILURE t=<epoch ms> kind=lookup|hold|charge|pay status=<status, 0 for none> retry_after=<header or -> route=<path>
+    MIXED_FAILURE t=<epoch ms> kind=lookup|hold|charge|pay status=<status, 0 for none>
+                  retry_after=<header or -> route=<path>
+
+(on one line)
 
 and one when the load starts (MIXED_LOAD_STARTS t=<epoch ms>). Under --faults the run asks that
 no lookup fails, and that every booking failure (a hold, a charge or a payment) is a 503 with

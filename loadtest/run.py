@@ -119,7 +119,7 @@ KNOBS = ("EXECUTOR", "VUS", "DURATION", "RATE", "TIME_UNIT", "PRE_ALLOCATED_VUS"
          "BULK_SEATS", "MARQUEE_CONFIG_DIR", "LOG_FILTER", "PG_URL", "MYSQL_URL", "REDIS_URL", "WORKERS",
          "USERS", "JOIN_WINDOW", "MAX_WAIT", "CONCERT_ID", "HOLD_TRIES", "ADMIT_PER_SECOND", "ACTIVE_LIMIT",
          "ACTIVE_TTL", "IDLE_TIMEOUT", "SEATS", "SAMPLES", "BOOK_SHARE", "PAY_SHARE", "INSTANCES",
-         "PG_RESTART", "FAULT_GRACE")
+         "PG_RESTART", "FAULT_GRACE", "MAX_SEATS", "FIRST_USER")
 LOOPBACK = re.compile(r"[a-z]+://([^@/]*@)?(127\.[0-9.]+|localhost|\[::1\])(:[0-9]+)?/?")
 # What answers 200 once a server is ready. The floor has no health route: /fixed, its
 # precomputed body, answers once it listens.
@@ -236,6 +236,10 @@ def parse_arguments(argv, environ):
             seconds = faults.seconds_of(environ.get("DURATION") or "2m")
         except ValueError as error:
             raise UsageError(f"DURATION: {error}") from None
+        try:
+            fault_grace(environ)
+        except ValueError as error:
+            raise UsageError(f"FAULT_GRACE: {error}") from None
         if seconds < faults.MIN_SECONDS:
             raise UsageError(f"--faults needs DURATION of at least {faults.MIN_SECONDS:.0f}s: the PostgreSQL "
                              f"restart is at +{faults.FAULTS[-1][1]:.0f} s, and the recovery must be seen")
@@ -433,9 +437,10 @@ def server_settings(options, environ, port, secret, stack):
             "MARQUEE__CACHE__REFRESH__ENABLED": "false",
         })
     if options.scenario in ("booking-rush", "mixed"):
-        # The rush (and the mix, which reproduces a run with the waiting room off) goes straight to the holds: it measures the booking path, which the waiting
+        # The rush goes straight to the holds: it measures the booking path, which the waiting
         # room (on in production.toml, so on the postgres stack) would refuse with 403 to
-        # users who did not join it. ticket-opening is the scenario with the waiting room.
+        # users who did not join it. ticket-opening is the scenario with the waiting room. The
+        # mix reproduces a production run that had the waiting room off.
         settings["MARQUEE__QUEUE__ENABLED"] = environ.get("MARQUEE__QUEUE__ENABLED") or "false"
     if options.scenario == "ticket-opening":
         # The waiting room on, with its knobs; an explicit MARQUEE__QUEUE__* value is the default.
@@ -489,6 +494,11 @@ def k6_variables(options, environ, base_urls, secret):
     else:
         variables += ["CONCERTS=120", "SCHEDULES_PER_CONCERT=4"]
     return variables
+
+
+def fault_grace(environ):
+    """Seconds after the PostgreSQL restart in which booking failures are allowed (FAULT_GRACE)."""
+    return faults.seconds_of(environ["FAULT_GRACE"]) if environ.get("FAULT_GRACE") else faults.AFTER_RESTART
 
 
 def table_check(scenario, row, money=None):
@@ -662,8 +672,9 @@ class Run:
         check_backends(options, self.redis_url)
         self.stack = stack_for(options, self.server_urls, self.redis_url, self.work, os.getpid())
         if options.private:
-            self.stack.description += ("; Redis and PostgreSQL of the run's own" if self.private_postgres
-                                       else f"; Redis of the run's own, PostgreSQL restarted with {environ['PG_RESTART']}")
+            self.stack.description += (
+                "; Redis and PostgreSQL of the run's own" if self.private_postgres
+                else f"; Redis of the run's own, PostgreSQL restarted with {environ['PG_RESTART']}")
 
         ports = [harness.free_port() for _ in range(options.instances)]
         base_urls = [f"http://127.0.0.1:{port}" for port in ports]
@@ -718,8 +729,9 @@ class Run:
                 say("warning: could not read /metrics after the run")
         if options.faults:
             status = self.finish_faults(status)
-        if (options.scenario in ("booking-rush", "ticket-opening") or (options.scenario == "mixed" and not options.floor)) \
-                and not self.tables_sound():
+        # The floor's holds have no sales or payments to check.
+        has_tables = options.scenario in ("booking-rush", "ticket-opening", "mixed") and not options.floor
+        if has_tables and not self.tables_sound():
             status = status or 1
         if options.scenario == "ticket-opening":
             # When each hold reached the database, for the booking rate the report gives.
@@ -780,8 +792,9 @@ class Run:
             say(f"FAILED: a fault could not be made: {error}")
         missing = len(schedule.moments) < len(faults.FAULTS)
         if missing:
-            say(f"FAILED: only {len(schedule.moments)} of {len(faults.FAULTS)} faults happened (was the run too short?)")
-        grace = faults.seconds_of(self.environ["FAULT_GRACE"]) if self.environ.get("FAULT_GRACE") else faults.AFTER_RESTART
+            say(f"FAILED: only {len(schedule.moments)} of {len(faults.FAULTS)} faults happened "
+                "(was the run too short?)")
+        grace = fault_grace(self.environ)
         problems, line = mixed.verdict(log, schedule.moments, grace)
         self.print_and_log(line)
         for problem in problems:
@@ -967,7 +980,7 @@ class Run:
         log = report.read(out / "k6.log") or ""
         summary = json.loads(report.read(out / "summary.json") or "{}").get("metrics", {})
         started, moments = faults.read(out / "faults.json")
-        grace = faults.seconds_of(self.environ["FAULT_GRACE"]) if self.environ.get("FAULT_GRACE") else faults.AFTER_RESTART
+        grace = fault_grace(self.environ)
         lines = mixed.section(summary, log, moments, started or mixed.load_started(log),
                               faults.allowed_window(moments, grace), self.options.faults)
         checks = [line for line in log.splitlines() if line.startswith(("MIXED check:", "FAULTS check:"))]

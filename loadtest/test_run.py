@@ -69,6 +69,9 @@ class Arguments(unittest.TestCase):
             parse("mixed", "--stack", "postgres", "--faults", DURATION="90s")
         with self.assertRaisesRegex(run.UsageError, "DURATION"):
             parse("mixed", "--stack", "postgres", "--faults", DURATION="long")
+        with self.assertRaisesRegex(run.UsageError, "FAULT_GRACE"):
+            parse("mixed", "--stack", "postgres", "--faults", FAULT_GRACE="ten")
+        self.assertEqual((run.fault_grace({}), run.fault_grace({"FAULT_GRACE": "1m"})), (10.0, 60.0))
         # --faults brings its own servers; --private asks for them without faults.
         self.assertTrue(options.private)
         private = parse("lookup", "--stack", "postgres", "--private")
