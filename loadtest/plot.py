@@ -7,7 +7,8 @@ The picture shows http_req_duration over time, second by second: p50, p95, p99 a
 logarithmic axis (a 2 ms median and a 7 s stall both stay readable), with requests per second
 on a second axis, and dropped iterations and failed requests marked when there are any. For
 an expiry-storm run a second panel shows the database loads and checkouts per second that
-the script's probe read from Marquee's /metrics.
+the script's probe read from Marquee's /metrics. For a run with faults (loadtest/run mixed
+--faults), each fault of the folder's faults.json is a vertical line, labelled, on every panel.
 
 Requests to /metrics and the requests made in setup() and teardown() (the warm-up, the
 probe) are left out: they are not the load.
@@ -23,6 +24,7 @@ from datetime import datetime, timedelta, timezone
 
 # No __pycache__ folders in the checkout from running a tool.
 sys.dont_write_bytecode = True
+import faults  # noqa: E402
 from report import percentile  # noqa: E402
 
 STAMP = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?")
@@ -66,6 +68,17 @@ def per_second(points, start):
     for time, value, _ in points:
         buckets.setdefault(int(time - start), []).append(value)
     return buckets
+
+
+def fault_lines(moments, start):
+    """[(seconds since the first request, label)] for the faults' starts, and for the end of
+    one that lasted a second or more (a restart)."""
+    lines = []
+    for moment in moments:
+        lines.append(((moment.began / 1000) - start, moment.what))
+        if moment.ended - moment.began >= 1000:
+            lines.append(((moment.ended / 1000) - start, f"{moment.name} done"))
+    return lines
 
 
 def pyplot(tool):
@@ -151,6 +164,12 @@ def main():
         ax2.set_ylabel("database, per second (from /metrics)")
         ax2.grid(True, alpha=0.3)
         ax2.legend(loc="upper left", fontsize=8)
+    _, moments = faults.read(os.path.join(args.folder, "faults.json"))
+    for x, label in fault_lines(moments, start):
+        for row in axes:
+            row[0].axvline(x, color="black", linestyle=":", linewidth=1)
+        ax.annotate(label, (x, 0.02), xycoords=("data", "axes fraction"), rotation=90, fontsize=7,
+                    va="bottom", ha="right")
     axes[-1][0].set_xlabel("seconds since the first request")
 
     out = args.out or os.path.join(args.folder, "latency.png")

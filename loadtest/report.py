@@ -3,8 +3,8 @@
 The report opens with the run's facts (result, date, command, stack, machine, versions),
 then k6's figures from summary.json: the headline, every `http_req_duration` series, what
 reached the database in an expiry storm (the `STORM` line of k6.log and its per-second
-peaks), each threshold, and the CPU time per request of the server, the database server and
-Redis (cpu.py); then the server's own counters from metrics-after.txt. The
+peaks), each threshold, the CPU time per request of the server, the database server and
+Redis (cpu.py), and the servers' peak resident memory (memory.py); then the server's own counters from metrics-after.txt. The
 ticket-opening section is ticket_opening.py's.
 
 Its number formatting (`ms`) and percentiles (`percentile`) are those of the other
@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 import harness  # noqa: E402
 
 import cpu  # noqa: E402  (beside this file)
+import memory  # noqa: E402
 
 
 def ms(value):
@@ -59,6 +60,7 @@ def opening(facts):
         f"| machine | {facts['machine']} |",
         f"| server | {facts['server']} |",
         f"| k6 | {facts['k6']} |",
+        *([f"| load average before | {facts['load']} |"] if facts.get("load") else []),
         "",
     ]
 
@@ -170,6 +172,12 @@ def render(facts, summary, k6_log, metrics_text):
         lines += headline(metrics) + storm(metrics, k6_log) + thresholds(metrics)
         used, seconds = facts.get("cpu") or ({}, 0)
         lines += cpu.lines(used, seconds, int(metrics.get("http_reqs", {}).get("count", 0)))
+        if used and facts.get("cpu_note"):
+            lines += ["", facts["cpu_note"]]
+        lines += memory.lines(facts.get("memory") or {})
+        lines.append("")
+    # A scenario's own section (mixed's), before the server's counters.
+    lines += facts.get("section") or []
     if metrics_text is not None:
         lines += server_side(metrics_text)
     return "\n".join(lines + FILES)

@@ -2,18 +2,29 @@
 """Runs one k6 scenario against a Marquee started for the run, and keeps everything it made.
 
   loadtest/run SCENARIO [--stack embedded|postgres|mariadb] [--setup protected|no-jitter]
-                        [--target marquee|floor] [--bulk]
+                        [--target marquee|floor] [--bulk] [--private] [--faults]
 
-  SCENARIO   lookup, seed-replay, expiry-storm, booking-rush, ticket-opening or smoke
+  SCENARIO   lookup, seed-replay, expiry-storm, booking-rush, ticket-opening, mixed or smoke
              (loadtest/SCENARIO.js)
   --stack    embedded (default): SQLite in a temporary folder and the in-process cache.
              postgres: a fresh database marquee_loadtest_<pid> on PostgreSQL and Redis, with
              its own cache namespace; both are removed at exit.
              mariadb: the same on MariaDB (the mysql:// dialect) instead of PostgreSQL.
   --setup    expiry-storm only (default protected); see loadtest/expiry-storm.js.
-  --target   floor: seed-replay against the floor server (one Redis GET per request) instead.
+  --target   floor: seed-replay or mixed against the floor server instead (one Redis GET per
+             lookup on /mux/{id}; for mixed, one UPDATE per hold on /hold/{seat}/{user}, in a
+             database floor_loadtest_<pid> on PG_URL).
   --bulk     seed 20000 concerts x 1 schedule x 50 seats instead of the demo catalogue
              (BULK_CONCERTS, BULK_SCHEDULES, BULK_SEATS change the sizes).
+  --private  with --stack postgres or --target floor: a Redis and a PostgreSQL started for the
+             run (redis-server and initdb on free ports, removed at exit) instead of REDIS_URL
+             and PG_URL, so that no one else's load is in the figures.
+  --faults   mixed only, with --stack postgres or --target floor: implies --private (shared
+             servers are left alone), kills Redis (SIGKILL) 30 s
+             after the load starts, starts it again at +50 s, and restarts PostgreSQL at +75 s
+             (loadtest/faults.py). DURATION must be 100s or more (default 2m). Afterwards the run
+             fails unless no lookup failed and every booking failure was a 503 with Retry-After
+             from 1 s before the restart to FAULT_GRACE (10s) after it.
 
 k6's knobs pass through the environment: EXECUTOR, VUS, DURATION, RATE, TIME_UNIT,
 PRE_ALLOCATED_VUS, MAX_VUS, STAGES, START_RATE, START_VUS, PROFILE, KEYS, SKEW, MIX, ...
@@ -32,7 +43,15 @@ stack sets. Other knobs of this script:
                 --setup no-jitter)
   ADMIT_PER_SECOND, ACTIVE_LIMIT, ACTIVE_TTL, IDLE_TIMEOUT  ticket-opening's waiting room
                 (MARQUEE__QUEUE__*; default 100, 1000, 10m, 30s, or the MARQUEE__QUEUE__ value)
-  SEATS         ticket-opening: seats of the opening's concert (default USERS, 20000)
+  SEATS         ticket-opening: seats of the opening's concert (default USERS, 20000); mixed
+                --target floor: the floor's seats (default 24000)
+  RATE, BOOK_SHARE, PAY_SHARE  mixed: requests per second (1940), the share of them that are
+                bookings (0.1), and the share of bookings that pay (0.5)
+  INSTANCES     mixed on --stack postgres or mariadb: marquee servers on the one database and
+                Redis (default 1); k6 spreads the requests over them. The floor's is WORKERS.
+  PG_RESTART    --faults: use the PostgreSQL at PG_URL instead of a private one, and restart it
+                with this command at +75 s (e.g. "pg_ctlcluster 15 main restart")
+  FAULT_GRACE   --faults: how long after the restart booking failures are allowed (default 10s)
   SAMPLES       1 or 0: keep every sample in samples.json.gz (default 1; 0 for ticket-opening,
                 whose 5,000 requests/s would cost k6 most of a core in JSON output)
   K6_CPUS, SERVER_CPUS  CPUs (taskset -c lists, e.g. 1 and 0) to pin k6 and the server to,
@@ -41,14 +60,18 @@ stack sets. Other knobs of this script:
 Results go to loadtest/results/<UTC date-time>-<scenario>[-<setup>][-floor]/: report.md,
 the k6 log and summary (summary.json), the dashboard (dashboard.html), every sample
 (samples.json.gz), latency.png (loadtest/plot.py), the server's log and its final /metrics;
-for ticket-opening also metrics.csv (/metrics once a second during the run) and queue.png
+for mixed --faults also faults.json (each fault's start and end) and redis.log; for
+ticket-opening also metrics.csv (/metrics once a second during the run) and queue.png
 (loadtest/ticket_opening.py).
 
 The exit status is k6's: a crossed threshold fails the command (k6 exits 99). It is 1 when
-the tables after booking-rush or ticket-opening show a seat sold twice or a sale without
-exactly one payment, 2 when the run could not start (a wrong argument, a missing tool, a
-server that did not start), and 130 or 143 after SIGINT or SIGTERM. However the run ends, the
-server is stopped and the database, the Redis keys and the temporary folder are removed.
+the tables after booking-rush, ticket-opening or mixed show a seat sold twice or a sale without
+exactly one payment (for mixed also: payments that differ from the wallets' debits), or when a
+--faults run saw a failure it does not allow or could not make a fault; 2 when the run could
+not start (a wrong argument, a missing tool, a server that did not start), and 130 or 143
+after SIGINT or SIGTERM. However the run ends, the
+server is stopped and the database, the Redis keys and the temporary folder are removed (and
+the private Redis and PostgreSQL of --private and --faults stopped and deleted).
 """
 
 import importlib.util
@@ -74,13 +97,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.dont_write_bytecode = True
 sys.path.insert(0, str(ROOT / "tools"))
 import cpu  # noqa: E402
+import faults  # noqa: E402
 import harness  # noqa: E402
+import memory  # noqa: E402
+import mixed  # noqa: E402
 import report  # noqa: E402
 import ticket_opening  # noqa: E402
 
 say, die = harness.messages("loadtest/run")
 
-SCENARIOS = ("lookup", "seed-replay", "expiry-storm", "booking-rush", "ticket-opening", "smoke")
+SCENARIOS = ("lookup", "seed-replay", "expiry-storm", "booking-rush", "ticket-opening", "mixed", "smoke")
+# The scenarios the floor server can take: it serves /mux/{id} and /hold/{seat}/{user}.
+FLOOR_SCENARIOS = ("seed-replay", "mixed")
 SETUPS = ("protected", "no-jitter")
 K6_VERSION = "1.1.0"
 # The knobs the report's command shows when they are set, in this order; every MARQUEE__*
@@ -90,7 +118,8 @@ KNOBS = ("EXECUTOR", "VUS", "DURATION", "RATE", "TIME_UNIT", "PRE_ALLOCATED_VUS"
          "STORM_BASE_TTL", "STORM_JITTER", "MARQUEE_BIN", "FLOOR_BIN", "BULK_CONCERTS", "BULK_SCHEDULES",
          "BULK_SEATS", "MARQUEE_CONFIG_DIR", "LOG_FILTER", "PG_URL", "MYSQL_URL", "REDIS_URL", "WORKERS",
          "USERS", "JOIN_WINDOW", "MAX_WAIT", "CONCERT_ID", "HOLD_TRIES", "ADMIT_PER_SECOND", "ACTIVE_LIMIT",
-         "ACTIVE_TTL", "IDLE_TIMEOUT", "SEATS", "SAMPLES")
+         "ACTIVE_TTL", "IDLE_TIMEOUT", "SEATS", "SAMPLES", "BOOK_SHARE", "PAY_SHARE", "INSTANCES",
+         "PG_RESTART", "FAULT_GRACE", "MAX_SEATS", "FIRST_USER")
 LOOPBACK = re.compile(r"[a-z]+://([^@/]*@)?(127\.[0-9.]+|localhost|\[::1\])(:[0-9]+)?/?")
 # What answers 200 once a server is ready. The floor has no health route: /fixed, its
 # precomputed body, answers once it listens.
@@ -105,6 +134,15 @@ TABLE_CHECKS = """SELECT
   (SELECT count(*) FROM seats WHERE status = 'SOLD'),
   (SELECT count(*) FROM reservations WHERE status = 'CONFIRMED'),
   (SELECT count(*) FROM payments)"""
+# After a mixed run: the money. Each payment debits its price from the payer's wallet, and a
+# charge credits one; what the wallets lost to payments is what was credited less what they
+# hold, which must equal what the payments took. Charges are read from their Idempotency-Key
+# rows (request "charge:<amount>", answered 200 in the same transaction as the credit).
+MONEY_CHECK = """SELECT
+  (SELECT COALESCE(SUM(amount), 0) FROM payments),
+  (SELECT COALESCE(SUM(CAST(SUBSTR(request, 8) AS {integer})), 0) FROM idempotency_keys
+    WHERE request LIKE 'charge:%' AND response_status = 200),
+  (SELECT COALESCE(SUM(balance), 0) FROM wallets)"""
 
 
 class UsageError(Exception):
@@ -124,6 +162,12 @@ class Options:
     bulk: bool = False
     # Whether k6 writes every sample to samples.json.gz (SAMPLES).
     samples: bool = True
+    # mixed: break Redis and PostgreSQL during the run (faults.py).
+    faults: bool = False
+    # mixed: marquee instances on the one database and Redis (INSTANCES).
+    instances: int = 1
+    # A Redis and a PostgreSQL of the run's own (--private, and always with --faults).
+    private: bool = False
 
     @property
     def floor(self):
@@ -131,7 +175,9 @@ class Options:
 
     def folder_name(self):
         """The results folder's name after its time stamp."""
-        return self.scenario + (f"-{self.setup}" if self.setup else "") + ("-floor" if self.floor else "")
+        return (self.scenario + (f"-{self.setup}" if self.setup else "") + ("-floor" if self.floor else "")
+                + (f"-x{self.instances}" if self.instances > 1 else "")
+                + ("-faults" if self.faults else "-private" if self.private else ""))
 
 
 def parse_arguments(argv, environ):
@@ -140,7 +186,7 @@ def parse_arguments(argv, environ):
         raise ShowHelp
     scenario, rest = argv[0], list(argv[1:])
     values = {"--stack": "embedded", "--setup": "", "--target": "marquee"}
-    bulk = False
+    bulk = fault_run = private = False
     while rest:
         argument = rest.pop(0)
         name, equals, value = argument.partition("=")
@@ -152,6 +198,10 @@ def parse_arguments(argv, environ):
             values[name] = value
         elif argument == "--bulk":
             bulk = True
+        elif argument == "--faults":
+            fault_run = True
+        elif argument == "--private":
+            private = True
         elif argument in ("-h", "--help"):
             raise ShowHelp
         else:
@@ -174,10 +224,34 @@ def parse_arguments(argv, environ):
     samples = environ.get("SAMPLES") or ("0" if scenario == "ticket-opening" else "1")
     if samples not in ("0", "1"):
         raise UsageError(f"SAMPLES is 1 or 0, not '{samples}'")
-    if target == "floor" and scenario != "seed-replay":
-        raise UsageError("--target floor applies to seed-replay only (the floor serves /mux/{id} "
-                         "and nothing else)")
-    return Options(scenario, stack, setup, target, bulk, samples == "1")
+    if target == "floor" and scenario not in FLOOR_SCENARIOS:
+        raise UsageError("--target floor applies to seed-replay and mixed only (the floor serves "
+                         "/mux/{id} and /hold/{seat}/{user} and nothing else)")
+    if fault_run:
+        if scenario != "mixed":
+            raise UsageError("--faults applies to mixed only")
+        if target != "floor" and stack != "postgres":
+            raise UsageError("--faults needs --stack postgres or --target floor (it restarts PostgreSQL)")
+        try:
+            seconds = faults.seconds_of(environ.get("DURATION") or "2m")
+        except ValueError as error:
+            raise UsageError(f"DURATION: {error}") from None
+        try:
+            fault_grace(environ)
+        except ValueError as error:
+            raise UsageError(f"FAULT_GRACE: {error}") from None
+        if seconds < faults.MIN_SECONDS:
+            raise UsageError(f"--faults needs DURATION of at least {faults.MIN_SECONDS:.0f}s: the PostgreSQL "
+                             f"restart is at +{faults.FAULTS[-1][1]:.0f} s, and the recovery must be seen")
+    if private and target != "floor" and stack != "postgres":
+        raise UsageError("--private needs --stack postgres or --target floor (it starts PostgreSQL and Redis)")
+    instances = environ.get("INSTANCES") or "1"
+    if not instances.isdigit() or int(instances) < 1:
+        raise UsageError(f"INSTANCES is a whole number of marquee servers, at least 1, not '{instances}'")
+    if int(instances) > 1 and (scenario != "mixed" or target == "floor" or stack == "embedded"):
+        raise UsageError("INSTANCES applies to mixed on --stack postgres or mariadb (the floor has WORKERS)")
+    return Options(scenario, stack, setup, target, bulk, samples == "1", fault_run, int(instances),
+                   private or fault_run)
 
 
 def command_line(options, environ):
@@ -185,6 +259,10 @@ def command_line(options, environ):
     knobs = [f"{name}={environ[name]}" for name in KNOBS if environ.get(name)]
     knobs += sorted(f"{name}={value}" for name, value in environ.items() if name.startswith("MARQUEE__"))
     flags = " --target floor" if options.floor else f" --stack {options.stack}"
+    if options.faults:
+        flags += " --faults"
+    elif options.private:
+        flags += " --private"
     if options.setup:
         flags += f" --setup {options.setup}"
     if options.bulk:
@@ -212,8 +290,9 @@ class DatabaseServer:
     times); what differs is in the subclasses: how the client is called, the statements that
     create and drop a database, and what separates the columns in the client's output."""
     # Each dialect sets these: its --stack, its name in the report, its client and the package
-    # that has it, and what separates a row's columns in the client's output.
-    stack = title = client = package = separator = None
+    # that has it, what separates a row's columns in the client's output, and the type a CAST
+    # to a 64-bit integer names.
+    stack = title = client = package = separator = integer = None
     # The database the client connects to for creating and dropping the run's ("" for none).
     admin_database = ""
 
@@ -245,6 +324,7 @@ class DatabaseServer:
 class Postgres(DatabaseServer):
     stack, title, client, package = "postgres", "PostgreSQL", "psql", "postgresql-client"
     admin_database = "postgres"
+    integer = "BIGINT"
     # The unit separator: a column's text, a time stamp's for one, may hold spaces.
     separator = "\x1f"
 
@@ -263,6 +343,7 @@ class Postgres(DatabaseServer):
 
 class MariaDB(DatabaseServer):
     stack, title, client, package = "mariadb", "MariaDB", "mysql", "mariadb-client"
+    integer = "SIGNED"
     # mysql -N -B prints a row a line, its columns separated by tabs, and escapes a tab, a newline
     # or a backslash inside a value (\t, \n, \\), so that a split on tabs is sound.
     separator = "\t"
@@ -309,7 +390,13 @@ class Stack:
 def stack_for(options, server_urls, redis_url, work, pid):
     """The stack of the run; server_urls as backend_urls gives them."""
     if options.floor:
-        return Stack(f"floor server (one Redis GET per request on /mux/{{id}}), Redis at {redis_url}", {})
+        if options.scenario != "mixed":
+            return Stack(f"floor server (one Redis GET per request on /mux/{{id}}), Redis at {redis_url}", {})
+        # The floor's holds: a table of its own (floor_seats) in a database of the run.
+        server, database = Postgres(server_urls["postgres"]), f"floor_loadtest_{pid}"
+        return Stack(f"floor server (one Redis GET per lookup on /mux/{{id}}, one UPDATE per hold on "
+                     f"/hold/{{seat}}/{{user}}), Redis at {redis_url}, {server.title} at {server.url} "
+                     f"(database {database})", {}, database=database, server=server)
     if options.stack == "embedded":
         sqlite = Path(work) / "marquee.sqlite3"
         return Stack("embedded: SQLite in a temporary folder, in-process cache",
@@ -349,10 +436,11 @@ def server_settings(options, environ, port, secret, stack):
             "MARQUEE__CACHE_TTL__CONCERT__EARLY_REFRESH_BETA": "0",
             "MARQUEE__CACHE__REFRESH__ENABLED": "false",
         })
-    if options.scenario == "booking-rush":
+    if options.scenario in ("booking-rush", "mixed"):
         # The rush goes straight to the holds: it measures the booking path, which the waiting
         # room (on in production.toml, so on the postgres stack) would refuse with 403 to
-        # users who did not join it. ticket-opening is the scenario with the waiting room.
+        # users who did not join it. ticket-opening is the scenario with the waiting room. The
+        # mix reproduces a production run that had the waiting room off.
         settings["MARQUEE__QUEUE__ENABLED"] = environ.get("MARQUEE__QUEUE__ENABLED") or "false"
     if options.scenario == "ticket-opening":
         # The waiting room on, with its knobs; an explicit MARQUEE__QUEUE__* value is the default.
@@ -386,15 +474,20 @@ def seed_commands(options, environ):
     return [catalogue, ["seed", "--concerts", "1", "--schedules", "1", "--seats", seats]]
 
 
-def k6_variables(options, environ, base_url, secret):
-    """k6's -e variables that the run decides (the caller's environment reaches k6 as well)."""
-    variables = [f"BASE_URL={base_url}"]
+def k6_variables(options, environ, base_urls, secret):
+    """k6's -e variables that the run decides (the caller's environment reaches k6 as well).
+    base_urls: the server instances' URLs, the first being BASE_URL."""
+    variables = [f"BASE_URL={base_urls[0]}"]
+    if options.scenario == "mixed":
+        variables += [f"BASE_URLS={','.join(base_urls)}", f"FAULTS={1 if options.faults else 0}"]
     if options.floor:
         return variables + ["TARGET=floor"]
-    if options.scenario == "ticket-opening":
+    if options.scenario in ("ticket-opening", "mixed"):
         # k6 mints the users' tokens itself with the run's secret: `marquee token` once per
         # user would take minutes for 20,000.
-        variables += [f"JWT_SECRET={secret}", f"CONCERT_ID={environ.get('CONCERT_ID') or '121'}"]
+        variables.append(f"JWT_SECRET={secret}")
+    if options.scenario == "ticket-opening":
+        variables.append(f"CONCERT_ID={environ.get('CONCERT_ID') or '121'}")
     if options.bulk:
         variables += [f"CONCERTS={environ.get('BULK_CONCERTS') or '20000'}",
                       f"SCHEDULES_PER_CONCERT={environ.get('BULK_SCHEDULES') or '1'}"]
@@ -403,13 +496,25 @@ def k6_variables(options, environ, base_url, secret):
     return variables
 
 
-def table_check(scenario, row):
-    """(the line the run prints, whether the tables are sound) from TABLE_CHECKS' one row."""
+def fault_grace(environ):
+    """Seconds after the PostgreSQL restart in which booking failures are allowed (FAULT_GRACE)."""
+    return faults.seconds_of(environ["FAULT_GRACE"]) if environ.get("FAULT_GRACE") else faults.AFTER_RESTART
+
+
+def table_check(scenario, row, money=None):
+    """(the line the run prints, whether the tables are sound) from TABLE_CHECKS' one row and,
+    for mixed, MONEY_CHECK's (the payments' total, the charges' total, the wallets' balance)."""
     twice_sold, twice_paid, sold, confirmed, paid = row
-    label = "OPENING" if scenario == "ticket-opening" else "RUSH"
+    label = {"ticket-opening": "OPENING", "mixed": "MIXED"}.get(scenario, "RUSH")
     line = (f"{label} check: seats sold twice={twice_sold}, seats paid twice={twice_paid}, "
             f"sold={sold}, confirmed={confirmed}, payments={paid}")
-    return line, twice_sold == "0" and twice_paid == "0" and sold == confirmed == paid
+    sound = twice_sold == "0" and twice_paid == "0" and sold == confirmed == paid
+    if money is not None:
+        paid_total, credited, balance = (int(value) for value in money)
+        debited = credited - balance
+        line += f", paid={paid_total}, debited={debited} (credited {credited}, left in wallets {balance})"
+        sound = sound and paid_total == debited
+    return line, sound
 
 
 # ----------------------------------------------------------------------------------- tools
@@ -469,8 +574,8 @@ def build(command):
 
 
 def check_backends(options, redis_url):
-    server = SERVERS.get(options.stack)
-    if server and not options.floor and not shutil.which(server.client):
+    server = Postgres if options.floor and options.scenario == "mixed" else SERVERS.get(options.stack)
+    if server and (not options.floor or options.scenario == "mixed") and not shutil.which(server.client):
         die(f"{server.client} is needed for --stack {options.stack} (apt-get install {server.package})")
     if server or options.floor:
         if not shutil.which("redis-cli"):
@@ -531,14 +636,25 @@ class Run:
     out: Path = None
     work: str = None
     stack: Stack = None
-    server: subprocess.Popen = None
+    # The server instances (one but for INSTANCES): the first is `server`.
+    servers: list = field(default_factory=list)
     scraper: subprocess.Popen = None
     k6: subprocess.Popen = None
+    # --faults: the run's own Redis and PostgreSQL, and the schedule that breaks them.
+    private_redis: faults.PrivateRedis = None
+    private_postgres: faults.PrivatePostgres = None
+    fault_schedule: faults.Schedule = None
     database_created: bool = False
     settings: dict = field(default_factory=dict)
     # CPU seconds per process while k6 ran, and how long it ran, for the report.
     cpu_used: dict = field(default_factory=dict)
     k6_seconds: float = 0.0
+    # Peak and final resident memory of the servers (and a private Redis), for the report.
+    memory_used: dict = field(default_factory=dict)
+
+    @property
+    def server(self):
+        return self.servers[0] if self.servers else None
 
     def execute(self):
         """Runs the scenario; returns the exit status."""
@@ -546,55 +662,77 @@ class Run:
         command = command_line(options, environ)
         k6, k6_version = k6_binary()
         binary = server_binary(options, environ)
-        check_backends(options, self.redis_url)
 
         stamp = time.strftime("%Y%m%d-%H%M%SZ", time.gmtime())
         self.out = out = Path("loadtest/results") / f"{stamp}-{options.folder_name()}"
         out.mkdir(parents=True, exist_ok=True)
         self.work = tempfile.mkdtemp(prefix="marquee-loadtest.")
+        if options.private:
+            self.start_private_services()
+        check_backends(options, self.redis_url)
         self.stack = stack_for(options, self.server_urls, self.redis_url, self.work, os.getpid())
+        if options.private:
+            self.stack.description += (
+                "; Redis and PostgreSQL of the run's own" if self.private_postgres
+                else f"; Redis of the run's own, PostgreSQL restarted with {environ['PG_RESTART']}")
 
-        port = harness.free_port()
-        base_url = f"http://127.0.0.1:{port}"
+        ports = [harness.free_port() for _ in range(options.instances)]
+        base_urls = [f"http://127.0.0.1:{port}" for port in ports]
         secret = f"loadtest-{secrets.token_hex(24)}"
-        k6_env = k6_variables(options, environ, base_url, secret)
+        k6_env = k6_variables(options, environ, base_urls, secret)
         if options.floor:
-            say(f"starting the floor on {base_url} (Redis {self.redis_url})")
-            self.server = self.start_server(
-                [binary], {"PORT": str(port), "REDIS_URL": self.redis_url,
-                           "WORKERS": environ.get("WORKERS") or str(len(os.sched_getaffinity(0)))})
+            floor_env = {"PORT": str(ports[0]), "REDIS_URL": self.redis_url,
+                         "WORKERS": environ.get("WORKERS") or str(len(os.sched_getaffinity(0)))}
+            if self.stack.database:
+                self.create_database()
+                floor_env["PG_URL"] = self.stack.server.database_url(self.stack.database)
+            say(f"starting the floor on {base_urls[0]} (Redis {self.redis_url})")
+            self.servers.append(self.start_server([binary], floor_env))
         else:
-            self.settings = server_settings(options, environ, port, secret, self.stack)
+            self.settings = server_settings(options, environ, ports[0], secret, self.stack)
             self.prepare_database(binary)
             if options.scenario == "booking-rush":
                 k6_env.append(f"TOKENS_FILE={self.mint_tokens(binary)}")
-            say(f"starting marquee on {base_url}")
-            self.server = self.start_server([binary, "serve"], self.settings, append=True)
-        try:
-            harness.wait_http(base_url + READY_PATH[options.target], self.server, out / "server.log", 60)
-        except harness.NotReady as error:
-            die(f"the server was not ready (see {out}/server.log): {error}")
+            for port, base_url in zip(ports, base_urls):
+                say(f"starting marquee on {base_url}")
+                self.servers.append(self.start_server(
+                    [binary, "serve"], {**self.settings, "MARQUEE__SERVER__BIND": f"127.0.0.1:{port}"}, append=True))
+        for base_url, server in zip(base_urls, self.servers):
+            try:
+                harness.wait_http(base_url + READY_PATH[options.target], server, out / "server.log", 60)
+            except harness.NotReady as error:
+                die(f"the server was not ready (see {out}/server.log): {error}")
 
         load_before = load_average()
         if options.scenario == "ticket-opening":
             self.scraper = subprocess.Popen([sys.executable, ROOT / "loadtest" / "ticket_opening.py", "scrape",
-                                             base_url, out / "metrics.csv"])
+                                             base_urls[0], out / "metrics.csv"])
+        if options.faults:
+            self.fault_schedule = faults.Schedule(self.fault_actions())
         meter = cpu.Meter(self.metered_processes())
         meter.start()
         started = time.monotonic()
         status = self.run_k6(k6, k6_env)
         self.k6_seconds = time.monotonic() - started
+        self.memory_used = memory.peaks(self.memory_processes())
+        # A restarted Redis or PostgreSQL is a new process: count the ones alive now (the CPU
+        # time of those that were killed is lost, which the report says).
+        meter.tiers.update({name: pid for name, pid in self.metered_processes().items() if pid is not None})
         self.cpu_used = meter.stop()
         if self.scraper is not None:
             harness.stop(self.scraper, 5)
         if not options.floor:
-            code, body = harness.http(f"{base_url}/metrics")
+            code, body = harness.http(f"{base_urls[0]}/metrics")
             if code == 200:
                 (out / "metrics-after.txt").write_bytes(body)
             else:
                 say("warning: could not read /metrics after the run")
-        if options.scenario in ("booking-rush", "ticket-opening") and not self.tables_sound():
-            status = 1
+        if options.faults:
+            status = self.finish_faults(status)
+        # The floor's holds have no sales or payments to check.
+        has_tables = options.scenario in ("booking-rush", "ticket-opening", "mixed") and not options.floor
+        if has_tables and not self.tables_sound():
+            status = status or 1
         if options.scenario == "ticket-opening":
             # When each hold reached the database, for the booking rate the report gives.
             try:
@@ -605,22 +743,86 @@ class Run:
 
         self.write_report(binary, command, k6_version, status, load_before)
         self.plot()
-        say(f"results in {out} (report.md); k6 exit status {status}")
+        say(f"results in {out} (report.md); exit status {status}")
         storm = report.storm_line(report.read(out / "k6.log") or "")
         if storm:
             print(storm)
         return status
 
+    def start_private_services(self):
+        """--private and --faults: a Redis of the run's own, and a PostgreSQL unless PG_RESTART
+        names the command that restarts the one at PG_URL (--faults)."""
+        if not shutil.which("redis-server"):
+            die("redis-server is needed for --private and --faults (apt-get install redis-server)")
+        self.private_redis = faults.PrivateRedis(harness.free_port(), self.out / "redis.log")
+        try:
+            self.private_redis.start()
+        except RuntimeError as error:
+            die(str(error))
+        self.redis_url = self.private_redis.url
+        say(f"a private Redis at {self.redis_url}")
+        if self.options.faults and self.environ.get("PG_RESTART"):
+            say(f"--faults: PostgreSQL at {self.server_urls['postgres']}, restarted with: {self.environ['PG_RESTART']}")
+            return
+        folder = tempfile.mkdtemp(prefix="marquee-loadtest-pg.")
+        self.private_postgres = faults.PrivatePostgres(folder, harness.free_port(), self.environ)
+        try:
+            self.private_postgres.start()
+        except RuntimeError as error:
+            die(f"the private PostgreSQL did not start: {error}")
+        self.server_urls = {**self.server_urls, "postgres": self.private_postgres.url}
+        say(f"a private PostgreSQL at {self.private_postgres.url} ({self.private_postgres.bin})")
+
+    def fault_actions(self):
+        redis = self.private_redis
+        restart = (self.private_postgres.restart if self.private_postgres is not None
+                   else faults.restart_command(self.environ["PG_RESTART"]))
+        return {"redis-kill": redis.kill, "redis-start": redis.start, "pg-restart": restart}
+
+    def finish_faults(self, status):
+        """Ends the fault schedule, records its moments, and checks the failures against them;
+        returns the run's status (1 when the failures were not those allowed)."""
+        schedule = self.fault_schedule
+        schedule.cancel()
+        if schedule.is_alive():
+            schedule.join(timeout=90)
+        log = report.read(self.out / "k6.log") or ""
+        faults.write(self.out / "faults.json", schedule.moments, schedule.started_at)
+        for error in schedule.errors:
+            say(f"FAILED: a fault could not be made: {error}")
+        missing = len(schedule.moments) < len(faults.FAULTS)
+        if missing:
+            say(f"FAILED: only {len(schedule.moments)} of {len(faults.FAULTS)} faults happened "
+                "(was the run too short?)")
+        grace = fault_grace(self.environ)
+        problems, line = mixed.verdict(log, schedule.moments, grace)
+        self.print_and_log(line)
+        for problem in problems:
+            say(f"FAILED: {problem}")
+        return status or (1 if problems or missing or schedule.errors else 0)
+
     def metered_processes(self):
         """{name: pid} of the processes whose CPU time the report gives: the server, and the
         database server and Redis it uses, found by the port they listen on."""
-        tiers = {self.options.target: self.server.pid}
+        if len(self.servers) == 1:
+            tiers = {self.options.target: self.server.pid}
+        else:
+            tiers = {f"{self.options.target} {n}": server.pid for n, server in enumerate(self.servers, 1)}
         server = self.stack.server
         if server is not None:
             url = urllib.parse.urlsplit(server.url)
             tiers[server.title] = cpu.listener(url.port or {"postgres": 5432, "mariadb": 3306}[server.stack])
         if self.stack.namespace or self.options.floor:
             tiers["Redis"] = cpu.listener(urllib.parse.urlsplit(self.redis_url).port or 6379)
+        return tiers
+
+    def memory_processes(self):
+        """{name: pid} of the processes whose memory the report gives: each server instance, and
+        a Redis of the run's own."""
+        tiers = {name: pid for name, pid in self.metered_processes().items()
+                 if name.startswith(self.options.target)}
+        if self.private_redis is not None and self.private_redis.process is not None:
+            tiers["Redis (the run's)"] = self.private_redis.process.pid
         return tiers
 
     def start_server(self, command, variables, append=False):
@@ -633,13 +835,16 @@ class Run:
         """A marquee command with the run's settings, to completion."""
         return subprocess.run([binary, *arguments], env={**self.environ, **self.settings}, **kwargs)
 
+    def create_database(self):
+        try:
+            self.stack.server.create(self.stack.database)
+        except subprocess.CalledProcessError as error:
+            die(f"could not create database {self.stack.database}: {error.stderr.strip()}")
+        self.database_created = True
+
     def prepare_database(self, binary):
         if self.stack.database:
-            try:
-                self.stack.server.create(self.stack.database)
-            except subprocess.CalledProcessError as error:
-                die(f"could not create database {self.stack.database}: {error.stderr.strip()}")
-            self.database_created = True
+            self.create_database()
         catalogue, *opening = seed_commands(self.options, self.environ)
         say(f"migrating and seeding ({self.options.stack}: {' '.join(catalogue)})")
         self.marquee_step(binary, ["migrate"])
@@ -691,10 +896,18 @@ class Run:
             self.k6 = subprocess.Popen([str(c) for c in command], env=env, stdout=subprocess.PIPE,
                                        stderr=subprocess.STDOUT)
             # Chunks as they come, not lines: k6 redraws its progress line with \r.
+            tail = ""
             for chunk in iter(lambda: self.k6.stdout.read1(65536), b""):
                 sys.stdout.buffer.write(chunk)
                 sys.stdout.buffer.flush()
                 log.write(chunk)
+                if self.fault_schedule is not None and self.fault_schedule.started_at is None:
+                    # The schedule counts from the start of the load, which mixed.js prints.
+                    load_started, tail = mixed.scan_start(tail, chunk.decode(errors="replace"))
+                    if load_started is not None:
+                        say("the load started: the faults follow at "
+                            + ", ".join(f"+{offset:.0f} s" for _, offset, _ in faults.FAULTS))
+                        self.fault_schedule.start_at(load_started)
             return self.k6.wait()
 
     def query(self, sql):
@@ -707,16 +920,25 @@ class Run:
     def tables_sound(self):
         """Prints the table check (into k6.log as well); False when the tables are not sound."""
         try:
-            line, sound = table_check(self.options.scenario, self.query(TABLE_CHECKS)[0])
+            money = None
+            if self.options.scenario == "mixed":
+                integer = self.stack.server.integer if self.stack.server else "INTEGER"
+                money = self.query(MONEY_CHECK.format(integer=integer))[0]
+            line, sound = table_check(self.options.scenario, self.query(TABLE_CHECKS)[0], money)
         except (subprocess.CalledProcessError, sqlite3.Error, IndexError, ValueError) as error:
             say(f"FAILED: the tables could not be checked: {getattr(error, 'stderr', None) or error}")
             return False
+        self.print_and_log(line)
+        if not sound:
+            say("FAILED: the tables show a double sale, a sale without exactly one payment, "
+                "or payments that do not match the wallets' debits")
+        return sound
+
+    def print_and_log(self, line):
+        """A line of the run's verdict, shown and kept in k6.log (which the report reads)."""
         print(line, flush=True)
         with open(self.out / "k6.log", "a") as log:
             log.write(line + "\n")
-        if not sound:
-            say("FAILED: the tables show a double sale or a sale without exactly one payment")
-        return sound
 
     def write_report(self, binary, command, k6_version, status, load_before):
         out = self.out
@@ -729,9 +951,18 @@ class Run:
                  "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "command": command,
                  "stack": self.stack.description, "machine": machine(),
                  "server": f"{server}, revision {revision()}", "k6": k6_version,
-                 "cpu": (self.cpu_used, self.k6_seconds)}
+                 "cpu": (self.cpu_used, self.k6_seconds), "memory": self.memory_used,
+                 "load": load_before}
+        if self.options.faults:
+            facts["cpu_note"] = ("With --faults, Redis and PostgreSQL were restarted during the load: their rows "
+                                 "count only the processes alive at the end, from their start.")
         # The run's figures are on disk whatever happens here, and its status must not be lost:
         # a report that cannot be written is a warning.
+        if self.options.scenario == "mixed":
+            try:
+                facts["section"] = self.mixed_section()
+            except Exception as error:  # noqa: BLE001
+                say(f"warning: the mixed section could not be written: {error!r}")
         try:
             report.write(out, facts)
         except Exception as error:  # noqa: BLE001
@@ -743,6 +974,19 @@ class Run:
                     text.write("\n".join(lines))
             except Exception as error:  # noqa: BLE001
                 say(f"warning: the waiting room's report could not be written: {error!r}")
+
+    def mixed_section(self):
+        out = self.out
+        log = report.read(out / "k6.log") or ""
+        summary = json.loads(report.read(out / "summary.json") or "{}").get("metrics", {})
+        started, moments = faults.read(out / "faults.json")
+        grace = fault_grace(self.environ)
+        lines = mixed.section(summary, log, moments, started or mixed.load_started(log),
+                              faults.allowed_window(moments, grace), self.options.faults)
+        checks = [line for line in log.splitlines() if line.startswith(("MIXED check:", "FAULTS check:"))]
+        if checks:
+            lines += ["```", *checks, "```", ""]
+        return lines
 
     def plot(self):
         out, loadtest = self.out, ROOT / "loadtest"
@@ -770,20 +1014,28 @@ class Run:
             harness.stop(self.k6, 10)
         if self.scraper is not None:
             harness.stop(self.scraper, 5)
-        if self.server is not None and self.server.poll() is None:
-            # Marquee drains in-flight requests on SIGTERM (there are none left); give it 10 s.
-            took = harness.stop(self.server, 10)
-            if took is None:
-                say("warning: the server did not stop within 10 s of SIGTERM; killing it")
-            else:
-                say(f"server stopped {took:.1f} s after SIGTERM")
+        if self.fault_schedule is not None:
+            self.fault_schedule.cancel()
+        for server in self.servers:
+            if server.poll() is None:
+                # Marquee drains in-flight requests on SIGTERM (there are none left); give it 10 s.
+                took = harness.stop(server, 10)
+                if took is None:
+                    say("warning: the server did not stop within 10 s of SIGTERM; killing it")
+                else:
+                    say(f"server stopped {took:.1f} s after SIGTERM")
         if self.database_created:
             try:
                 self.stack.server.drop(self.stack.database)
             except subprocess.CalledProcessError:
                 say(f"warning: could not drop database {self.stack.database}")
-        if self.stack is not None and self.stack.namespace:
+        if self.stack is not None and self.stack.namespace and self.private_redis is None:
             self.delete_namespace()
+        if self.private_redis is not None:
+            self.private_redis.stop()
+        if self.private_postgres is not None:
+            self.private_postgres.stop()
+            shutil.rmtree(self.private_postgres.folder, ignore_errors=True)
         if self.work is not None:
             shutil.rmtree(self.work, ignore_errors=True)
 

@@ -15,7 +15,8 @@ def parse(*argv, **environ):
 
 class Arguments(unittest.TestCase):
     def test_defaults(self):
-        self.assertEqual(parse("smoke"), run.Options("smoke", "embedded", "", "marquee", False, True))
+        self.assertEqual(parse("smoke"), run.Options("smoke", "embedded", "", "marquee", False, True, False, 1,
+                                                     False))
         self.assertEqual(parse("expiry-storm").setup, "protected")
         self.assertFalse(parse("ticket-opening").samples)
         self.assertTrue(parse("ticket-opening", SAMPLES="1").samples)
@@ -41,7 +42,10 @@ class Arguments(unittest.TestCase):
             ("smoke", "--target", "x"): "--target is marquee or floor, not 'x'",
             ("smoke", "--fast"): "unknown argument '--fast' (see loadtest/run --help)",
             ("smoke", "--setup", "no-jitter"): "--setup applies to expiry-storm only",
-            ("lookup", "--target", "floor"): "--target floor applies to seed-replay only",
+            ("lookup", "--target", "floor"): "--target floor applies to seed-replay and mixed only",
+            ("smoke", "--faults"): "--faults applies to mixed only",
+            ("mixed", "--faults"): "--faults needs --stack postgres or --target floor",
+            ("mixed", "--faults", "--stack", "mariadb"): "--faults needs --stack postgres or --target floor",
             # The cache's single-flight switch is no longer a setting: nothing to turn off.
             ("expiry-storm", "--setup", "no-single-flight"):
                 "--setup is protected or no-jitter, not 'no-single-flight'",
@@ -52,6 +56,35 @@ class Arguments(unittest.TestCase):
             self.assertIn(message, str(raised.exception))
         with self.assertRaisesRegex(run.UsageError, "SAMPLES is 1 or 0, not 'yes'"):
             parse("smoke", SAMPLES="yes")
+
+    def test_faults_and_instances(self):
+        options = parse("mixed", "--stack", "postgres", "--faults", INSTANCES="2", DURATION="1m40s")
+        self.assertEqual((options.faults, options.instances), (True, 2))
+        self.assertEqual(options.folder_name(), "mixed-x2-faults")
+        self.assertEqual(parse("mixed", "--target", "floor", "--faults").folder_name(), "mixed-floor-faults")
+        self.assertEqual(run.command_line(options, {"INSTANCES": "2"}),
+                         "INSTANCES=2 loadtest/run mixed --stack postgres --faults")
+        # The restart is at +75 s: a fault run must last long enough to see the recovery.
+        with self.assertRaisesRegex(run.UsageError, "at least 100s"):
+            parse("mixed", "--stack", "postgres", "--faults", DURATION="90s")
+        with self.assertRaisesRegex(run.UsageError, "DURATION"):
+            parse("mixed", "--stack", "postgres", "--faults", DURATION="long")
+        with self.assertRaisesRegex(run.UsageError, "FAULT_GRACE"):
+            parse("mixed", "--stack", "postgres", "--faults", FAULT_GRACE="ten")
+        self.assertEqual((run.fault_grace({}), run.fault_grace({"FAULT_GRACE": "1m"})), (10.0, 60.0))
+        # --faults brings its own servers; --private asks for them without faults.
+        self.assertTrue(options.private)
+        private = parse("lookup", "--stack", "postgres", "--private")
+        self.assertEqual((private.private, private.faults, private.folder_name()), (True, False, "lookup-private"))
+        self.assertEqual(run.command_line(private, {}), "loadtest/run lookup --stack postgres --private")
+        with self.assertRaisesRegex(run.UsageError, "--private needs --stack postgres or --target floor"):
+            parse("smoke", "--private")
+        for environ in ({"INSTANCES": "0"}, {"INSTANCES": "two"}):
+            with self.subTest(environ=environ), self.assertRaisesRegex(run.UsageError, "INSTANCES is a whole"):
+                run.parse_arguments(["mixed", "--stack", "postgres"], environ)
+        for argv in (["smoke", "--stack", "postgres"], ["mixed"], ["mixed", "--target", "floor"]):
+            with self.subTest(argv=argv), self.assertRaisesRegex(run.UsageError, "INSTANCES applies to mixed"):
+                run.parse_arguments(argv, {"INSTANCES": "2"})
 
     def test_command_line_shows_the_knobs_set_then_the_servers_variables(self):
         environ = {"DURATION": "30s", "RATE": "", "MARQUEE_BIN": "/tmp/m", "HOME": "/root",
@@ -144,12 +177,31 @@ class Settings(unittest.TestCase):
 
     def test_k6_variables(self):
         base = "http://127.0.0.1:8080"
-        self.assertEqual(run.k6_variables(parse("smoke"), {}, base, "s"),
+        self.assertEqual(run.k6_variables(parse("smoke"), {}, [base], "s"),
                          [f"BASE_URL={base}", "CONCERTS=120", "SCHEDULES_PER_CONCERT=4"])
-        self.assertEqual(run.k6_variables(parse("seed-replay", "--target", "floor", "--bulk"), {}, base, "s"),
+        self.assertEqual(run.k6_variables(parse("seed-replay", "--target", "floor", "--bulk"), {}, [base], "s"),
                          [f"BASE_URL={base}", "TARGET=floor"])
-        self.assertEqual(run.k6_variables(parse("ticket-opening", "--bulk"), {"BULK_CONCERTS": "7"}, base, "s")[1:],
+        self.assertEqual(run.k6_variables(parse("ticket-opening", "--bulk"), {"BULK_CONCERTS": "7"}, [base], "s")[1:],
                          ["JWT_SECRET=s", "CONCERT_ID=121", "CONCERTS=7", "SCHEDULES_PER_CONCERT=1"])
+
+    def test_mixed_spreads_over_the_instances_and_says_whether_faults_are_on(self):
+        two = [base := "http://127.0.0.1:8080", "http://127.0.0.1:8081"]
+        self.assertEqual(run.k6_variables(parse("mixed", "--stack", "postgres"), {}, two, "s"),
+                         [f"BASE_URL={base}", f"BASE_URLS={base},http://127.0.0.1:8081", "FAULTS=0",
+                          "JWT_SECRET=s", "CONCERTS=120", "SCHEDULES_PER_CONCERT=4"])
+        self.assertEqual(run.k6_variables(parse("mixed", "--target", "floor", "--faults"), {}, [base], "s"),
+                         [f"BASE_URL={base}", f"BASE_URLS={base}", "FAULTS=1", "TARGET=floor"])
+
+    def test_mixed_runs_without_the_waiting_room(self):
+        self.assertEqual(self.settings(parse("mixed", "--stack", "postgres"))["MARQUEE__QUEUE__ENABLED"], "false")
+
+    def test_the_floor_holds_in_a_database_of_the_run(self):
+        stack = run.stack_for(parse("mixed", "--target", "floor"), {"postgres": "postgres://127.0.0.1:5999"},
+                              "redis://127.0.0.1", "/tmp/w", 42)
+        self.assertEqual((stack.database, stack.server.database_url(stack.database), stack.namespace),
+                         ("floor_loadtest_42", "postgres://127.0.0.1:5999/floor_loadtest_42", ""))
+        self.assertEqual(run.stack_for(parse("seed-replay", "--target", "floor"), {}, "redis://127.0.0.1",
+                                       "/tmp/w", 42).database, "")
 
 
 class DatabaseServers(unittest.TestCase):
@@ -195,6 +247,34 @@ class Tables(unittest.TestCase):
                     ["0", "0", "2", "1", "2"]):
             with self.subTest(row=row):
                 self.assertFalse(run.table_check("booking-rush", row)[1])
+
+    def test_mixed_also_matches_the_payments_to_the_wallets_debits(self):
+        line, sound = run.table_check("mixed", ["0", "0", "2", "2", "2"], ["300", "500", "200"])
+        self.assertEqual(line, "MIXED check: seats sold twice=0, seats paid twice=0, sold=2, confirmed=2, "
+                               "payments=2, paid=300, debited=300 (credited 500, left in wallets 200)")
+        self.assertTrue(sound)
+        # A payment that debited nothing, or a debit without a payment.
+        self.assertFalse(run.table_check("mixed", ["0", "0", "2", "2", "2"], ["300", "500", "201"])[1])
+        self.assertFalse(run.table_check("mixed", ["0", "0", "2", "2", "2"], ["300", "500", "199"])[1])
+
+    def test_the_money_check_reads_the_charges_from_their_idempotency_keys(self):
+        import sqlite3
+        with sqlite3.connect(":memory:") as db:
+            db.executescript("""
+                CREATE TABLE payments (amount INTEGER);
+                CREATE TABLE idempotency_keys (request TEXT, response_status INTEGER);
+                CREATE TABLE wallets (balance INTEGER);
+                INSERT INTO payments VALUES (300), (200);
+                INSERT INTO idempotency_keys VALUES ('charge:300', 200), ('charge:250', 200),
+                    ('charge:999', 422), ('pay:1', 200), ('charge:5', NULL);
+                INSERT INTO wallets VALUES (50), (0);""")
+            row = [str(v) for v in db.execute(run.MONEY_CHECK.format(integer="INTEGER")).fetchone()]
+        self.assertEqual(row, ["500", "550", "50"])
+        self.assertTrue(run.table_check("mixed", ["0", "0", "2", "2", "2"], row)[1])
+
+    def test_the_money_check_casts_in_each_dialect(self):
+        self.assertIn("AS BIGINT", run.MONEY_CHECK.format(integer=run.Postgres.integer))
+        self.assertIn("AS SIGNED", run.MONEY_CHECK.format(integer=run.MariaDB.integer))
 
 
 if __name__ == "__main__":

@@ -51,8 +51,17 @@ function parse(res) {
   }
 }
 
+// The server the read requests go to: BASE_URL, or the instance a script chose for this
+// iteration with useBaseUrl (a VU runs one iteration at a time, so a module variable is safe).
+let baseUrl = BASE_URL;
+
+/** Sends this VU's next read requests to `url` (one of several instances). */
+export function useBaseUrl(url) {
+  baseUrl = url;
+}
+
 function get(path, route, extraTags) {
-  return http.get(`${BASE_URL}${path}`, { tags: { name: route, ...extraTags } });
+  return http.get(`${baseUrl}${path}`, { tags: { name: route, ...extraTags } });
 }
 
 /** GET /api/v1/concerts?page=&size= */

@@ -40,7 +40,7 @@ export function parseStages(text) {
 // (the corrected peak is 194.4/s) is kept exact by scaling the rate and the time unit by the
 // same power of ten: 194.4 per 1s is 1944 per 10s, and k6 still spaces the iterations
 // evenly (one every 5.14 ms), so nothing arrives in bursts.
-function wholeRates(rates, timeUnit) {
+export function wholeRates(rates, timeUnit) {
   const unitMs = parseDuration(timeUnit, 'TIME_UNIT');
   for (const factor of [1, 10, 100, 1000]) {
     if (rates.every((rate) => Math.abs(rate * factor - Math.round(rate * factor)) < 1e-9)) {
