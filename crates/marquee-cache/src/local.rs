@@ -91,6 +91,9 @@ struct Sequence {
 #[derive(Clone)]
 pub(crate) struct LocalTier {
     entries: moka::sync::Cache<String, Held>,
+    /// Values an eviction took out, kept for the group's stale grace: what a load that fails
+    /// right after a write may serve instead of an error (never a hit).
+    retired: moka::sync::Cache<String, Held>,
     marks: moka::sync::Cache<String, Mark>,
     sequence: Arc<Sequence>,
     /// Taken by every write (insert, invalidation, clear), never by a read: an insert
@@ -126,11 +129,15 @@ impl LocalTier {
                 })
                 .build()
         };
-        Self {
-            entries: moka::sync::Cache::builder()
+        let held = || {
+            moka::sync::Cache::builder()
                 .max_capacity(capacity)
                 .expire_after(HoldFor)
-                .build(),
+                .build()
+        };
+        Self {
+            entries: held(),
+            retired: held(),
             marks,
             sequence,
             writes: Arc::new(Mutex::new(())),
@@ -170,10 +177,36 @@ impl LocalTier {
     }
 
     /// Drops `key`'s entry and marks the key, so that inserts with earlier tickets are
-    /// refused.
+    /// refused. Another instance's eviction, told by Redis (whose retired copy serves then).
+    #[cfg_attr(
+        not(feature = "redis"),
+        expect(dead_code, reason = "only Redis tells of other instances' evictions")
+    )]
     pub fn invalidate(&self, key: &str) {
         let _writes = self.lock_writes();
         self.mark(key);
+    }
+
+    /// [`Self::invalidate`], keeping the entry it drops, if it holds a value, as `key`'s
+    /// retired entry for `keep` (nothing is kept for a zero `keep`).
+    pub fn invalidate_and_retire(&self, key: &str, keep: Duration) {
+        let _writes = self.lock_writes();
+        let dropped = self.entries.get(key);
+        self.mark(key);
+        if let Some(held) = dropped.filter(|held| held.entry.value.is_some() && !keep.is_zero()) {
+            self.retired.insert(
+                key.to_owned(),
+                Held {
+                    entry: held.entry,
+                    hold: keep,
+                },
+            );
+        }
+    }
+
+    /// The entry an eviction of `key` retired, while it is kept.
+    pub fn retired(&self, key: &str) -> Option<Entry<Erased>> {
+        self.retired.get(key).map(|held| held.entry)
     }
 
     /// Invalidates `key` and keeps `entry` in its place, in one write: an insert with an

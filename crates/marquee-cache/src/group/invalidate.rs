@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::ticket::{generation_key, lease_key, mark_life};
+use super::ticket::{generation_key, lease_key, mark_life, retired_key};
 use super::{CacheGroup, CacheKey, CacheValue, erase};
 use crate::bump::AfterBump;
 use crate::entry::{Entry, millis, now_ms};
@@ -21,20 +21,30 @@ where
     /// eviction does not store what it read, and detaches this instance's load of the key
     /// in progress, so that a read from now on does not join it. If Redis cannot be
     /// reached, its copy lives out its TTL.
+    ///
+    /// The value it drops is kept for the policy's `stale_grace` (in Redis under
+    /// `{key}:retired`), never as a hit: a read whose load fails serves it as a stale value
+    /// rather than an error.
     pub async fn evict(&self, key: &K) {
         let full = self.full_key(key);
-        self.inner.shared.local.invalidate(&full);
+        let grace = self.inner.policy.stale_grace;
+        self.inner.shared.local.invalidate_and_retire(&full, grace);
         self.inner.flights.forget(&full);
         if let Some(redis) = self.redis_if_closed() {
             // The lease goes too: its holder's store will be refused, and a reader must not
             // wait `lease_wait` for a value that will not come.
             let lease = lease_key(&full);
+            let retired = retired_key(&full);
             let evicted = redis
                 .bump_generation(
                     &generation_key(&full),
                     millis(mark_life(&self.inner.policy)),
                     &full,
-                    AfterBump::Delete { lease: &lease },
+                    AfterBump::Delete {
+                        lease: &lease,
+                        retired: &retired,
+                        retired_ms: millis(grace),
+                    },
                 )
                 .await;
             self.report(evicted.is_ok(), Operation::Evict);

@@ -272,14 +272,43 @@ where
         inner.metrics.miss();
         match self.load_shared(key, stale.clone()).await {
             Ok(entry) => Ok(entry.value),
-            Err(error) => match stale.filter(|entry| self.within_grace(entry, now_ms())) {
-                Some(entry) => {
-                    inner.metrics.stale_served();
-                    Ok(entry.value)
+            Err(error) => {
+                let now = now_ms();
+                let fallback = match stale.filter(|entry| self.within_grace(entry, now)) {
+                    Some(entry) => Some(entry),
+                    None => self
+                        .retired(&full)
+                        .await
+                        .filter(|entry| self.within_grace(entry, now)),
+                };
+                match fallback {
+                    Some(entry) => {
+                        inner.metrics.stale_served();
+                        Ok(entry.value)
+                    }
+                    None => Err(error),
                 }
-                None => Err(error),
-            },
+            }
         }
+    }
+
+    /// The value an eviction of `full` retired, if one is kept: this instance's own, else the
+    /// one in Redis. Only a load that failed reads it. A write evicts a key because its value
+    /// changed, so a retired value is out of date by that write; but while the source cannot
+    /// be read (a database restarting) it is the freshest there is, and within the stale
+    /// grace it is served as any stale value is, rather than an error. docs/cache.md
+    /// ("Stale on error").
+    async fn retired(&self, full: &str) -> Option<Entry<V>> {
+        let local = self.inner.shared.local.retired(full).and_then(typed);
+        if local.is_some() {
+            return local;
+        }
+        let redis = self.redis_if_closed()?;
+        let read = redis.get(&ticket::retired_key(full)).await;
+        self.report(read.is_ok(), Operation::Get);
+        read.ok()?
+            .and_then(|raw| self.decode_trusted(full, raw))
+            .filter(|entry| entry.value.is_some())
     }
 
     /// Reads what Redis returned for `full`: `None` if there was nothing, or nothing this
@@ -336,16 +365,7 @@ where
 
     /// This group's entry for `full` in the in-process tier.
     fn local_get(&self, full: &str) -> Option<Entry<V>> {
-        let entry = self.inner.shared.local.get(full)?;
-        let value = match entry.value {
-            Some(value) => Some(value.downcast_ref::<V>()?.clone()),
-            None => None,
-        };
-        Some(Entry {
-            value,
-            expires_at: entry.expires_at,
-            delta: entry.delta,
-        })
+        self.inner.shared.local.get(full).and_then(typed)
     }
 
     /// Keeps `entry` in the in-process tier (for its whole life without Redis, for at most
@@ -436,6 +456,20 @@ fn erase<V: CacheValue>(entry: &Entry<V>) -> Entry<Erased> {
 }
 
 /// The entry that expires later.
+/// An entry of the in-process tier as this group's type: `None` if another group's value
+/// sits under the key (two groups given one name).
+fn typed<V: CacheValue>(entry: Entry<Erased>) -> Option<Entry<V>> {
+    let value = match entry.value {
+        Some(value) => Some(value.downcast_ref::<V>()?.clone()),
+        None => None,
+    };
+    Some(Entry {
+        value,
+        expires_at: entry.expires_at,
+        delta: entry.delta,
+    })
+}
+
 fn newer<V>(current: Option<Entry<V>>, candidate: Entry<V>) -> Option<Entry<V>> {
     match current {
         Some(entry) if entry.expires_at >= candidate.expires_at => Some(entry),

@@ -49,6 +49,11 @@ pub(crate) fn lease_key(full: &str) -> String {
     format!("{full}:lease")
 }
 
+/// Where `full`'s value goes when it is evicted, for a load that fails right after.
+pub(crate) fn retired_key(full: &str) -> String {
+    format!("{full}:retired")
+}
+
 /// How long a generation (and an in-process invalidation mark) is kept after its last
 /// bump: twice the group's longest entry life, so that a store sent just before a load
 /// reaches that life, and delayed on its way, still meets the mark.

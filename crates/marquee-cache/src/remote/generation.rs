@@ -41,10 +41,15 @@ const SET_IF_GENERATION: &str = concat!(
     "if generation ~= tonumber(ARGV[1]) then return 0 end ",
     "redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) return 1"
 );
+// The value moves to KEYS[4] (RENAME: no copy of it goes over the wire) and lives there for
+// ARGV[2] ms, unless that is 0; all four keys share the entry's hash tag, so one slot.
 const BUMP_AND_DELETE: &str = concat!(
     read!(),
     bump!(),
-    "redis.call('DEL', KEYS[2], KEYS[3]) return 1"
+    "if tonumber(ARGV[2]) > 0 and redis.call('EXISTS', KEYS[2]) == 1 then ",
+    "redis.call('RENAME', KEYS[2], KEYS[4]) redis.call('PEXPIRE', KEYS[4], ARGV[2]) ",
+    "else redis.call('DEL', KEYS[2]) end ",
+    "redis.call('DEL', KEYS[3]) return 1"
 );
 const BUMP_AND_SET: &str = concat!(
     read!(),
@@ -110,8 +115,8 @@ impl RedisLink {
     }
 
     /// Bumps the generation (kept for `mark_ms`) and then, atomically with the bump, deletes
-    /// `key` and its lease, or sets `key`: no store made under the old generation can land
-    /// after it.
+    /// `key` and its lease (keeping the value under the retired key), or sets `key`: no store
+    /// made under the old generation can land after it.
     pub(crate) async fn bump_generation(
         &self,
         generation_key: &str,
@@ -121,13 +126,19 @@ impl RedisLink {
     ) -> Result<(), RedisError> {
         let mut command = redis::cmd("EVAL");
         match then {
-            AfterBump::Delete { lease } => command
+            AfterBump::Delete {
+                lease,
+                retired,
+                retired_ms,
+            } => command
                 .arg(BUMP_AND_DELETE)
-                .arg(3)
+                .arg(4)
                 .arg(generation_key)
                 .arg(key)
                 .arg(lease)
-                .arg(mark_ms.max(1)),
+                .arg(retired)
+                .arg(mark_ms.max(1))
+                .arg(retired_ms),
             AfterBump::Set { value, ttl_ms } => command
                 .arg(BUMP_AND_SET)
                 .arg(2)

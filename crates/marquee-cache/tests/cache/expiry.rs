@@ -143,6 +143,43 @@ async fn a_failing_source_serves_stale(tier: Tier) {
     assert_source_down(group.get(&k("never-loaded")).await);
 }
 
+/// A write's eviction keeps the value it took out for the stale grace: a load that fails
+/// right after (the source restarting) serves it instead of an error, on this instance and,
+/// through Redis, on another that never held it. It is never a hit: once the source answers,
+/// reads get the new value. Without a stale grace nothing is kept.
+async fn an_evicted_value_serves_a_reload_that_fails(tier: Tier) {
+    let source = Source::with_delay(Duration::ZERO);
+    let policy = |grace| {
+        CachePolicy::with_ttl(Duration::from_secs(60), Duration::ZERO)
+            .with_stale_grace(grace)
+            .with_early_refresh_beta(0.0)
+    };
+    let namespace = namespace();
+    let ten = Duration::from_secs(10);
+    let (_cache, writer) = group(tier, config(&namespace), policy(ten), &source);
+    let old = writer.get(&k("k")).await.unwrap().unwrap();
+    source.version.store(1, Ordering::SeqCst);
+    writer.evict(&k("k")).await;
+    source.failing.store(true, Ordering::SeqCst);
+    let served = writer.get(&k("k")).await.unwrap().unwrap();
+    assert_eq!(served, old, "the retired value is served");
+    if tier != Tier::Local {
+        // Another instance on the same Redis, which never loaded the key.
+        let (_peer_cache, peer) = group(tier, config(&namespace), policy(ten), &source);
+        let served = peer.get(&k("k")).await.unwrap().unwrap();
+        assert_eq!(served, old, "the peer reads the one Redis keeps");
+    }
+    source.failing.store(false, Ordering::SeqCst);
+    let new = writer.get(&k("k")).await.unwrap().unwrap();
+    assert_ne!(new, old, "a retired value is no hit");
+
+    let (_cache, graceless) = group(tier, config(&namespace), policy(Duration::ZERO), &source);
+    graceless.get(&k("other")).await.unwrap().unwrap();
+    graceless.evict(&k("other")).await;
+    source.failing.store(true, Ordering::SeqCst);
+    assert_source_down(graceless.get(&k("other")).await);
+}
+
 /// XFetch alone, with many readers, starts about e^(1/beta) recomputations per expiry (the
 /// unit test `uncoordinated_xfetch_recomputes_e_to_the_one_over_beta_times_per_expiry`
 /// simulates it), and three instances would each start their own. Here three instances on
@@ -194,4 +231,5 @@ on_each_tier!(
     xfetch_refreshes_before_expiry,
     hot_keys_are_refreshed_ahead,
     a_failing_source_serves_stale,
+    an_evicted_value_serves_a_reload_that_fails,
 );
