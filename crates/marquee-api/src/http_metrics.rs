@@ -49,6 +49,10 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
+/// A resource's route template, as its `uri` label (set by the routes' builder).
+#[derive(Debug, Clone, Copy)]
+pub struct RouteTemplate(pub &'static str);
+
 /// Records the request once its response is ready.
 pub async fn record(
     req: ServiceRequest,
@@ -58,11 +62,15 @@ pub async fn record(
     let method = method_label(req.method());
     let response = next.call(req).await?;
     let status = response.status();
-    // Micrometer's label for requests that matched no route.
-    let uri = response
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "NOT_FOUND".to_owned());
+    // The resource's own template when it has one (every API route), else the pattern
+    // matched again (the docs' routes), else Micrometer's label for no route at all.
+    let request = response.request();
+    let uri: metrics::SharedString = match request.app_data::<RouteTemplate>() {
+        Some(template) => template.0.into(),
+        None => request
+            .match_pattern()
+            .map_or_else(|| "NOT_FOUND".into(), Into::into),
+    };
     metrics::histogram!(
         HTTP_SERVER_REQUESTS,
         "method" => method,

@@ -187,13 +187,13 @@ const READ_METHODS: &str = "GET, HEAD";
 
 /// A resource that answers GET and HEAD (actix sends HEAD's headers without the body), and
 /// 405 with `Allow` to any other method.
-fn get_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
+fn get_only<F, Args>(path: &'static str, handler: F) -> actix_web::Resource
 where
     F: actix_web::Handler<Args>,
     Args: actix_web::FromRequest + 'static,
     F::Output: actix_web::Responder + 'static,
 {
-    web::resource(path)
+    templated(path)
         .route(
             web::route()
                 .guard(guard::Any(guard::Get()).or(guard::Head()))
@@ -204,14 +204,21 @@ where
 
 /// A resource that answers `routes`, and any other method with 405 and `Allow: allowed`.
 fn resource(
-    path: &str,
+    path: &'static str,
     allowed: &'static str,
     routes: impl IntoIterator<Item = actix_web::Route>,
 ) -> actix_web::Resource {
     routes
         .into_iter()
-        .fold(web::resource(path), actix_web::Resource::route)
+        .fold(templated(path), actix_web::Resource::route)
         .default_service(web::to(method_not_allowed_for(allowed)))
+}
+
+/// A resource that carries its own route template, for the metrics' `uri` label: finding it
+/// again after the fact (`HttpRequest::match_pattern`) runs every resource's pattern against
+/// the path a second time, about 5 % of a cache hit's CPU time.
+fn templated(path: &'static str) -> actix_web::Resource {
+    web::resource(path).app_data(http_metrics::RouteTemplate(path))
 }
 
 async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {

@@ -253,8 +253,15 @@ async fn metrics_cover_http_pool_process_and_build() {
     assert_eq!(app.get("/api/v1/concerts/12").await.status(), 200);
     assert_eq!(app.get("/api/v1/concerts/abc").await.status(), 400);
     assert_eq!(app.get("/no/such/route").await.status(), 404);
+    let refused = reqwest::Client::new()
+        .delete(format!("{}/api/v1/concerts/12", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 405);
     let text = app.get("/metrics").await.text().await.unwrap();
     for needle in [
+        r#"http_server_requests_seconds_count{method="DELETE",uri="/api/v1/concerts/{concertId}",status="405",outcome="CLIENT_ERROR"}"#,
         r#"http_server_requests_seconds_count{method="GET",uri="/api/v1/concerts/{concertId}",status="200",outcome="SUCCESS"}"#,
         r#"http_server_requests_seconds_count{method="GET",uri="/api/v1/concerts/{concertId}",status="400",outcome="CLIENT_ERROR"}"#,
         r#"http_server_requests_seconds_count{method="GET",uri="NOT_FOUND",status="404",outcome="CLIENT_ERROR"}"#,
