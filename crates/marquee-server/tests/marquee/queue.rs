@@ -249,10 +249,14 @@ async fn a_long_line_polls_at_the_longest_interval(backend: Backend) {
         told.push((entry["position"].clone(), entry["pollAfterSeconds"].clone()));
     }
     // The one slot stays taken, so the line does not move: position p at 1 admission a
-    // second is p seconds from the front, told min(p, 20).
+    // second is p seconds from the front, told min(p, 20). (A position can lag a join that
+    // is still being mirrored into the view, so each answer is checked against its own.)
+    for (position, poll_after) in &told {
+        let position = position.as_u64().expect("a waiting user has a position");
+        assert_eq!(poll_after, &json!(position.min(20)), "{told:?}");
+    }
     assert_eq!(told[0], (json!(1), json!(1)));
-    assert_eq!(told[11], (json!(12), json!(12)));
-    assert_eq!(told[30], (json!(31), json!(20)), "{told:?}");
+    assert!(told[30].0.as_u64().unwrap() > 20, "{told:?}");
 }
 
 /// Bad input on every route: a bad id is 400, no token 401, an unknown concert 404, another
