@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.dont_write_bytecode = True
 sys.path.insert(0, str(ROOT / "tools"))
 import harness  # noqa: E402
+import run  # noqa: E402  (the database servers of loadtest/run, beside this file)
 
 say, die = harness.messages("loadtest/bench-cache")
 
@@ -134,7 +135,7 @@ class Bench:
         self.work = Path(tempfile.mkdtemp(prefix="marquee-bench."))
         self.database = f"marquee_bench_{os.getpid()}"
         self.namespace = f"marquee:bench:{os.getpid()}"
-        self.pg_url = (environ.get("PG_URL") or "postgres://postgres@127.0.0.1:5432").removesuffix("/")
+        self.postgres = run.Postgres((environ.get("PG_URL") or "postgres://postgres@127.0.0.1:5432").removesuffix("/"))
         self.redis_url = environ.get("REDIS_URL") or "redis://127.0.0.1:6379"
         self.database_made = False
         self.secret = f"bench-{secrets.token_hex(24)}"
@@ -170,10 +171,6 @@ class Bench:
         if subprocess.run(["redis-cli", "-u", self.redis_url, "ping"], capture_output=True).returncode != 0:
             die(f"no Redis answers at {self.redis_url}")
 
-    def psql(self, database, sql):
-        subprocess.run(["psql", f"{self.pg_url}/{database}", "-qAt", "-v", "ON_ERROR_STOP=1", "-c", sql],
-                       check=True, capture_output=True, text=True)
-
     def marquee_settings(self, port, **extra):
         # The waiting room on, with one slot: user 1 of concert 1 is admitted, user 2 waits and
         # is the one that polls (an hour's idle timeout keeps it in line between rounds).
@@ -190,10 +187,10 @@ class Bench:
             [floor], self.work / "floor.log",
             env={**env, "PORT": str(ports["floor"]), "WORKERS": str(self.settings["workers"]),
                  "REDIS_URL": self.redis_url})
-        self.psql("postgres", f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
-        self.psql("postgres", f'CREATE DATABASE "{self.database}"')
+        self.postgres.create(self.database)
         self.database_made = True
-        stack = {"MARQUEE__DATABASE__URL": f"{self.pg_url}/{self.database}", "MARQUEE__REDIS__URL": self.redis_url,
+        stack = {"MARQUEE__DATABASE__URL": self.postgres.database_url(self.database),
+                 "MARQUEE__REDIS__URL": self.redis_url,
                  "MARQUEE__CACHE__NAMESPACE": self.namespace}
         self.instances = {
             "embedded": self.marquee_settings(ports["embedded"], MARQUEE__DATABASE__URL=str(self.work / "m.sqlite3"),
@@ -274,15 +271,10 @@ class Bench:
         self.processes.stop_all(10)
         if self.database_made:
             try:
-                self.psql("postgres", f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+                self.postgres.drop(self.database)
             except subprocess.CalledProcessError:
                 say(f"warning: could not drop database {self.database}")
-        scan = subprocess.run(["redis-cli", "-u", self.redis_url, "--scan", "--pattern", f"{self.namespace}:*"],
-                              capture_output=True, text=True)
-        keys = scan.stdout.split()
-        for start in range(0, len(keys), 500):
-            subprocess.run(["redis-cli", "-u", self.redis_url, "unlink", *keys[start:start + 500]],
-                           capture_output=True)
+        harness.delete_redis_namespace(self.redis_url, self.namespace)
         shutil.rmtree(self.work, ignore_errors=True)
 
 

@@ -1030,7 +1030,7 @@ class Run:
             except subprocess.CalledProcessError:
                 say(f"warning: could not drop database {self.stack.database}")
         if self.stack is not None and self.stack.namespace and self.private_redis is None:
-            self.delete_namespace()
+            harness.delete_redis_namespace(self.redis_url, self.stack.namespace)
         if self.private_redis is not None:
             self.private_redis.stop()
         if self.private_postgres is not None:
@@ -1039,13 +1039,6 @@ class Run:
         if self.work is not None:
             shutil.rmtree(self.work, ignore_errors=True)
 
-    def delete_namespace(self):
-        redis = ["redis-cli", "-u", self.redis_url]
-        scan = subprocess.run(redis + ["--scan", "--pattern", f"{self.stack.namespace}:*"],
-                              capture_output=True, text=True)
-        keys = scan.stdout.split()
-        for start in range(0, len(keys), 500):
-            subprocess.run(redis + ["unlink", *keys[start:start + 500]], capture_output=True)
 
 
 def main():

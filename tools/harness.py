@@ -134,6 +134,16 @@ class Processes:
                 process.wait()
 
 
+def delete_redis_namespace(redis_url, namespace):
+    """Unlinks every key under `namespace:` (redis-cli SCAN, then UNLINK 500 at a time): what a
+    tool's run left in a shared Redis. Errors are ignored: it is a clean-up."""
+    redis = ["redis-cli", "-u", redis_url]
+    scan = subprocess.run(redis + ["--scan", "--pattern", f"{namespace}:*"], capture_output=True, text=True)
+    keys = scan.stdout.split()
+    for start in range(0, len(keys), 500):
+        subprocess.run(redis + ["unlink", *keys[start:start + 500]], capture_output=True)
+
+
 def clean_environment():
     """The caller's environment without any Marquee or Rust log setting, for a server that
     must run on the embedded defaults."""
