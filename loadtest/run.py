@@ -801,13 +801,16 @@ class Run:
             say(f"FAILED: {problem}")
         return status or (1 if problems or missing or schedule.errors else 0)
 
-    def metered_processes(self):
-        """{name: pid} of the processes whose CPU time the report gives: the server, and the
-        database server and Redis it uses, found by the port they listen on."""
+    def server_processes(self):
+        """{name: pid} of the run's server instances: `marquee`, or `marquee 1`, `marquee 2`."""
         if len(self.servers) == 1:
-            tiers = {self.options.target: self.server.pid}
-        else:
-            tiers = {f"{self.options.target} {n}": server.pid for n, server in enumerate(self.servers, 1)}
+            return {self.options.target: self.server.pid}
+        return {f"{self.options.target} {n}": server.pid for n, server in enumerate(self.servers, 1)}
+
+    def metered_processes(self):
+        """{name: pid} of the processes whose CPU time the report gives: the servers, and the
+        database server and Redis they use, found by the port they listen on."""
+        tiers = self.server_processes()
         server = self.stack.server
         if server is not None:
             url = urllib.parse.urlsplit(server.url)
@@ -819,8 +822,7 @@ class Run:
     def memory_processes(self):
         """{name: pid} of the processes whose memory the report gives: each server instance, and
         a Redis of the run's own."""
-        tiers = {name: pid for name, pid in self.metered_processes().items()
-                 if name.startswith(self.options.target)}
+        tiers = self.server_processes()
         if self.private_redis is not None and self.private_redis.process is not None:
             tiers["Redis (the run's)"] = self.private_redis.process.pid
         return tiers
