@@ -40,7 +40,11 @@ async fn an_entry_its_generation_and_its_lease_share_a_slot() {
     for key in ["42", "a{b}c", "}", "{", "%7D", "", "{}"] {
         let full = concerts.full_key(&k(key));
         let slot = cluster.slot_of(&full);
-        for beside in [format!("{full}:generation"), format!("{full}:lease")] {
+        for beside in [
+            format!("{full}:generation"),
+            format!("{full}:lease"),
+            format!("{full}:retired"),
+        ] {
             assert_eq!(cluster.slot_of(&beside), slot, "{beside} beside {full}");
         }
         assert_eq!(
