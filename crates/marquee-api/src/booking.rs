@@ -9,14 +9,13 @@ use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use marquee_domain::{
     Answered, BookingError, IdempotencyKey, PaymentReceipt, RecordedResponse, Reservation,
-    ReservationId, SeatId, Wallet,
+    ReservationId, SeatId, SeatStatus, Wallet,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::caller::Caller;
-use crate::catalogue_cache::CatalogueCache;
 use crate::error::{
     ApiError, DatabaseBusyAnswer, InvalidIdAnswer, JsonBodyAnswers, PROBLEM_JSON, Problem,
     UnauthorizedAnswer,
@@ -273,10 +272,11 @@ async fn seat_changed(
     state: &AppState,
     status: StatusCode,
     reservation: Reservation,
+    (from, to): (SeatStatus, SeatStatus),
 ) -> HttpResponse {
     state
         .cache
-        .evict_schedule(reservation.schedule_id, reservation.concert_id)
+        .evict_seat_change(reservation.schedule_id, reservation.concert_id, from, to)
         .await;
     HttpResponse::build(status).json(reservation_body(reservation, Utc::now()))
 }
@@ -354,7 +354,9 @@ pub async fn hold(
         .booking
         .hold_seat(caller.0, seat, state.booking_policy.hold)
         .await?;
-    Ok(seat_changed(&state, StatusCode::CREATED, reservation).await)
+    // A hold takes a seat that reads as available (free, or its hold ran out).
+    let change = (SeatStatus::Available, SeatStatus::Held);
+    Ok(seat_changed(&state, StatusCode::CREATED, reservation, change).await)
 }
 
 /// One of the caller's reservations.
@@ -422,7 +424,9 @@ pub async fn cancel(
 ) -> Result<HttpResponse, ApiError> {
     let id = path.id()?;
     let reservation = state.booking.cancel(caller.0, id).await?;
-    Ok(seat_changed(&state, StatusCode::OK, reservation).await)
+    // Only a live hold can be cancelled.
+    let change = (SeatStatus::Held, SeatStatus::Available);
+    Ok(seat_changed(&state, StatusCode::OK, reservation, change).await)
 }
 
 /// Pays a held reservation from the wallet, once, whatever the retries.
@@ -451,7 +455,12 @@ pub async fn pay(
     if let Some(receipt) = &answered.performed {
         state
             .cache
-            .evict_schedule(receipt.schedule_id, receipt.concert_id)
+            .evict_seat_change(
+                receipt.schedule_id,
+                receipt.concert_id,
+                SeatStatus::Held,
+                SeatStatus::Sold,
+            )
             .await;
         if let Some(room) = &state.queue {
             // The payment ended the admission in the database; the view follows.
@@ -466,38 +475,12 @@ pub async fn pay(
 pub async fn sweep_expired_holds(state: &AppState) -> Result<usize, BookingError> {
     let changed = state.booking.expire_holds(Utc::now()).await?;
     for (schedule, concert) in &changed {
-        state.cache.evict_schedule(*schedule, *concert).await;
+        // Reads already show these seats as available; the cached listings loaded before
+        // the holds ran out still show them held.
+        state
+            .cache
+            .evict_seat_change(*schedule, *concert, SeatStatus::Held, SeatStatus::Available)
+            .await;
     }
     Ok(changed.len())
-}
-
-impl CatalogueCache {
-    /// Drops every cached listing that shows `schedule`'s seat states: its four seat
-    /// listings and its concert's schedules (their counts of available seats).
-    ///
-    /// The five evictions go out together: each is a script and a message on Redis, and one
-    /// after the other they were ten round trips on every hold, cancel and payment. Each keeps
-    /// its own order (its message after its script), which is all an eviction needs.
-    pub async fn evict_schedule(
-        &self,
-        schedule: marquee_domain::ScheduleId,
-        concert: marquee_domain::ConcertId,
-    ) {
-        use marquee_domain::{SeatFilter, SeatStatus};
-        let key = |filter| crate::catalogue_cache::SeatsKey { schedule, filter };
-        let [all, available, held, sold] = [
-            SeatFilter::All,
-            SeatFilter::Only(SeatStatus::Available),
-            SeatFilter::Only(SeatStatus::Held),
-            SeatFilter::Only(SeatStatus::Sold),
-        ]
-        .map(key);
-        tokio::join!(
-            self.seats.evict(&all),
-            self.seats.evict(&available),
-            self.seats.evict(&held),
-            self.seats.evict(&sold),
-            self.schedules.evict(&concert),
-        );
-    }
 }

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use marquee_cache::{BuildError, Cache, CacheGroup, CachePolicy, Raw};
 use marquee_domain::{
     CatalogueRepository, ConcertId, PageRequest, RepositoryError, ScheduleId, SeatFilter,
+    SeatStatus,
 };
 use serde::{Deserialize, Serialize};
 
@@ -214,5 +215,48 @@ impl CatalogueCache {
             size: request.size(),
             total,
         })
+    }
+}
+
+impl CatalogueCache {
+    /// Drops every cached listing that a seat of `schedule` moving from `from` to `to`
+    /// changes: the schedule's listing of all its seats, its listings of `from` and of `to`,
+    /// and, when the seat becomes or stops being available, its concert's schedules (their
+    /// counts of available seats). A payment (held to sold) therefore leaves the available
+    /// seats and the counts cached: it changes neither, and those are the listings a busy
+    /// opening reads.
+    ///
+    /// The evictions go out together: each is a script and a message on Redis, and one after
+    /// the other they were two round trips each on every hold, cancel and payment. Each keeps
+    /// its own order (its message after its script), which is all an eviction needs.
+    pub async fn evict_seat_change(
+        &self,
+        schedule: ScheduleId,
+        concert: ConcertId,
+        from: SeatStatus,
+        to: SeatStatus,
+    ) {
+        let key = |filter| SeatsKey { schedule, filter };
+        let counts_change =
+            from != to && (from == SeatStatus::Available || to == SeatStatus::Available);
+        let (all, left, entered) = (
+            key(SeatFilter::All),
+            key(SeatFilter::Only(from)),
+            key(SeatFilter::Only(to)),
+        );
+        tokio::join!(
+            self.seats.evict(&all),
+            self.seats.evict(&left),
+            async {
+                if to != from {
+                    self.seats.evict(&entered).await;
+                }
+            },
+            async {
+                if counts_change {
+                    self.schedules.evict(&concert).await;
+                }
+            },
+        );
     }
 }

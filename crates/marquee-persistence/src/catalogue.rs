@@ -8,7 +8,9 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
-use diesel::dsl::count_star;
+use std::collections::HashMap;
+
+use diesel::dsl::{case_when, count, count_star};
 use diesel::prelude::*;
 use marquee_domain::{
     CatalogueRepository, Concert, ConcertId, Page, PageRequest, RepositoryError, Schedule,
@@ -157,21 +159,27 @@ fn schedule_exists(conn: &mut DbConnection, schedule: i64) -> QueryResult<bool> 
     .get_result(conn)
 }
 
-/// Seat counts per schedule among `ids`, optionally only those reading as `status`.
+/// Per schedule among `ids`: its number of seats, and of seats reading as available at
+/// `now`, from one query.
 fn seat_counts(
     conn: &mut DbConnection,
     ids: &[i64],
-    status: Option<(SeatStatus, NaiveDateTime)>,
-) -> QueryResult<std::collections::HashMap<i64, i64>> {
-    let mut query = seats::table
+    now: NaiveDateTime,
+) -> QueryResult<HashMap<i64, (i64, i64)>> {
+    // `count` skips NULLs, and the CASE is NULL for every seat that is not available.
+    let available = count(case_when(
+        seats_reading_as(SeatStatus::Available, now),
+        seats::id,
+    ));
+    let rows: Vec<(i64, i64, i64)> = seats::table
         .filter(seats::schedule_id.eq_any(ids))
         .group_by(seats::schedule_id)
-        .select((seats::schedule_id, count_star()))
-        .into_boxed();
-    if let Some((status, now)) = status {
-        query = query.filter(seats_reading_as(status, now));
-    }
-    Ok(query.load::<(i64, i64)>(conn)?.into_iter().collect())
+        .select((seats::schedule_id, count_star(), available))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|(schedule, total, available)| (schedule, (total, available)))
+        .collect())
 }
 
 #[async_trait]
@@ -225,24 +233,26 @@ impl CatalogueRepository for DieselCatalogue {
         let found = self
             .databases
             .db_read_prefer_primary(move |conn| {
-                if !concert_exists(conn, concert.get())? {
-                    return Ok(None);
-                }
                 let rows = schedules::table
                     .filter(schedules::concert_id.eq(concert.get()))
                     .select(ScheduleRow::as_select())
                     .order((schedules::starts_at, schedules::id))
                     .load(conn)?;
+                // A concert without schedules and no concert at all both find no rows;
+                // only then does existence need a query of its own.
+                if rows.is_empty() && !concert_exists(conn, concert.get())? {
+                    return Ok(None);
+                }
                 let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
-                let totals = seat_counts(conn, &ids, None)?;
-                let available = seat_counts(conn, &ids, Some((SeatStatus::Available, now)))?;
+                let counts = seat_counts(conn, &ids, now)?;
                 rows.into_iter()
                     .map(|row| {
-                        let id = row.id;
+                        let (total_seats, available_seats) =
+                            counts.get(&row.id).copied().unwrap_or((0, 0));
                         Ok(ScheduleAvailability {
                             schedule: Schedule::try_from(row)?,
-                            total_seats: totals.get(&id).copied().unwrap_or(0),
-                            available_seats: available.get(&id).copied().unwrap_or(0),
+                            total_seats,
+                            available_seats,
                         })
                     })
                     .collect::<Result<Vec<_>, PersistenceError>>()
@@ -261,9 +271,6 @@ impl CatalogueRepository for DieselCatalogue {
         let found = self
             .databases
             .db_read_prefer_primary(move |conn| {
-                if !schedule_exists(conn, schedule.get())? {
-                    return Ok(None);
-                }
                 let mut query = seats::table
                     .filter(seats::schedule_id.eq(schedule.get()))
                     .select(SeatRow::as_select())
@@ -272,9 +279,12 @@ impl CatalogueRepository for DieselCatalogue {
                 if let SeatFilter::Only(status) = filter {
                     query = query.filter(seats_reading_as(status, now.naive_utc()));
                 }
-                query
-                    .load(conn)?
-                    .into_iter()
+                let rows = query.load(conn)?;
+                // No seats in the listing: an unknown schedule, or none in this state.
+                if rows.is_empty() && !schedule_exists(conn, schedule.get())? {
+                    return Ok(None);
+                }
+                rows.into_iter()
                     .map(|row| row.into_seat(now))
                     .collect::<Result<Vec<_>, _>>()
                     .map(Some)

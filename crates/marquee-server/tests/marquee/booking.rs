@@ -9,7 +9,7 @@ use marquee_persistence::test_support::TestDatabase;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{Instance, TestApp, assert_problem, test_settings};
+use crate::helpers::{Counting, Instance, TestApp, assert_problem, test_settings};
 use crate::on_each_backend;
 
 /// Settings for contention: enough connections and patience that queueing is not mistaken
@@ -415,7 +415,93 @@ async fn idempotency_keys_are_purged_after_the_retention(backend: Backend) {
     assert_eq!(charge(&app, 4, 100, "once").await.1["balance"], 200);
 }
 
+/// After a hold and after a payment, every listing shows the change at once, though all of
+/// them were cached for a minute; and only the listings the change touches are loaded again:
+/// a hold reloads the schedule's seats, available and held seats and the concert's counts, a
+/// payment (held to sold) its seats, held and sold seats, and leaves the available seats and
+/// the counts cached.
+async fn a_write_reloads_only_the_listings_it_changes(backend: Backend) {
+    let db = TestDatabase::new(backend);
+    let settings = test_settings(
+        db.url().as_str(),
+        &[
+            ("MARQUEE__CACHE_TTL__SEATS__BASE_TTL", "60s"),
+            ("MARQUEE__CACHE_TTL__SCHEDULES__BASE_TTL", "60s"),
+        ],
+    );
+    let counting = std::sync::Arc::new(Counting::default());
+    let app = TestApp::start_layered(db, settings, counting.layer()).await;
+    let numbers = |listing: &Value| -> Vec<(i64, String)> {
+        listing
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|seat| {
+                let number = seat["number"].as_i64().unwrap();
+                (number, seat["status"].as_str().unwrap().to_owned())
+            })
+            .collect()
+    };
+    let look = || async {
+        let mut seen = BTreeMap::new();
+        for filter in ["", "?status=available", "?status=held", "?status=sold"] {
+            let (status, listing) = app
+                .get_json(&format!("/api/v1/schedules/1/seats{filter}"))
+                .await;
+            assert_eq!(status, 200);
+            seen.insert(filter, numbers(&listing));
+        }
+        let (_, schedules) = app.get_json("/api/v1/concerts/1/schedules").await;
+        let available = schedules[0]["availableSeats"].as_i64().unwrap();
+        (seen, available)
+    };
+    let state_of = |seen: &BTreeMap<&str, Vec<(i64, String)>>, filter: &str| {
+        seen[filter]
+            .iter()
+            .find(|(number, _)| *number == 11)
+            .map(|(_, status)| status.clone())
+    };
+
+    let (seen, available_before) = look().await;
+    assert_eq!(state_of(&seen, "").as_deref(), Some("AVAILABLE"));
+    let loads = counting.loads();
+    assert_eq!(look().await.1, available_before);
+    assert_eq!(counting.loads(), loads, "every listing is cached");
+
+    let (status, held) = hold(&app, 9, 11).await;
+    assert_eq!(status, 201, "{held}");
+    let (seen, available) = look().await;
+    assert_eq!(state_of(&seen, "").as_deref(), Some("HELD"));
+    assert_eq!(state_of(&seen, "?status=available"), None);
+    assert_eq!(state_of(&seen, "?status=held").as_deref(), Some("HELD"));
+    assert_eq!(state_of(&seen, "?status=sold"), None);
+    assert_eq!(available, available_before - 1);
+    assert_eq!(
+        counting.loads() - loads,
+        4,
+        "all, available, held and the counts"
+    );
+
+    let id = held["id"].as_i64().unwrap();
+    charge(&app, 9, 100_000, "top-up").await;
+    let (status, paid) = pay(&app, 9, id, "pay").await;
+    assert_eq!(status, 200, "{paid}");
+    let loads = counting.loads();
+    let (seen, available) = look().await;
+    assert_eq!(state_of(&seen, "").as_deref(), Some("SOLD"));
+    assert_eq!(state_of(&seen, "?status=available"), None);
+    assert_eq!(state_of(&seen, "?status=held"), None);
+    assert_eq!(state_of(&seen, "?status=sold").as_deref(), Some("SOLD"));
+    assert_eq!(available, available_before - 1);
+    assert_eq!(
+        counting.loads() - loads,
+        3,
+        "all, held and sold; not available, not the counts"
+    );
+}
+
 on_each_backend!(
+    a_write_reloads_only_the_listings_it_changes,
     decisions_use_the_time_of_the_decision,
     holds_are_capped_per_user_across_schedules,
     idempotency_keys_are_purged_after_the_retention,
