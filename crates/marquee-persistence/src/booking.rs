@@ -25,6 +25,7 @@ use crate::abort::corrupt_row;
 use crate::connection::{DbConnection, write_transaction};
 use crate::error::PersistenceError;
 use crate::pool::DbPool;
+use crate::prepared::{Prepare, update_where};
 use crate::schema::{
     idempotency_keys, payments, queue_entries, reservations, schedules, seats, wallets,
 };
@@ -132,13 +133,32 @@ struct NewPayment {
     paid_at: NaiveDateTime,
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = idempotency_keys)]
 struct NewClaim<'a> {
     user_id: i64,
     idem_key: &'a str,
     request: &'a str,
     created_at: NaiveDateTime,
+}
+
+/// A claim's columns, as `INSERT` values: column by column rather than a derived
+/// `Insertable`, whose values (each of which may be written `DEFAULT`) keep diesel from
+/// preparing the statement once per connection (see `prepared`).
+type ClaimValues<'a> = (
+    diesel::dsl::Eq<idempotency_keys::user_id, i64>,
+    diesel::dsl::Eq<idempotency_keys::idem_key, &'a str>,
+    diesel::dsl::Eq<idempotency_keys::request, &'a str>,
+    diesel::dsl::Eq<idempotency_keys::created_at, NaiveDateTime>,
+);
+
+impl<'a> NewClaim<'a> {
+    fn values(&self) -> ClaimValues<'a> {
+        (
+            idempotency_keys::user_id.eq(self.user_id),
+            idempotency_keys::idem_key.eq(self.idem_key),
+            idempotency_keys::request.eq(self.request),
+            idempotency_keys::created_at.eq(self.created_at),
+        )
+    }
 }
 
 /// What claiming an idempotency key found.
@@ -217,12 +237,17 @@ macro_rules! idempotent {
                     Err(failure @ (Abort::Database(_) | Abort::Pool(_))) => return Err(failure),
                 };
                 let response = ($render)(&outcome);
-                diesel::update(idempotency_keys::table.find(($user.get(), $key.as_str())))
-                    .set((
+                update_where(
+                    idempotency_keys::table,
+                    (
                         idempotency_keys::response_status.eq(Some(i32::from(response.status))),
                         idempotency_keys::response_body.eq(Some(response.body.as_str())),
-                    ))
-                    .execute($c)?;
+                    ),
+                    idempotency_keys::user_id
+                        .eq($user.get())
+                        .and(idempotency_keys::idem_key.eq($key.as_str())),
+                )
+                .execute($c)?;
                 Answered {
                     response,
                     performed: outcome.ok(),
@@ -264,15 +289,41 @@ macro_rules! lock_seat_for_update {
 /// The advisory-lock class of per-user hold locks (the first key of the two-key form).
 const HOLD_LOCK_CLASS: i32 = 0x4d51_0001;
 
+/// `SELECT pg_advisory_xact_lock(class, key)`: a statement of its own type rather than a
+/// `sql_query`, which diesel never prepares (see `prepared`); this one is prepared once per
+/// connection.
+#[derive(Debug, Clone, Copy, diesel::query_builder::QueryId)]
+struct AdvisoryXactLock {
+    class: i32,
+    key: i32,
+}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for AdvisoryXactLock {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    ) -> QueryResult<()> {
+        out.push_sql("SELECT pg_advisory_xact_lock(");
+        out.push_bind_param::<diesel::sql_types::Integer, _>(&self.class)?;
+        out.push_sql(", ");
+        out.push_bind_param::<diesel::sql_types::Integer, _>(&self.key)?;
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
+impl RunQueryDsl<diesel::PgConnection> for AdvisoryXactLock {}
+
 impl RowLocks for diesel::PgConnection {
     fn lock_user_holds(&mut self, user: i64) -> QueryResult<()> {
         // Two 32-bit keys: a class, and the user folded into 31 bits. Two users who fold to
         // the same value only serialise each other's holds.
-        diesel::sql_query("SELECT pg_advisory_xact_lock($1, $2)")
-            .bind::<diesel::sql_types::Integer, _>(HOLD_LOCK_CLASS)
-            .bind::<diesel::sql_types::Integer, _>((user % i64::from(i32::MAX)) as i32)
-            .execute(self)
-            .map(drop)
+        AdvisoryXactLock {
+            class: HOLD_LOCK_CLASS,
+            key: (user % i64::from(i32::MAX)) as i32,
+        }
+        .execute(self)
+        .map(drop)
     }
 
     lock_seat_for_update!();
@@ -342,7 +393,7 @@ macro_rules! returning_booking_statements {
         impl BookingStatements for $conn {
             fn claim(&mut self, claim: &NewClaim) -> QueryResult<bool> {
                 diesel::insert_into(idempotency_keys::table)
-                    .values(claim)
+                    .values(claim.values())
                     .on_conflict_do_nothing()
                     .execute(self)
                     .map(|inserted| inserted == 1)
@@ -352,6 +403,7 @@ macro_rules! returning_booking_statements {
                 diesel::insert_into(reservations::table)
                     .values(new)
                     .returning(ReservationRow::as_returning())
+                    .prepared()
                     .get_result(self)
             }
 
@@ -359,6 +411,7 @@ macro_rules! returning_booking_statements {
                 diesel::insert_into(payments::table)
                     .values(payment)
                     .returning(payments::id)
+                    .prepared()
                     .get_result(self)
             }
 
@@ -378,7 +431,7 @@ impl BookingStatements for diesel::MysqlConnection {
     fn claim(&mut self, claim: &NewClaim) -> QueryResult<bool> {
         crate::mysql::inserted(
             diesel::insert_into(idempotency_keys::table)
-                .values(claim)
+                .values(claim.values())
                 .execute(self),
         )
     }
@@ -433,26 +486,28 @@ pub(crate) fn decision_time() -> DateTime<Utc> {
 /// broken invariant (500), not a refusal.
 macro_rules! settle_hold {
     ($c:ident, $user:expr, $reservation:expr, $now:expr, $seat_status:expr, $status:expr) => {{
-        let seat_settled = diesel::update(
-            seats::table
-                .find($reservation.seat_id.get())
-                .filter(seats::status.eq(SeatState::Held))
-                .filter(seats::held_by.eq($user.get()))
-                .filter(seats::held_until.eq(naive($reservation.expires_at)))
-                .filter(seats::held_until.gt(naive($now))),
+        let seat_settled = update_where(
+            seats::table,
+            (
+                seats::status.eq($seat_status),
+                seats::held_by.eq(None::<i64>),
+                seats::held_until.eq(None::<NaiveDateTime>),
+            ),
+            seats::id
+                .eq($reservation.seat_id.get())
+                .and(seats::status.eq(SeatState::Held))
+                .and(seats::held_by.eq($user.get()))
+                .and(seats::held_until.eq(naive($reservation.expires_at)))
+                .and(seats::held_until.gt(naive($now))),
         )
-        .set((
-            seats::status.eq($seat_status),
-            seats::held_by.eq(None::<i64>),
-            seats::held_until.eq(None::<NaiveDateTime>),
-        ))
         .execute($c)?;
-        let settled = diesel::update(
-            reservations::table
-                .find($reservation.id.get())
-                .filter(reservations::status.eq(ReservationState::Held)),
+        let settled = update_where(
+            reservations::table,
+            reservations::status.eq($status),
+            reservations::id
+                .eq($reservation.id.get())
+                .and(reservations::status.eq(ReservationState::Held)),
         )
-        .set(reservations::status.eq($status))
         .execute($c)?;
         if seat_settled == 0 || settled == 0 {
             // The seat and reservation were locked and read as a live hold: they cannot
@@ -543,12 +598,13 @@ impl BookingRepository for DieselBooking {
                         .values((wallets::user_id.eq(user.get()), wallets::balance.eq(0)))
                         .on_conflict_do_nothing()
                         .execute(c)?;
-                    let credited = diesel::update(
-                        wallets::table
-                            .find(user.get())
-                            .filter(wallets::balance.le(max_balance - amount)),
+                    let credited = update_where(
+                        wallets::table,
+                        wallets::balance.eq(wallets::balance + amount),
+                        wallets::user_id
+                            .eq(user.get())
+                            .and(wallets::balance.le(max_balance - amount)),
                     )
-                    .set(wallets::balance.eq(wallets::balance + amount))
                     .execute(c)?;
                     if credited == 0 {
                         return Err(Abort::Refused(BookingError::BalanceLimit {
@@ -640,18 +696,19 @@ impl BookingRepository for DieselBooking {
                     }));
                 }
                 // The arbiter: only one transaction can move the seat out of "free".
-                let taken = diesel::update(
-                    seats::table.find(seat.get()).filter(
+                let taken = update_where(
+                    seats::table,
+                    (
+                        seats::status.eq(SeatState::Held),
+                        seats::held_by.eq(Some(user.get())),
+                        seats::held_until.eq(Some(until)),
+                    ),
+                    seats::id.eq(seat.get()).and(
                         seats::status.eq(SeatState::Available).or(seats::status
                             .eq(SeatState::Held)
                             .and(seats::held_until.le(now).assume_not_null())),
                     ),
                 )
-                .set((
-                    seats::status.eq(SeatState::Held),
-                    seats::held_by.eq(Some(user.get())),
-                    seats::held_until.eq(Some(until)),
-                ))
                 .execute(c)?;
                 if taken == 0 {
                     return Err(Abort::Refused(BookingError::SeatTaken(seat)));
@@ -744,12 +801,13 @@ impl BookingRepository for DieselBooking {
                         ReservationState::Confirmed
                     );
                     let price = reservation.price;
-                    let debited = diesel::update(
-                        wallets::table
-                            .find(user.get())
-                            .filter(wallets::balance.ge(price)),
+                    let debited = update_where(
+                        wallets::table,
+                        wallets::balance.eq(wallets::balance - price),
+                        wallets::user_id
+                            .eq(user.get())
+                            .and(wallets::balance.ge(price)),
                     )
-                    .set(wallets::balance.eq(wallets::balance - price))
                     .execute(c)?;
                     if debited == 0 {
                         let balance = wallets::table

@@ -9,6 +9,7 @@ pub mod error;
 pub mod migrations;
 mod mysql;
 pub mod pool;
+mod prepared;
 pub mod queue;
 pub mod replica;
 pub mod schema;

@@ -587,3 +587,74 @@ on_each_backend!(
     windows_and_limits_are_enforced,
     old_idempotency_keys_are_purged,
 );
+
+/// A hold, a charge and a payment leave their writes prepared on the connection, once each:
+/// the second booking reuses the first one's statements. diesel prepares no `UPDATE`,
+/// `INSERT ... ON CONFLICT` or `sql_query` by itself; without `Prepared` the database would
+/// plan each of them again on every call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set MARQUEE_TEST_DATABASE_URL"]
+async fn bookings_reuse_their_prepared_writes() {
+    #[derive(QueryableByName)]
+    struct Prepared {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        statement: String,
+    }
+    // One connection, so every statement below was prepared on the one that is asked.
+    let (_db, pool) = pool_on(
+        Backend::Postgres,
+        PoolConfig {
+            maximum_pool_size: 1,
+            ..config()
+        },
+    );
+    pool.seed(SeedPlan::DEMO).await.unwrap();
+    let booking = DieselBooking::new(pool.clone(), MAX_BALANCE);
+    for (u, seat) in [(41, 5), (42, 6)] {
+        let held = hold(&booking, u, seat).await;
+        charge(&booking, u, 100_000, &format!("charge-{u}")).await;
+        performed(pay(&booking, u, held.id, &format!("pay-{u}")).await);
+    }
+    let statements: Vec<String> = pool
+        .run(|conn| {
+            let marquee_persistence::connection::DbConnection::Postgres(c) = conn else {
+                unreachable!("a PostgreSQL pool");
+            };
+            Ok(
+                diesel::sql_query("SELECT statement FROM pg_prepared_statements")
+                    .load::<Prepared>(c)?
+                    .into_iter()
+                    .map(|row| row.statement)
+                    .collect(),
+            )
+        })
+        .await
+        .unwrap();
+    let prepared = |start: &str, table: &str| {
+        statements
+            .iter()
+            .filter(|s| s.starts_with(start) && s.contains(table))
+            .count()
+    };
+    assert_eq!(
+        prepared("SELECT pg_advisory_xact_lock", ""),
+        1,
+        "{statements:#?}"
+    );
+    for (start, table, count) in [
+        ("UPDATE", "\"seats\"", 2),            // the hold's, and the payment's
+        ("UPDATE", "\"reservations\"", 1),     // the payment's
+        ("UPDATE", "\"wallets\"", 2),          // the charge's, and the payment's
+        ("UPDATE", "\"idempotency_keys\"", 1), // the recorded answer
+        ("INSERT", "\"idempotency_keys\"", 1), // the claim
+        ("INSERT", "\"reservations\"", 1),
+        ("INSERT", "\"payments\"", 1),
+        ("DELETE", "\"queue_entries\"", 1),
+    ] {
+        assert_eq!(
+            prepared(start, table),
+            count,
+            "{start} {table}: {statements:#?}"
+        );
+    }
+}
