@@ -61,6 +61,7 @@ impl RedisLink {
         _mark_ms: u64,
         _key: &str,
         _then: AfterBump<'_>,
+        _announce_on: &str,
     ) -> Reply<()> {
         match *self {}
     }

@@ -35,6 +35,9 @@ where
             // wait `lease_wait` for a value that will not come.
             let lease = lease_key(&full);
             let retired = retired_key(&full);
+            // The announcement is part of the script, after the eviction, never before: an
+            // instance that drops its L1 copy on the message and reads Redis again must not
+            // find the old value there.
             let evicted = redis
                 .bump_generation(
                     &generation_key(&full),
@@ -45,12 +48,14 @@ where
                         retired: &retired,
                         retired_ms: millis(grace),
                     },
+                    self.announce_on(),
                 )
                 .await;
             self.report(evicted.is_ok(), Operation::Evict);
-            // After the eviction, never before: an instance that drops its L1 copy on this
-            // message and reads Redis again must not find the old value there.
-            self.announce(redis, &full).await;
+            if evicted.is_err() {
+                // The script did not run; the other instances' L1 copies may still be told.
+                self.announce(redis, &full).await;
+            }
         }
     }
 
@@ -77,6 +82,7 @@ where
                             value: &encoded,
                             ttl_ms: millis(keep),
                         },
+                        self.announce_on(),
                     )
                     .await
                     .is_ok(),
@@ -88,9 +94,9 @@ where
             };
             self.report(written, Operation::Set);
             if written {
+                // The script announced it.
                 let hold = self.l1_hold(&entry, now);
                 shared.local.replace(&full, erase(&entry), hold);
-                self.announce(redis, &full).await;
                 return;
             }
         }
@@ -100,13 +106,25 @@ where
         }
     }
 
-    /// Tells every instance to drop `full` from its L1.
-    async fn announce(&self, redis: &RedisLink, full: &str) {
+    /// The channel a write's script announces the key on: none when no instance keeps an
+    /// L1 (`l1_ttl` 0), so there is no copy to drop.
+    fn announce_on(&self) -> &str {
         let shared = &self.inner.shared;
         if shared.config.l1_ttl.is_zero() {
+            ""
+        } else {
+            &shared.channel
+        }
+    }
+
+    /// Tells every instance to drop `full` from its L1, on its own: after a write whose
+    /// script (which announces too) did not run.
+    async fn announce(&self, redis: &RedisLink, full: &str) {
+        let channel = self.announce_on();
+        if channel.is_empty() {
             return;
         }
-        let published = redis.publish(&shared.channel, full).await;
+        let published = redis.publish(channel, full).await;
         self.report(published.is_ok(), Operation::Publish);
     }
 }

@@ -14,6 +14,10 @@
 //! generation it would be checked against may have expired and been reset, and a result
 //! that old is not worth keeping anyway.
 
+use std::sync::LazyLock;
+
+use redis::Script;
+
 use super::link::{RedisError, RedisLink};
 use crate::bump::AfterBump;
 
@@ -26,48 +30,66 @@ macro_rules! read {
     };
 }
 
-/// Bumps the generation in `KEYS[1]` and keeps it for `ARGV[1]` ms.
+/// Bumps the generation in `KEYS[1]` and keeps it for `ARGV[2]` ms.
 macro_rules! bump {
     () => {
-        "generation = generation + 1 redis.call('SET', KEYS[1], generation, 'PX', ARGV[1]) "
+        "generation = generation + 1 redis.call('SET', KEYS[1], generation, 'PX', ARGV[2]) "
     };
 }
 
-const GENERATION: &str = concat!(read!(), "return generation");
-const GET_WITH_GENERATION: &str =
-    concat!(read!(), "return {redis.call('GET', KEYS[2]), generation}");
-const SET_IF_GENERATION: &str = concat!(
-    read!(),
-    "if generation ~= tonumber(ARGV[1]) then return 0 end ",
-    "redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) return 1"
-);
+/// Publishes `KEYS[2]` on the channel `ARGV[1]` (nothing when it is empty): a write's
+/// announcement to every instance's L1, in the same script as the write, after it. (A
+/// script may publish on a cluster too: the message reaches every node.)
+macro_rules! announce {
+    () => {
+        "if ARGV[1] ~= '' then redis.call('PUBLISH', ARGV[1], KEYS[2]) end "
+    };
+}
+
+// Every script runs by its SHA (EVALSHA); the redis crate loads it again after a restart.
+static GENERATION: LazyLock<Script> =
+    LazyLock::new(|| Script::new(concat!(read!(), "return generation")));
+static GET_WITH_GENERATION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        read!(),
+        "return {redis.call('GET', KEYS[2]), generation}"
+    ))
+});
+static SET_IF_GENERATION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        read!(),
+        "if generation ~= tonumber(ARGV[1]) then return 0 end ",
+        "redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) return 1"
+    ))
+});
 // The value moves to KEYS[4] (RENAME: no copy of it goes over the wire) and lives there for
-// ARGV[2] ms, unless that is 0; all four keys share the entry's hash tag, so one slot.
-const BUMP_AND_DELETE: &str = concat!(
-    read!(),
-    bump!(),
-    "if tonumber(ARGV[2]) > 0 and redis.call('EXISTS', KEYS[2]) == 1 then ",
-    "redis.call('RENAME', KEYS[2], KEYS[4]) redis.call('PEXPIRE', KEYS[4], ARGV[2]) ",
-    "else redis.call('DEL', KEYS[2]) end ",
-    "redis.call('DEL', KEYS[3]) return 1"
-);
-const BUMP_AND_SET: &str = concat!(
-    read!(),
-    bump!(),
-    "redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) return 1"
-);
+// ARGV[3] ms, unless that is 0; all four keys share the entry's hash tag, so one slot.
+static BUMP_AND_DELETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        read!(),
+        bump!(),
+        "if tonumber(ARGV[3]) > 0 and redis.call('EXISTS', KEYS[2]) == 1 then ",
+        "redis.call('RENAME', KEYS[2], KEYS[4]) redis.call('PEXPIRE', KEYS[4], ARGV[3]) ",
+        "else redis.call('DEL', KEYS[2]) end ",
+        "redis.call('DEL', KEYS[3]) ",
+        announce!(),
+        "return 1"
+    ))
+});
+static BUMP_AND_SET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        read!(),
+        bump!(),
+        "redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4]) ",
+        announce!(),
+        "return 1"
+    ))
+});
 
 impl RedisLink {
     /// The generation of the key whose counter is `generation_key` (0 if it has none).
     pub(crate) async fn generation(&self, generation_key: &str) -> Result<u64, RedisError> {
-        let generation: i64 = self
-            .bounded(
-                redis::cmd("EVAL")
-                    .arg(GENERATION)
-                    .arg(1)
-                    .arg(generation_key),
-            )
-            .await?;
+        let generation: i64 = self.script(&GENERATION.key(generation_key)).await?;
         Ok(u64::try_from(generation).unwrap_or(0))
     }
 
@@ -78,13 +100,7 @@ impl RedisLink {
         generation_key: &str,
     ) -> Result<(Option<Vec<u8>>, u64), RedisError> {
         let (value, generation): (Option<Vec<u8>>, i64) = self
-            .bounded(
-                redis::cmd("EVAL")
-                    .arg(GET_WITH_GENERATION)
-                    .arg(2)
-                    .arg(generation_key)
-                    .arg(key),
-            )
+            .script(GET_WITH_GENERATION.key(generation_key).key(key))
             .await?;
         Ok((value, u64::try_from(generation).unwrap_or(0)))
     }
@@ -100,12 +116,10 @@ impl RedisLink {
         ttl_ms: u64,
     ) -> Result<bool, RedisError> {
         let stored: i64 = self
-            .bounded(
-                redis::cmd("EVAL")
-                    .arg(SET_IF_GENERATION)
-                    .arg(2)
-                    .arg(generation_key)
-                    .arg(key)
+            .script(
+                SET_IF_GENERATION
+                    .key(generation_key)
+                    .key(key)
                     .arg(generation)
                     .arg(value)
                     .arg(ttl_ms.max(1)),
@@ -116,38 +130,34 @@ impl RedisLink {
 
     /// Bumps the generation (kept for `mark_ms`) and then, atomically with the bump, deletes
     /// `key` and its lease (keeping the value under the retired key), or sets `key`: no store
-    /// made under the old generation can land after it.
+    /// made under the old generation can land after it. Then, in the same script, publishes
+    /// `key` on `announce_on` unless it is empty: every instance drops its L1 copy, and
+    /// finds the write in Redis when it reads again.
     pub(crate) async fn bump_generation(
         &self,
         generation_key: &str,
         mark_ms: u64,
         key: &str,
         then: AfterBump<'_>,
+        announce_on: &str,
     ) -> Result<(), RedisError> {
-        let mut command = redis::cmd("EVAL");
+        let mut invocation = match then {
+            AfterBump::Delete { .. } => BUMP_AND_DELETE.prepare_invoke(),
+            AfterBump::Set { .. } => BUMP_AND_SET.prepare_invoke(),
+        };
+        invocation
+            .key(generation_key)
+            .key(key)
+            .arg(announce_on)
+            .arg(mark_ms.max(1));
         match then {
             AfterBump::Delete {
                 lease,
                 retired,
                 retired_ms,
-            } => command
-                .arg(BUMP_AND_DELETE)
-                .arg(4)
-                .arg(generation_key)
-                .arg(key)
-                .arg(lease)
-                .arg(retired)
-                .arg(mark_ms.max(1))
-                .arg(retired_ms),
-            AfterBump::Set { value, ttl_ms } => command
-                .arg(BUMP_AND_SET)
-                .arg(2)
-                .arg(generation_key)
-                .arg(key)
-                .arg(mark_ms.max(1))
-                .arg(value)
-                .arg(ttl_ms.max(1)),
+            } => invocation.key(lease).key(retired).arg(retired_ms),
+            AfterBump::Set { value, ttl_ms } => invocation.arg(value).arg(ttl_ms.max(1)),
         };
-        self.bounded::<i64>(&command).await.map(drop)
+        self.script::<i64>(&invocation).await.map(drop)
     }
 }

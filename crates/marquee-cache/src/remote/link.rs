@@ -233,6 +233,17 @@ impl RedisLink {
             .await
     }
 
+    /// Runs a script by its SHA (loading it first if the server does not know it, as after a
+    /// restart), within the response bound.
+    pub(crate) async fn script<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, RedisError> {
+        let mut connection = self.connection.clone();
+        self.timed(invocation.invoke_async::<T>(&mut connection))
+            .await
+    }
+
     /// Runs `call` within the response bound, and reports its time.
     async fn timed<T>(
         &self,
@@ -322,11 +333,13 @@ impl RedisLink {
         key: &str,
         value: &str,
     ) -> Result<bool, RedisError> {
-        const SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
-                              return redis.call('DEL', KEYS[1]) else return 0 end";
-        let deleted: i64 = self
-            .bounded(redis::cmd("EVAL").arg(SCRIPT).arg(1).arg(key).arg(value))
-            .await?;
+        static SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+            redis::Script::new(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+                 return redis.call('DEL', KEYS[1]) else return 0 end",
+            )
+        });
+        let deleted: i64 = self.script(SCRIPT.key(key).arg(value)).await?;
         Ok(deleted == 1)
     }
 
