@@ -1,6 +1,5 @@
 //! [`RedisLink`]: multiplexed, self-reconnecting connections to Redis, standalone or a
-//! cluster (one shared for writes, one per thread for reads), with every command bounded in
-//! time.
+//! cluster (one per thread that uses them), with every command bounded in time.
 //!
 //! A cache that waits on a slow Redis is worse than no cache: each command here gives up
 //! after `response_timeout`, so a Redis outage costs a request milliseconds, not seconds.
@@ -151,22 +150,23 @@ impl From<redis::RedisError> for RedisError {
     }
 }
 
-/// A cloneable handle on Redis (one server or a cluster): one multiplexed connection for
-/// writes, and one per thread for reads.
+/// A cloneable handle on Redis (one server or a cluster): one multiplexed connection per
+/// thread that uses it.
 ///
 /// A multiplexed connection's driver is a task on the runtime that opened the connection.
-/// With one connection for the process, opened on the main runtime, every `GET` sent from
+/// With one connection for the process, opened on the main runtime, every command sent from
 /// an HTTP worker's thread (actix runs one single-threaded runtime per worker) went to that
-/// task on another thread and came back: two cross-thread wake-ups per read, the hit path's
-/// largest cost on a two-core machine. Reads therefore go through a connection opened lazily
-/// on each thread, on that thread's runtime, which keeps a read on the thread that awaits
-/// it: a process holds a handful, one per HTTP worker and one per thread of the main
-/// runtime. Writes stay on the one shared connection: they are rarer. In a cluster each of
-/// these is a cluster connection, which holds one connection per master it talks to.
+/// task on another thread and came back: two cross-thread wake-ups per command, the hit
+/// path's largest cost on a two-core machine, and under bookings the writes' too (an
+/// eviction, a lease, a store: several per booking). Every command therefore goes through a
+/// connection opened lazily on its thread, on that thread's runtime, which keeps it on the
+/// thread that awaits it: a process holds a handful, one per HTTP worker and one per thread
+/// of the main runtime. Commands that depend on each other are awaited one after the other,
+/// so they need not share a connection to keep their order. In a cluster each of these is a
+/// cluster connection, which holds one connection per master it talks to.
 #[derive(Clone)]
 pub struct RedisLink {
-    connection: Connection,
-    readers: Arc<ThreadLocal<Connection>>,
+    connections: Arc<ThreadLocal<Connection>>,
     connector: Connector,
     config: RedisConfig,
 }
@@ -199,12 +199,13 @@ impl RedisLink {
         };
         let connector = Connector::open(config.mode, &config.url, timeouts)
             .map_err(|e| RedisError::Url(e.to_string()))?;
-        let connection = connector
+        // Prepared here (without connecting) so that a URL the client refuses is an error now,
+        // not at the first command.
+        connector
             .connection()
             .map_err(|e| RedisError::Url(e.to_string()))?;
         Ok(Self {
-            connection,
-            readers: Arc::new(ThreadLocal::new()),
+            connections: Arc::new(ThreadLocal::new()),
             connector,
             config,
         })
@@ -215,20 +216,20 @@ impl RedisLink {
         self.config.mode
     }
 
-    /// This thread's read connection, prepared on first use on this thread's runtime.
-    fn reader(&self) -> Result<Connection, RedisError> {
+    /// This thread's connection, prepared on first use on this thread's runtime.
+    fn connection(&self) -> Result<Connection, RedisError> {
         Ok(self
-            .readers
+            .connections
             .get_or_try(|| self.connector.connection())?
             .clone())
     }
 
-    /// Runs one command on the shared connection with the response bound.
+    /// Runs one command on this thread's connection with the response bound.
     pub(crate) async fn bounded<T: redis::FromRedisValue>(
         &self,
         command: &redis::Cmd,
     ) -> Result<T, RedisError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection()?;
         self.timed(async { command.query_async::<T>(&mut connection).await })
             .await
     }
@@ -239,7 +240,7 @@ impl RedisLink {
         &self,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, RedisError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection()?;
         self.timed(invocation.invoke_async::<T>(&mut connection))
             .await
     }
@@ -273,21 +274,13 @@ impl RedisLink {
         self.bounded::<String>(&redis::cmd("PING")).await.map(drop)
     }
 
-    /// GET, on this thread's read connection: the raw bytes stored under `key`, for tests
-    /// and tooling.
+    /// GET: the raw bytes stored under `key`, for tests and tooling.
     ///
     /// # Errors
     ///
     /// When Redis cannot be reached or does not answer within `response_timeout`.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, RedisError> {
-        let mut connection = self.reader()?;
-        self.timed(async {
-            redis::cmd("GET")
-                .arg(key)
-                .query_async(&mut connection)
-                .await
-        })
-        .await
+        self.bounded(redis::cmd("GET").arg(key)).await
     }
 
     /// SET with a time to live in milliseconds: raw bytes, for tests and tooling.
