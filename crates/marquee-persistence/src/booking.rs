@@ -259,29 +259,29 @@ macro_rules! idempotent {
 }
 
 /// Locks that the database does not take by itself. On SQLite every write transaction is
-/// immediate and holds the database's one write lock from its first statement, so these
-/// are no-ops there.
+/// immediate and holds the database's one write lock from its first statement, so there
+/// they only read.
 trait RowLocks {
     /// Serialises one user's holds (on PostgreSQL, a transaction-scoped advisory lock), so
     /// that concurrent holds by one user are counted one at a time against the caps.
     fn lock_user_holds(&mut self, user: i64) -> QueryResult<()>;
 
     /// Locks a seat row until the transaction ends (`SELECT ... FOR UPDATE`), so that what
-    /// is decided next, and the time it is decided at, come after any wait for the row.
-    fn lock_seat(&mut self, seat: i64) -> QueryResult<()>;
+    /// is decided next, and the time it is decided at, come after any wait for the row; and
+    /// reads, in the same round trip, its schedule and price (`None`: no such seat).
+    fn lock_seat(&mut self, seat: i64) -> QueryResult<Option<(i64, i64)>>;
 }
 
 /// `lock_seat` as a locking read, for the backends with row locks.
 macro_rules! lock_seat_for_update {
     () => {
-        fn lock_seat(&mut self, seat: i64) -> QueryResult<()> {
+        fn lock_seat(&mut self, seat: i64) -> QueryResult<Option<(i64, i64)>> {
             seats::table
                 .find(seat)
-                .select(seats::id)
+                .select((seats::schedule_id, seats::price))
                 .for_update()
-                .first::<i64>(self)
+                .first(self)
                 .optional()
-                .map(drop)
         }
     };
 }
@@ -334,8 +334,12 @@ impl RowLocks for diesel::SqliteConnection {
         Ok(())
     }
 
-    fn lock_seat(&mut self, _seat: i64) -> QueryResult<()> {
-        Ok(())
+    fn lock_seat(&mut self, seat: i64) -> QueryResult<Option<(i64, i64)>> {
+        seats::table
+            .find(seat)
+            .select((seats::schedule_id, seats::price))
+            .first(self)
+            .optional()
     }
 }
 
@@ -541,6 +545,7 @@ macro_rules! live_hold {
         }
         let seat = read!().seat_id;
         $c.lock_seat(seat.get())?;
+        // Read again under the lock: what committed while this waited is now visible.
         let reservation = read!();
         let now = decision_time();
         match reservation.effective_status(now) {
@@ -633,16 +638,13 @@ impl BookingRepository for DieselBooking {
     ) -> Result<Reservation, BookingError> {
         self.run(move |conn| {
             write_transaction!(conn, |c| {
-                let (schedule, price): (i64, i64) = seats::table
-                    .find(seat.get())
-                    .select((seats::schedule_id, seats::price))
-                    .first(c)
-                    .optional()?
-                    .ok_or(BookingError::SeatNotFound(seat))?;
                 // The user's holds first, then the seat: no other operation takes the
-                // per-user lock, so this order cannot deadlock with pay or cancel.
+                // per-user lock, so this order cannot deadlock with pay or cancel. The seat's
+                // lock reads its schedule and price.
                 c.lock_user_holds(user.get())?;
-                c.lock_seat(seat.get())?;
+                let (schedule, price) = c
+                    .lock_seat(seat.get())?
+                    .ok_or(BookingError::SeatNotFound(seat))?;
                 let now_utc = decision_time();
                 let (now, until) = (naive(now_utc), naive(now_utc + rules.hold_for));
                 let (concert, opens, closes): (i64, NaiveDateTime, NaiveDateTime) =
