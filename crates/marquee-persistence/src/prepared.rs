@@ -1,16 +1,16 @@
 //! [`Prepared`]: a write statement the connection prepares once and reuses.
 //!
 //! diesel keeps a cache of prepared statements per connection, but only for statements it
-//! can prove have one SQL text: every `SELECT` it builds, and no `UPDATE`, no
-//! `INSERT ... ON CONFLICT` and no `sql_query`. Each of those goes to the database as an
-//! unnamed statement, which PostgreSQL parses, analyses and plans again on every call. A
-//! hold runs three of them and a payment seven, on every booking.
+//! can prove have one SQL text: every `SELECT` it builds, and no `UPDATE`, no `INSERT` of a
+//! derived `Insertable` (any of its values may be written `DEFAULT`) and no `sql_query`.
+//! Each of those goes to the database as an unnamed statement, which PostgreSQL parses,
+//! analyses and plans again on every call. A hold sent three of them and a payment six.
 //!
 //! What was measured (pgbench, PostgreSQL 15, 8 clients on this repository's 2-core machine,
-//! 10 s each): the transaction of a hold's writes (an advisory lock and two `UPDATE`s of a
-//! seat) ran at 4,826 transactions a second with named prepared statements (`-M prepared`)
-//! and at 3,333 with unnamed ones (`-M extended`, what diesel sends): a third of the database's
-//! time on such a transaction went to planning it again. docs/performance.md has the command.
+//! 10 s each, `loadtest/pgbench/hold-writes.sql`): the transaction of a hold's writes (an
+//! advisory lock and two `UPDATE`s of a seat) ran at 4,110 to 4,326 transactions a second
+//! with named prepared statements (`-M prepared`) and at about 3,070 with unnamed ones
+//! (`-M extended`, what diesel sends). docs/performance.md has the commands.
 //!
 //! Two ways to a statement the connection keeps:
 //!
