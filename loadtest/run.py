@@ -649,6 +649,8 @@ class Run:
     # CPU seconds per process while k6 ran, and how long it ran, for the report.
     cpu_used: dict = field(default_factory=dict)
     k6_seconds: float = 0.0
+    # k6's own CPU seconds, as last read while it printed (None: never read).
+    k6_cpu: float = None
     # Peak and final resident memory of the servers (and a private Redis), for the report.
     memory_used: dict = field(default_factory=dict)
 
@@ -719,6 +721,9 @@ class Run:
         # time of those that were killed is lost, which the report says).
         meter.tiers.update({name: pid for name, pid in self.metered_processes().items() if pid is not None})
         self.cpu_used = meter.stop()
+        if self.k6_cpu is not None:
+            # The load generator shares the cores: its row says how much of them it took.
+            self.cpu_used["k6 (the load generator)"] = self.k6_cpu
         if self.scraper is not None:
             harness.stop(self.scraper, 5)
         if not options.floor:
@@ -890,16 +895,23 @@ class Run:
         if self.options.samples:
             command += ["--out", f"json={out / 'samples.json.gz'}"]
         command.append(f"loadtest/{self.options.scenario}.js")
-        env = {**self.environ, "K6_WEB_DASHBOARD": "true", "K6_WEB_DASHBOARD_HOST": "127.0.0.1",
-               "K6_WEB_DASHBOARD_PORT": str(harness.free_port()),
-               "K6_WEB_DASHBOARD_EXPORT": str(out / "dashboard.html"),
-               "K6_WEB_DASHBOARD_PERIOD": self.environ.get("K6_WEB_DASHBOARD_PERIOD") or "2s"}
+        env = dict(self.environ)
+        if self.environ.get("K6_WEB_DASHBOARD", "true") != "false":
+            env.update({"K6_WEB_DASHBOARD": "true", "K6_WEB_DASHBOARD_HOST": "127.0.0.1",
+                        "K6_WEB_DASHBOARD_PORT": str(harness.free_port()),
+                        "K6_WEB_DASHBOARD_EXPORT": str(out / "dashboard.html"),
+                        "K6_WEB_DASHBOARD_PERIOD": self.environ.get("K6_WEB_DASHBOARD_PERIOD") or "2s"})
         with open(out / "k6.log", "wb") as log:
             self.k6 = subprocess.Popen([str(c) for c in command], env=env, stdout=subprocess.PIPE,
                                        stderr=subprocess.STDOUT)
             # Chunks as they come, not lines: k6 redraws its progress line with \r.
             tail = ""
             for chunk in iter(lambda: self.k6.stdout.read1(65536), b""):
+                # k6 prints its progress every second; its CPU time as of its last line, read
+                # before it exits (a process that has exited has no /proc entry to read).
+                stat = cpu.read_stat(self.k6.pid)
+                if stat is not None:
+                    self.k6_cpu = stat[1]
                 sys.stdout.buffer.write(chunk)
                 sys.stdout.buffer.flush()
                 log.write(chunk)
