@@ -25,7 +25,7 @@ use crate::abort::corrupt_row;
 use crate::connection::{DbConnection, write_transaction};
 use crate::error::PersistenceError;
 use crate::pool::DbPool;
-use crate::prepared::{Prepare, update_where};
+use crate::prepared::update_where;
 use crate::schema::{
     idempotency_keys, payments, queue_entries, reservations, schedules, seats, wallets,
 };
@@ -112,8 +112,6 @@ impl ReservationRow {
     }
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = reservations)]
 struct NewReservation {
     user_id: i64,
     seat_id: i64,
@@ -124,13 +122,58 @@ struct NewReservation {
     created_at: NaiveDateTime,
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = payments)]
 struct NewPayment {
     reservation_id: i64,
     user_id: i64,
     amount: i64,
     paid_at: NaiveDateTime,
+}
+
+// The `INSERT` values of a reservation, a payment and a claim are written column by column
+// rather than by a derived `Insertable`: diesel writes a derived struct's values so that each
+// may become `DEFAULT`, and does not prepare such a statement once per connection (see
+// `prepared`); column by column it does.
+
+type ReservationValues = (
+    diesel::dsl::Eq<reservations::user_id, i64>,
+    diesel::dsl::Eq<reservations::seat_id, i64>,
+    diesel::dsl::Eq<reservations::schedule_id, i64>,
+    diesel::dsl::Eq<reservations::status, ReservationState>,
+    diesel::dsl::Eq<reservations::price, i64>,
+    diesel::dsl::Eq<reservations::expires_at, NaiveDateTime>,
+    diesel::dsl::Eq<reservations::created_at, NaiveDateTime>,
+);
+
+impl NewReservation {
+    fn values(&self) -> ReservationValues {
+        (
+            reservations::user_id.eq(self.user_id),
+            reservations::seat_id.eq(self.seat_id),
+            reservations::schedule_id.eq(self.schedule_id),
+            reservations::status.eq(self.status),
+            reservations::price.eq(self.price),
+            reservations::expires_at.eq(self.expires_at),
+            reservations::created_at.eq(self.created_at),
+        )
+    }
+}
+
+type PaymentValues = (
+    diesel::dsl::Eq<payments::reservation_id, i64>,
+    diesel::dsl::Eq<payments::user_id, i64>,
+    diesel::dsl::Eq<payments::amount, i64>,
+    diesel::dsl::Eq<payments::paid_at, NaiveDateTime>,
+);
+
+impl NewPayment {
+    fn values(&self) -> PaymentValues {
+        (
+            payments::reservation_id.eq(self.reservation_id),
+            payments::user_id.eq(self.user_id),
+            payments::amount.eq(self.amount),
+            payments::paid_at.eq(self.paid_at),
+        )
+    }
 }
 
 struct NewClaim<'a> {
@@ -140,9 +183,6 @@ struct NewClaim<'a> {
     created_at: NaiveDateTime,
 }
 
-/// A claim's columns, as `INSERT` values: column by column rather than a derived
-/// `Insertable`, whose values (each of which may be written `DEFAULT`) keep diesel from
-/// preparing the statement once per connection (see `prepared`).
 type ClaimValues<'a> = (
     diesel::dsl::Eq<idempotency_keys::user_id, i64>,
     diesel::dsl::Eq<idempotency_keys::idem_key, &'a str>,
@@ -405,17 +445,15 @@ macro_rules! returning_booking_statements {
 
             fn insert_reservation(&mut self, new: &NewReservation) -> QueryResult<ReservationRow> {
                 diesel::insert_into(reservations::table)
-                    .values(new)
+                    .values(new.values())
                     .returning(ReservationRow::as_returning())
-                    .prepared()
                     .get_result(self)
             }
 
             fn insert_payment(&mut self, payment: &NewPayment) -> QueryResult<i64> {
                 diesel::insert_into(payments::table)
-                    .values(payment)
+                    .values(payment.values())
                     .returning(payments::id)
-                    .prepared()
                     .get_result(self)
             }
 
@@ -442,7 +480,7 @@ impl BookingStatements for diesel::MysqlConnection {
 
     fn insert_reservation(&mut self, new: &NewReservation) -> QueryResult<ReservationRow> {
         diesel::insert_into(reservations::table)
-            .values(new)
+            .values(new.values())
             .execute(self)?;
         let id = crate::mysql::inserted_id(self)?;
         reservations::table
@@ -453,7 +491,7 @@ impl BookingStatements for diesel::MysqlConnection {
 
     fn insert_payment(&mut self, payment: &NewPayment) -> QueryResult<i64> {
         diesel::insert_into(payments::table)
-            .values(payment)
+            .values(payment.values())
             .execute(self)?;
         crate::mysql::inserted_id(self)
     }

@@ -240,8 +240,8 @@ impl CatalogueRepository for DieselCatalogue {
                     .load(conn)?;
                 // A concert without schedules and no concert at all both find no rows;
                 // only then does existence need a query of its own.
-                if rows.is_empty() && !concert_exists(conn, concert.get())? {
-                    return Ok(None);
+                if rows.is_empty() {
+                    return Ok(concert_exists(conn, concert.get())?.then(Vec::new));
                 }
                 let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
                 let counts = seat_counts(conn, &ids, now)?;

@@ -1,4 +1,4 @@
-//! [`Prepared`]: a write statement the connection prepares once and reuses.
+//! [`update_where`]: an `UPDATE` the connection prepares once and reuses.
 //!
 //! diesel keeps a cache of prepared statements per connection, but only for statements it
 //! can prove have one SQL text: every `SELECT` it builds, and no `UPDATE`, no `INSERT` of a
@@ -12,69 +12,21 @@
 //! with named prepared statements (`-M prepared`) and at about 3,070 with unnamed ones
 //! (`-M extended`, what diesel sends). docs/performance.md has the commands.
 //!
-//! Two ways to a statement the connection keeps:
-//!
-//! - [`update_where`] writes `UPDATE {table} SET {changes} WHERE {predicate}` from diesel's
-//!   own pieces (columns, changesets, expressions), none of which forbids caching; diesel's
-//!   `UpdateStatement` forbids it for every update, because a changeset with optional
-//!   columns can give one statement many texts. These changesets have no optional columns.
-//! - [`Prepared`] wraps a statement that returns rows (`get_result`, `load`) and tells the
-//!   cache it may keep it: an `INSERT ... RETURNING` of a struct, which diesel refuses to
-//!   cache since any of its columns may be written `DEFAULT`. (The wrapper cannot reach
-//!   `execute`: diesel runs it through a reference, whose caching check is diesel's own.)
-//!
-//! Either way the cache keys the statement by its SQL text and bind types (diesel's
-//! `StatementCacheKey::Sql`), so two statements that differ share nothing. Neither must be
-//! given a statement whose text varies with its values (an `IN` list on SQLite or MariaDB,
-//! an optional column): each variant would take a place in the cache.
+//! So the booking's writes are written in the forms diesel does keep: `UPDATE`s through
+//! [`update_where`], which builds the statement from diesel's own pieces (columns,
+//! changesets, expressions), none of which forbids caching (diesel's `UpdateStatement`
+//! forbids it for every update, because a changeset with optional columns can give one
+//! statement many texts; these changesets have none); `INSERT`s with their values column by
+//! column (`booking.rs`); the advisory lock as a statement type of its own. The cache keys an
+//! `update_where` statement by its SQL text and bind types (diesel's `StatementCacheKey::Sql`),
+//! so two statements that differ share nothing. It must not be given one whose text varies
+//! with its values (an `IN` list on SQLite or MariaDB): each variant would take a place in
+//! the cache.
 
 use diesel::backend::Backend;
-use diesel::query_builder::{AsChangeset, AstPass, Query, QueryFragment, QueryId};
+use diesel::query_builder::{AsChangeset, AstPass, QueryFragment, QueryId};
 use diesel::query_source::{QuerySource, Table};
 use diesel::{QueryResult, RunQueryDsl};
-
-/// A statement the connection prepares once and reuses (see the module's documentation).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Prepared<Q>(pub(crate) Q);
-
-/// Wraps a statement in [`Prepared`].
-pub(crate) trait Prepare: Sized {
-    /// This statement, prepared once per connection and reused.
-    fn prepared(self) -> Prepared<Self> {
-        Prepared(self)
-    }
-}
-
-impl<Q> Prepare for Q {}
-
-impl<Q, DB> QueryFragment<DB> for Prepared<Q>
-where
-    Q: QueryFragment<DB>,
-    DB: Backend,
-{
-    fn walk_ast<'b>(&'b self, pass: AstPass<'_, 'b, DB>) -> QueryResult<()> {
-        self.0.walk_ast(pass)
-    }
-
-    // The SQL text of a wrapped statement does not depend on its values, so the statement
-    // cache may keep it under that text.
-    fn is_safe_to_cache_prepared(&self, _backend: &DB) -> QueryResult<bool> {
-        Ok(true)
-    }
-}
-
-// No static id: the cache keys the statement by its SQL text and bind types.
-impl<Q> QueryId for Prepared<Q> {
-    type QueryId = ();
-
-    const HAS_STATIC_QUERY_ID: bool = false;
-}
-
-impl<Q: Query> Query for Prepared<Q> {
-    type SqlType = Q::SqlType;
-}
-
-impl<Q, Conn> RunQueryDsl<Conn> for Prepared<Q> {}
 
 /// `UPDATE {table} SET {changes} WHERE {predicate}`, prepared once per connection (see the
 /// module's documentation). Run it with `execute`; it answers the number of rows updated.

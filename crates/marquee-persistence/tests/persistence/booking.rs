@@ -589,9 +589,9 @@ on_each_backend!(
 );
 
 /// A hold, a charge and a payment leave their writes prepared on the connection, once each:
-/// the second booking reuses the first one's statements. diesel prepares no `UPDATE`,
-/// `INSERT ... ON CONFLICT` or `sql_query` by itself; without `Prepared` the database would
-/// plan each of them again on every call.
+/// the second booking reuses the first one's statements. diesel prepares no `UPDATE`, no
+/// `INSERT` of a derived `Insertable` and no `sql_query` by itself; written that way, the
+/// database would plan each of them again on every call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL: set MARQUEE_TEST_DATABASE_URL"]
 async fn bookings_reuse_their_prepared_writes() {
