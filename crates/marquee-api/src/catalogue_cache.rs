@@ -216,9 +216,7 @@ impl CatalogueCache {
             total,
         })
     }
-}
 
-impl CatalogueCache {
     /// Drops every cached listing that a seat of `schedule` moving from `from` to `to`
     /// changes: the schedule's listing of all its seats, its listings of `from` and of `to`,
     /// and, when the seat becomes or stops being available, its concert's schedules (their
@@ -226,9 +224,8 @@ impl CatalogueCache {
     /// seats and the counts cached: it changes neither, and those are the listings a busy
     /// opening reads.
     ///
-    /// The evictions go out together: each is a script and a message on Redis, and one after
-    /// the other they were two round trips each on every hold, cancel and payment. Each keeps
-    /// its own order (its message after its script), which is all an eviction needs.
+    /// The evictions go out together, each one script on Redis (its invalidation message
+    /// inside, after the eviction).
     pub async fn evict_seat_change(
         &self,
         schedule: ScheduleId,
@@ -237,8 +234,7 @@ impl CatalogueCache {
         to: SeatStatus,
     ) {
         let key = |filter| SeatsKey { schedule, filter };
-        let counts_change =
-            from != to && (from == SeatStatus::Available || to == SeatStatus::Available);
+        let counts_change = (from == SeatStatus::Available) != (to == SeatStatus::Available);
         let (all, left, entered) = (
             key(SeatFilter::All),
             key(SeatFilter::Only(from)),
@@ -247,11 +243,7 @@ impl CatalogueCache {
         tokio::join!(
             self.seats.evict(&all),
             self.seats.evict(&left),
-            async {
-                if to != from {
-                    self.seats.evict(&entered).await;
-                }
-            },
+            self.seats.evict(&entered),
             async {
                 if counts_change {
                     self.schedules.evict(&concert).await;
