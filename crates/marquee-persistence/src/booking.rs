@@ -302,10 +302,6 @@ macro_rules! idempotent {
 /// immediate and holds the database's one write lock from its first statement, so there
 /// they only read.
 trait RowLocks {
-    /// Serialises one user's holds (on PostgreSQL, a transaction-scoped advisory lock), so
-    /// that concurrent holds by one user are counted one at a time against the caps.
-    fn lock_user_holds(&mut self, user: i64) -> QueryResult<()>;
-
     /// Locks a seat row until the transaction ends (`SELECT ... FOR UPDATE`), so that what
     /// is decided next, and the time it is decided at, come after any wait for the row; and
     /// reads, in the same round trip, its schedule and price (`None`: no such seat).
@@ -326,54 +322,170 @@ macro_rules! lock_seat_for_update {
     };
 }
 
-/// The advisory-lock class of per-user hold locks (the first key of the two-key form).
+/// The advisory-lock class of per-user hold locks on PostgreSQL (the first key of the two-key
+/// form of `pg_advisory_xact_lock`, which `marquee_hold` takes).
 const HOLD_LOCK_CLASS: i32 = 0x4d51_0001;
 
-/// `SELECT pg_advisory_xact_lock(class, key)`: a statement of its own type rather than a
-/// `sql_query`, which diesel never prepares (see `prepared`); this one is prepared once per
-/// connection.
-#[derive(Debug, Clone, Copy, diesel::query_builder::QueryId)]
-struct AdvisoryXactLock {
-    class: i32,
-    key: i32,
+impl RowLocks for diesel::PgConnection {
+    lock_seat_for_update!();
 }
 
-impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for AdvisoryXactLock {
+/// The portable hold's own lock: serialises one user's holds, so that concurrent holds by
+/// one user are counted one at a time against the caps. PostgreSQL's hold takes its
+/// advisory lock inside `marquee_hold` instead.
+trait UserHoldLock {
+    fn lock_user_holds(&mut self, user: i64) -> QueryResult<()>;
+}
+
+/// `SELECT ... FROM marquee_hold(...)`: PostgreSQL's hold in one round trip (migration
+/// `2026-12-07-000005_hold_in_one_call`). A statement type of its own rather than a
+/// `sql_query`, which diesel never prepares (see `prepared`): this one is prepared once per
+/// connection.
+#[derive(Debug, Clone, Copy, diesel::query_builder::QueryId)]
+struct HoldCall {
+    user: i64,
+    seat: i64,
+    /// The caller's clock just before the call; the function adds the time it spends.
+    called_at: NaiveDateTime,
+    hold_for_ms: i64,
+    max_per_schedule: i64,
+    max_per_user: i64,
+    require_admission: bool,
+    lock_key: i32,
+}
+
+/// What `marquee_hold` answers: the outcome, then the columns that outcome fills (see the
+/// migration).
+type HoldCallRow = (
+    String,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<NaiveDateTime>,
+    Option<NaiveDateTime>,
+    Option<NaiveDateTime>,
+);
+
+impl diesel::query_builder::Query for HoldCall {
+    type SqlType = (
+        diesel::sql_types::Text,
+        diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+        diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+        diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+        diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+        diesel::sql_types::Nullable<diesel::sql_types::Timestamp>,
+        diesel::sql_types::Nullable<diesel::sql_types::Timestamp>,
+        diesel::sql_types::Nullable<diesel::sql_types::Timestamp>,
+    );
+}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for HoldCall {
     fn walk_ast<'b>(
         &'b self,
         mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
     ) -> QueryResult<()> {
-        out.push_sql("SELECT pg_advisory_xact_lock(");
-        out.push_bind_param::<diesel::sql_types::Integer, _>(&self.class)?;
+        use diesel::sql_types::{BigInt, Bool, Integer, Timestamp};
+        out.push_sql(
+            "SELECT outcome, reservation_id, schedule_id, concert_id, price, expires_at, \
+             opens_at, closes_at FROM marquee_hold(",
+        );
+        out.push_bind_param::<BigInt, _>(&self.user)?;
         out.push_sql(", ");
-        out.push_bind_param::<diesel::sql_types::Integer, _>(&self.key)?;
+        out.push_bind_param::<BigInt, _>(&self.seat)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Timestamp, _>(&self.called_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.hold_for_ms)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.max_per_schedule)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.max_per_user)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Bool, _>(&self.require_admission)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Integer, _>(&HOLD_LOCK_CLASS)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Integer, _>(&self.lock_key)?;
         out.push_sql(")");
         Ok(())
     }
 }
 
-impl RunQueryDsl<diesel::PgConnection> for AdvisoryXactLock {}
+impl RunQueryDsl<diesel::PgConnection> for HoldCall {}
 
-impl RowLocks for diesel::PgConnection {
-    fn lock_user_holds(&mut self, user: i64) -> QueryResult<()> {
-        // Two 32-bit keys: a class, and the user folded into 31 bits. Two users who fold to
-        // the same value only serialise each other's holds.
-        AdvisoryXactLock {
-            class: HOLD_LOCK_CLASS,
-            key: (user % i64::from(i32::MAX)) as i32,
+/// A hold on PostgreSQL: one call of `marquee_hold`, its own transaction, which takes the
+/// portable hold's steps in its order and refuses as it does (the persistence tests hold
+/// both to the same rules).
+fn hold_in_one_call(
+    c: &mut diesel::PgConnection,
+    user: UserId,
+    seat: SeatId,
+    rules: HoldRules,
+) -> Result<Reservation, Abort> {
+    let corrupt = |what: &str| Abort::Database(corrupt_row(format!("marquee_hold: {what}")));
+    let (outcome, id, schedule, concert, price, expires_at, opens, closes): HoldCallRow =
+        HoldCall {
+            user: user.get(),
+            seat: seat.get(),
+            called_at: naive(Utc::now()),
+            hold_for_ms: rules.hold_for.num_milliseconds(),
+            max_per_schedule: rules.max_holds_per_schedule,
+            max_per_user: rules.max_holds_per_user,
+            require_admission: rules.require_admission,
+            // Two users who fold to the same key only serialise each other's holds.
+            lock_key: (user.get() % i64::from(i32::MAX)) as i32,
         }
-        .execute(self)
-        .map(drop)
+        .get_result(c)?;
+    let refused = |refusal: BookingError| Err(Abort::Refused(refusal));
+    match outcome.as_str() {
+        "HELD" => {
+            let (Some(id), Some(schedule), Some(concert), Some(price), Some(expires_at)) =
+                (id, schedule, concert, price, expires_at)
+            else {
+                return Err(corrupt("a hold without its reservation"));
+            };
+            ReservationRow {
+                id,
+                user_id: user.get(),
+                seat_id: seat.get(),
+                schedule_id: schedule,
+                status: ReservationState::Held,
+                price,
+                expires_at,
+            }
+            .into_domain(concert)
+        }
+        "SEAT_NOT_FOUND" => refused(BookingError::SeatNotFound(seat)),
+        "SEAT_TAKEN" => refused(BookingError::SeatTaken(seat)),
+        "BOOKING_CLOSED" => match (opens, closes) {
+            (Some(opens), Some(closes)) => refused(BookingError::BookingClosed {
+                opens: opens.and_utc(),
+                closes: closes.and_utc(),
+            }),
+            _ => Err(corrupt("a closed window without its times")),
+        },
+        "NOT_ADMITTED" => match concert.map(ConcertId::new) {
+            Some(Ok(concert)) => refused(BookingError::NotAdmitted(concert)),
+            _ => Err(corrupt("a refusal without its concert")),
+        },
+        "HOLD_LIMIT" => refused(BookingError::HoldLimitReached {
+            limit: rules.max_holds_per_schedule,
+        }),
+        "USER_HOLD_LIMIT" => refused(BookingError::UserHoldLimitReached {
+            limit: rules.max_holds_per_user,
+        }),
+        other => Err(corrupt(&format!("unknown outcome {other:?}"))),
     }
-
-    lock_seat_for_update!();
 }
 
-impl RowLocks for diesel::SqliteConnection {
+impl UserHoldLock for diesel::SqliteConnection {
     fn lock_user_holds(&mut self, _user: i64) -> QueryResult<()> {
         Ok(())
     }
+}
 
+impl RowLocks for diesel::SqliteConnection {
     fn lock_seat(&mut self, seat: i64) -> QueryResult<Option<(i64, i64)>> {
         seats::table
             .find(seat)
@@ -383,7 +495,7 @@ impl RowLocks for diesel::SqliteConnection {
     }
 }
 
-impl RowLocks for diesel::MysqlConnection {
+impl UserHoldLock for diesel::MysqlConnection {
     fn lock_user_holds(&mut self, user: i64) -> QueryResult<()> {
         // MariaDB's named locks (GET_LOCK) belong to the session, not the transaction, and
         // would outlive a rollback. A row of `hold_locks` (MariaDB's migrations only) is
@@ -395,7 +507,9 @@ impl RowLocks for diesel::MysqlConnection {
         .execute(self)
         .map(drop)
     }
+}
 
+impl RowLocks for diesel::MysqlConnection {
     lock_seat_for_update!();
 }
 
@@ -602,6 +716,102 @@ macro_rules! live_hold {
     }};
 }
 
+/// The portable hold, on SQLite and MariaDB (PostgreSQL's is `hold_in_one_call`): the
+/// user's lock, the seat's, then the window, the gate and the caps, then the arbiter.
+/// Evaluates to the transaction's `Result`, and returns a refusal from the enclosing closure
+/// early; a macro because the body runs on each concrete connection type.
+macro_rules! portable_hold {
+    ($c:ident, $user:expr, $seat:expr, $rules:expr) => {{
+        let (user, seat, rules): (UserId, SeatId, HoldRules) = ($user, $seat, $rules);
+        // The user's holds first, then the seat: no other operation takes the
+        // per-user lock, so this order cannot deadlock with pay or cancel. The seat's
+        // lock reads its schedule and price.
+        $c.lock_user_holds(user.get())?;
+        let (schedule, price) = $c
+            .lock_seat(seat.get())?
+            .ok_or(BookingError::SeatNotFound(seat))?;
+        let now_utc = decision_time();
+        let (now, until) = (naive(now_utc), naive(now_utc + rules.hold_for));
+        let (concert, opens, closes): (i64, NaiveDateTime, NaiveDateTime) = schedules::table
+            .find(schedule)
+            .select((
+                schedules::concert_id,
+                schedules::booking_opens_at,
+                schedules::booking_closes_at,
+            ))
+            .first($c)?;
+        if !(opens <= now && now < closes) {
+            return Err(Abort::Refused(BookingError::BookingClosed {
+                opens: opens.and_utc(),
+                closes: closes.and_utc(),
+            }));
+        }
+        // The waiting room's gate, at the same time as the window: an admission
+        // that runs out while the hold waited for its locks admits nothing.
+        if rules.require_admission {
+            let admitted: bool = diesel::select(diesel::dsl::exists(
+                queue_entries::table
+                    .filter(queue_entries::concert_id.eq(concert))
+                    .filter(queue_entries::user_id.eq(user.get()))
+                    .filter(queue_entries::status.eq(QueueEntryState::Active))
+                    .filter(queue_entries::expires_at.gt(now)),
+            ))
+            .get_result($c)?;
+            if !admitted {
+                let concert = ConcertId::new(concert)
+                    .map_err(|e| Abort::Database(corrupt_row(e.to_string())))?;
+                return Err(Abort::Refused(BookingError::NotAdmitted(concert)));
+            }
+        }
+        // The schedules of the user's live holds: both caps from one query.
+        let held: Vec<i64> = seats::table
+            .filter(seats::held_by.eq(user.get()))
+            .filter(seats::status.eq(SeatState::Held))
+            .filter(seats::held_until.gt(now))
+            .select(seats::schedule_id)
+            .load($c)?;
+        let on_schedule = held.iter().filter(|s| **s == schedule).count();
+        if i64::try_from(on_schedule).unwrap_or(i64::MAX) >= rules.max_holds_per_schedule {
+            return Err(Abort::Refused(BookingError::HoldLimitReached {
+                limit: rules.max_holds_per_schedule,
+            }));
+        }
+        if i64::try_from(held.len()).unwrap_or(i64::MAX) >= rules.max_holds_per_user {
+            return Err(Abort::Refused(BookingError::UserHoldLimitReached {
+                limit: rules.max_holds_per_user,
+            }));
+        }
+        // The arbiter: only one transaction can move the seat out of "free".
+        let taken = update_where(
+            seats::table,
+            (
+                seats::status.eq(SeatState::Held),
+                seats::held_by.eq(Some(user.get())),
+                seats::held_until.eq(Some(until)),
+            ),
+            seats::id.eq(seat.get()).and(
+                seats::status.eq(SeatState::Available).or(seats::status
+                    .eq(SeatState::Held)
+                    .and(seats::held_until.le(now).assume_not_null())),
+            ),
+        )
+        .execute($c)?;
+        if taken == 0 {
+            return Err(Abort::Refused(BookingError::SeatTaken(seat)));
+        }
+        let row = $c.insert_reservation(&NewReservation {
+            user_id: user.get(),
+            seat_id: seat.get(),
+            schedule_id: schedule,
+            status: ReservationState::Held,
+            price,
+            expires_at: until,
+            created_at: now,
+        })?;
+        row.into_domain(concert)
+    }};
+}
+
 fn naive(at: DateTime<Utc>) -> NaiveDateTime {
     at.naive_utc()
 }
@@ -674,96 +884,12 @@ impl BookingRepository for DieselBooking {
         seat: SeatId,
         rules: HoldRules,
     ) -> Result<Reservation, BookingError> {
-        self.run(move |conn| {
-            write_transaction!(conn, |c| {
-                // The user's holds first, then the seat: no other operation takes the
-                // per-user lock, so this order cannot deadlock with pay or cancel. The seat's
-                // lock reads its schedule and price.
-                c.lock_user_holds(user.get())?;
-                let (schedule, price) = c
-                    .lock_seat(seat.get())?
-                    .ok_or(BookingError::SeatNotFound(seat))?;
-                let now_utc = decision_time();
-                let (now, until) = (naive(now_utc), naive(now_utc + rules.hold_for));
-                let (concert, opens, closes): (i64, NaiveDateTime, NaiveDateTime) =
-                    schedules::table
-                        .find(schedule)
-                        .select((
-                            schedules::concert_id,
-                            schedules::booking_opens_at,
-                            schedules::booking_closes_at,
-                        ))
-                        .first(c)?;
-                if !(opens <= now && now < closes) {
-                    return Err(Abort::Refused(BookingError::BookingClosed {
-                        opens: opens.and_utc(),
-                        closes: closes.and_utc(),
-                    }));
-                }
-                // The waiting room's gate, at the same time as the window: an admission
-                // that runs out while the hold waited for its locks admits nothing.
-                if rules.require_admission {
-                    let admitted: bool = diesel::select(diesel::dsl::exists(
-                        queue_entries::table
-                            .filter(queue_entries::concert_id.eq(concert))
-                            .filter(queue_entries::user_id.eq(user.get()))
-                            .filter(queue_entries::status.eq(QueueEntryState::Active))
-                            .filter(queue_entries::expires_at.gt(now)),
-                    ))
-                    .get_result(c)?;
-                    if !admitted {
-                        let concert = ConcertId::new(concert)
-                            .map_err(|e| Abort::Database(corrupt_row(e.to_string())))?;
-                        return Err(Abort::Refused(BookingError::NotAdmitted(concert)));
-                    }
-                }
-                // The schedules of the user's live holds: both caps from one query.
-                let held: Vec<i64> = seats::table
-                    .filter(seats::held_by.eq(user.get()))
-                    .filter(seats::status.eq(SeatState::Held))
-                    .filter(seats::held_until.gt(now))
-                    .select(seats::schedule_id)
-                    .load(c)?;
-                let on_schedule = held.iter().filter(|s| **s == schedule).count();
-                if i64::try_from(on_schedule).unwrap_or(i64::MAX) >= rules.max_holds_per_schedule {
-                    return Err(Abort::Refused(BookingError::HoldLimitReached {
-                        limit: rules.max_holds_per_schedule,
-                    }));
-                }
-                if i64::try_from(held.len()).unwrap_or(i64::MAX) >= rules.max_holds_per_user {
-                    return Err(Abort::Refused(BookingError::UserHoldLimitReached {
-                        limit: rules.max_holds_per_user,
-                    }));
-                }
-                // The arbiter: only one transaction can move the seat out of "free".
-                let taken = update_where(
-                    seats::table,
-                    (
-                        seats::status.eq(SeatState::Held),
-                        seats::held_by.eq(Some(user.get())),
-                        seats::held_until.eq(Some(until)),
-                    ),
-                    seats::id.eq(seat.get()).and(
-                        seats::status.eq(SeatState::Available).or(seats::status
-                            .eq(SeatState::Held)
-                            .and(seats::held_until.le(now).assume_not_null())),
-                    ),
-                )
-                .execute(c)?;
-                if taken == 0 {
-                    return Err(Abort::Refused(BookingError::SeatTaken(seat)));
-                }
-                let row = c.insert_reservation(&NewReservation {
-                    user_id: user.get(),
-                    seat_id: seat.get(),
-                    schedule_id: schedule,
-                    status: ReservationState::Held,
-                    price,
-                    expires_at: until,
-                    created_at: now,
-                })?;
-                row.into_domain(concert)
-            })
+        self.run(move |conn| match conn {
+            DbConnection::Postgres(c) => hold_in_one_call(c, user, seat, rules),
+            DbConnection::Sqlite(c) => {
+                c.immediate_transaction(|c| portable_hold!(c, user, seat, rules))
+            }
+            DbConnection::Mysql(c) => c.transaction(|c| portable_hold!(c, user, seat, rules)),
         })
         .await
     }
