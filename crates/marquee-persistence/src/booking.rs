@@ -259,8 +259,17 @@ macro_rules! claim_key {
 /// savepoint but is recorded and committed all the same, so that a retry gets the same
 /// refusal; a database error rolls everything back, the claim included, since nothing was
 /// decided. Evaluates to `Answered`.
+///
+/// The form `refuses_before_writing: $outcome` runs an operation without the savepoint (two
+/// round trips fewer): only for one that writes nothing when it refuses.
 macro_rules! idempotent {
-    ($c:ident, $user:expr, $key:expr, $request:expr, $render:expr, |$op:ident| $operation:expr) => {{
+    ($c:ident, $user:expr, $key:expr, $request:expr, $render:expr, |$op:ident| $operation:expr) => {
+        idempotent!(@run $c, $user, $key, $request, $render, $c.transaction(|$op| $operation))
+    };
+    ($c:ident, $user:expr, $key:expr, $request:expr, $render:expr, refuses_before_writing: $outcome:expr) => {
+        idempotent!(@run $c, $user, $key, $request, $render, $outcome)
+    };
+    (@run $c:ident, $user:expr, $key:expr, $request:expr, $render:expr, $outcome:expr) => {{
         match claim_key!($c, $user, $key, $request) {
             Claim::Replay(response) => Answered {
                 response,
@@ -268,7 +277,7 @@ macro_rules! idempotent {
                 replayed: true,
             },
             Claim::New => {
-                let outcome = match $c.transaction(|$op| $operation) {
+                let outcome = match $outcome {
                     Ok(value) => Ok(value),
                     Err(Abort::Refused(BookingError::Repository(error))) => {
                         return Err(Abort::Refused(BookingError::Repository(error)));
@@ -413,6 +422,152 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for HoldCall {
 }
 
 impl RunQueryDsl<diesel::PgConnection> for HoldCall {}
+
+/// A charge's work on PostgreSQL in one statement: the wallet created with the amount, or
+/// credited with it, only while the balance stays within `max_balance`, and the new balance
+/// returned (no row: the limit refused it, and nothing was written). The portable charge
+/// takes three statements in a savepoint for the same. Prepared once per connection, as
+/// `HoldCall` is.
+#[derive(Debug, Clone, Copy, diesel::query_builder::QueryId)]
+struct Credit {
+    user: i64,
+    amount: i64,
+    max_balance: i64,
+}
+
+impl diesel::query_builder::Query for Credit {
+    type SqlType = diesel::sql_types::BigInt;
+}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for Credit {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    ) -> QueryResult<()> {
+        use diesel::sql_types::BigInt;
+        out.push_sql("INSERT INTO wallets (user_id, balance) SELECT ");
+        out.push_bind_param::<BigInt, _>(&self.user)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.amount)?;
+        out.push_sql(" WHERE ");
+        out.push_bind_param::<BigInt, _>(&self.amount)?;
+        out.push_sql(" <= ");
+        out.push_bind_param::<BigInt, _>(&self.max_balance)?;
+        out.push_sql(
+            " ON CONFLICT (user_id) DO UPDATE SET balance = wallets.balance + EXCLUDED.balance \
+             WHERE wallets.balance <= ",
+        );
+        out.push_bind_param::<BigInt, _>(&self.max_balance)?;
+        out.push_sql(" - EXCLUDED.balance RETURNING balance");
+        Ok(())
+    }
+}
+
+impl RunQueryDsl<diesel::PgConnection> for Credit {}
+
+/// `SELECT ... FROM marquee_pay(...)`: a payment's work on PostgreSQL in one round trip
+/// (migration `2026-12-07-000006_pay_in_one_call`), prepared once per connection as
+/// `HoldCall` is.
+#[derive(Debug, Clone, Copy, diesel::query_builder::QueryId)]
+struct PayCall {
+    user: i64,
+    reservation: i64,
+    /// The caller's clock just before the call; the function adds the time it spends.
+    called_at: NaiveDateTime,
+}
+
+/// What `marquee_pay` answers: the outcome, then the columns that outcome fills (see the
+/// migration).
+type PayCallRow = (
+    String,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
+
+impl diesel::query_builder::Query for PayCall {
+    type SqlType = (
+        diesel::sql_types::Text,
+        diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+        diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+        diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+        diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+        diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+        diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+    );
+}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for PayCall {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    ) -> QueryResult<()> {
+        use diesel::sql_types::{BigInt, Timestamp};
+        out.push_sql(
+            "SELECT outcome, payment_id, seat_id, schedule_id, concert_id, amount, balance \
+             FROM marquee_pay(",
+        );
+        out.push_bind_param::<BigInt, _>(&self.user)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.reservation)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Timestamp, _>(&self.called_at)?;
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
+impl RunQueryDsl<diesel::PgConnection> for PayCall {}
+
+/// A payment's work on PostgreSQL: one call of `marquee_pay`, inside the caller's transaction
+/// (which claims the key and records the answer). It writes nothing when it refuses, so it
+/// runs without a savepoint (`idempotent!`'s `refuses_before_writing`).
+fn pay_in_one_call(
+    c: &mut diesel::PgConnection,
+    user: UserId,
+    id: ReservationId,
+) -> Result<PaymentReceipt, Abort> {
+    let corrupt = |what: &str| Abort::Database(corrupt_row(format!("marquee_pay: {what}")));
+    let (outcome, payment, seat, schedule, concert, amount, balance): PayCallRow = PayCall {
+        user: user.get(),
+        reservation: id.get(),
+        called_at: naive(Utc::now()),
+    }
+    .get_result(c)?;
+    Err(Abort::Refused(match outcome.as_str() {
+        "PAID" => {
+            let (Some(payment), Some(seat), Some(schedule), Some(concert), Some(amount)) =
+                (payment, seat, schedule, concert, amount)
+            else {
+                return Err(corrupt("a payment without its receipt"));
+            };
+            let invalid = |e: marquee_domain::IdError| corrupt(&e.to_string());
+            return Ok(PaymentReceipt {
+                payment_id: marquee_domain::PaymentId::new(payment).map_err(invalid)?,
+                reservation_id: id,
+                seat_id: SeatId::new(seat).map_err(invalid)?,
+                schedule_id: ScheduleId::new(schedule).map_err(invalid)?,
+                concert_id: ConcertId::new(concert).map_err(invalid)?,
+                amount,
+            });
+        }
+        "RESERVATION_NOT_FOUND" => BookingError::ReservationNotFound(id),
+        "ALREADY_PAID" => BookingError::AlreadyPaid(id),
+        "HOLD_EXPIRED" => BookingError::HoldExpired(id),
+        "CANCELLED" => BookingError::NotHeld {
+            id,
+            status: ReservationStatus::Cancelled,
+        },
+        "INSUFFICIENT_BALANCE" => match (balance, amount) {
+            (Some(balance), Some(needed)) => BookingError::InsufficientBalance { balance, needed },
+            _ => return Err(corrupt("a refusal without its amounts")),
+        },
+        other => return Err(corrupt(&format!("unknown outcome {other:?}"))),
+    }))
+}
 
 /// A hold on PostgreSQL: one call of `marquee_hold`, its own transaction, which takes the
 /// portable hold's steps in its order and refuses as it does (the persistence tests hold
@@ -812,6 +967,103 @@ macro_rules! portable_hold {
     }};
 }
 
+/// The portable payment's work, on SQLite and MariaDB (PostgreSQL's is `pay_in_one_call`), run
+/// by `idempotent!` in a savepoint: the live hold, settled, then the debit (a refusal rolls the
+/// settling back), the payer's admission ended and the payment recorded. Evaluates to the
+/// savepoint's `Result`; a macro because the body runs on each concrete connection type.
+macro_rules! portable_pay {
+    ($c:ident, $user:expr, $id:expr) => {{
+        let (reservation, now) = live_hold!($c, $user, $id);
+        settle_hold!(
+            $c,
+            $user,
+            reservation,
+            now,
+            SeatState::Sold,
+            ReservationState::Confirmed
+        );
+        let price = reservation.price;
+        let debited = update_where(
+            wallets::table,
+            wallets::balance.eq(wallets::balance - price),
+            wallets::user_id
+                .eq($user.get())
+                .and(wallets::balance.ge(price)),
+        )
+        .execute($c)?;
+        if debited == 0 {
+            let balance = wallets::table
+                .find($user.get())
+                .select(wallets::balance)
+                .first::<i64>($c)
+                .optional()?
+                .unwrap_or(0);
+            return Err(Abort::Refused(BookingError::InsufficientBalance {
+                balance,
+                needed: price,
+            }));
+        }
+        // A purchase ends the payer's admission to the concert, so that
+        // the slot goes to the next in line now rather than at expiry.
+        diesel::delete(
+            queue_entries::table
+                .filter(queue_entries::concert_id.eq(reservation.concert_id.get()))
+                .filter(queue_entries::user_id.eq($user.get()))
+                .filter(queue_entries::status.eq(QueueEntryState::Active)),
+        )
+        .execute($c)?;
+        let payment = $c.insert_payment(&NewPayment {
+            reservation_id: $id.get(),
+            user_id: $user.get(),
+            amount: price,
+            paid_at: naive(now),
+        })?;
+        Ok::<_, Abort>(PaymentReceipt {
+            payment_id: marquee_domain::PaymentId::new(payment)
+                .map_err(|e| Abort::Database(corrupt_row(e.to_string())))?,
+            reservation_id: $id,
+            seat_id: reservation.seat_id,
+            schedule_id: reservation.schedule_id,
+            concert_id: reservation.concert_id,
+            amount: price,
+        })
+    }};
+}
+
+/// The portable charge's work, on SQLite and MariaDB (PostgreSQL's is one `Credit`
+/// statement), run by `idempotent!` in a savepoint: the wallet created if missing, credited
+/// within the limit, and read back. Evaluates to the savepoint's `Result`; a macro because the
+/// body runs on each concrete connection type.
+macro_rules! portable_charge {
+    ($c:ident, $user:expr, $amount:expr, $max_balance:expr) => {{
+        diesel::insert_into(wallets::table)
+            .values((wallets::user_id.eq($user.get()), wallets::balance.eq(0)))
+            .on_conflict_do_nothing()
+            .execute($c)?;
+        let credited = update_where(
+            wallets::table,
+            wallets::balance.eq(wallets::balance + $amount),
+            wallets::user_id
+                .eq($user.get())
+                .and(wallets::balance.le($max_balance - $amount)),
+        )
+        .execute($c)?;
+        if credited == 0 {
+            return Err(Abort::Refused(BookingError::BalanceLimit {
+                limit: $max_balance,
+            }));
+        }
+        let balance: i64 = wallets::table
+            .find($user.get())
+            .select(wallets::balance)
+            .first($c)?;
+        Ok::<_, Abort>(Wallet {
+            user_id: $user,
+            balance,
+        })
+    }};
+}
+
 fn naive(at: DateTime<Utc>) -> NaiveDateTime {
     at.naive_utc()
 }
@@ -844,36 +1096,36 @@ impl BookingRepository for DieselBooking {
     ) -> Result<Answered<Wallet>, BookingError> {
         let max_balance = self.max_balance;
         let request = format!("charge:{amount}");
-        self.run(move |conn| {
-            write_transaction!(conn, |c| {
-                Ok(idempotent!(c, user, &key, &request, render, |c| {
-                    diesel::insert_into(wallets::table)
-                        .values((wallets::user_id.eq(user.get()), wallets::balance.eq(0)))
-                        .on_conflict_do_nothing()
-                        .execute(c)?;
-                    let credited = update_where(
-                        wallets::table,
-                        wallets::balance.eq(wallets::balance + amount),
-                        wallets::user_id
-                            .eq(user.get())
-                            .and(wallets::balance.le(max_balance - amount)),
-                    )
-                    .execute(c)?;
-                    if credited == 0 {
-                        return Err(Abort::Refused(BookingError::BalanceLimit {
-                            limit: max_balance,
-                        }));
+        self.run(move |conn| match conn {
+            // One statement that writes nothing when it refuses: no savepoint.
+            DbConnection::Postgres(c) => c.transaction(|c| {
+                Ok(idempotent!(c, user, &key, &request, render,
+                refuses_before_writing: {
+                    let credited: Option<i64> = Credit {
+                        user: user.get(),
+                        amount,
+                        max_balance,
                     }
-                    let balance: i64 = wallets::table
-                        .find(user.get())
-                        .select(wallets::balance)
-                        .first(c)?;
-                    Ok::<_, Abort>(Wallet {
-                        user_id: user,
-                        balance,
-                    })
+                    .get_result(c)
+                    .optional()?;
+                    match credited {
+                        Some(balance) => Ok(Wallet { user_id: user, balance }),
+                        None => Err(Abort::Refused(BookingError::BalanceLimit {
+                            limit: max_balance,
+                        })),
+                    }
                 }))
-            })
+            }),
+            DbConnection::Sqlite(c) => c.immediate_transaction(|c| {
+                Ok(idempotent!(c, user, &key, &request, render, |c| {
+                    portable_charge!(c, user, amount, max_balance)
+                }))
+            }),
+            DbConnection::Mysql(c) => c.transaction(|c| {
+                Ok(idempotent!(c, user, &key, &request, render, |c| {
+                    portable_charge!(c, user, amount, max_balance)
+                }))
+            }),
         })
         .await
     }
@@ -954,65 +1206,31 @@ impl BookingRepository for DieselBooking {
         render: Render<PaymentReceipt>,
     ) -> Result<Answered<PaymentReceipt>, BookingError> {
         let request = format!("pay:{id}");
-        self.run(move |conn| {
-            write_transaction!(conn, |c| {
-                Ok(idempotent!(c, user, &key, &request, render, |c| {
-                    let (reservation, now) = live_hold!(c, user, id);
-                    settle_hold!(
-                        c,
-                        user,
-                        reservation,
-                        now,
-                        SeatState::Sold,
-                        ReservationState::Confirmed
-                    );
-                    let price = reservation.price;
-                    let debited = update_where(
-                        wallets::table,
-                        wallets::balance.eq(wallets::balance - price),
-                        wallets::user_id
-                            .eq(user.get())
-                            .and(wallets::balance.ge(price)),
-                    )
-                    .execute(c)?;
-                    if debited == 0 {
-                        let balance = wallets::table
-                            .find(user.get())
-                            .select(wallets::balance)
-                            .first::<i64>(c)
-                            .optional()?
-                            .unwrap_or(0);
-                        return Err(Abort::Refused(BookingError::InsufficientBalance {
-                            balance,
-                            needed: price,
-                        }));
-                    }
-                    // A purchase ends the payer's admission to the concert, so that
-                    // the slot goes to the next in line now rather than at expiry.
-                    diesel::delete(
-                        queue_entries::table
-                            .filter(queue_entries::concert_id.eq(reservation.concert_id.get()))
-                            .filter(queue_entries::user_id.eq(user.get()))
-                            .filter(queue_entries::status.eq(QueueEntryState::Active)),
-                    )
-                    .execute(c)?;
-                    let payment = c.insert_payment(&NewPayment {
-                        reservation_id: id.get(),
-                        user_id: user.get(),
-                        amount: price,
-                        paid_at: naive(now),
-                    })?;
-                    Ok::<_, Abort>(PaymentReceipt {
-                        payment_id: marquee_domain::PaymentId::new(payment)
-                            .map_err(|e| Abort::Database(corrupt_row(e.to_string())))?,
-                        reservation_id: id,
-                        seat_id: reservation.seat_id,
-                        schedule_id: reservation.schedule_id,
-                        concert_id: reservation.concert_id,
-                        amount: price,
-                    })
-                }))
-            })
+        self.run(move |conn| match conn {
+            DbConnection::Postgres(c) => c.transaction(|c| {
+                Ok(idempotent!(c, user, &key, &request, render,
+                    refuses_before_writing: pay_in_one_call(c, user, id)))
+            }),
+            DbConnection::Sqlite(c) => c.immediate_transaction(|c| {
+                Ok(idempotent!(
+                    c,
+                    user,
+                    &key,
+                    &request,
+                    render,
+                    |c| portable_pay!(c, user, id)
+                ))
+            }),
+            DbConnection::Mysql(c) => c.transaction(|c| {
+                Ok(idempotent!(
+                    c,
+                    user,
+                    &key,
+                    &request,
+                    render,
+                    |c| portable_pay!(c, user, id)
+                ))
+            }),
         })
         .await
     }

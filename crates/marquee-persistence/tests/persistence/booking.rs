@@ -226,6 +226,13 @@ async fn concurrent_charges_all_apply_and_keys_charge_once(backend: Backend) {
         said::<Wallet>(&Err(BookingError::BalanceLimit { limit: MAX_BALANCE }))
     );
     assert_eq!(refused.performed, None);
+    // A first charge is held to the limit too: above it nothing is written, at it the wallet
+    // is created with the whole amount.
+    let refused = charge(&booking, 8, MAX_BALANCE + 1, "first-too-much").await;
+    assert_eq!(refused.performed, None);
+    assert_eq!(booking.wallet(user(8)).await.unwrap().balance, 0);
+    let full = performed(charge(&booking, 8, MAX_BALANCE, "first-full").await);
+    assert_eq!(full.balance, MAX_BALANCE);
 }
 
 async fn one_payment_whatever_the_retries(backend: Backend) {
@@ -589,7 +596,8 @@ on_each_backend!(
 );
 
 /// A hold, a charge and a payment leave their writes prepared on the connection, once each:
-/// the second booking reuses the first one's statements; and the hold is a single call. diesel prepares no `UPDATE`, no
+/// the second booking reuses the first one's statements; the hold and the payment's work are
+/// one call each, and the charge's one statement. diesel prepares no `UPDATE`, no
 /// `INSERT` of a derived `Insertable` and no `sql_query` by itself; written that way, the
 /// database would plan each of them again on every call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -637,18 +645,21 @@ async fn bookings_reuse_their_prepared_writes() {
             .count()
     };
     for (start, table, count) in [
-        // The hold is one call (marquee_hold), whose own statements PL/pgSQL plans and keeps:
-        // none of them is sent on its own.
+        // The hold is one call (marquee_hold), and so is the payment's work (marquee_pay):
+        // PL/pgSQL plans and keeps their statements, none of which is sent on its own.
         ("SELECT outcome", "marquee_hold(", 1),
+        ("SELECT outcome", "marquee_pay(", 1),
         ("SELECT pg_advisory_xact_lock", "", 0),
         ("INSERT", "\"reservations\"", 0),
-        ("UPDATE", "\"seats\"", 1),            // the payment's
-        ("UPDATE", "\"reservations\"", 1),     // the payment's
-        ("UPDATE", "\"wallets\"", 2),          // the charge's, and the payment's
+        ("UPDATE", "\"seats\"", 0),
+        ("UPDATE", "\"reservations\"", 0),
+        ("INSERT", "\"payments\"", 0),
+        ("DELETE", "\"queue_entries\"", 0),
+        ("INSERT", "\"wallets\"", 0),          // the charge is one upsert:
+        ("INSERT INTO wallets", "ON CONFLICT (user_id) DO UPDATE", 1),
+        ("UPDATE", "\"wallets\"", 0),
         ("UPDATE", "\"idempotency_keys\"", 1), // the recorded answer
         ("INSERT", "\"idempotency_keys\"", 1), // the claim
-        ("INSERT", "\"payments\"", 1),
-        ("DELETE", "\"queue_entries\"", 1),
     ] {
         assert_eq!(
             prepared(start, table),
