@@ -655,7 +655,7 @@ async fn bookings_reuse_their_prepared_writes() {
         ("UPDATE", "\"reservations\"", 0),
         ("INSERT", "\"payments\"", 0),
         ("DELETE", "\"queue_entries\"", 0),
-        ("INSERT", "\"wallets\"", 0),          // the charge is one upsert:
+        ("INSERT", "\"wallets\"", 0), // the charge is one upsert:
         ("INSERT INTO wallets", "ON CONFLICT (user_id) DO UPDATE", 1),
         ("UPDATE", "\"wallets\"", 0),
         ("UPDATE", "\"idempotency_keys\"", 1), // the recorded answer
