@@ -36,7 +36,8 @@
 // Knobs: RATE (1940), DURATION (2m), BOOK_SHARE (0.1), PAY_SHARE (0.5), TARGET (marquee or
 // floor), BASE_URLS (comma-separated instances; default BASE_URL), USERS, FIRST_USER, SEATS
 // (floor), MAX_SEATS, PRE_ALLOCATED_VUS (200) and MAX_VUS (600) for the lookups (the bookings get a
-// quarter and a half of them), FAULTS, and those of lib/catalogue.js and lib/auth.js.
+// quarter and a half of them), FAULTS, and those of lib/catalogue.js (BODY_CHECKS defaults to 0.1
+// here) and lib/auth.js.
 
 import http from 'k6/http';
 import { check } from 'k6';
@@ -48,7 +49,7 @@ import {
   BASE_URL, CONCERTS, envBool, envDuration, envInt, envNumber, envString,
 } from './lib/config.js';
 import {
-  assertCatalogue, lookupMix, perRouteDurations, popularId, useBaseUrl,
+  assertCatalogue, defaultBodyChecks, lookupMix, perRouteDurations, popularId, useBaseUrl,
 } from './lib/catalogue.js';
 import { wholeRates } from './lib/executors.js';
 
@@ -70,6 +71,9 @@ const MAX_SEATS = envInt('MAX_SEATS', 200000, 1);
 const FAULTS = envBool('FAULTS', false);
 const BASE_URLS = envString('BASE_URLS', BASE_URL).split(',').map((u) => u.trim().replace(/\/+$/, ''))
   .filter((u) => u !== '');
+// The lookups check every status and one body in ten (BODY_CHECKS): k6 shares the cores with
+// the server, and the floor's lookups have no body to check.
+defaultBodyChecks(0.1);
 const PRE = envInt('PRE_ALLOCATED_VUS', 200, 1);
 const MAX = Math.max(envInt('MAX_VUS', 600, 1), PRE);
 
