@@ -52,6 +52,7 @@ import {
   assertCatalogue, defaultBodyChecks, lookupMix, perRouteDurations, popularId, useBaseUrl,
 } from './lib/catalogue.js';
 import { wholeRates } from './lib/executors.js';
+import { runList, toRuns } from './lib/ids.js';
 
 const TARGET = envString('TARGET', 'marquee');
 if (!['marquee', 'floor'].includes(TARGET)) throw new Error(`TARGET=${TARGET}: marquee or floor`);
@@ -200,48 +201,12 @@ export function setup() {
     + `at ${BASE_URLS.join(', ')}; ${count} seats; faults ${FAULTS ? 'on' : 'off'}`);
   // loadtest/run starts its fault schedule when it reads this line: the load starts now.
   console.log(`MIXED_LOAD_STARTS t=${Date.now()}`);
-  // Every VU parses the setup data before its first iteration: as runs, a few numbers per
-  // schedule instead of every seat id (18,000 ids parsed by each of 200+ VUs at the start of the
-  // run stalled k6 itself for 300 ms and dropped hundreds of iterations).
+  // As runs of consecutive ids: every VU parses the setup data (lib/ids.js).
   return { runs: FLOOR ? null : toRuns(seats), count, stride: coprimeStride(count) };
 }
 
-/** Ids as runs of consecutive ids, [[first, length], ...], in their order. */
-export function toRuns(ids) {
-  const runs = [];
-  for (const id of ids) {
-    const last = runs[runs.length - 1];
-    if (last !== undefined && last[0] + last[1] === id) last[1] += 1;
-    else runs.push([id, 1]);
-  }
-  return runs;
-}
-
-/** The index-th id (0-based) of `runs`, given `starts`, the index each run starts at. */
-export function idAt(runs, starts, index) {
-  let lo = 0;
-  let hi = runs.length - 1;
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >> 1;
-    if (starts[mid] <= index) lo = mid;
-    else hi = mid - 1;
-  }
-  return runs[lo][0] + (index - starts[lo]);
-}
-
-/** Where each run starts among the ids: prefix sums of the lengths. */
-export function runStarts(runs) {
-  const starts = [];
-  let at = 0;
-  for (const [, length] of runs) {
-    starts.push(at);
-    at += length;
-  }
-  return starts;
-}
-
-// This VU's runStarts of the setup data, computed on its first booking.
-let seatStarts = null;
+// This VU's view of the setup data's seats, built on its first booking.
+let seatList = null;
 
 function fail(kind, res) {
   const retryAfter = res.headers['Retry-After'];
@@ -288,9 +253,9 @@ export function booking(data) {
     else fail('hold', res);
     return;
   }
-  if (seatStarts === null) seatStarts = runStarts(data.runs);
+  if (seatList === null) seatList = runList(data.runs);
   const token = mint(user);
-  const seatId = idAt(data.runs, seatStarts, seatIndex);
+  const seatId = seatList.at(seatIndex);
   const hold = http.post(`${base}/api/v1/reservations`, JSON.stringify({ seatId }), {
     headers: auth(token), tags: { name: ROUTES.hold },
   });

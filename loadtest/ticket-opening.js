@@ -38,6 +38,7 @@ import exec from 'k6/execution';
 
 import { tokenMinter } from './lib/auth.js';
 import { BASE_URL, envDuration, envInt, parseDuration } from './lib/config.js';
+import { runList, toRuns } from './lib/ids.js';
 
 const USERS = envInt('USERS', 20000, 1);
 const VUS = Math.min(envInt('VUS', 100, 1), USERS);
@@ -143,7 +144,8 @@ export function setup() {
   }
   console.log(`ticket-opening: ${USERS} users join concert ${CONCERT_ID} within ${JOIN_WINDOW_MS / 1000} s on ${VUS} VUs; ` +
     `schedule ${schedule.id} has ${seatIds.length} seats`);
-  return { start: Date.now() + START_DELAY_MS, seats: seatIds };
+  // As runs of consecutive ids: every VU parses the setup data (lib/ids.js).
+  return { start: Date.now() + START_DELAY_MS, seats: toRuns(seatIds) };
 }
 
 const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -164,7 +166,7 @@ async function book(user, seats) {
   for (let attempt = 0; attempt < HOLD_TRIES && reservation === null; attempt++) {
     // Distinct users start on distinct seats; a retry jumps far away, to a seat nobody near
     // in the line is likely to have taken.
-    const seat = seats[(user.index + attempt * 7919) % seats.length];
+    const seat = seats.at((user.index + attempt * 7919) % seats.length);
     holdAttempts.add(1);
     const hold = await post(`${BASE_URL}/api/v1/reservations`, JSON.stringify({ seatId: seat }), {
       headers, tags: { name: 'POST /api/v1/reservations' },
@@ -283,5 +285,6 @@ export default async function (data) {
     });
   }
   const joiningUntil = data.start + JOIN_WINDOW_MS;
-  await Promise.all(users.map((user) => live(user, data.seats, joiningUntil, joiningUntil + MAX_WAIT_MS)));
+  const seats = runList(data.seats);
+  await Promise.all(users.map((user) => live(user, seats, joiningUntil, joiningUntil + MAX_WAIT_MS)));
 }
