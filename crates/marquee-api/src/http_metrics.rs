@@ -4,6 +4,8 @@
 //! `uri` is the route template (`/api/v1/concerts/{concertId}`), never the raw path: a raw
 //! path would create one time series per id and exhaust the metrics store.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::time::Instant;
 
 use actix_web::Error;
@@ -62,15 +64,26 @@ pub async fn record(
     let method = method_label(req.method());
     let response = next.call(req).await?;
     let status = response.status();
-    // The resource's own template when it has one (every API route), else the pattern
-    // matched again (the docs' routes), else Micrometer's label for no route at all.
     let request = response.request();
-    let uri: metrics::SharedString = match request.app_data::<RouteTemplate>() {
-        Some(template) => template.0.into(),
-        None => request
-            .match_pattern()
-            .map_or_else(|| "NOT_FOUND".into(), Into::into),
-    };
+    let seconds = started.elapsed().as_secs_f64();
+    match request.app_data::<RouteTemplate>() {
+        Some(template) => record_route(method, template.0, status, seconds),
+        None => {
+            let uri: metrics::SharedString = request
+                .match_pattern()
+                .map_or_else(|| "NOT_FOUND".into(), Into::into);
+            histogram(method, uri, status).record(seconds);
+        }
+    }
+    Ok(response)
+}
+
+/// The histogram of one method, route and status.
+fn histogram(
+    method: &'static str,
+    uri: metrics::SharedString,
+    status: StatusCode,
+) -> metrics::Histogram {
     metrics::histogram!(
         HTTP_SERVER_REQUESTS,
         "method" => method,
@@ -78,6 +91,19 @@ pub async fn record(
         "status" => status.as_str().to_owned(),
         "outcome" => outcome(status),
     )
-    .record(started.elapsed().as_secs_f64());
-    Ok(response)
+}
+
+/// Records `seconds` in the `histogram` of an API route, looked up once per worker thread
+/// and kept: registering it again builds its labels and looks them up in the registry on
+/// every request, which the cache hit path felt (about 2 % of its time).
+fn record_route(method: &'static str, uri: &'static str, status: StatusCode, seconds: f64) {
+    thread_local! {
+        static KEPT: RefCell<HashMap<(&'static str, &'static str, u16), metrics::Histogram>> =
+            RefCell::new(HashMap::new());
+    }
+    KEPT.with_borrow_mut(|kept| {
+        kept.entry((method, uri, status.as_u16()))
+            .or_insert_with(|| histogram(method, uri.into(), status))
+            .record(seconds);
+    });
 }

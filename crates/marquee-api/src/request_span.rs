@@ -20,31 +20,80 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The cache and the persistence crate export one each too.
 pub const TIMING_TARGET: &str = "marquee_api::timing";
 
-fn incoming_id(req: &ServiceRequest) -> Option<String> {
-    let value = req.headers().get(&REQUEST_ID)?.to_str().ok()?;
-    // Bounded and printable: the id is written into logs and a response header.
-    let valid = !value.is_empty()
-        && value.len() <= 64
-        && value
-            .bytes()
+fn incoming_id(req: &ServiceRequest) -> Option<HeaderValue> {
+    let value = req.headers().get(&REQUEST_ID)?;
+    let bytes = value.as_bytes();
+    let valid = !bytes.is_empty()
+        && bytes.len() <= 64
+        && bytes
+            .iter()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    valid.then(|| value.to_owned())
+    valid.then(|| value.clone())
+}
+
+/// A random id: 16 lowercase hex digits.
+fn new_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let random: u64 = rand::rng().random();
+    let mut digits = [0u8; 16];
+    for (i, digit) in digits.iter_mut().enumerate() {
+        *digit = HEX[((random >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    // Hex digits are always a valid header value.
+    HeaderValue::from_bytes(&digits).unwrap_or(HeaderValue::from_static("0"))
 }
 
 pub async fn instrument(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let id = incoming_id(&req).unwrap_or_else(|| format!("{:016x}", rand::rng().random::<u64>()));
+    // Kept as the header value it is echoed as; the span records it as text (both
+    // `incoming_id` and `new_id` make only visible ASCII, so `to_str` cannot fail).
+    let id = incoming_id(&req).unwrap_or_else(new_id);
     let span = tracing::info_span!(
         "request",
-        id = %id,
-        method = %req.method(),
-        path = %req.path(),
+        id = id.to_str().unwrap_or_default(),
+        method = req.method().as_str(),
+        path = req.path(),
     );
     let mut response = next.call(req).instrument(span).await?;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(REQUEST_ID, value);
-    }
+    response.headers_mut().insert(REQUEST_ID, id);
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+
+    use super::*;
+
+    #[test]
+    fn a_new_id_is_sixteen_hex_digits() {
+        let (first, second) = (new_id(), new_id());
+        for id in [&first, &second] {
+            let text = id.to_str().unwrap();
+            assert_eq!(text.len(), 16, "{text}");
+            assert!(
+                text.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            );
+        }
+        assert_ne!(first, second);
+    }
+
+    #[test]
+    fn only_a_well_formed_incoming_id_is_kept() {
+        let with = |value: &str| {
+            incoming_id(
+                &TestRequest::default()
+                    .insert_header((REQUEST_ID, value))
+                    .to_srv_request(),
+            )
+        };
+        assert_eq!(with("proxy-1.a_B").unwrap(), "proxy-1.a_B");
+        assert!(with("").is_none());
+        assert!(with("has space").is_none());
+        assert!(with(&"x".repeat(65)).is_none());
+        assert!(incoming_id(&TestRequest::default().to_srv_request()).is_none());
+    }
 }

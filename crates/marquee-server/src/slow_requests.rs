@@ -43,28 +43,57 @@ struct RequestTimings {
     query: u64,
 }
 
-impl Visit for RequestTimings {
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let text = format!("{value:?}");
+impl RequestTimings {
+    fn field(&mut self, field: &Field) -> Option<&mut String> {
         match field.name() {
-            "id" => self.id = text,
-            "method" => self.method = text,
-            "path" => self.path = text,
-            _ => {}
+            "id" => Some(&mut self.id),
+            "method" => Some(&mut self.method),
+            "path" => Some(&mut self.path),
+            _ => None,
         }
     }
 }
 
+impl Visit for RequestTimings {
+    // The request span records its fields as text (request_span::instrument).
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if let Some(slot) = self.field(field) {
+            value.clone_into(slot);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if let Some(slot) = self.field(field) {
+            *slot = format!("{value:?}");
+        }
+    }
+}
+
+/// Where a timing event's time went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Cache,
+    Redis,
+    PoolWait,
+    Query,
+}
+
 #[derive(Debug, Default)]
 struct Timing {
-    phase: String,
+    phase: Option<Phase>,
     micros: u64,
 }
 
 impl Visit for Timing {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "phase" {
-            value.clone_into(&mut self.phase);
+            self.phase = match value {
+                "cache" => Some(Phase::Cache),
+                "redis" => Some(Phase::Redis),
+                "pool_wait" => Some(Phase::PoolWait),
+                "query" => Some(Phase::Query),
+                _ => None,
+            };
         }
     }
 
@@ -111,12 +140,12 @@ where
         for span in scope {
             let mut extensions = span.extensions_mut();
             if let Some(request) = extensions.get_mut::<RequestTimings>() {
-                let slot = match timing.phase.as_str() {
-                    "cache" => &mut request.cache,
-                    "redis" => &mut request.redis,
-                    "pool_wait" => &mut request.pool_wait,
-                    "query" => &mut request.query,
-                    _ => return,
+                let slot = match timing.phase {
+                    Some(Phase::Cache) => &mut request.cache,
+                    Some(Phase::Redis) => &mut request.redis,
+                    Some(Phase::PoolWait) => &mut request.pool_wait,
+                    Some(Phase::Query) => &mut request.query,
+                    None => return,
                 };
                 *slot = slot.saturating_add(timing.micros);
                 return;
