@@ -346,6 +346,57 @@ trait UserHoldLock {
     fn lock_user_holds(&mut self, user: i64) -> QueryResult<()>;
 }
 
+/// The `outcome` column of `marquee_hold` and `marquee_pay` as an enum of `$name`, read from
+/// the text the functions answer (see their migrations); any other text is a failed query
+/// (a corrupt row, 500), as an unknown stored status is.
+macro_rules! call_outcome {
+    ($(#[$doc:meta])* $name:ident, $what:literal { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, diesel::deserialize::FromSqlRow)]
+        enum $name {
+            $($variant,)+
+        }
+
+        impl diesel::deserialize::FromSql<diesel::sql_types::Text, diesel::pg::Pg> for $name {
+            fn from_sql(bytes: diesel::pg::PgValue<'_>) -> diesel::deserialize::Result<Self> {
+                let text = <String as diesel::deserialize::FromSql<
+                    diesel::sql_types::Text,
+                    diesel::pg::Pg,
+                >>::from_sql(bytes)?;
+                match text.as_str() {
+                    $($text => Ok(Self::$variant),)+
+                    _ => Err(format!(concat!("unknown ", $what, " {:?}"), text).into()),
+                }
+            }
+        }
+    };
+}
+
+call_outcome!(
+    /// What `marquee_hold` decided.
+    HoldOutcome, "hold outcome" {
+        Held = "HELD",
+        SeatNotFound = "SEAT_NOT_FOUND",
+        BookingClosed = "BOOKING_CLOSED",
+        NotAdmitted = "NOT_ADMITTED",
+        HoldLimit = "HOLD_LIMIT",
+        UserHoldLimit = "USER_HOLD_LIMIT",
+        SeatTaken = "SEAT_TAKEN",
+    }
+);
+
+call_outcome!(
+    /// What `marquee_pay` decided.
+    PayOutcome, "payment outcome" {
+        Paid = "PAID",
+        ReservationNotFound = "RESERVATION_NOT_FOUND",
+        AlreadyPaid = "ALREADY_PAID",
+        HoldExpired = "HOLD_EXPIRED",
+        Cancelled = "CANCELLED",
+        InsufficientBalance = "INSUFFICIENT_BALANCE",
+    }
+);
+
 /// `SELECT ... FROM marquee_hold(...)`: PostgreSQL's hold in one round trip (migration
 /// `2026-12-07-000005_hold_in_one_call`). A statement type of its own rather than a
 /// `sql_query`, which diesel never prepares (see `prepared`): this one is prepared once per
@@ -366,7 +417,7 @@ struct HoldCall {
 /// What `marquee_hold` answers: the outcome, then the columns that outcome fills (see the
 /// migration).
 type HoldCallRow = (
-    String,
+    HoldOutcome,
     Option<i64>,
     Option<i64>,
     Option<i64>,
@@ -479,7 +530,7 @@ struct PayCall {
 /// What `marquee_pay` answers: the outcome, then the columns that outcome fills (see the
 /// migration).
 type PayCallRow = (
-    String,
+    PayOutcome,
     Option<i64>,
     Option<i64>,
     Option<i64>,
@@ -537,8 +588,8 @@ fn pay_in_one_call(
         called_at: naive(Utc::now()),
     }
     .get_result(c)?;
-    Err(Abort::Refused(match outcome.as_str() {
-        "PAID" => {
+    Err(Abort::Refused(match outcome {
+        PayOutcome::Paid => {
             let (Some(payment), Some(seat), Some(schedule), Some(concert), Some(amount)) =
                 (payment, seat, schedule, concert, amount)
             else {
@@ -554,18 +605,17 @@ fn pay_in_one_call(
                 amount,
             });
         }
-        "RESERVATION_NOT_FOUND" => BookingError::ReservationNotFound(id),
-        "ALREADY_PAID" => BookingError::AlreadyPaid(id),
-        "HOLD_EXPIRED" => BookingError::HoldExpired(id),
-        "CANCELLED" => BookingError::NotHeld {
+        PayOutcome::ReservationNotFound => BookingError::ReservationNotFound(id),
+        PayOutcome::AlreadyPaid => BookingError::AlreadyPaid(id),
+        PayOutcome::HoldExpired => BookingError::HoldExpired(id),
+        PayOutcome::Cancelled => BookingError::NotHeld {
             id,
             status: ReservationStatus::Cancelled,
         },
-        "INSUFFICIENT_BALANCE" => match (balance, amount) {
+        PayOutcome::InsufficientBalance => match (balance, amount) {
             (Some(balance), Some(needed)) => BookingError::InsufficientBalance { balance, needed },
             _ => return Err(corrupt("a refusal without its amounts")),
         },
-        other => return Err(corrupt(&format!("unknown outcome {other:?}"))),
     }))
 }
 
@@ -593,8 +643,8 @@ fn hold_in_one_call(
         }
         .get_result(c)?;
     let refused = |refusal: BookingError| Err(Abort::Refused(refusal));
-    match outcome.as_str() {
-        "HELD" => {
+    match outcome {
+        HoldOutcome::Held => {
             let (Some(id), Some(schedule), Some(concert), Some(price), Some(expires_at)) =
                 (id, schedule, concert, price, expires_at)
             else {
@@ -611,26 +661,25 @@ fn hold_in_one_call(
             }
             .into_domain(concert)
         }
-        "SEAT_NOT_FOUND" => refused(BookingError::SeatNotFound(seat)),
-        "SEAT_TAKEN" => refused(BookingError::SeatTaken(seat)),
-        "BOOKING_CLOSED" => match (opens, closes) {
+        HoldOutcome::SeatNotFound => refused(BookingError::SeatNotFound(seat)),
+        HoldOutcome::SeatTaken => refused(BookingError::SeatTaken(seat)),
+        HoldOutcome::BookingClosed => match (opens, closes) {
             (Some(opens), Some(closes)) => refused(BookingError::BookingClosed {
                 opens: opens.and_utc(),
                 closes: closes.and_utc(),
             }),
             _ => Err(corrupt("a closed window without its times")),
         },
-        "NOT_ADMITTED" => match concert.map(ConcertId::new) {
+        HoldOutcome::NotAdmitted => match concert.map(ConcertId::new) {
             Some(Ok(concert)) => refused(BookingError::NotAdmitted(concert)),
             _ => Err(corrupt("a refusal without its concert")),
         },
-        "HOLD_LIMIT" => refused(BookingError::HoldLimitReached {
+        HoldOutcome::HoldLimit => refused(BookingError::HoldLimitReached {
             limit: rules.max_holds_per_schedule,
         }),
-        "USER_HOLD_LIMIT" => refused(BookingError::UserHoldLimitReached {
+        HoldOutcome::UserHoldLimit => refused(BookingError::UserHoldLimitReached {
             limit: rules.max_holds_per_user,
         }),
-        other => Err(corrupt(&format!("unknown outcome {other:?}"))),
     }
 }
 
