@@ -20,10 +20,6 @@ impl RedisLink {
         match *self {}
     }
 
-    pub async fn set_nx_px(&self, _key: &str, _value: &str, _ttl_ms: u64) -> Reply<bool> {
-        match *self {}
-    }
-
     pub async fn delete_if_equals(&self, _key: &str, _value: &str) -> Reply<bool> {
         match *self {}
     }
@@ -36,11 +32,28 @@ impl RedisLink {
         match *self {}
     }
 
-    pub async fn get_with_generation(
+    pub async fn lease_and_read(
         &self,
+        _lease: &str,
+        _token: &str,
+        _ttl_ms: u64,
         _key: &str,
         _generation_key: &str,
-    ) -> Reply<(Option<Vec<u8>>, u64)> {
+    ) -> Reply<Option<(Option<Vec<u8>>, u64)>> {
+        match *self {}
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn set_px_if_generation_and_release(
+        &self,
+        _generation_key: &str,
+        _generation: u64,
+        _key: &str,
+        _value: &[u8],
+        _ttl_ms: u64,
+        _lease: &str,
+        _token: &str,
+    ) -> Reply<bool> {
         match *self {}
     }
 

@@ -92,23 +92,37 @@ where
         let lease = lease_key(full);
         let token = format!("{:016x}", rand::rng().random::<u64>());
         let lease_ttl = millis(self.inner.shared.config.lease_ttl);
-        let taken = redis.set_nx_px(&lease, &token, lease_ttl).await;
+        // Taken before the read that comes with the lease: an invalidation that arrives
+        // between that read and an L1 copy of it must win.
+        let l1_ticket = self.l1_ticket();
+        let taken = redis
+            .lease_and_read(&lease, &token, lease_ttl, full, &generation_key(full))
+            .await;
         self.report(taken.is_ok(), Operation::Lease);
         match taken {
-            Ok(true) => {
+            Ok(Some(read)) => {
                 // Another instance may have loaded, stored and released the lease between
-                // this reader's miss and its taking the lease: check again, so that a fleet
-                // loads a key once, not once per instance that lost that race.
-                let (stored, ticket) = self.stored_newer_than(redis, full, current.as_ref()).await;
-                let outcome = match stored {
-                    Some(entry) => Ok(entry),
-                    None => self.load_then_store(key, full, ticket).await,
+                // this reader's miss and its taking the lease: the script read the key
+                // after taking it, so that a fleet loads a key once, not once per instance
+                // that lost that race.
+                self.report(true, Operation::Get);
+                let (stored, ticket) =
+                    self.stored_newer_than(full, read, l1_ticket, current.as_ref());
+                let held = HeldLease {
+                    key: &lease,
+                    token: &token,
                 };
-                let released = redis.delete_if_equals(&lease, &token).await;
-                self.report(released.is_ok(), Operation::Lease);
+                let (outcome, released) = match stored {
+                    Some(entry) => (Ok(entry), false),
+                    None => self.load_then_store(key, full, ticket, Some(held)).await,
+                };
+                if !released {
+                    let released = redis.delete_if_equals(&lease, &token).await;
+                    self.report(released.is_ok(), Operation::Lease);
+                }
                 Ok(outcome)
             }
-            Ok(false) => {
+            Ok(None) => {
                 self.inner.metrics.lease_wait();
                 if let Some(entry) = current.filter(|e| self.within_grace(e, now_ms())) {
                     return Ok(Ok(entry));
@@ -119,7 +133,7 @@ where
                 // The holder crashed or is slow: load without the lease. Its TTL bounds how
                 // long anyone defers to a dead holder.
                 let ticket = self.ticket(full).await;
-                Ok(self.load_then_store(key, full, ticket).await)
+                Ok(self.load_then_store(key, full, ticket, None).await.0)
             }
             Err(_) => Err(LeaseFailed),
         }
@@ -142,24 +156,21 @@ where
             None
         };
         let ticket = self.ticket(full).await;
-        self.load_then_store(key, full, ticket).await
+        self.load_then_store(key, full, ticket, None).await.0
     }
 
-    /// A fresh entry in Redis that is newer than `current` (any fresh entry if there is no
-    /// `current`): the result of a load that finished elsewhere. The same round trip reads
-    /// the key's generation, for the ticket of the load that follows if there is none.
-    async fn stored_newer_than(
+    /// The fresh entry in `read` (an entry and its generation, read with the lease) if it is
+    /// newer than `current` (any fresh entry if there is no `current`): the result of a load
+    /// that finished elsewhere. The generation goes into the ticket of the load that follows
+    /// if there is none; `l1_ticket` was taken before the read.
+    fn stored_newer_than(
         &self,
-        redis: &RedisLink,
         full: &str,
+        read: (Option<Vec<u8>>, u64),
+        mut ticket: Ticket,
         current: Option<&Entry<V>>,
     ) -> (Option<Entry<V>>, Ticket) {
-        let mut ticket = self.l1_ticket();
-        let read = redis.get_with_generation(full, &generation_key(full)).await;
-        self.report(read.is_ok(), Operation::Get);
-        let Ok((raw, generation)) = read else {
-            return (None, ticket);
-        };
+        let (raw, generation) = read;
         ticket.redis = Some(generation);
         let now = now_ms();
         let found = self.accept(full, raw, ticket, now).filter(|entry| {
@@ -197,13 +208,22 @@ where
 
     /// Loads `key` from the source and stores the result, unless a write evicted or
     /// replaced the key after `ticket` was taken (before this call, so before the source
-    /// is read): the result then answers only the reads that were waiting for it.
-    async fn load_then_store(&self, key: &K, full: &str, ticket: Ticket) -> Outcome<V, E> {
+    /// is read): the result then answers only the reads that were waiting for it. With
+    /// `lease`, the store releases it in the same round trip; the second value says whether
+    /// it did (if not, the caller releases it).
+    async fn load_then_store(
+        &self,
+        key: &K,
+        full: &str,
+        ticket: Ticket,
+        lease: Option<HeldLease<'_>>,
+    ) -> (Outcome<V, E>, bool) {
         let outcome = self.load_from_source(key).await;
-        if let Ok(entry) = &outcome {
-            self.store(full, entry, ticket).await;
-        }
-        outcome
+        let released = match &outcome {
+            Ok(entry) => self.store(full, entry, ticket, lease).await,
+            Err(_) => false,
+        };
+        (outcome, released)
     }
 
     /// A ticket for a load of `full` that is about to read the source: with Redis, it
@@ -257,34 +277,63 @@ where
     /// in-process tier, unless the key was evicted or replaced since `ticket` was taken.
     /// With Redis out of reach, the in-process tier keeps it for its whole life instead of
     /// the short L1 time, so the outage does not multiply loads.
-    async fn store(&self, full: &str, entry: &Entry<V>, ticket: Ticket) {
+    ///
+    /// With `lease`, the Redis store releases it in the same script; returns whether it was
+    /// released that way.
+    async fn store(
+        &self,
+        full: &str,
+        entry: &Entry<V>,
+        ticket: Ticket,
+        lease: Option<HeldLease<'_>>,
+    ) -> bool {
         let name = self.inner.name;
         if !ticket.is_younger_than(self.inner.policy.longest_life()) {
             // The marks that would tell whether a write came after this load began may be
             // gone; a value this old is not worth keeping anyway.
             tracing::debug!(group = name, key = full, "a load too slow to store");
-            return;
+            return false;
         }
         let now = now_ms();
         let keep = self.physical_ttl(entry, now);
         if let (Some(generation), Some(redis)) = (ticket.redis, self.redis_if_closed()) {
             let Some(encoded) = self.encode(full, entry) else {
-                return;
+                return false;
             };
-            let stored = redis
-                .set_px_if_generation(
-                    &generation_key(full),
-                    generation,
-                    full,
-                    &encoded,
-                    millis(keep),
-                )
-                .await;
+            let generation_key = generation_key(full);
+            let stored = match lease {
+                Some(lease) => {
+                    let stored = redis
+                        .set_px_if_generation_and_release(
+                            &generation_key,
+                            generation,
+                            full,
+                            &encoded,
+                            millis(keep),
+                            lease.key,
+                            lease.token,
+                        )
+                        .await;
+                    self.report(stored.is_ok(), Operation::Lease);
+                    stored
+                }
+                None => {
+                    redis
+                        .set_px_if_generation(
+                            &generation_key,
+                            generation,
+                            full,
+                            &encoded,
+                            millis(keep),
+                        )
+                        .await
+                }
+            };
             self.report(stored.is_ok(), Operation::Set);
             match stored {
                 Ok(true) => {
                     self.keep_in_l1(full, entry, now, ticket);
-                    return;
+                    return lease.is_some();
                 }
                 Ok(false) => {
                     tracing::debug!(
@@ -292,7 +341,7 @@ where
                         key = full,
                         "the key was written during its load; the load's value is not stored"
                     );
-                    return;
+                    return lease.is_some();
                 }
                 Err(_) => {}
             }
@@ -301,6 +350,7 @@ where
             .shared
             .local
             .insert(full, erase(entry), keep, ticket.local);
+        false
     }
 
     /// The entry's wire form; `None` (logged and counted) when the codec cannot encode the
@@ -327,3 +377,10 @@ where
 
 /// Redis did not answer the lease.
 struct LeaseFailed;
+
+/// A lease this load holds: its key and the token it was taken with.
+#[derive(Debug, Clone, Copy)]
+struct HeldLease<'a> {
+    key: &'a str,
+    token: &'a str,
+}

@@ -49,17 +49,33 @@ macro_rules! announce {
 // Every script runs by its SHA (EVALSHA); the redis crate loads it again after a restart.
 static GENERATION: LazyLock<Script> =
     LazyLock::new(|| Script::new(concat!(read!(), "return generation")));
-static GET_WITH_GENERATION: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        read!(),
-        "return {redis.call('GET', KEYS[2]), generation}"
-    ))
-});
 static SET_IF_GENERATION: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         read!(),
         "if generation ~= tonumber(ARGV[1]) then return 0 end ",
         "redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) return 1"
+    ))
+});
+// A load's lease (KEYS[3], ARGV[1] for ARGV[2] ms) and, if it was taken, the entry and its
+// generation, read after it in the same script: what a lease holder checks first.
+static LEASE_AND_READ: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        read!(),
+        "if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then ",
+        "return {0, false, generation} end ",
+        "return {1, redis.call('GET', KEYS[2]), generation}"
+    ))
+});
+// SET_IF_GENERATION, then the lease KEYS[3] released if it still holds ARGV[4]: a lease
+// holder's store and release in one round trip.
+static SET_IF_GENERATION_AND_RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        read!(),
+        "local stored = 0 ",
+        "if generation == tonumber(ARGV[1]) then ",
+        "redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) stored = 1 end ",
+        "if redis.call('GET', KEYS[3]) == ARGV[4] then redis.call('DEL', KEYS[3]) end ",
+        "return stored"
     ))
 });
 // The value moves to KEYS[4] (RENAME: no copy of it goes over the wire) and lives there for
@@ -93,16 +109,56 @@ impl RedisLink {
         Ok(u64::try_from(generation).unwrap_or(0))
     }
 
-    /// GET `key` and the generation in `generation_key`, in one round trip.
-    pub(crate) async fn get_with_generation(
+    /// Takes `lease` for `token` (SET NX PX `ttl_ms`) and, if it was free, reads `key` and
+    /// the generation in `generation_key` in the same round trip: `None` when another
+    /// holder has the lease, else the entry (if any) and the generation.
+    pub(crate) async fn lease_and_read(
         &self,
+        lease: &str,
+        token: &str,
+        ttl_ms: u64,
         key: &str,
         generation_key: &str,
-    ) -> Result<(Option<Vec<u8>>, u64), RedisError> {
-        let (value, generation): (Option<Vec<u8>>, i64) = self
-            .script(GET_WITH_GENERATION.key(generation_key).key(key))
+    ) -> Result<Option<(Option<Vec<u8>>, u64)>, RedisError> {
+        let (taken, value, generation): (i64, Option<Vec<u8>>, i64) = self
+            .script(
+                LEASE_AND_READ
+                    .key(generation_key)
+                    .key(key)
+                    .key(lease)
+                    .arg(token)
+                    .arg(ttl_ms.max(1)),
+            )
             .await?;
-        Ok((value, u64::try_from(generation).unwrap_or(0)))
+        Ok((taken == 1).then(|| (value, u64::try_from(generation).unwrap_or(0))))
+    }
+
+    /// [`RedisLink::set_px_if_generation`], then releases `lease` if it still holds `token`,
+    /// in one round trip: a lease holder's store and release.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn set_px_if_generation_and_release(
+        &self,
+        generation_key: &str,
+        generation: u64,
+        key: &str,
+        value: &[u8],
+        ttl_ms: u64,
+        lease: &str,
+        token: &str,
+    ) -> Result<bool, RedisError> {
+        let stored: i64 = self
+            .script(
+                SET_IF_GENERATION_AND_RELEASE
+                    .key(generation_key)
+                    .key(key)
+                    .key(lease)
+                    .arg(generation)
+                    .arg(value)
+                    .arg(ttl_ms.max(1))
+                    .arg(token),
+            )
+            .await?;
+        Ok(stored == 1)
     }
 
     /// SET `key` `value` PX `ttl_ms`, only if `generation_key` still holds `generation`:

@@ -299,26 +299,6 @@ impl RedisLink {
         .await
     }
 
-    /// SET NX PX: stores `value` only if the key is absent; `true` if it did.
-    pub(crate) async fn set_nx_px(
-        &self,
-        key: &str,
-        value: &str,
-        ttl_ms: u64,
-    ) -> Result<bool, RedisError> {
-        let reply: Option<String> = self
-            .bounded(
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(value)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl_ms.max(1)),
-            )
-            .await?;
-        Ok(reply.is_some())
-    }
-
     /// Deletes `key` only if it still holds `value`, atomically: releasing a lease must not
     /// delete a newer holder's lease after ours ran out.
     pub(crate) async fn delete_if_equals(

@@ -5,7 +5,9 @@ use std::time::Duration;
 use marquee_cache::{Cache, CachePolicy};
 
 use crate::on_each_tier;
-use crate::support::{Source, Tier, build_group, config, group, k, link_for, namespace, spawn_get};
+use crate::support::{
+    Source, Tier, assert_source_down, build_group, config, group, k, link_for, namespace, spawn_get,
+};
 
 /// 500 concurrent reads of a cold key: exactly one load, and everyone gets its value.
 async fn a_cold_key_is_loaded_once(tier: Tier) {
@@ -51,6 +53,7 @@ on_each_tier!(
     redis only:
     instances_share_one_load_through_the_lease,
     a_dead_lease_holder_delays_but_does_not_block,
+    a_load_leaves_no_lease_behind,
     invalidations_reach_every_instances_l1,
 );
 
@@ -102,6 +105,46 @@ async fn a_dead_lease_holder_delays_but_does_not_block(tier: Tier) {
         "{waited:?}"
     );
     assert_eq!(source.loads(), 1);
+}
+
+/// The lease holder releases its lease when it is done, with its store (one script) or on
+/// its own when there is nothing to store (the load failed): the next reader after a
+/// write loads at once, without waiting out `lease_wait` for a holder that has finished.
+async fn a_load_leaves_no_lease_behind(tier: Tier) {
+    let source = Source::with_delay(Duration::ZERO);
+    let (_cache, group) = group(tier, config(&namespace()), CachePolicy::default(), &source);
+    let link = link_for(tier);
+    let lease = |key: &str| format!("{}:lease", group.full_key(&k(key)));
+
+    assert!(group.get(&k("stored")).await.unwrap().is_some());
+    assert_eq!(
+        link.get(&lease("stored")).await.unwrap(),
+        None,
+        "released with the store"
+    );
+
+    source
+        .failing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_source_down(group.get(&k("failed")).await);
+    assert_eq!(
+        link.get(&lease("failed")).await.unwrap(),
+        None,
+        "released on its own"
+    );
+
+    source
+        .failing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    group.evict(&k("stored")).await;
+    let started = std::time::Instant::now();
+    assert!(group.get(&k("stored")).await.unwrap().is_some());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(source.loads(), 3);
 }
 
 /// An instance's write reaches the other instances' L1 through pub/sub.
