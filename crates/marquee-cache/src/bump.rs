@@ -1,5 +1,6 @@
-//! [`AfterBump`]: what a write does to a key along with bumping its generation. The group's
-//! writes say it; the Redis link carries it out (see `remote`).
+//! [`AfterBump`]: what a write does to a key along with bumping its generation; and
+//! [`HeldLease`], the lease a load's conditional store releases. The group says them; the
+//! Redis link carries them out (see `remote`).
 
 /// What a generation bump does to the key.
 #[derive(Debug, Clone, Copy)]
@@ -17,4 +18,16 @@ pub(crate) enum AfterBump<'a> {
     },
     /// Sets it to `value` for `ttl_ms` (`update`).
     Set { value: &'a [u8], ttl_ms: u64 },
+}
+
+/// A lease a load holds: its key and the token it was taken with. The load's store releases
+/// it in the same script, if it still holds the token.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(
+    not(feature = "redis"),
+    expect(dead_code, reason = "without Redis no lease is taken")
+)]
+pub(crate) struct HeldLease<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) token: &'a str,
 }

@@ -43,20 +43,6 @@ impl RedisLink {
         match *self {}
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub async fn set_px_if_generation_and_release(
-        &self,
-        _generation_key: &str,
-        _generation: u64,
-        _key: &str,
-        _value: &[u8],
-        _ttl_ms: u64,
-        _lease: &str,
-        _token: &str,
-    ) -> Reply<bool> {
-        match *self {}
-    }
-
     pub async fn set_px_if_generation(
         &self,
         _generation_key: &str,
@@ -64,6 +50,7 @@ impl RedisLink {
         _key: &str,
         _value: &[u8],
         _ttl_ms: u64,
+        _release: Option<crate::bump::HeldLease<'_>>,
     ) -> Reply<bool> {
         match *self {}
     }

@@ -9,6 +9,7 @@ use tracing::Instrument;
 use super::ticket::{Ticket, generation_key, lease_key};
 use super::{CacheGroup, CacheKey, CacheValue, Outcome, erase};
 use crate::breaker::BreakerState;
+use crate::bump::HeldLease;
 use crate::entry::{Entry, millis, now_ms};
 use crate::error::CacheError;
 use crate::flight::{self, Role};
@@ -300,35 +301,19 @@ where
             let Some(encoded) = self.encode(full, entry) else {
                 return false;
             };
-            let generation_key = generation_key(full);
-            let stored = match lease {
-                Some(lease) => {
-                    let stored = redis
-                        .set_px_if_generation_and_release(
-                            &generation_key,
-                            generation,
-                            full,
-                            &encoded,
-                            millis(keep),
-                            lease.key,
-                            lease.token,
-                        )
-                        .await;
-                    self.report(stored.is_ok(), Operation::Lease);
-                    stored
-                }
-                None => {
-                    redis
-                        .set_px_if_generation(
-                            &generation_key,
-                            generation,
-                            full,
-                            &encoded,
-                            millis(keep),
-                        )
-                        .await
-                }
-            };
+            let stored = redis
+                .set_px_if_generation(
+                    &generation_key(full),
+                    generation,
+                    full,
+                    &encoded,
+                    millis(keep),
+                    lease,
+                )
+                .await;
+            if lease.is_some() {
+                self.report(stored.is_ok(), Operation::Lease);
+            }
             self.report(stored.is_ok(), Operation::Set);
             match stored {
                 Ok(true) => {
@@ -377,10 +362,3 @@ where
 
 /// Redis did not answer the lease.
 struct LeaseFailed;
-
-/// A lease this load holds: its key and the token it was taken with.
-#[derive(Debug, Clone, Copy)]
-struct HeldLease<'a> {
-    key: &'a str,
-    token: &'a str,
-}

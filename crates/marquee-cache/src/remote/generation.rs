@@ -19,7 +19,7 @@ use std::sync::LazyLock;
 use redis::Script;
 
 use super::link::{RedisError, RedisLink};
-use crate::bump::AfterBump;
+use crate::bump::{AfterBump, HeldLease};
 
 /// Reads the generation in `KEYS[1]` into `generation`. Anything that is not a number
 /// counts as 0, so a damaged counter makes a bump rewrite it rather than fail (an eviction
@@ -37,6 +37,15 @@ macro_rules! bump {
     };
 }
 
+/// Sets `KEYS[2]` to `ARGV[2]` for `ARGV[3]` ms if the generation read is still `ARGV[1]`;
+/// `stored` says whether it did.
+macro_rules! set_if_generation {
+    () => {
+        "local stored = 0 if generation == tonumber(ARGV[1]) then \
+         redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) stored = 1 end "
+    };
+}
+
 /// Publishes `KEYS[2]` on the channel `ARGV[1]` (nothing when it is empty): a write's
 /// announcement to every instance's L1, in the same script as the write, after it. (A
 /// script may publish on a cluster too: the message reaches every node.)
@@ -49,13 +58,6 @@ macro_rules! announce {
 // Every script runs by its SHA (EVALSHA); the redis crate loads it again after a restart.
 static GENERATION: LazyLock<Script> =
     LazyLock::new(|| Script::new(concat!(read!(), "return generation")));
-static SET_IF_GENERATION: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        read!(),
-        "if generation ~= tonumber(ARGV[1]) then return 0 end ",
-        "redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) return 1"
-    ))
-});
 // A load's lease (KEYS[3], ARGV[1] for ARGV[2] ms) and, if it was taken, the entry and its
 // generation, read after it in the same script: what a lease holder checks first.
 static LEASE_AND_READ: LazyLock<Script> = LazyLock::new(|| {
@@ -66,14 +68,15 @@ static LEASE_AND_READ: LazyLock<Script> = LazyLock::new(|| {
         "return {1, redis.call('GET', KEYS[2]), generation}"
     ))
 });
-// SET_IF_GENERATION, then the lease KEYS[3] released if it still holds ARGV[4]: a lease
-// holder's store and release in one round trip.
+// SET KEYS[2] ARGV[2] PX ARGV[3] if the generation is still ARGV[1]; with the lease, then
+// KEYS[3] deleted if it still holds ARGV[4] (a lease holder's store and release in one
+// round trip). Either returns 1 if it stored.
+static SET_IF_GENERATION: LazyLock<Script> =
+    LazyLock::new(|| Script::new(concat!(read!(), set_if_generation!(), "return stored")));
 static SET_IF_GENERATION_AND_RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         read!(),
-        "local stored = 0 ",
-        "if generation == tonumber(ARGV[1]) then ",
-        "redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) stored = 1 end ",
+        set_if_generation!(),
         "if redis.call('GET', KEYS[3]) == ARGV[4] then redis.call('DEL', KEYS[3]) end ",
         "return stored"
     ))
@@ -133,36 +136,9 @@ impl RedisLink {
         Ok((taken == 1).then(|| (value, u64::try_from(generation).unwrap_or(0))))
     }
 
-    /// [`RedisLink::set_px_if_generation`], then releases `lease` if it still holds `token`,
-    /// in one round trip: a lease holder's store and release.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn set_px_if_generation_and_release(
-        &self,
-        generation_key: &str,
-        generation: u64,
-        key: &str,
-        value: &[u8],
-        ttl_ms: u64,
-        lease: &str,
-        token: &str,
-    ) -> Result<bool, RedisError> {
-        let stored: i64 = self
-            .script(
-                SET_IF_GENERATION_AND_RELEASE
-                    .key(generation_key)
-                    .key(key)
-                    .key(lease)
-                    .arg(generation)
-                    .arg(value)
-                    .arg(ttl_ms.max(1))
-                    .arg(token),
-            )
-            .await?;
-        Ok(stored == 1)
-    }
-
     /// SET `key` `value` PX `ttl_ms`, only if `generation_key` still holds `generation`:
-    /// `false` if an eviction or update came in between.
+    /// `false` if an eviction or update came in between. With `release`, the same script
+    /// then deletes the lease if it still holds the token, whether or not it stored.
     pub(crate) async fn set_px_if_generation(
         &self,
         generation_key: &str,
@@ -170,17 +146,22 @@ impl RedisLink {
         key: &str,
         value: &[u8],
         ttl_ms: u64,
+        release: Option<HeldLease<'_>>,
     ) -> Result<bool, RedisError> {
-        let stored: i64 = self
-            .script(
-                SET_IF_GENERATION
-                    .key(generation_key)
-                    .key(key)
-                    .arg(generation)
-                    .arg(value)
-                    .arg(ttl_ms.max(1)),
-            )
-            .await?;
+        let mut invocation = match release {
+            Some(_) => SET_IF_GENERATION_AND_RELEASE.prepare_invoke(),
+            None => SET_IF_GENERATION.prepare_invoke(),
+        };
+        invocation
+            .key(generation_key)
+            .key(key)
+            .arg(generation)
+            .arg(value)
+            .arg(ttl_ms.max(1));
+        if let Some(lease) = release {
+            invocation.key(lease.key).arg(lease.token);
+        }
+        let stored: i64 = self.script(&invocation).await?;
         Ok(stored == 1)
     }
 
