@@ -397,22 +397,96 @@ call_outcome!(
     }
 );
 
-/// `SELECT ... FROM marquee_hold(...)`: PostgreSQL's hold in one round trip (migration
-/// `2026-12-07-000005_hold_in_one_call`). A statement type of its own rather than a
-/// `sql_query`, which diesel never prepares (see `prepared`): this one is prepared once per
-/// connection.
-#[derive(Debug, Clone, Copy, diesel::query_builder::QueryId)]
-struct HoldCall {
-    user: i64,
-    seat: i64,
-    /// The caller's clock just before the call; the function adds the time it spends.
-    called_at: NaiveDateTime,
-    hold_for_ms: i64,
-    max_per_schedule: i64,
-    max_per_user: i64,
-    require_admission: bool,
-    lock_key: i32,
+/// A call of one of the migrations' PL/pgSQL functions, `SELECT <columns> FROM <function>(<the
+/// fields, in order>)`, as a statement type of its own: diesel prepares it once per connection,
+/// where it would plan a `sql_query` again on every call (see `prepared`). `$row` is the SQL
+/// type of the row it answers.
+macro_rules! pg_function_call {
+    (
+        $(#[$doc:meta])*
+        $name:ident = $select:literal -> $row:ty {
+            $first:ident: $first_type:ty as $first_sql:ty
+            $(, $field:ident: $field_type:ty as $field_sql:ty)* $(,)?
+        }
+    ) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, diesel::query_builder::QueryId)]
+        struct $name {
+            $first: $first_type,
+            $($field: $field_type,)*
+        }
+
+        impl diesel::query_builder::Query for $name {
+            type SqlType = $row;
+        }
+
+        impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for $name {
+            fn walk_ast<'b>(
+                &'b self,
+                mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+            ) -> QueryResult<()> {
+                out.push_sql(concat!($select, "("));
+                out.push_bind_param::<$first_sql, _>(&self.$first)?;
+                $(
+                    out.push_sql(", ");
+                    out.push_bind_param::<$field_sql, _>(&self.$field)?;
+                )*
+                out.push_sql(")");
+                Ok(())
+            }
+        }
+
+        impl RunQueryDsl<diesel::PgConnection> for $name {}
+    };
 }
+
+pg_function_call!(
+    /// PostgreSQL's hold in one round trip (migration `2026-12-07-000005_hold_in_one_call`).
+    /// `called_at` is the caller's clock just before the call; the function adds the time it
+    /// spends.
+    HoldCall = "SELECT outcome, reservation_id, schedule_id, concert_id, price, expires_at, \
+                opens_at, closes_at FROM marquee_hold"
+        -> (
+            diesel::sql_types::Text,
+            diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+            diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+            diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+            diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+            diesel::sql_types::Nullable<diesel::sql_types::Timestamp>,
+            diesel::sql_types::Nullable<diesel::sql_types::Timestamp>,
+            diesel::sql_types::Nullable<diesel::sql_types::Timestamp>,
+        ) {
+        user: i64 as diesel::sql_types::BigInt,
+        seat: i64 as diesel::sql_types::BigInt,
+        called_at: NaiveDateTime as diesel::sql_types::Timestamp,
+        hold_for_ms: i64 as diesel::sql_types::BigInt,
+        max_per_schedule: i64 as diesel::sql_types::BigInt,
+        max_per_user: i64 as diesel::sql_types::BigInt,
+        require_admission: bool as diesel::sql_types::Bool,
+        lock_class: i32 as diesel::sql_types::Integer,
+        lock_key: i32 as diesel::sql_types::Integer,
+    }
+);
+
+pg_function_call!(
+    /// A payment's work on PostgreSQL in one round trip (migration
+    /// `2026-12-07-000006_pay_in_one_call`). `called_at` as for `HoldCall`.
+    PayCall = "SELECT outcome, payment_id, seat_id, schedule_id, concert_id, amount, balance \
+               FROM marquee_pay"
+        -> (
+            diesel::sql_types::Text,
+            diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+            diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+            diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+            diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+            diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+            diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+        ) {
+        user: i64 as diesel::sql_types::BigInt,
+        reservation: i64 as diesel::sql_types::BigInt,
+        called_at: NaiveDateTime as diesel::sql_types::Timestamp,
+    }
+);
 
 /// What `marquee_hold` answers: the outcome, then the columns that outcome fills (see the
 /// migration).
@@ -426,53 +500,6 @@ type HoldCallRow = (
     Option<NaiveDateTime>,
     Option<NaiveDateTime>,
 );
-
-impl diesel::query_builder::Query for HoldCall {
-    type SqlType = (
-        diesel::sql_types::Text,
-        diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
-        diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
-        diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
-        diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
-        diesel::sql_types::Nullable<diesel::sql_types::Timestamp>,
-        diesel::sql_types::Nullable<diesel::sql_types::Timestamp>,
-        diesel::sql_types::Nullable<diesel::sql_types::Timestamp>,
-    );
-}
-
-impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for HoldCall {
-    fn walk_ast<'b>(
-        &'b self,
-        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
-    ) -> QueryResult<()> {
-        use diesel::sql_types::{BigInt, Bool, Integer, Timestamp};
-        out.push_sql(
-            "SELECT outcome, reservation_id, schedule_id, concert_id, price, expires_at, \
-             opens_at, closes_at FROM marquee_hold(",
-        );
-        out.push_bind_param::<BigInt, _>(&self.user)?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(&self.seat)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Timestamp, _>(&self.called_at)?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(&self.hold_for_ms)?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(&self.max_per_schedule)?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(&self.max_per_user)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Bool, _>(&self.require_admission)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Integer, _>(&HOLD_LOCK_CLASS)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Integer, _>(&self.lock_key)?;
-        out.push_sql(")");
-        Ok(())
-    }
-}
-
-impl RunQueryDsl<diesel::PgConnection> for HoldCall {}
 
 /// A charge's work on PostgreSQL in one statement: the wallet created with the amount, or
 /// credited with it, only while the balance stays within `max_balance`, and the new balance
@@ -516,17 +543,6 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for Credit {
 
 impl RunQueryDsl<diesel::PgConnection> for Credit {}
 
-/// `SELECT ... FROM marquee_pay(...)`: a payment's work on PostgreSQL in one round trip
-/// (migration `2026-12-07-000006_pay_in_one_call`), prepared once per connection as
-/// `HoldCall` is.
-#[derive(Debug, Clone, Copy, diesel::query_builder::QueryId)]
-struct PayCall {
-    user: i64,
-    reservation: i64,
-    /// The caller's clock just before the call; the function adds the time it spends.
-    called_at: NaiveDateTime,
-}
-
 /// What `marquee_pay` answers: the outcome, then the columns that outcome fills (see the
 /// migration).
 type PayCallRow = (
@@ -538,40 +554,6 @@ type PayCallRow = (
     Option<i64>,
     Option<i64>,
 );
-
-impl diesel::query_builder::Query for PayCall {
-    type SqlType = (
-        diesel::sql_types::Text,
-        diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
-        diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
-        diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
-        diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
-        diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
-        diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
-    );
-}
-
-impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for PayCall {
-    fn walk_ast<'b>(
-        &'b self,
-        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
-    ) -> QueryResult<()> {
-        use diesel::sql_types::{BigInt, Timestamp};
-        out.push_sql(
-            "SELECT outcome, payment_id, seat_id, schedule_id, concert_id, amount, balance \
-             FROM marquee_pay(",
-        );
-        out.push_bind_param::<BigInt, _>(&self.user)?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(&self.reservation)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Timestamp, _>(&self.called_at)?;
-        out.push_sql(")");
-        Ok(())
-    }
-}
-
-impl RunQueryDsl<diesel::PgConnection> for PayCall {}
 
 /// A payment's work on PostgreSQL: one call of `marquee_pay`, inside the caller's transaction
 /// (which claims the key and records the answer). It writes nothing when it refuses, so it
@@ -638,6 +620,7 @@ fn hold_in_one_call(
             max_per_schedule: rules.max_holds_per_schedule,
             max_per_user: rules.max_holds_per_user,
             require_admission: rules.require_admission,
+            lock_class: HOLD_LOCK_CLASS,
             // Two users who fold to the same key only serialise each other's holds.
             lock_key: (user.get() % i64::from(i32::MAX)) as i32,
         }
