@@ -455,7 +455,6 @@ fn erase<V: CacheValue>(entry: &Entry<V>) -> Entry<Erased> {
     entry.clone().map(|value| Arc::new(value) as Erased)
 }
 
-/// The entry that expires later.
 /// An entry of the in-process tier as this group's type: `None` if another group's value
 /// sits under the key (two groups given one name).
 fn typed<V: CacheValue>(entry: Entry<Erased>) -> Option<Entry<V>> {
@@ -470,6 +469,7 @@ fn typed<V: CacheValue>(entry: Entry<Erased>) -> Option<Entry<V>> {
     })
 }
 
+/// The entry that expires later.
 fn newer<V>(current: Option<Entry<V>>, candidate: Entry<V>) -> Option<Entry<V>> {
     match current {
         Some(entry) if entry.expires_at >= candidate.expires_at => Some(entry),
