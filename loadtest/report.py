@@ -130,13 +130,29 @@ def thresholds(metrics):
     return ["## Thresholds", "", *(found or ["- none"]), ""]
 
 
+# The HTTP worker lag histogram's bucket bounds (seconds) that the report quotes.
+LAG_BOUNDS = ("0.005", "0.025", "0.1")
+
+
+def worker_lag(lag_buckets, count):
+    """The line on how late the HTTP workers woke (marquee_http_worker_lag_seconds), from its
+    cumulative buckets ({le: samples}) and its count; None when the server has no such metric."""
+    if not count:
+        return None
+    over = ", ".join(f"{100 * (count - lag_buckets.get(bound, count)) / count:.2f} % over"
+                     f" {float(bound) * 1000:g} ms" for bound in LAG_BOUNDS)
+    return f"- HTTP workers' lag (how late each woke from a 10 ms timer): {count:.0f} samples, {over}"
+
+
 def server_side(metrics_text):
     """The cache, pool and HTTP counters of the server's /metrics after the run."""
-    sums, status = {}, {}
+    sums, status, lag = {}, {}, {}
     for name, labels, value in harness.parse_metrics(metrics_text):
         sums[name] = sums.get(name, 0) + value
         if name == "http_server_requests_seconds_count" and labels.get("status", "").isdigit():
             status[labels["status"]] = status.get(labels["status"], 0) + value
+        if name == "marquee_http_worker_lag_seconds_bucket" and "le" in labels:
+            lag[labels["le"]] = lag.get(labels["le"], 0) + value
 
     def n(name):
         return f"{sums.get(name, 0):.0f}"
@@ -149,6 +165,7 @@ def server_side(metrics_text):
         f"- pool: checkouts {n('hikaricp_connections_acquire_seconds_count')},"
         f" timeouts {n('hikaricp_connections_timeout_total')}",
         "- HTTP answers by status: " + (", ".join(f"{k}: {v:.0f}" for k, v in sorted(status.items())) or "none"),
+        *filter(None, [worker_lag(lag, sums.get("marquee_http_worker_lag_seconds_count"))]),
         "",
     ]
 

@@ -88,6 +88,16 @@ class Sections(unittest.TestCase):
         self.assertTrue(lines[2].startswith("- cache: hits 15, misses 0,"))
         self.assertEqual(lines[4], "- HTTP answers by status: 200: 10, 404: 1")
         self.assertEqual(report.server_side("")[4], "- HTTP answers by status: none")
+        self.assertEqual(report.server_side("")[5], "", "no lag line without the metric")
+
+    def test_server_side_gives_the_share_of_late_worker_wake_ups(self):
+        text = ('marquee_http_worker_lag_seconds_bucket{le="0.005"} 990\n'
+                'marquee_http_worker_lag_seconds_bucket{le="0.025"} 998\n'
+                'marquee_http_worker_lag_seconds_bucket{le="0.1"} 1000\n'
+                "marquee_http_worker_lag_seconds_count 1000\n")
+        self.assertEqual(report.server_side(text)[5],
+                         "- HTTP workers' lag (how late each woke from a 10 ms timer): 1000 samples,"
+                         " 1.00 % over 5 ms, 0.20 % over 25 ms, 0.00 % over 100 ms")
 
 
 class Whole(unittest.TestCase):

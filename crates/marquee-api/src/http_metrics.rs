@@ -3,10 +3,13 @@
 //!
 //! `uri` is the route template (`/api/v1/concerts/{concertId}`), never the raw path: a raw
 //! path would create one time series per id and exhaust the metrics store.
+//!
+//! `marquee_http_worker_lag_seconds`: how late each HTTP worker's event loop wakes up, the
+//! time a request can wait before any handler, or the histogram above, sees it.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::Error;
 use actix_web::body::MessageBody;
@@ -15,14 +18,37 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 
 pub const HTTP_SERVER_REQUESTS: &str = "http_server_requests_seconds";
+pub const HTTP_WORKER_LAG: &str = "marquee_http_worker_lag_seconds";
 
-/// Registers the metric's help text with the installed recorder.
+/// How often each HTTP worker's lag probe asks to be woken.
+pub const LAG_TICK: Duration = Duration::from_millis(10);
+
+/// Registers the metrics' help texts with the installed recorder.
 pub fn describe() {
     metrics::describe_histogram!(
         HTTP_SERVER_REQUESTS,
         metrics::Unit::Seconds,
         "HTTP request duration, by method, route template, status and outcome."
     );
+    metrics::describe_histogram!(
+        HTTP_WORKER_LAG,
+        metrics::Unit::Seconds,
+        "How late an HTTP worker's event loop woke from a 10 ms timer (busy, or waiting for a CPU): requests wait as long before a handler sees them."
+    );
+}
+
+/// Runs for as long as its HTTP worker: every [`LAG_TICK`] it records how late the worker's
+/// event loop woke it. A worker that is busy with one task, or not given a CPU, reads
+/// nothing from its connections meanwhile, and `http_server_requests_seconds` (which starts
+/// when a handler is called) does not see that wait; this histogram does. The timer's own
+/// resolution (1 ms) is its floor.
+pub async fn watch_worker_lag() {
+    let lag = metrics::histogram!(HTTP_WORKER_LAG);
+    loop {
+        let due = tokio::time::Instant::now() + LAG_TICK;
+        tokio::time::sleep_until(due).await;
+        lag.record(due.elapsed().as_secs_f64());
+    }
 }
 
 /// Micrometer's `outcome` tag.

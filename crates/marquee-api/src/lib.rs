@@ -55,6 +55,8 @@ pub fn serve(
     options: ServerOptions,
 ) -> std::io::Result<Server> {
     Ok(actix_web::HttpServer::new(move || {
+        // Each worker builds its app on its own thread, at its start: one lag probe each.
+        actix_web::rt::spawn(http_metrics::watch_worker_lag());
         // Outermost last: the request span covers the metrics recording too.
         actix_web::App::new()
             .wrap(actix_web::middleware::from_fn(http_metrics::record))

@@ -293,3 +293,26 @@ async fn metrics_cover_http_pool_process_and_build() {
         "raw paths never become labels"
     );
 }
+
+/// Every HTTP worker records how late its event loop wakes (`marquee_http_worker_lag_seconds`),
+/// about a hundred times a second each, from its start and without any request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_http_worker_reports_its_lag() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let samples = || async {
+        let text = app.get("/metrics").await.text().await.unwrap();
+        assert!(
+            text.contains(r#"marquee_http_worker_lag_seconds_bucket{le="0.01"}"#),
+            "{text}"
+        );
+        text.lines()
+            .find_map(|line| line.strip_prefix("marquee_http_worker_lag_seconds_count "))
+            .and_then(|count| count.trim().parse::<f64>().ok())
+            .expect("/metrics has the lag histogram's count")
+    };
+    let before = samples().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = samples().await;
+    // One worker alone takes 50 samples in 500 ms; the bound leaves room for a slow machine.
+    assert!(after - before >= 20.0, "{before} then {after}");
+}
