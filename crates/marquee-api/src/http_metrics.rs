@@ -40,8 +40,8 @@ pub fn describe() {
 /// Runs for as long as its HTTP worker: every [`LAG_TICK`] it records how late the worker's
 /// event loop woke it. A worker that is busy with one task, or not given a CPU, reads
 /// nothing from its connections meanwhile, and `http_server_requests_seconds` (which starts
-/// when a handler is called) does not see that wait; this histogram does. The timer's own
-/// resolution (1 ms) is its floor.
+/// when a request reaches the middleware) does not see that wait; this histogram does. The
+/// timer's own resolution (1 ms) is its floor.
 pub async fn watch_worker_lag() {
     let lag = metrics::histogram!(HTTP_WORKER_LAG);
     loop {
