@@ -226,28 +226,36 @@ macro_rules! claim_key {
         if claimed {
             Claim::New
         } else {
-            let (stored, status, body): (String, Option<i32>, Option<String>) =
-                idempotency_keys::table
-                    .find(($user.get(), $key.as_str()))
-                    .select((
-                        idempotency_keys::request,
-                        idempotency_keys::response_status,
-                        idempotency_keys::response_body,
-                    ))
-                    .first($c)?;
-            if stored != *$request {
-                return Err(Abort::Refused(BookingError::IdempotencyKeyReused));
-            }
-            // A committed claim always has its response: it is written in the claiming
-            // transaction.
-            match (status.and_then(|s| u16::try_from(s).ok()), body) {
-                (Some(status), Some(body)) => Claim::Replay(RecordedResponse { status, body }),
-                _ => {
-                    return Err(Abort::Database(corrupt_row(format!(
-                        "idempotency key {:?} has no recorded response",
-                        $key.as_str()
-                    ))));
-                }
+            Claim::Replay(recorded_answer!($c, $user, $key, $request))
+        }
+    }};
+}
+
+/// The response recorded under `(user, key)`, a key that is claimed already: evaluates to
+/// the `RecordedResponse`, or returns `IdempotencyKeyReused` from the enclosing closure if
+/// the key came with another request.
+macro_rules! recorded_answer {
+    ($c:ident, $user:expr, $key:expr, $request:expr) => {{
+        let (stored, status, body): (String, Option<i32>, Option<String>) = idempotency_keys::table
+            .find(($user.get(), $key.as_str()))
+            .select((
+                idempotency_keys::request,
+                idempotency_keys::response_status,
+                idempotency_keys::response_body,
+            ))
+            .first($c)?;
+        if stored != *$request {
+            return Err(Abort::Refused(BookingError::IdempotencyKeyReused));
+        }
+        // A committed claim always has its response: it is written in the claiming
+        // transaction.
+        match (status.and_then(|s| u16::try_from(s).ok()), body) {
+            (Some(status), Some(body)) => RecordedResponse { status, body },
+            _ => {
+                return Err(Abort::Database(corrupt_row(format!(
+                    "idempotency key {:?} has no recorded response",
+                    $key.as_str()
+                ))));
             }
         }
     }};
@@ -260,15 +268,25 @@ macro_rules! claim_key {
 /// refusal; a database error rolls everything back, the claim included, since nothing was
 /// decided. Evaluates to `Answered`.
 ///
-/// The form `refuses_before_writing: $outcome` runs an operation without the savepoint (two
-/// round trips fewer): only for one that writes nothing when it refuses.
+/// The form `claimed_by: $call` is for a call that claims the key itself and does the work
+/// only if the claim is new (PostgreSQL's `marquee_claim_and_*` functions): `$call`
+/// evaluates to `None` when the key was claimed already, else to the operation's outcome,
+/// and writes nothing but the claim when it refuses, so no savepoint is needed. The claim,
+/// the savepoint's two round trips and the operation become one.
 macro_rules! idempotent {
     ($c:ident, $user:expr, $key:expr, $request:expr, $render:expr, |$op:ident| $operation:expr) => {
         idempotent!(@run $c, $user, $key, $request, $render, $c.transaction(|$op| $operation))
     };
-    ($c:ident, $user:expr, $key:expr, $request:expr, $render:expr, refuses_before_writing: $outcome:expr) => {
-        idempotent!(@run $c, $user, $key, $request, $render, $outcome)
-    };
+    ($c:ident, $user:expr, $key:expr, $request:expr, $render:expr, claimed_by: $call:expr) => {{
+        match $call {
+            None => Answered {
+                response: recorded_answer!($c, $user, $key, $request),
+                performed: None,
+                replayed: true,
+            },
+            Some(outcome) => idempotent!(@record $c, $user, $key, $render, outcome),
+        }
+    }};
     (@run $c:ident, $user:expr, $key:expr, $request:expr, $render:expr, $outcome:expr) => {{
         match claim_key!($c, $user, $key, $request) {
             Claim::Replay(response) => Answered {
@@ -276,33 +294,34 @@ macro_rules! idempotent {
                 performed: None,
                 replayed: true,
             },
-            Claim::New => {
-                let outcome = match $outcome {
-                    Ok(value) => Ok(value),
-                    Err(Abort::Refused(BookingError::Repository(error))) => {
-                        return Err(Abort::Refused(BookingError::Repository(error)));
-                    }
-                    Err(Abort::Refused(refusal)) => Err(refusal),
-                    Err(failure @ (Abort::Database(_) | Abort::Pool(_))) => return Err(failure),
-                };
-                let response = ($render)(&outcome);
-                update_where(
-                    idempotency_keys::table,
-                    (
-                        idempotency_keys::response_status.eq(Some(i32::from(response.status))),
-                        idempotency_keys::response_body.eq(Some(response.body.as_str())),
-                    ),
-                    idempotency_keys::user_id
-                        .eq($user.get())
-                        .and(idempotency_keys::idem_key.eq($key.as_str())),
-                )
-                .execute($c)?;
-                Answered {
-                    response,
-                    performed: outcome.ok(),
-                    replayed: false,
-                }
+            Claim::New => idempotent!(@record $c, $user, $key, $render, $outcome),
+        }
+    }};
+    (@record $c:ident, $user:expr, $key:expr, $render:expr, $outcome:expr) => {{
+        let outcome = match $outcome {
+            Ok(value) => Ok(value),
+            Err(Abort::Refused(BookingError::Repository(error))) => {
+                return Err(Abort::Refused(BookingError::Repository(error)));
             }
+            Err(Abort::Refused(refusal)) => Err(refusal),
+            Err(failure @ (Abort::Database(_) | Abort::Pool(_))) => return Err(failure),
+        };
+        let response = ($render)(&outcome);
+        update_where(
+            idempotency_keys::table,
+            (
+                idempotency_keys::response_status.eq(Some(i32::from(response.status))),
+                idempotency_keys::response_body.eq(Some(response.body.as_str())),
+            ),
+            idempotency_keys::user_id
+                .eq($user.get())
+                .and(idempotency_keys::idem_key.eq($key.as_str())),
+        )
+        .execute($c)?;
+        Answered {
+            response,
+            performed: outcome.ok(),
+            replayed: false,
         }
     }};
 }
@@ -410,7 +429,7 @@ macro_rules! pg_function_call {
         }
     ) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, diesel::query_builder::QueryId)]
+        #[derive(Debug, Clone, diesel::query_builder::QueryId)]
         struct $name {
             $first: $first_type,
             $($field: $field_type,)*
@@ -469,12 +488,14 @@ pg_function_call!(
 );
 
 pg_function_call!(
-    /// A payment's work on PostgreSQL in one round trip (migration
-    /// `2026-12-07-000006_pay_in_one_call`). `called_at` as for `HoldCall`.
-    PayCall = "SELECT outcome, payment_id, seat_id, schedule_id, concert_id, amount, balance \
-               FROM marquee_pay"
+    /// An Idempotency-Key's claim and, if it is new, a payment's work, on PostgreSQL in one
+    /// round trip (migrations `2026-12-07-000006_pay_in_one_call` and
+    /// `2026-12-07-000007_claim_in_the_call`). `called_at` as for `HoldCall`.
+    ClaimAndPayCall = "SELECT claimed, outcome, payment_id, seat_id, schedule_id, concert_id, \
+                       amount, balance FROM marquee_claim_and_pay"
         -> (
-            diesel::sql_types::Text,
+            diesel::sql_types::Bool,
+            diesel::sql_types::Nullable<diesel::sql_types::Text>,
             diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
             diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
             diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
@@ -483,8 +504,30 @@ pg_function_call!(
             diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
         ) {
         user: i64 as diesel::sql_types::BigInt,
+        key: String as diesel::sql_types::Text,
+        request: String as diesel::sql_types::Text,
+        created_at: NaiveDateTime as diesel::sql_types::Timestamp,
         reservation: i64 as diesel::sql_types::BigInt,
         called_at: NaiveDateTime as diesel::sql_types::Timestamp,
+    }
+);
+
+pg_function_call!(
+    /// An Idempotency-Key's claim and, if it is new, a charge, on PostgreSQL in one round trip
+    /// (migration `2026-12-07-000007_claim_in_the_call`): the wallet created with the amount,
+    /// or credited with it, only while the balance stays within `max_balance`. The portable
+    /// charge takes three statements in a savepoint for the charge alone.
+    ClaimAndCreditCall = "SELECT claimed, balance FROM marquee_claim_and_credit"
+        -> (
+            diesel::sql_types::Bool,
+            diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+        ) {
+        user: i64 as diesel::sql_types::BigInt,
+        key: String as diesel::sql_types::Text,
+        request: String as diesel::sql_types::Text,
+        created_at: NaiveDateTime as diesel::sql_types::Timestamp,
+        amount: i64 as diesel::sql_types::BigInt,
+        max_balance: i64 as diesel::sql_types::BigInt,
     }
 );
 
@@ -501,52 +544,11 @@ type HoldCallRow = (
     Option<NaiveDateTime>,
 );
 
-/// A charge's work on PostgreSQL in one statement: the wallet created with the amount, or
-/// credited with it, only while the balance stays within `max_balance`, and the new balance
-/// returned (no row: the limit refused it, and nothing was written). The portable charge
-/// takes three statements in a savepoint for the same. Prepared once per connection, as
-/// `HoldCall` is.
-#[derive(Debug, Clone, Copy, diesel::query_builder::QueryId)]
-struct Credit {
-    user: i64,
-    amount: i64,
-    max_balance: i64,
-}
-
-impl diesel::query_builder::Query for Credit {
-    type SqlType = diesel::sql_types::BigInt;
-}
-
-impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for Credit {
-    fn walk_ast<'b>(
-        &'b self,
-        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
-    ) -> QueryResult<()> {
-        use diesel::sql_types::BigInt;
-        out.push_sql("INSERT INTO wallets (user_id, balance) SELECT ");
-        out.push_bind_param::<BigInt, _>(&self.user)?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(&self.amount)?;
-        out.push_sql(" WHERE ");
-        out.push_bind_param::<BigInt, _>(&self.amount)?;
-        out.push_sql(" <= ");
-        out.push_bind_param::<BigInt, _>(&self.max_balance)?;
-        out.push_sql(
-            " ON CONFLICT (user_id) DO UPDATE SET balance = wallets.balance + EXCLUDED.balance \
-             WHERE wallets.balance <= ",
-        );
-        out.push_bind_param::<BigInt, _>(&self.max_balance)?;
-        out.push_sql(" - EXCLUDED.balance RETURNING balance");
-        Ok(())
-    }
-}
-
-impl RunQueryDsl<diesel::PgConnection> for Credit {}
-
-/// What `marquee_pay` answers: the outcome, then the columns that outcome fills (see the
-/// migration).
-type PayCallRow = (
-    PayOutcome,
+/// What `marquee_claim_and_pay` answers: whether it claimed the key and, if it did,
+/// `marquee_pay`'s outcome and the columns that outcome fills (see the migrations).
+type ClaimAndPayRow = (
+    bool,
+    Option<PayOutcome>,
     Option<i64>,
     Option<i64>,
     Option<i64>,
@@ -555,22 +557,36 @@ type PayCallRow = (
     Option<i64>,
 );
 
-/// A payment's work on PostgreSQL: one call of `marquee_pay`, inside the caller's transaction
-/// (which claims the key and records the answer). It writes nothing when it refuses, so it
-/// runs without a savepoint (`idempotent!`'s `refuses_before_writing`).
-fn pay_in_one_call(
+/// A payment on PostgreSQL: one call of `marquee_claim_and_pay`, inside the caller's
+/// transaction (which records the answer). `None` when the key was claimed already; else the
+/// payment's outcome. It writes nothing but the claim when it refuses, so it runs without a
+/// savepoint (`idempotent!`'s `claimed_by`).
+fn claim_and_pay(
     c: &mut diesel::PgConnection,
     user: UserId,
     id: ReservationId,
-) -> Result<PaymentReceipt, Abort> {
+    key: &IdempotencyKey,
+    request: &str,
+) -> Result<Option<Result<PaymentReceipt, Abort>>, Abort> {
     let corrupt = |what: &str| Abort::Database(corrupt_row(format!("marquee_pay: {what}")));
-    let (outcome, payment, seat, schedule, concert, amount, balance): PayCallRow = PayCall {
-        user: user.get(),
-        reservation: id.get(),
-        called_at: naive(Utc::now()),
+    let now = naive(Utc::now());
+    let (claimed, outcome, payment, seat, schedule, concert, amount, balance): ClaimAndPayRow =
+        ClaimAndPayCall {
+            user: user.get(),
+            key: key.as_str().to_owned(),
+            request: request.to_owned(),
+            created_at: now,
+            reservation: id.get(),
+            called_at: now,
+        }
+        .get_result(c)?;
+    if !claimed {
+        return Ok(None);
     }
-    .get_result(c)?;
-    Err(Abort::Refused(match outcome {
+    let Some(outcome) = outcome else {
+        return Err(corrupt("a claim without an outcome"));
+    };
+    Ok(Some(Err(Abort::Refused(match outcome {
         PayOutcome::Paid => {
             let (Some(payment), Some(seat), Some(schedule), Some(concert), Some(amount)) =
                 (payment, seat, schedule, concert, amount)
@@ -578,14 +594,14 @@ fn pay_in_one_call(
                 return Err(corrupt("a payment without its receipt"));
             };
             let invalid = |e: marquee_domain::IdError| corrupt(&e.to_string());
-            return Ok(PaymentReceipt {
+            return Ok(Some(Ok(PaymentReceipt {
                 payment_id: marquee_domain::PaymentId::new(payment).map_err(invalid)?,
                 reservation_id: id,
                 seat_id: SeatId::new(seat).map_err(invalid)?,
                 schedule_id: ScheduleId::new(schedule).map_err(invalid)?,
                 concert_id: ConcertId::new(concert).map_err(invalid)?,
                 amount,
-            });
+            })));
         }
         PayOutcome::ReservationNotFound => BookingError::ReservationNotFound(id),
         PayOutcome::AlreadyPaid => BookingError::AlreadyPaid(id),
@@ -598,6 +614,37 @@ fn pay_in_one_call(
             (Some(balance), Some(needed)) => BookingError::InsufficientBalance { balance, needed },
             _ => return Err(corrupt("a refusal without its amounts")),
         },
+    }))))
+}
+
+/// A charge on PostgreSQL: one call of `marquee_claim_and_credit`, inside the caller's
+/// transaction (which records the answer). `None` when the key was claimed already; else the
+/// wallet, or the balance limit's refusal (which writes nothing but the claim).
+fn claim_and_credit(
+    c: &mut diesel::PgConnection,
+    user: UserId,
+    amount: Money,
+    max_balance: Money,
+    key: &IdempotencyKey,
+    request: &str,
+) -> Result<Option<Result<Wallet, Abort>>, Abort> {
+    let (claimed, balance): (bool, Option<i64>) = ClaimAndCreditCall {
+        user: user.get(),
+        key: key.as_str().to_owned(),
+        request: request.to_owned(),
+        created_at: naive(Utc::now()),
+        amount,
+        max_balance,
+    }
+    .get_result(c)?;
+    Ok(claimed.then(|| match balance {
+        Some(balance) => Ok(Wallet {
+            user_id: user,
+            balance,
+        }),
+        None => Err(Abort::Refused(BookingError::BalanceLimit {
+            limit: max_balance,
+        })),
     }))
 }
 
@@ -999,7 +1046,7 @@ macro_rules! portable_hold {
     }};
 }
 
-/// The portable payment's work, on SQLite and MariaDB (PostgreSQL's is `pay_in_one_call`), run
+/// The portable payment's work, on SQLite and MariaDB (PostgreSQL's is `claim_and_pay`), run
 /// by `idempotent!` in a savepoint: the live hold, settled, then the debit (a refusal rolls the
 /// settling back), the payer's admission ended and the payment recorded. Evaluates to the
 /// savepoint's `Result`; a macro because the body runs on each concrete connection type.
@@ -1062,8 +1109,8 @@ macro_rules! portable_pay {
     }};
 }
 
-/// The portable charge's work, on SQLite and MariaDB (PostgreSQL's is one `Credit`
-/// statement), run by `idempotent!` in a savepoint: the wallet created if missing, credited
+/// The portable charge's work, on SQLite and MariaDB (PostgreSQL's is in
+/// `claim_and_credit`'s call), run by `idempotent!` in a savepoint: the wallet created if missing, credited
 /// within the limit, and read back. Evaluates to the savepoint's `Result`; a macro because the
 /// body runs on each concrete connection type.
 macro_rules! portable_charge {
@@ -1129,24 +1176,10 @@ impl BookingRepository for DieselBooking {
         let max_balance = self.max_balance;
         let request = format!("charge:{amount}");
         self.run(move |conn| match conn {
-            // One statement that writes nothing when it refuses: no savepoint.
+            // One call that claims the key and writes nothing else when it refuses.
             DbConnection::Postgres(c) => c.transaction(|c| {
                 Ok(idempotent!(c, user, &key, &request, render,
-                refuses_before_writing: {
-                    let credited: Option<i64> = Credit {
-                        user: user.get(),
-                        amount,
-                        max_balance,
-                    }
-                    .get_result(c)
-                    .optional()?;
-                    match credited {
-                        Some(balance) => Ok(Wallet { user_id: user, balance }),
-                        None => Err(Abort::Refused(BookingError::BalanceLimit {
-                            limit: max_balance,
-                        })),
-                    }
-                }))
+                claimed_by: claim_and_credit(c, user, amount, max_balance, &key, &request)?))
             }),
             DbConnection::Sqlite(c) => c.immediate_transaction(|c| {
                 Ok(idempotent!(c, user, &key, &request, render, |c| {
@@ -1241,7 +1274,7 @@ impl BookingRepository for DieselBooking {
         self.run(move |conn| match conn {
             DbConnection::Postgres(c) => c.transaction(|c| {
                 Ok(idempotent!(c, user, &key, &request, render,
-                    refuses_before_writing: pay_in_one_call(c, user, id)))
+                    claimed_by: claim_and_pay(c, user, id, &key, &request)?))
             }),
             DbConnection::Sqlite(c) => c.immediate_transaction(|c| {
                 Ok(idempotent!(

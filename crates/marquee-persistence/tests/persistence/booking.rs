@@ -596,8 +596,8 @@ on_each_backend!(
 );
 
 /// A hold, a charge and a payment leave their writes prepared on the connection, once each:
-/// the second booking reuses the first one's statements; the hold and the payment's work are
-/// one call each, and the charge's one statement. diesel prepares no `UPDATE`, no
+/// the second booking reuses the first one's statements; the hold is one call, and the
+/// payment and the charge are one call each with their key's claim. diesel prepares no `UPDATE`, no
 /// `INSERT` of a derived `Insertable` and no `sql_query` by itself; written that way, the
 /// database would plan each of them again on every call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -645,21 +645,22 @@ async fn bookings_reuse_their_prepared_writes() {
             .count()
     };
     for (start, table, count) in [
-        // The hold is one call (marquee_hold), and so is the payment's work (marquee_pay):
+        // The hold is one call (marquee_hold); the payment's claim and work are one
+        // (marquee_claim_and_pay), and so are the charge's (marquee_claim_and_credit):
         // PL/pgSQL plans and keeps their statements, none of which is sent on its own.
         ("SELECT outcome", "marquee_hold(", 1),
-        ("SELECT outcome", "marquee_pay(", 1),
+        ("SELECT claimed", "marquee_claim_and_pay(", 1),
+        ("SELECT claimed", "marquee_claim_and_credit(", 1),
         ("SELECT pg_advisory_xact_lock", "", 0),
         ("INSERT", "\"reservations\"", 0),
         ("UPDATE", "\"seats\"", 0),
         ("UPDATE", "\"reservations\"", 0),
         ("INSERT", "\"payments\"", 0),
         ("DELETE", "\"queue_entries\"", 0),
-        ("INSERT", "\"wallets\"", 0), // the charge is one upsert:
-        ("INSERT INTO wallets", "ON CONFLICT (user_id) DO UPDATE", 1),
+        ("INSERT", "wallets", 0),
         ("UPDATE", "\"wallets\"", 0),
         ("UPDATE", "\"idempotency_keys\"", 1), // the recorded answer
-        ("INSERT", "\"idempotency_keys\"", 1), // the claim
+        ("INSERT", "idempotency_keys", 0),     // the claims are in the calls
     ] {
         assert_eq!(
             prepared(start, table),
