@@ -568,7 +568,8 @@ fn claim_and_pay(
     key: &IdempotencyKey,
     request: &str,
 ) -> Result<Option<Result<PaymentReceipt, Abort>>, Abort> {
-    let corrupt = |what: &str| Abort::Database(corrupt_row(format!("marquee_pay: {what}")));
+    let corrupt =
+        |what: &str| Abort::Database(corrupt_row(format!("marquee_claim_and_pay: {what}")));
     let now = naive(Utc::now());
     let (claimed, outcome, payment, seat, schedule, concert, amount, balance): ClaimAndPayRow =
         ClaimAndPayCall {
@@ -583,10 +584,7 @@ fn claim_and_pay(
     if !claimed {
         return Ok(None);
     }
-    let Some(outcome) = outcome else {
-        return Err(corrupt("a claim without an outcome"));
-    };
-    Ok(Some(Err(Abort::Refused(match outcome {
+    let decided = match outcome.ok_or_else(|| corrupt("a claim without an outcome"))? {
         PayOutcome::Paid => {
             let (Some(payment), Some(seat), Some(schedule), Some(concert), Some(amount)) =
                 (payment, seat, schedule, concert, amount)
@@ -594,27 +592,30 @@ fn claim_and_pay(
                 return Err(corrupt("a payment without its receipt"));
             };
             let invalid = |e: marquee_domain::IdError| corrupt(&e.to_string());
-            return Ok(Some(Ok(PaymentReceipt {
+            Ok(PaymentReceipt {
                 payment_id: marquee_domain::PaymentId::new(payment).map_err(invalid)?,
                 reservation_id: id,
                 seat_id: SeatId::new(seat).map_err(invalid)?,
                 schedule_id: ScheduleId::new(schedule).map_err(invalid)?,
                 concert_id: ConcertId::new(concert).map_err(invalid)?,
                 amount,
-            })));
+            })
         }
-        PayOutcome::ReservationNotFound => BookingError::ReservationNotFound(id),
-        PayOutcome::AlreadyPaid => BookingError::AlreadyPaid(id),
-        PayOutcome::HoldExpired => BookingError::HoldExpired(id),
-        PayOutcome::Cancelled => BookingError::NotHeld {
+        PayOutcome::ReservationNotFound => Err(BookingError::ReservationNotFound(id)),
+        PayOutcome::AlreadyPaid => Err(BookingError::AlreadyPaid(id)),
+        PayOutcome::HoldExpired => Err(BookingError::HoldExpired(id)),
+        PayOutcome::Cancelled => Err(BookingError::NotHeld {
             id,
             status: ReservationStatus::Cancelled,
-        },
+        }),
         PayOutcome::InsufficientBalance => match (balance, amount) {
-            (Some(balance), Some(needed)) => BookingError::InsufficientBalance { balance, needed },
+            (Some(balance), Some(needed)) => {
+                Err(BookingError::InsufficientBalance { balance, needed })
+            }
             _ => return Err(corrupt("a refusal without its amounts")),
         },
-    }))))
+    };
+    Ok(Some(decided.map_err(Abort::Refused)))
 }
 
 /// A charge on PostgreSQL: one call of `marquee_claim_and_credit`, inside the caller's
@@ -1109,9 +1110,9 @@ macro_rules! portable_pay {
     }};
 }
 
-/// The portable charge's work, on SQLite and MariaDB (PostgreSQL's is in
-/// `claim_and_credit`'s call), run by `idempotent!` in a savepoint: the wallet created if missing, credited
-/// within the limit, and read back. Evaluates to the savepoint's `Result`; a macro because the
+/// The portable charge's work, on SQLite and MariaDB (PostgreSQL's is in `claim_and_credit`'s
+/// call), run by `idempotent!` in a savepoint: the wallet created if missing, credited within
+/// the limit, and read back. Evaluates to the savepoint's `Result`; a macro because the
 /// body runs on each concrete connection type.
 macro_rules! portable_charge {
     ($c:ident, $user:expr, $amount:expr, $max_balance:expr) => {{
@@ -1175,22 +1176,17 @@ impl BookingRepository for DieselBooking {
     ) -> Result<Answered<Wallet>, BookingError> {
         let max_balance = self.max_balance;
         let request = format!("charge:{amount}");
-        self.run(move |conn| match conn {
-            // One call that claims the key and writes nothing else when it refuses.
-            DbConnection::Postgres(c) => c.transaction(|c| {
-                Ok(idempotent!(c, user, &key, &request, render,
-                claimed_by: claim_and_credit(c, user, amount, max_balance, &key, &request)?))
-            }),
-            DbConnection::Sqlite(c) => c.immediate_transaction(|c| {
-                Ok(idempotent!(c, user, &key, &request, render, |c| {
+        self.run(move |conn| {
+            write_transaction!(conn,
+                // One call that claims the key and writes nothing else when it refuses.
+                postgres: |c| c.transaction(|c| {
+                    Ok(idempotent!(c, user, &key, &request, render,
+                        claimed_by: claim_and_credit(c, user, amount, max_balance, &key, &request)?))
+                }),
+                portable: |c| Ok(idempotent!(c, user, &key, &request, render, |c| {
                     portable_charge!(c, user, amount, max_balance)
                 }))
-            }),
-            DbConnection::Mysql(c) => c.transaction(|c| {
-                Ok(idempotent!(c, user, &key, &request, render, |c| {
-                    portable_charge!(c, user, amount, max_balance)
-                }))
-            }),
+            )
         })
         .await
     }
@@ -1201,12 +1197,11 @@ impl BookingRepository for DieselBooking {
         seat: SeatId,
         rules: HoldRules,
     ) -> Result<Reservation, BookingError> {
-        self.run(move |conn| match conn {
-            DbConnection::Postgres(c) => hold_in_one_call(c, user, seat, rules),
-            DbConnection::Sqlite(c) => {
-                c.immediate_transaction(|c| portable_hold!(c, user, seat, rules))
-            }
-            DbConnection::Mysql(c) => c.transaction(|c| portable_hold!(c, user, seat, rules)),
+        self.run(move |conn| {
+            write_transaction!(conn,
+                postgres: |c| hold_in_one_call(c, user, seat, rules),
+                portable: |c| portable_hold!(c, user, seat, rules)
+            )
         })
         .await
     }
@@ -1271,31 +1266,16 @@ impl BookingRepository for DieselBooking {
         render: Render<PaymentReceipt>,
     ) -> Result<Answered<PaymentReceipt>, BookingError> {
         let request = format!("pay:{id}");
-        self.run(move |conn| match conn {
-            DbConnection::Postgres(c) => c.transaction(|c| {
-                Ok(idempotent!(c, user, &key, &request, render,
-                    claimed_by: claim_and_pay(c, user, id, &key, &request)?))
-            }),
-            DbConnection::Sqlite(c) => c.immediate_transaction(|c| {
-                Ok(idempotent!(
-                    c,
-                    user,
-                    &key,
-                    &request,
-                    render,
-                    |c| portable_pay!(c, user, id)
-                ))
-            }),
-            DbConnection::Mysql(c) => c.transaction(|c| {
-                Ok(idempotent!(
-                    c,
-                    user,
-                    &key,
-                    &request,
-                    render,
-                    |c| portable_pay!(c, user, id)
-                ))
-            }),
+        self.run(move |conn| {
+            write_transaction!(conn,
+                postgres: |c| c.transaction(|c| {
+                    Ok(idempotent!(c, user, &key, &request, render,
+                        claimed_by: claim_and_pay(c, user, id, &key, &request)?))
+                }),
+                portable: |c| Ok(idempotent!(c, user, &key, &request, render, |c| {
+                    portable_pay!(c, user, id)
+                }))
+            )
         })
         .await
     }

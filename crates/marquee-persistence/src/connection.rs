@@ -62,6 +62,18 @@ macro_rules! write_transaction {
             }
         }
     };
+    // The same on SQLite and MariaDB; on PostgreSQL `$pg_body` runs instead, as it is (with
+    // a transaction of its own if it wants one): the operations PostgreSQL does in one
+    // function call.
+    ($conn:expr, postgres: |$pg:ident| $pg_body:expr, portable: |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::connection::DbConnection::Postgres($pg) => $pg_body,
+            $crate::connection::DbConnection::Sqlite($c) => $c.immediate_transaction(|$c| $body),
+            $crate::connection::DbConnection::Mysql($c) => {
+                diesel::Connection::transaction($c, |$c| $body)
+            }
+        }
+    };
 }
 pub(crate) use write_transaction;
 
