@@ -17,11 +17,11 @@
 //! changesets, expressions), none of which forbids caching (diesel's `UpdateStatement`
 //! forbids it for every update, because a changeset with optional columns can give one
 //! statement many texts; these changesets have none); `INSERT`s with their values column by
-//! column (`booking.rs`); the advisory lock as a statement type of its own. The cache keys an
-//! `update_where` statement by its SQL text and bind types (diesel's `StatementCacheKey::Sql`),
-//! so two statements that differ share nothing. It must not be given one whose text varies
-//! with its values (an `IN` list on SQLite or MariaDB): each variant would take a place in
-//! the cache.
+//! column (`booking.rs`); PostgreSQL's function calls as statement types of their own
+//! (`booking.rs`, `pg_function_call!`). The cache keys an `update_where` statement by its SQL
+//! text and bind types (diesel's `StatementCacheKey::Sql`), so two statements that differ
+//! share nothing. It must not be given one whose text varies with its values (an `IN` list
+//! on SQLite or MariaDB): each variant would take a place in the cache.
 
 use diesel::backend::Backend;
 use diesel::query_builder::{AsChangeset, AstPass, QueryFragment, QueryId};

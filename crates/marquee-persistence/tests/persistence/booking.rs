@@ -597,9 +597,9 @@ on_each_backend!(
 
 /// A hold, a charge and a payment leave their writes prepared on the connection, once each:
 /// the second booking reuses the first one's statements; the hold is one call, and the
-/// payment and the charge are one call each with their key's claim. diesel prepares no `UPDATE`, no
-/// `INSERT` of a derived `Insertable` and no `sql_query` by itself; written that way, the
-/// database would plan each of them again on every call.
+/// payment and the charge are one call each with their key's claim. diesel prepares no
+/// `UPDATE`, no `INSERT` of a derived `Insertable` and no `sql_query` by itself; written that
+/// way, the database would plan each of them again on every call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL: set MARQUEE_TEST_DATABASE_URL"]
 async fn bookings_reuse_their_prepared_writes() {
