@@ -106,7 +106,6 @@ where
                 // this reader's miss and its taking the lease: the script read the key
                 // after taking it, so that a fleet loads a key once, not once per instance
                 // that lost that race.
-                self.report(true, Operation::Get);
                 let (stored, ticket) =
                     self.stored_newer_than(full, read, l1_ticket, current.as_ref());
                 let held = HeldLease {
@@ -311,10 +310,12 @@ where
                     lease,
                 )
                 .await;
-            if lease.is_some() {
-                self.report(stored.is_ok(), Operation::Lease);
-            }
+            // One round trip, so one report to the breaker; a failed one that was also to
+            // release the lease counts as a lease error too.
             self.report(stored.is_ok(), Operation::Set);
+            if lease.is_some() && stored.is_err() {
+                self.inner.metrics.error(Operation::Lease);
+            }
             match stored {
                 Ok(true) => {
                     self.keep_in_l1(full, entry, now, ticket);
