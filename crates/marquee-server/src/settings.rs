@@ -50,7 +50,7 @@ pub struct Settings {
 pub struct ServerSettings {
     /// `host:port` to listen on; port 0 picks a free one.
     pub bind: String,
-    /// HTTP worker threads; 0 means one per core.
+    /// HTTP worker threads; 0 means one per CPU but one, at least one (see `startup`).
     pub workers: usize,
     /// How long in-flight requests may take to finish after a stop signal.
     #[serde(with = "humantime_serde")]
