@@ -38,3 +38,30 @@ pub use remote::{RedisConfig, RedisError, RedisLink, RedisMode};
 /// assert_eq!(marquee_cache::TIMING_TARGET, "marquee_cache::timing");
 /// ```
 pub const TIMING_TARGET: &str = "marquee_cache::timing";
+
+// At the root: the group and the cache that builds it are both in reach without making
+// either module depend on the other.
+#[cfg(test)]
+mod tests {
+    use super::{Cache, CacheConfig};
+
+    #[test]
+    fn a_read_carries_the_path_past_l1_boxed() {
+        let mut config = CacheConfig::default();
+        config.refresh.enabled = false;
+        let cache = Cache::local(config).unwrap();
+        let group = cache
+            .group::<String, String>("g")
+            .build(|_: String| async { Ok::<_, std::io::Error>(None) })
+            .unwrap();
+        let key = "k".to_owned();
+        let read = size_of_val(&group.get(&key));
+        let past_l1 = size_of_val(&group.get_past_l1(&key, String::new(), None, 0));
+        // An in-process hit allocates its handler's future (actix boxes it): the Redis read,
+        // the load and the stale fallback must not make that allocation as large as theirs.
+        assert!(
+            read * 4 <= past_l1,
+            "a read's future is {read} bytes, the path past L1's {past_l1}"
+        );
+    }
+}
