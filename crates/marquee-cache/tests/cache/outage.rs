@@ -75,16 +75,25 @@ async fn reads_survive_a_redis_outage_within_the_fallback_bound() {
         probe += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Back on Redis: a new key is stored there again.
-    let loads = source.loads();
-    assert!(group.get(&k("after-recovery")).await.unwrap().is_some());
+    // Back on Redis: new keys are stored there again. A load runs on a runtime thread of its
+    // own, and a thread whose connection has not been used since the outage fails its first
+    // command while the connection reopens (docs/ARCHITECTURE.md, "Reads on the caller's
+    // thread"): that load stores in memory only. Each of the runtime's two threads does so at
+    // most once, so one of the first few new keys reaches Redis.
     let check = RedisLink::open(RedisConfig::new(&url)).unwrap();
+    let mut in_redis = None;
+    for attempt in 0..6 {
+        let key = k(&format!("after-recovery:{attempt}"));
+        let loads = source.loads();
+        assert!(group.get(&key).await.unwrap().is_some());
+        assert_eq!(source.loads(), loads + 1);
+        if check.get(&group.full_key(&key)).await.unwrap().is_some() {
+            in_redis = Some(attempt);
+            break;
+        }
+    }
     assert!(
-        check
-            .get(&group.full_key(&k("after-recovery")))
-            .await
-            .unwrap()
-            .is_some()
+        in_redis.is_some_and(|attempt| attempt <= 2),
+        "the first new key stored in Redis: {in_redis:?}"
     );
-    assert_eq!(source.loads(), loads + 1);
 }
