@@ -33,8 +33,17 @@
 // --faults), where loadtest/run checks instead that every booking failure is a 503 with
 // Retry-After inside the window around the PostgreSQL restart.
 //
+// The floor's variants, for bounds (docs/performance.md, "What the mix itself costs"): FLOOR_LOOKUP
+// mux (default) or fixed sends its lookups to /mux/{id} (one Redis GET) or to /fixed/{id} (a
+// precomputed body); FLOOR_WRITES holds (default) or matched. With matched, the first PAY_SHARE of
+// every 1,000 bookings whose hold took its seat send two more /hold writes, on two more seats,
+// where Marquee's send the charge and the payment: the floor then carries as many write requests
+// as Marquee's bookings, each its cheapest (one UPDATE, one commit). Every write takes the next
+// seat of the stride's order, so SEATS must cover the run's writes, or the last ones find their
+// seat taken (409): the default 24,000 covers 60 s of the default mix (388 writes a second).
+//
 // Knobs: RATE (1940), DURATION (2m), BOOK_SHARE (0.1), PAY_SHARE (0.5), TARGET (marquee or
-// floor), BASE_URLS (comma-separated instances; default BASE_URL), USERS, FIRST_USER, SEATS
+// floor), FLOOR_LOOKUP, FLOOR_WRITES, BASE_URLS (comma-separated instances; default BASE_URL), USERS, FIRST_USER, SEATS
 // (floor), MAX_SEATS, PRE_ALLOCATED_VUS (200) and MAX_VUS (600) for the lookups (the bookings get a
 // quarter and a half of them), FAULTS, and those of lib/catalogue.js (BODY_CHECKS defaults to 0.1
 // here) and lib/auth.js.
@@ -57,6 +66,12 @@ import { runList, toRuns } from './lib/ids.js';
 const TARGET = envString('TARGET', 'marquee');
 if (!['marquee', 'floor'].includes(TARGET)) throw new Error(`TARGET=${TARGET}: marquee or floor`);
 const FLOOR = TARGET === 'floor';
+const FLOOR_LOOKUP = envString('FLOOR_LOOKUP', 'mux');
+if (!['mux', 'fixed'].includes(FLOOR_LOOKUP)) throw new Error(`FLOOR_LOOKUP=${FLOOR_LOOKUP}: mux or fixed`);
+const FLOOR_WRITES = envString('FLOOR_WRITES', 'holds');
+if (!['holds', 'matched'].includes(FLOOR_WRITES)) {
+  throw new Error(`FLOOR_WRITES=${FLOOR_WRITES}: holds or matched`);
+}
 const RATE = envNumber('RATE', 1940);
 const BOOK_SHARE = envNumber('BOOK_SHARE', 0.1);
 const PAY_SHARE = envNumber('PAY_SHARE', 0.5);
@@ -64,6 +79,9 @@ for (const [name, value] of [['BOOK_SHARE', BOOK_SHARE], ['PAY_SHARE', PAY_SHARE
   if (value < 0 || value > 1) throw new Error(`${name}=${value} is a share, between 0 and 1`);
 }
 if (RATE <= 0) throw new Error(`RATE=${RATE} must be above 0`);
+// The paying bookings: the first PAYING of every 1,000 (a fixed share, not a random one).
+const PAYING = Math.round(PAY_SHARE * 1000);
+const pays = (n) => (n % 1000) < PAYING;
 const DURATION = envDuration('DURATION', '2m');
 const USERS = envInt('USERS', 1000000, 1);
 const FIRST_USER = envInt('FIRST_USER', 1, 1);
@@ -80,6 +98,7 @@ const MAX = Math.max(envInt('MAX_VUS', 600, 1), PRE);
 
 const ROUTES = {
   mux: '/mux/{id}',
+  fixed: '/fixed/{id}',
   floorHold: '/hold/{seat}/{user}',
   hold: 'POST /api/v1/reservations',
   charge: 'POST /api/v1/wallet/charge',
@@ -131,7 +150,7 @@ export const options = {
     ...shown(['http_req_duration{kind:lookup}', 'http_req_duration{kind:booking}'], 'max>=0'),
     ...shown(['dropped_iterations{scenario:lookups}', 'dropped_iterations{scenario:bookings}',
       'mixed_holds', 'mixed_seat_taken', 'mixed_payments'], 'count>=0'),
-    ...(FLOOR ? shown([`http_req_duration{name:${ROUTES.mux}}`, `http_req_duration{name:${ROUTES.floorHold}}`], 'max>=0')
+    ...(FLOOR ? shown([`http_req_duration{name:${ROUTES[FLOOR_LOOKUP]}}`, `http_req_duration{name:${ROUTES.floorHold}}`], 'max>=0')
       : { ...perRouteDurations(), ...shown([ROUTES.hold, ROUTES.charge, ROUTES.pay].map((r) => `http_req_duration{name:${r}}`), 'max>=0') }),
   },
 };
@@ -197,12 +216,19 @@ export function setup() {
   const count = FLOOR ? seats : seats.length;
   const bookings = RATE * BOOK_SHARE;
   console.log(`mixed: ${RATE}/s for ${DURATION}: ${(RATE - bookings).toFixed(1)} lookups/s and `
-    + `${bookings.toFixed(1)} bookings/s (${FLOOR ? 'holds only' : `${100 * PAY_SHARE} % paid`}) on ${TARGET} `
+    + `${bookings.toFixed(1)} bookings/s (${FLOOR ? floorBookings() : `${100 * PAY_SHARE} % paid`}) on ${TARGET} `
     + `at ${BASE_URLS.join(', ')}; ${count} seats; faults ${FAULTS ? 'on' : 'off'}`);
   // loadtest/run starts its fault schedule when it reads this line: the load starts now.
   console.log(`MIXED_LOAD_STARTS t=${Date.now()}`);
   // As runs of consecutive ids: every VU parses the setup data (lib/ids.js).
   return { runs: FLOOR ? null : toRuns(seats), count, stride: coprimeStride(count) };
+}
+
+/** What a floor booking sends, in words, for the setup line. */
+function floorBookings() {
+  const lookups = `lookups on ${ROUTES[FLOOR_LOOKUP]}`;
+  if (FLOOR_WRITES === 'holds') return `holds only; ${lookups}`;
+  return `a hold, and two more holds for ${100 * PAY_SHARE} % of them, as many writes as Marquee's; ${lookups}`;
 }
 
 // This VU's view of the setup data's seats, built on its first booking.
@@ -226,7 +252,7 @@ export function lookup() {
   const base = instance();
   let res;
   if (FLOOR) {
-    res = http.get(`${base}/mux/${popularId(CONCERTS)}`, { tags: { name: ROUTES.mux } });
+    res = http.get(`${base}/${FLOOR_LOOKUP}/${popularId(CONCERTS)}`, { tags: { name: ROUTES[FLOOR_LOOKUP] } });
     check(res, { 'floor: status 200': (r) => r.status === 200 });
   } else {
     useBaseUrl(base);
@@ -241,18 +267,38 @@ function auth(token, extra = {}) {
   return { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json', ...extra };
 }
 
+/** One floor write: a /hold of the stride's m-th seat. Whether it took the seat. */
+function floorHold(data, base, m, user, kind) {
+  const seat = ((m * data.stride) % data.count) + 1;
+  const res = http.post(`${base}/hold/${seat}/${user}`, null, { tags: { name: ROUTES.floorHold } });
+  if (res.status === 201) return true;
+  if (res.status === 409) seatTaken.add(1);
+  else fail(kind, res);
+  return false;
+}
+
+/** A floor booking: a hold, and with FLOOR_WRITES=matched, for a paying one, two more writes. */
+function floorBooking(data, base, n, user) {
+  // The writes of the bookings before n: one each, and two more for each paying one (matched).
+  const paidBefore = Math.floor(n / 1000) * PAYING + Math.min(n % 1000, PAYING);
+  const first = FLOOR_WRITES === 'matched' ? n + 2 * paidBefore : n;
+  if (!floorHold(data, base, first, user, 'hold')) return;
+  holds.add(1);
+  if (FLOOR_WRITES !== 'matched' || !pays(n)) return;
+  if (floorHold(data, base, first + 1, user, 'charge') && floorHold(data, base, first + 2, user, 'pay')) {
+    payments.add(1);
+  }
+}
+
 export function booking(data) {
   const n = exec.scenario.iterationInTest;
   const base = instance();
-  const seatIndex = (n * data.stride) % data.count;
   const user = FIRST_USER + (n % USERS);
   if (FLOOR) {
-    const res = http.post(`${base}/hold/${seatIndex + 1}/${user}`, null, { tags: { name: ROUTES.floorHold } });
-    if (res.status === 201) holds.add(1);
-    else if (res.status === 409) seatTaken.add(1);
-    else fail('hold', res);
+    floorBooking(data, base, n, user);
     return;
   }
+  const seatIndex = (n * data.stride) % data.count;
   if (seatList === null) seatList = runList(data.runs);
   const token = mint(user);
   const seatId = seatList.at(seatIndex);
@@ -268,8 +314,7 @@ export function booking(data) {
     return;
   }
   holds.add(1);
-  // The first PAY_SHARE of every 1,000 bookings pay: a fixed share, not a random one.
-  if ((n % 1000) >= Math.round(PAY_SHARE * 1000)) return;
+  if (!pays(n)) return;
   const reservation = hold.json();
   const charge = http.post(`${base}/api/v1/wallet/charge`, JSON.stringify({ amount: reservation.price }), {
     headers: auth(token, { 'Idempotency-Key': `charge-${reservation.id}` }), tags: { name: ROUTES.charge },

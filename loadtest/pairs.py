@@ -17,7 +17,10 @@ Marquee's side.
 Knobs (environment): PAIRS (3), and what loadtest/run takes, passed to both sides: MARQUEE_BIN,
 FLOOR_BIN, DURATION (default here 60s), SAMPLES (default here 0), K6_WEB_DASHBOARD (default here
 false), RATE, BOOK_SHARE, PAY_SHARE. INSTANCES (Marquee servers on the one database) goes to
-Marquee's runs only; the floor always runs its WORKERS (2) workers.
+Marquee's runs only; the floor always runs its WORKERS (2) workers. FLOOR_WRITES and
+FLOOR_LOOKUP (loadtest/mixed.js) change the floor's side, and the table names them: with
+FLOOR_WRITES=matched the floor sends as many writes as Marquee's bookings, a bound rather than
+the issue's baseline.
 
 Writes loadtest/results/<UTC time>-pairs.md (the table; each run's own folder is named in it)
 and prints the table. Exit status: 0 when every run finished (whether or not the targets were
@@ -49,6 +52,8 @@ RESULTS = re.compile(r"results in (\S+) \(report\.md\)")
 DEFAULTS = {"DURATION": "60s", "SAMPLES": "0", "K6_WEB_DASHBOARD": "false"}
 MARQUEE = ["mixed", "--stack", "postgres", "--private"]
 FLOOR = ["mixed", "--target", "floor", "--private"]
+# The floor's variants (loadtest/mixed.js), named in the table when set.
+FLOOR_KNOBS = ("FLOOR_WRITES", "FLOOR_LOOKUP")
 
 
 @dataclass(frozen=True)
@@ -106,11 +111,17 @@ def medians(pairs):
     return tuple(statistics.median(pair.ratios[i] for pair in pairs) for i in range(3))
 
 
-def table(pairs, started):
+def floor_command(environ):
+    """The floor side's command as the table shows it, with the variant's knobs."""
+    knobs = "".join(f"{name}={environ[name]} " for name in FLOOR_KNOBS if environ.get(name))
+    return f"{knobs}loadtest/run {' '.join(FLOOR)}"
+
+
+def table(pairs, started, environ=None):
     lines = [
         f"# The mixed scenario in {len(pairs)} alternating pairs ({started})", "",
-        "Marquee: `loadtest/run mixed --stack postgres --private`; floor: `loadtest/run mixed --target floor "
-        "--private`. Durations in ms; ratios are Marquee's over the floor's of the same pair "
+        f"Marquee: `loadtest/run {' '.join(MARQUEE)}`; floor: `{floor_command(environ or {})}`. "
+        "Durations in ms; ratios are Marquee's over the floor's of the same pair "
         f"(targets: lookups {LOOKUP_BAR}x, bookings {BOOKING_BAR}x the floor's holds).", "",
         "| pair | Marquee lookups p95 / p99 | bookings p99 | failed | dropped | floor lookups p95 / p99 "
         "| holds p99 | ratios p95 / p99 / bookings | met |",
@@ -177,7 +188,7 @@ def main():
             sides[side] = run_side(side, dict(os.environ))
         pairs.append(Pair(sides["marquee"], sides["floor"]))
         say("pair {}: ratios {}".format(number, " / ".join(f"{r:.1f}x" for r in pairs[-1].ratios)))
-    text = "\n".join(table(pairs, started)) + "\n"
+    text = "\n".join(table(pairs, started, os.environ)) + "\n"
     out = ROOT / "loadtest" / "results" / f"{stamp}-pairs.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

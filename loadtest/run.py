@@ -47,6 +47,9 @@ stack sets. Other knobs of this script:
                 --target floor: the floor's seats (default 24000)
   RATE, BOOK_SHARE, PAY_SHARE  mixed: requests per second (1940), the share of them that are
                 bookings (0.1), and the share of bookings that pay (0.5)
+  FLOOR_LOOKUP, FLOOR_WRITES  mixed --target floor: lookups on /mux/{id} (mux, default) or
+                /fixed/{id} (fixed); holds only (holds, default), or two more holds for each
+                paying booking (matched: as many writes as Marquee's bookings; loadtest/mixed.js)
   INSTANCES     mixed on --stack postgres or mariadb: marquee servers on the one database and
                 Redis (default 1); k6 spreads the requests over them. The floor's is WORKERS.
   PG_RESTART    --faults: use the PostgreSQL at PG_URL instead of a private one, and restart it
@@ -119,7 +122,7 @@ KNOBS = ("EXECUTOR", "VUS", "DURATION", "RATE", "TIME_UNIT", "PRE_ALLOCATED_VUS"
          "BULK_SEATS", "MARQUEE_CONFIG_DIR", "LOG_FILTER", "PG_URL", "MYSQL_URL", "REDIS_URL", "WORKERS",
          "USERS", "JOIN_WINDOW", "MAX_WAIT", "CONCERT_ID", "HOLD_TRIES", "ADMIT_PER_SECOND", "ACTIVE_LIMIT",
          "ACTIVE_TTL", "IDLE_TIMEOUT", "SEATS", "SAMPLES", "BOOK_SHARE", "PAY_SHARE", "INSTANCES",
-         "PG_RESTART", "FAULT_GRACE", "MAX_SEATS", "FIRST_USER")
+         "PG_RESTART", "FAULT_GRACE", "MAX_SEATS", "FIRST_USER", "FLOOR_LOOKUP", "FLOOR_WRITES")
 LOOPBACK = re.compile(r"[a-z]+://([^@/]*@)?(127\.[0-9.]+|localhost|\[::1\])(:[0-9]+)?/?")
 # What answers 200 once a server is ready. The floor has no health route: /fixed, its
 # precomputed body, answers once it listens.

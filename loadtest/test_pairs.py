@@ -61,6 +61,12 @@ class Ratios(unittest.TestCase):
         self.assertIn("Medians of the ratios: 4.2x / 2.8x / 3.0x; pairs meeting every target: 1 of 2.", text)
         for folder in "abcd":
             self.assertIn(f"`loadtest/results/{folder}`", text)
+        self.assertIn("floor: `loadtest/run mixed --target floor --private`", text)
+
+    def test_the_table_names_the_floors_variant(self):
+        text = "\n".join(pairs.table([], "2026-12-07 20:00 UTC",
+                                     {"FLOOR_WRITES": "matched", "FLOOR_LOOKUP": "", "PAIRS": "3"}))
+        self.assertIn("floor: `FLOOR_WRITES=matched loadtest/run mixed --target floor --private`", text)
 
 
 class Runs(unittest.TestCase):
