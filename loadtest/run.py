@@ -57,6 +57,9 @@ stack sets. Other knobs of this script:
   FAULT_GRACE   --faults: how long after the restart booking failures are allowed (default 10s)
   SAMPLES       1 or 0: keep every sample in samples.json.gz (default 1; 0 for ticket-opening,
                 whose 5,000 requests/s would cost k6 most of a core in JSON output)
+  WIRE          1 or 0: capture the servers' data packets on the loopback device while k6 runs
+                (wire.pcap) and add each route's time inside the server, on the wire's clock, to
+                the report (loadtest/wire.py; needs tcpdump and root; default 0)
   K6_CPUS, SERVER_CPUS  CPUs (taskset -c lists, e.g. 1 and 0) to pin k6 and the server to,
                 so that the load generator does not take the server's CPU (default: unpinned)
 
@@ -106,6 +109,7 @@ import memory  # noqa: E402
 import mixed  # noqa: E402
 import report  # noqa: E402
 import ticket_opening  # noqa: E402
+import wire  # noqa: E402
 
 say, die = harness.messages("loadtest/run")
 
@@ -122,7 +126,7 @@ KNOBS = ("EXECUTOR", "VUS", "DURATION", "RATE", "TIME_UNIT", "PRE_ALLOCATED_VUS"
          "BULK_SEATS", "MARQUEE_CONFIG_DIR", "LOG_FILTER", "PG_URL", "MYSQL_URL", "REDIS_URL", "WORKERS",
          "USERS", "JOIN_WINDOW", "MAX_WAIT", "CONCERT_ID", "HOLD_TRIES", "ADMIT_PER_SECOND", "ACTIVE_LIMIT",
          "ACTIVE_TTL", "IDLE_TIMEOUT", "SEATS", "SAMPLES", "BOOK_SHARE", "PAY_SHARE", "INSTANCES",
-         "PG_RESTART", "FAULT_GRACE", "MAX_SEATS", "FIRST_USER", "FLOOR_LOOKUP", "FLOOR_WRITES")
+         "PG_RESTART", "FAULT_GRACE", "MAX_SEATS", "FIRST_USER", "FLOOR_LOOKUP", "FLOOR_WRITES", "WIRE")
 LOOPBACK = re.compile(r"[a-z]+://([^@/]*@)?(127\.[0-9.]+|localhost|\[::1\])(:[0-9]+)?/?")
 # What answers 200 once a server is ready. The floor has no health route: /fixed, its
 # precomputed body, answers once it listens.
@@ -171,6 +175,8 @@ class Options:
     instances: int = 1
     # A Redis and a PostgreSQL of the run's own (--private, and always with --faults).
     private: bool = False
+    # Capture the servers' packets for the report's "On the wire" (WIRE).
+    wire: bool = False
 
     @property
     def floor(self):
@@ -253,8 +259,13 @@ def parse_arguments(argv, environ):
         raise UsageError(f"INSTANCES is a whole number of marquee servers, at least 1, not '{instances}'")
     if int(instances) > 1 and (scenario != "mixed" or target == "floor" or stack == "embedded"):
         raise UsageError("INSTANCES applies to mixed on --stack postgres or mariadb (the floor has WORKERS)")
+    capture = environ.get("WIRE") or "0"
+    if capture not in ("0", "1"):
+        raise UsageError(f"WIRE is 1 or 0, not '{capture}'")
+    if capture == "1" and wire.tcpdump() is None:
+        raise UsageError("WIRE=1 needs tcpdump (apt-get install tcpdump)")
     return Options(scenario, stack, setup, target, bulk, samples == "1", fault_run, int(instances),
-                   private or fault_run)
+                   private or fault_run, capture == "1")
 
 
 def command_line(options, environ):
@@ -656,6 +667,9 @@ class Run:
     k6_cpu: float = None
     # Peak and final resident memory of the servers (and a private Redis), for the report.
     memory_used: dict = field(default_factory=dict)
+    # The servers' ports, and WIRE's capture of their packets while k6 runs.
+    ports: list = field(default_factory=list)
+    capture: wire.Capture = None
 
     @property
     def server(self):
@@ -682,6 +696,7 @@ class Run:
                 else f"; Redis of the run's own, PostgreSQL restarted with {environ['PG_RESTART']}")
 
         ports = [harness.free_port() for _ in range(options.instances)]
+        self.ports = ports
         base_urls = [f"http://127.0.0.1:{port}" for port in ports]
         secret = f"loadtest-{secrets.token_hex(24)}"
         k6_env = k6_variables(options, environ, base_urls, secret)
@@ -716,8 +731,13 @@ class Run:
             self.fault_schedule = faults.Schedule(self.fault_actions())
         meter = cpu.Meter(self.metered_processes())
         meter.start()
+        if options.wire:
+            self.capture = wire.Capture(ports, out / "wire.pcap")
+            self.capture.start()
         started = time.monotonic()
         status = self.run_k6(k6, k6_env)
+        if self.capture is not None:
+            self.capture.stop()
         self.k6_seconds = time.monotonic() - started
         self.memory_used = memory.peaks(self.memory_processes())
         # A restarted Redis or PostgreSQL is a new process: count the ones alive now (the CPU
@@ -984,6 +1004,12 @@ class Run:
             report.write(out, facts)
         except Exception as error:  # noqa: BLE001
             say(f"warning: report.md could not be written: {error!r}")
+        if self.options.wire:
+            try:
+                with open(out / "report.md", "a") as text:
+                    text.write("\n".join(["", *wire.section(wire.read(out / "wire.pcap", self.ports))]))
+            except Exception as error:  # noqa: BLE001
+                say(f"warning: the wire section could not be written: {error!r}")
         if self.options.scenario == "ticket-opening":
             try:
                 lines = ticket_opening.report(out, float(admit_per_second(self.environ)), load_before)
@@ -1031,6 +1057,8 @@ class Run:
             harness.stop(self.k6, 10)
         if self.scraper is not None:
             harness.stop(self.scraper, 5)
+        if self.capture is not None:
+            self.capture.stop()
         if self.fault_schedule is not None:
             self.fault_schedule.cancel()
         for server in self.servers:

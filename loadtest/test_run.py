@@ -86,6 +86,20 @@ class Arguments(unittest.TestCase):
             with self.subTest(argv=argv), self.assertRaisesRegex(run.UsageError, "INSTANCES applies to mixed"):
                 run.parse_arguments(argv, {"INSTANCES": "2"})
 
+    def test_wire_is_one_or_zero_and_needs_tcpdump(self):
+        self.assertFalse(parse("smoke").wire)
+        with self.assertRaisesRegex(run.UsageError, "WIRE is 1 or 0, not 'yes'"):
+            parse("smoke", WIRE="yes")
+        found = run.wire.tcpdump
+        try:
+            run.wire.tcpdump = lambda: None
+            with self.assertRaisesRegex(run.UsageError, "WIRE=1 needs tcpdump"):
+                parse("smoke", WIRE="1")
+            run.wire.tcpdump = lambda: "/usr/bin/tcpdump"
+            self.assertTrue(parse("smoke", WIRE="1").wire)
+        finally:
+            run.wire.tcpdump = found
+
     def test_command_line_shows_the_knobs_set_then_the_servers_variables(self):
         environ = {"DURATION": "30s", "RATE": "", "MARQUEE_BIN": "/tmp/m", "HOME": "/root",
                    "MARQUEE__LOG__FILTER": "info", "MARQUEE__CACHE__L1_TTL": "0s"}
