@@ -43,10 +43,10 @@
 // seat taken (409): the default 24,000 covers 60 s of the default mix (388 writes a second).
 //
 // Knobs: RATE (1940), DURATION (2m), BOOK_SHARE (0.1), PAY_SHARE (0.5), TARGET (marquee or
-// floor), FLOOR_LOOKUP, FLOOR_WRITES, BASE_URLS (comma-separated instances; default BASE_URL), USERS, FIRST_USER, SEATS
-// (floor), MAX_SEATS, PRE_ALLOCATED_VUS (200) and MAX_VUS (600) for the lookups (the bookings get a
-// quarter and a half of them), FAULTS, and those of lib/catalogue.js (BODY_CHECKS defaults to 0.1
-// here) and lib/auth.js.
+// floor), FLOOR_LOOKUP, FLOOR_WRITES, BASE_URLS (comma-separated instances; default BASE_URL),
+// USERS, FIRST_USER, SEATS (floor), MAX_SEATS, PRE_ALLOCATED_VUS (200) and MAX_VUS (600) for the
+// lookups (the bookings get a quarter and a half of them), FAULTS, and those of lib/catalogue.js
+// (BODY_CHECKS defaults to 0.1 here) and lib/auth.js.
 
 import http from 'k6/http';
 import { check } from 'k6';
