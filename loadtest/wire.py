@@ -28,6 +28,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+sys.dont_write_bytecode = True
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import percentile  # noqa: E402  (k6's percentiles, as every report gives them)
+
 SNAPLEN = 160
 # tcpdump -tt -nn: "<epoch s> IP 127.0.0.1.<port> > 127.0.0.1.<port>: Flags [P.], ..., length <n>"
 PACKET = re.compile(r"^(\d+\.\d+) IP6? \S+?\.(\d+) > \S+?\.(\d+): .*length (\d+)")
@@ -114,11 +118,6 @@ def read(path, ports):
     text = subprocess.run([tcpdump(), "-nn", "-tt", "-A", "-r", str(path)], capture_output=True,
                           text=True, errors="replace", check=True).stdout
     return parse(text.splitlines(), ports)
-
-
-def percentile(values, share):
-    """The nearest-rank percentile of sorted `values`."""
-    return values[min(len(values) - 1, int(share * len(values)))]
 
 
 def section(times):
