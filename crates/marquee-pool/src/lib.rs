@@ -7,6 +7,7 @@ mod error;
 mod manager;
 pub mod metrics;
 mod pool;
+mod runner;
 mod state;
 
 pub use config::{PoolConfig, PoolConfigError};

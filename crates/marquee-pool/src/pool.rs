@@ -1,11 +1,11 @@
 //! [`Pool`]: an r2d2 pool run the way an async service needs it.
 //!
-//! diesel is synchronous, so every unit of work runs on tokio's blocking thread pool, never
-//! on the async executor. A semaphore with one permit per connection sits in front of r2d2:
-//! a caller waits for a permit asynchronously (holding no thread), and only a caller that
-//! holds one moves to a blocking thread, where a connection is then free. Without it, a burst
-//! of N callers would park N blocking threads inside `r2d2::Pool::get`, and tokio's limit of
-//! 512 such threads would become the real queue.
+//! diesel is synchronous, so every unit of work runs on one of the pool's own threads
+//! (`runner`), never on the async executor. A semaphore with one permit per connection sits
+//! in front of r2d2: a caller waits for a permit asynchronously (holding no thread), and only
+//! a caller that holds one moves to a thread, where a connection is then free. So the pool
+//! never has more threads busy than connections, and never parks a thread inside
+//! `r2d2::Pool::get` for a burst of callers.
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +19,7 @@ use crate::config::PoolConfig;
 use crate::connector::Connector;
 use crate::error::PoolError;
 use crate::manager::{Manager, ManagerError};
+use crate::runner::{RunError, Runners};
 use crate::state::PoolState;
 
 /// A cloneable handle on a pool of `K`'s connections; clones share one pool.
@@ -85,6 +86,19 @@ struct Inner<K: Connector> {
     pending: AtomicUsize,
     config: PoolConfig,
     last_error: Arc<LastError>,
+    /// The threads the work runs on.
+    runners: Runners,
+}
+
+impl From<RunError> for PoolError {
+    fn from(error: RunError) -> Self {
+        match error {
+            RunError::Spawn(error) => Self::Unavailable {
+                reason: format!("cannot start a thread for the work: {error}"),
+            },
+            RunError::Panicked(message) => Self::Panicked { message },
+        }
+    }
 }
 
 /// The most recent failure to open a connection, so that a checkout that times out can say
@@ -212,6 +226,7 @@ impl<K: Connector> Pool<K> {
                 pending: AtomicUsize::new(0),
                 config: config.clone(),
                 last_error,
+                runners: Runners::new(&config.pool_name),
             }),
         })
     }
@@ -241,7 +256,8 @@ impl<K: Connector> Pool<K> {
         crate::metrics::state(&self.inner.config.pool_name, self.state());
     }
 
-    /// Runs `work` with a connection on a blocking thread, and returns what it returns.
+    /// Runs `work` with a connection on one of the pool's threads (named `{pool_name}-db`),
+    /// and returns what it returns.
     ///
     /// - The wait for a connection is bounded by `connection_timeout`. When it runs out, the
     ///   call fails with [`PoolError::Unavailable`] if opening a connection failed at any
@@ -292,10 +308,10 @@ impl<K: Connector> Pool<K> {
         let remaining = timeout
             .saturating_sub(started.elapsed())
             .max(Duration::from_millis(1));
-        // The blocking thread does not inherit the caller's span; enter it there, so that
+        // The pool's thread does not inherit the caller's span; enter it there, so that
         // what `work` logs is attributed to the request that caused it.
         let span = tracing::Span::current();
-        let task = tokio::task::spawn_blocking(move || {
+        let task = inner.runners.run(move || {
             let _span = span.enter();
             // The permit lives as long as the connection is out, even if the caller is gone.
             let _permit = permit;
@@ -335,10 +351,7 @@ impl<K: Connector> Pool<K> {
         match joined {
             Ok(Ok(result)) => result,
             Ok(Err(pool_error)) => Err(pool_error.into()),
-            Err(join_error) => Err(PoolError::Panicked {
-                message: join_error.to_string(),
-            }
-            .into()),
+            Err(run_error) => Err(PoolError::from(run_error).into()),
         }
     }
 
@@ -372,7 +385,7 @@ impl<K: Connector> Pool<K> {
         // opening a connection, r2d2's validation ping, or this ping.
         let remaining = bound.saturating_sub(started.elapsed());
         let pool = inner.pool.clone();
-        let ping = tokio::task::spawn_blocking(move || {
+        let ping = inner.runners.run(move || {
             let _permit = permit;
             let mut managed = pool
                 .get_timeout(remaining.max(Duration::from_millis(1)))
@@ -382,7 +395,7 @@ impl<K: Connector> Pool<K> {
         match tokio::time::timeout(remaining, ping).await {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(error))) => unavailable(error),
-            Ok(Err(join_error)) => unavailable(join_error.to_string()),
+            Ok(Err(run_error)) => unavailable(PoolError::from(run_error).to_string()),
             Err(_) => unavailable(format!("no answer within {bound:?}")),
         }
     }
