@@ -20,7 +20,8 @@ against the bars docs/performance.md states.
 
 Needs wrk (Debian package), PostgreSQL and Redis on loopback, and the floor's sources at
 ../shared/bench/floor (or FLOOR_DIR). Knobs (environment): ROUNDS (3), DURATION (10s),
-CONNECTIONS (64), THREADS (1), WORKERS (2, for every server), IDS (50), MARQUEE_BIN and
+CONNECTIONS (64), THREADS (1), WORKERS (for every server; default one per CPU but one, at least
+one: Marquee's own default, server.workers = 0), IDS (50), MARQUEE_BIN and
 FLOOR_BIN (default: cargo build --release), PG_URL (postgres://postgres@127.0.0.1:5432),
 REDIS_URL (redis://127.0.0.1:6379). The run makes a database marquee_bench_<pid> and a Redis
 namespace of its own, and removes both at exit.
@@ -70,6 +71,13 @@ ROWS = (
 )
 
 
+def default_workers():
+    """One HTTP worker per CPU this process may use but one, at least one: the rule of Marquee's
+    `server.workers = 0`, applied to every server so that both sides run the same layout, the
+    one Marquee ships with (wrk shares the cores)."""
+    return max(1, len(os.sched_getaffinity(0)) - 1)
+
+
 def knobs(environ):
     def number(name, default):
         value = environ.get(name) or str(default)
@@ -81,7 +89,7 @@ def knobs(environ):
     if not re.fullmatch(r"[0-9]+[smh]?", duration):
         die(f"DURATION is a wrk duration such as 10s or 1m, not {duration!r}")
     return {"rounds": number("ROUNDS", 3), "duration": duration, "connections": number("CONNECTIONS", 64),
-            "threads": number("THREADS", 1), "workers": number("WORKERS", 2), "ids": number("IDS", 50)}
+            "threads": number("THREADS", 1), "workers": number("WORKERS", default_workers()), "ids": number("IDS", 50)}
 
 
 REQUESTS = re.compile(r"^Requests/sec:\s+([0-9.]+)", re.M)
@@ -113,7 +121,8 @@ def report(rows, runs, settings, date, cores):
                  f"| {pool / mux:.2f} | |")
     lines += ["", f"wrk -t{settings['threads']} -c{settings['connections']} -d{settings['duration']}, "
                   f"{settings['rounds']} alternating rounds, ids 1 to {settings['ids']} drawn per request "
-                  f"(loadtest/ids.lua), {settings['workers']} HTTP workers per server; {cores} cores, {date}.",
+                  f"(loadtest/ids.lua), {settings['workers']} HTTP worker{'s' * (settings['workers'] != 1)} per server;"
+                  f" {cores} cores, {date}.",
               "Runs (req/s): " + "; ".join(f"{name}: {' '.join(f'{v:,.0f}' for v in values)}"
                                            for name, values in runs.items()) + "."]
     return "\n".join(lines)

@@ -1,5 +1,6 @@
 """Unit tests of bench_cache.py: python3 -m unittest discover -s loadtest -p 'test_*.py'."""
 
+import os
 import unittest
 
 import bench_cache
@@ -41,6 +42,10 @@ class Report(unittest.TestCase):
         self.assertIn("| queue poll, Redis view, vs `/mux/{id}` | 88 | 80 | **1.10** | |", text)
         self.assertIn("vs `/mux/{id}` | | 22 | 0.28 | |", text)
         self.assertIn("ids 1 to 50 drawn per request", text)
+        self.assertIn("2 HTTP workers per server", text)
+        one = bench_cache.report(rows, runs, {"threads": 1, "connections": 64, "duration": "10s", "rounds": 3,
+                                              "ids": 50, "workers": 1}, "2026-12-07", 2)
+        self.assertIn("1 HTTP worker per server", one)
 
     def test_every_row_has_a_floor_path_the_run_measures(self):
         for row in bench_cache.ROWS:
@@ -49,9 +54,14 @@ class Report(unittest.TestCase):
 
 
 class Knobs(unittest.TestCase):
+    def test_default_workers_follow_the_servers_rule(self):
+        cpus = len(os.sched_getaffinity(0))
+        self.assertEqual(bench_cache.default_workers(), max(1, cpus - 1))
+
     def test_defaults_and_refusals(self):
         self.assertEqual(bench_cache.knobs({}), {"rounds": 3, "duration": "10s", "connections": 64, "threads": 1,
-                                                 "workers": 2, "ids": 50})
+                                                 "workers": bench_cache.default_workers(), "ids": 50})
+        self.assertEqual(bench_cache.knobs({"WORKERS": "2"})["workers"], 2)
         for bad in ({"ROUNDS": "0"}, {"IDS": "many"}, {"DURATION": "ten"}):
             with self.assertRaises(SystemExit):
                 bench_cache.knobs(bad)

@@ -288,20 +288,30 @@ impl Application {
         }
         // Closing connections blocks, and a hung database must not hold up the exit: close
         // them on a detached thread (which the runtime's shutdown does not wait for) and wait
-        // at most 5 s.
+        // at most 5 s. A transaction still running (an aborted job's: the pool's threads run
+        // work to its end) finishes first, within the same bound, rather than being cut off
+        // by the exit.
         let pool = self.pool;
         let databases = self.databases;
         let (closed, on_closed) = tokio::sync::oneshot::channel();
         std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            while pool.state().active > 0 && started.elapsed() < SHUTDOWN_CLOSE_WAIT {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             drop(pool);
             drop(databases);
             let _ = closed.send(());
         });
-        let _ = tokio::time::timeout(Duration::from_secs(5), on_closed).await;
+        let _ = tokio::time::timeout(SHUTDOWN_CLOSE_WAIT, on_closed).await;
         tracing::info!("stopped");
         Ok(())
     }
 }
+
+/// How long a stopping server waits for its database work to end and its connections to
+/// close.
+const SHUTDOWN_CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// Waits for SIGINT or SIGTERM; returns the conventional exit code for it (128 + signal).
 async fn wait_for_stop_signal() -> i32 {
