@@ -158,7 +158,13 @@ fn serve(slot: &Arc<Slot>, shared: &Weak<Shared>) {
             let Some(shared) = shared.upgrade() else {
                 return;
             };
-            lock(&shared.idle).push(slot.clone());
+            // Checked under the lock that `drop` drains the list under: either this thread
+            // sees the pool closed, or `drop` finds it on the list and wakes it.
+            let mut idle = lock(&shared.idle);
+            if shared.closed.load(Ordering::Acquire) {
+                return;
+            }
+            idle.push(slot.clone());
             continue;
         }
         let waited = Instant::now();
