@@ -102,7 +102,13 @@ impl DbPool {
         self.pool.state()
     }
 
-    /// Runs `work` with a connection on a blocking thread: [`marquee_pool::Pool::run`], which
+    /// Waits, at most `timeout`, until no work runs on the pool:
+    /// [`marquee_pool::Pool::wait_until_idle`]. `true` if none does.
+    pub async fn wait_until_idle(&self, timeout: Duration) -> bool {
+        self.pool.wait_until_idle(timeout).await
+    }
+
+    /// Runs `work` with a connection on one of the pool's threads: [`marquee_pool::Pool::run`], which
     /// says how long it waits and what it answers when it cannot. The wait for the
     /// connection and the work are reported as the `pool_wait` and `query` timing events of
     /// the request.

@@ -355,6 +355,19 @@ impl<K: Connector> Pool<K> {
         }
     }
 
+    /// Waits, at most `timeout`, until no work runs on the pool, and says whether none does.
+    ///
+    /// Work whose caller went away still runs to its end on the pool's threads, and an async
+    /// runtime's shutdown does not wait for those threads: a service that stops calls this
+    /// before dropping its last handle, so that a transaction still running commits or rolls
+    /// back by itself rather than being cut off by the process's exit. It waits for every
+    /// permit to come back, so it waits for callers already queued for one as well.
+    pub async fn wait_until_idle(&self, timeout: Duration) -> bool {
+        let all = self.inner.config.maximum_pool_size;
+        let every_permit = self.inner.permits.acquire_many(all);
+        matches!(tokio::time::timeout(timeout, every_permit).await, Ok(Ok(_)))
+    }
+
     /// Checks that the database answers, within `validation_timeout` in all.
     ///
     /// It pings a pooled connection. A pool too busy to lend one within the bound is a

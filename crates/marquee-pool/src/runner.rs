@@ -8,8 +8,8 @@
 //! lands on the thread with the coldest cache. Here:
 //!
 //! - A caller hands its work to one idle thread directly (its own slot, then `unpark`), and
-//!   takes the thread that finished most recently (last in, first out): the same one or two
-//!   threads serve a steady load, warm, and the others retire after [`KEEP_ALIVE`].
+//!   takes the thread that finished most recently (last in, first out), the warmest; threads
+//!   that no peak of the load has needed for [`KEEP_ALIVE`] retire.
 //! - There are never more threads than the pool has permits (plus those retiring), because
 //!   only a caller holding a permit hands work over: no queue, no limit to configure.
 //! - Threads carry the pool's name (`{pool_name}-db`, as the kernel truncates it), which is

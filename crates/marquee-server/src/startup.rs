@@ -286,24 +286,21 @@ impl Application {
         if let Some(admitter) = admitter {
             admitter.abort();
         }
-        // Closing connections blocks, and a hung database must not hold up the exit: close
-        // them on a detached thread (which the runtime's shutdown does not wait for) and wait
-        // at most 5 s. A transaction still running (an aborted job's: the pool's threads run
-        // work to its end) finishes first, within the same bound, rather than being cut off
-        // by the exit.
+        // A transaction still running (an aborted job's: the pool's threads run work to its
+        // end) finishes first rather than being cut off by the exit. Closing connections
+        // blocks, and a hung database must not hold up the exit: close them on a detached
+        // thread (which the runtime's shutdown does not wait for). Both within 5 s in all.
+        let started = tokio::time::Instant::now();
+        self.pool.wait_until_idle(SHUTDOWN_CLOSE_WAIT).await;
         let pool = self.pool;
         let databases = self.databases;
         let (closed, on_closed) = tokio::sync::oneshot::channel();
         std::thread::spawn(move || {
-            let started = std::time::Instant::now();
-            while pool.state().active > 0 && started.elapsed() < SHUTDOWN_CLOSE_WAIT {
-                std::thread::sleep(Duration::from_millis(10));
-            }
             drop(pool);
             drop(databases);
             let _ = closed.send(());
         });
-        let _ = tokio::time::timeout(SHUTDOWN_CLOSE_WAIT, on_closed).await;
+        let _ = tokio::time::timeout_at(started + SHUTDOWN_CLOSE_WAIT, on_closed).await;
         tracing::info!("stopped");
         Ok(())
     }

@@ -111,3 +111,25 @@ async fn the_health_check_passes_on_an_idle_and_on_a_saturated_pool() {
         holder.await.unwrap().unwrap();
     }
 }
+
+/// Work whose caller went away still runs; `wait_until_idle` waits for it, within its bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_until_idle_waits_for_abandoned_work_within_its_bound() {
+    let (_dir, pool) = sqlite_pool(quick_config());
+    assert!(pool.wait_until_idle(Duration::from_millis(10)).await);
+    let slow = pool.run(|_| {
+        std::thread::sleep(Duration::from_millis(300));
+        Ok::<_, PoolError>(())
+    });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), slow)
+            .await
+            .is_err()
+    );
+    assert!(
+        !pool.wait_until_idle(Duration::from_millis(20)).await,
+        "the abandoned work still runs"
+    );
+    assert!(pool.wait_until_idle(Duration::from_secs(5)).await);
+    assert_eq!(pool.state().active, 0);
+}
