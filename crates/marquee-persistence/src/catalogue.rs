@@ -8,9 +8,8 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
-use std::collections::HashMap;
 
-use diesel::dsl::{case_when, count, count_star};
+use diesel::dsl::{case_when, count};
 use diesel::prelude::*;
 use marquee_domain::{
     CatalogueRepository, Concert, ConcertId, Page, PageRequest, RepositoryError, Schedule,
@@ -124,6 +123,17 @@ type Db = <DbConnection as Connection>::Backend;
 type SeatPredicate =
     Box<dyn BoxableExpression<seats::table, Db, SqlType = diesel::sql_types::Bool>>;
 
+/// Whether a seat reads as available at `now`, from its `status` and `held_until` columns:
+/// free, or held by a hold that has run out. A macro so that the one rule serves both the
+/// seats' own columns and the nullable ones of a join.
+macro_rules! reads_as_available {
+    ($status:expr, $held_until:expr, $now:expr) => {
+        $status
+            .eq(SeatState::Available)
+            .or($status.eq(SeatState::Held).and($held_until.le($now)))
+    };
+}
+
 /// The SQL form of [`SeatStatus::effective`]: which rows read as `status` at `now`.
 ///
 /// The stored status lags the clock for holds that have run out, so "available" includes
@@ -131,11 +141,11 @@ type SeatPredicate =
 /// keeps counts and listings consistent and lets the database use its indexes.
 fn seats_reading_as(status: SeatStatus, now: NaiveDateTime) -> SeatPredicate {
     match status {
-        SeatStatus::Available => Box::new(
-            seats::status.eq(SeatState::Available).or(seats::status
-                .eq(SeatState::Held)
-                .and(seats::held_until.le(now).assume_not_null())),
-        ),
+        SeatStatus::Available => Box::new(reads_as_available!(
+            seats::status,
+            seats::held_until.assume_not_null(),
+            now
+        )),
         SeatStatus::Held => Box::new(
             seats::status
                 .eq(SeatState::Held)
@@ -159,27 +169,40 @@ fn schedule_exists(conn: &mut DbConnection, schedule: i64) -> QueryResult<bool> 
     .get_result(conn)
 }
 
-/// Per schedule among `ids`: its number of seats, and of seats reading as available at
-/// `now`, from one query.
-fn seat_counts(
+/// A concert's schedules in their order, each with its number of seats and of seats reading
+/// as available at `now`: one query (the schedules left-joined to their seats, grouped by
+/// schedule), so that a reload of the schedules listing, which every hold causes, costs one
+/// round trip. A schedule without seats has counts of zero.
+fn schedules_with_counts(
     conn: &mut DbConnection,
-    ids: &[i64],
+    concert: i64,
     now: NaiveDateTime,
-) -> QueryResult<HashMap<i64, (i64, i64)>> {
-    // `count` skips NULLs, and the CASE is NULL for every seat that is not available.
+) -> QueryResult<Vec<(ScheduleRow, i64, i64)>> {
+    // `count` skips NULLs: the seat's id is NULL on a schedule without seats, and the CASE is
+    // NULL for every seat that is not available.
     let available = count(case_when(
-        seats_reading_as(SeatStatus::Available, now),
-        seats::id,
+        reads_as_available!(seats::status.nullable(), seats::held_until.nullable(), now),
+        seats::id.nullable(),
     ));
-    let rows: Vec<(i64, i64, i64)> = seats::table
-        .filter(seats::schedule_id.eq_any(ids))
-        .group_by(seats::schedule_id)
-        .select((seats::schedule_id, count_star(), available))
-        .load(conn)?;
-    Ok(rows
-        .into_iter()
-        .map(|(schedule, total, available)| (schedule, (total, available)))
-        .collect())
+    schedules::table
+        .left_join(seats::table)
+        .filter(schedules::concert_id.eq(concert))
+        .order((schedules::starts_at, schedules::id))
+        // Every selected column, not the key alone: MariaDB under ONLY_FULL_GROUP_BY does not
+        // infer the others from the key, as PostgreSQL and SQLite do.
+        .group_by((
+            schedules::id,
+            schedules::concert_id,
+            schedules::starts_at,
+            schedules::booking_opens_at,
+            schedules::booking_closes_at,
+        ))
+        .select((
+            ScheduleRow::as_select(),
+            count(seats::id.nullable()),
+            available,
+        ))
+        .load(conn)
 }
 
 #[async_trait]
@@ -233,22 +256,14 @@ impl CatalogueRepository for DieselCatalogue {
         let found = self
             .databases
             .db_read_prefer_primary(move |conn| {
-                let rows = schedules::table
-                    .filter(schedules::concert_id.eq(concert.get()))
-                    .select(ScheduleRow::as_select())
-                    .order((schedules::starts_at, schedules::id))
-                    .load(conn)?;
+                let rows = schedules_with_counts(conn, concert.get(), now)?;
                 // A concert without schedules and no concert at all both find no rows;
                 // only then does existence need a query of its own.
                 if rows.is_empty() {
                     return Ok(concert_exists(conn, concert.get())?.then(Vec::new));
                 }
-                let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
-                let counts = seat_counts(conn, &ids, now)?;
                 rows.into_iter()
-                    .map(|row| {
-                        let (total_seats, available_seats) =
-                            counts.get(&row.id).copied().unwrap_or((0, 0));
+                    .map(|(row, total_seats, available_seats)| {
                         Ok(ScheduleAvailability {
                             schedule: Schedule::try_from(row)?,
                             total_seats,

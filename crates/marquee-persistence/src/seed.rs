@@ -117,7 +117,7 @@ pub fn seed(
         )));
     }
     let started = Instant::now();
-    conn.transaction(|conn| {
+    let report = conn.transaction(|conn| -> Result<SeedReport, PersistenceError> {
         let last_concert: i64 = concerts::table
             .select(diesel::dsl::max(concerts::id))
             .first::<Option<i64>>(conn)?
@@ -199,7 +199,15 @@ pub fn seed(
             seats: seats as u64,
             elapsed: started.elapsed(),
         })
-    })
+    })?;
+    // PostgreSQL plans from statistics that autovacuum refreshes only a while after a bulk
+    // insert; until then the schedules listing (the schedules joined to their seats) would be
+    // planned for tables it takes for empty, and scan every seat. MariaDB's and SQLite's
+    // planners go by the indexes without them.
+    if let DbConnection::Postgres(c) = conn {
+        c.batch_execute("ANALYZE concerts, schedules, seats")?;
+    }
+    Ok(report)
 }
 
 fn demo_concert(index: u32) -> NewConcert {

@@ -116,11 +116,118 @@ async fn availability_follows_the_clock(backend: Backend) {
     }
 }
 
+/// A schedule without seats is listed with counts of zero, in its place among the others;
+/// a concert without schedules lists none, and is not taken for a missing one.
+async fn schedules_without_seats_count_zero(backend: Backend) {
+    let (db, pool) = pool_on(backend, quick_config());
+    pool.seed(SeedPlan {
+        concerts: 2,
+        schedules_per_concert: 3,
+        seats_per_schedule: 4,
+    })
+    .await
+    .unwrap();
+    let catalogue = DieselCatalogue::new(pool);
+    let first = ConcertId::new(1).unwrap();
+    let before: Vec<i64> = catalogue
+        .list_schedules(first)
+        .await
+        .unwrap()
+        .unwrap()
+        .iter()
+        .map(|listed| listed.schedule.id.get())
+        .collect();
+    db.execute(&format!(
+        "DELETE FROM seats WHERE schedule_id = {};
+         UPDATE seats SET status = 'SOLD' WHERE schedule_id = {} AND number = 1;
+         DELETE FROM seats WHERE schedule_id IN (SELECT id FROM schedules WHERE concert_id = 2);
+         DELETE FROM schedules WHERE concert_id = 2;",
+        before[1], before[2]
+    ));
+
+    let listed = catalogue.list_schedules(first).await.unwrap().unwrap();
+    let ids: Vec<i64> = listed.iter().map(|l| l.schedule.id.get()).collect();
+    assert_eq!(ids, before, "every schedule, in the same order");
+    let counts: Vec<(i64, i64)> = listed
+        .iter()
+        .map(|l| (l.total_seats, l.available_seats))
+        .collect();
+    assert_eq!(counts, [(4, 4), (0, 0), (4, 3)]);
+    assert_eq!(
+        catalogue
+            .list_schedules(ConcertId::new(2).unwrap())
+            .await
+            .unwrap(),
+        Some(Vec::new())
+    );
+}
+
 on_each_backend!(
     pages_and_totals,
     absent_things_are_none,
-    availability_follows_the_clock
+    availability_follows_the_clock,
+    schedules_without_seats_count_zero
 );
+
+/// A concert's schedules and their seat counts come from one statement, prepared once and
+/// reused: a reload of the listing, which every hold causes, is one round trip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: set MARQUEE_TEST_DATABASE_URL"]
+async fn the_schedules_listing_is_one_prepared_statement() {
+    use diesel::prelude::*;
+    use marquee_persistence::PoolConfig;
+
+    #[derive(QueryableByName)]
+    struct Prepared {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        statement: String,
+    }
+    // One connection, so every statement below was prepared on the one that is asked.
+    let (_db, pool) = pool_on(
+        Backend::Postgres,
+        PoolConfig {
+            maximum_pool_size: 1,
+            ..quick_config()
+        },
+    );
+    pool.seed(SeedPlan::DEMO).await.unwrap();
+    let catalogue = DieselCatalogue::new(pool.clone());
+    for concert in [1, 2, 1] {
+        let listed = catalogue
+            .list_schedules(ConcertId::new(concert).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!listed.is_empty());
+    }
+    let statements: Vec<String> = pool
+        .run(|conn| {
+            let marquee_persistence::connection::DbConnection::Postgres(c) = conn else {
+                unreachable!("a PostgreSQL pool");
+            };
+            Ok(
+                diesel::sql_query("SELECT statement FROM pg_prepared_statements")
+                    .load::<Prepared>(c)?
+                    .into_iter()
+                    .map(|row| row.statement)
+                    .collect(),
+            )
+        })
+        .await
+        .unwrap();
+    // The seeding's statements read the tables' largest ids; the listing is the one that
+    // reads seats.
+    let reads: Vec<&String> = statements
+        .iter()
+        .filter(|s| s.contains("\"seats\""))
+        .collect();
+    assert_eq!(reads.len(), 1, "{statements:#?}");
+    assert!(
+        reads[0].contains("FROM (\"schedules\" LEFT OUTER JOIN \"seats\""),
+        "{}",
+        reads[0]
+    );
+}
 
 /// Read replicas are PostgreSQL's: `Databases` refuses one for a SQLite primary, before it
 /// connects anywhere.
