@@ -78,14 +78,55 @@ def listener(port):
     return int(match.group(1)) if match else None
 
 
+def machine_times(proc="/proc"):
+    """(total, idle, stolen) clock ticks of all the machine's CPUs since boot, from the first
+    line of /proc/stat, or None when it cannot be read. Idle counts iowait too; stolen is the
+    time a virtual CPU was ready to run while the hypervisor ran something else (0 on bare
+    metal). guest and guest_nice are already inside user and nice, so they are not added."""
+    try:
+        with open(f"{proc}/stat") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    ticks = [int(value) for value in fields[1:9]] + [0] * (8 - len(fields[1:9]))
+    user, nice, system, idle, iowait, irq, softirq, steal = ticks
+    return (user + nice + system + idle + iowait + irq + softirq + steal, idle + iowait, steal)
+
+
+def machine_share(before, after):
+    """{"busy", "idle", "stolen"}: fractions of the machine's CPU time between two
+    machine_times readings, or None without both or with no time between them."""
+    if before is None or after is None:
+        return None
+    total, idle, stolen = (a - b for a, b in zip(after, before))
+    if total <= 0:
+        return None
+    return {"busy": (total - idle - stolen) / total, "idle": idle / total, "stolen": stolen / total}
+
+
+def machine_line(share):
+    """The report's sentence on the whole machine's CPU over the run, or [] without one."""
+    if not share:
+        return []
+    return ["", f"The whole machine over the same time (/proc/stat): {share['busy']:.0%} busy, "
+            f"{share['idle']:.0%} idle, {share['stolen']:.0%} stolen by the host (time a virtual CPU was "
+            "ready to run while the hypervisor ran something else). A run with CPU stolen, or with "
+            "little idle left, times the host as much as the servers."]
+
+
 class Meter:
-    """CPU seconds of named tiers between start() and stop(). tiers: {name: root pid}; a
-    tier whose root is None is left out."""
+    """CPU seconds of named tiers between start() and stop(), and the whole machine's busy,
+    idle and stolen shares over the same time (`machine`, after stop()). tiers: {name: root
+    pid}; a tier whose root is None is left out."""
 
     def __init__(self, tiers, proc="/proc"):
         self.tiers = {name: pid for name, pid in tiers.items() if pid is not None}
         self.proc = proc
         self.before = {}
+        self.machine_before = None
+        self.machine = None
 
     def snapshot(self):
         table = processes(self.proc)
@@ -93,9 +134,11 @@ class Meter:
 
     def start(self):
         self.before = self.snapshot()
+        self.machine_before = machine_times(self.proc)
 
     def stop(self):
         """{tier: CPU seconds used since start()}."""
+        self.machine = machine_share(self.machine_before, machine_times(self.proc))
         after = self.snapshot()
         used = {}
         for name, pids in after.items():

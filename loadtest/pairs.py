@@ -22,7 +22,8 @@ FLOOR_LOOKUP (loadtest/mixed.js) change the floor's side, and the table names th
 FLOOR_WRITES=matched the floor sends as many writes as Marquee's bookings, a bound rather than
 the issue's baseline.
 
-Writes loadtest/results/<UTC time>-pairs.md (the table; each run's own folder is named in it)
+Writes loadtest/results/<UTC time>-pairs.md (the table, with the share of the machine's CPU the
+host stole during each run, from its machine-cpu.json; each run's own folder is named in it)
 and prints the table. Exit status: 0 when every run finished (whether or not the targets were
 met), 1 when a run failed to produce a summary, 2 on a usage error.
 
@@ -65,9 +66,12 @@ class Side:
     booking_p99: float
     failed: int
     dropped: int
+    # The share of the machine's CPU time the host stole while k6 ran (machine-cpu.json), or
+    # None when the run did not record it.
+    stolen: float = None
 
     @classmethod
-    def from_summary(cls, folder, metrics):
+    def from_summary(cls, folder, metrics, machine=None):
         def trend(name, stat):
             value = metrics.get(name, {}).get(stat)
             if value is None:
@@ -85,7 +89,8 @@ class Side:
                    lookup_p99=trend("http_req_duration{kind:lookup}", "p(99)"),
                    booking_p99=trend("http_req_duration{kind:booking}", "p(99)"),
                    failed=failed,
-                   dropped=count("dropped_iterations", "count"))
+                   dropped=count("dropped_iterations", "count"),
+                   stolen=(machine or {}).get("stolen"))
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,11 @@ def floor_command(environ):
     return f"{knobs}loadtest/run {' '.join(FLOOR)}"
 
 
+def share(fraction):
+    """A fraction as a percentage with one decimal, or "-" when it was not recorded."""
+    return "-" if fraction is None else f"{fraction:.1%}"
+
+
 def table(pairs, started, environ=None):
     lines = [
         f"# The mixed scenario in {len(pairs)} alternating pairs ({started})", "",
@@ -124,14 +134,15 @@ def table(pairs, started, environ=None):
         "Durations in ms; ratios are Marquee's over the floor's of the same pair "
         f"(targets: lookups {LOOKUP_BAR}x, bookings {BOOKING_BAR}x the floor's holds).", "",
         "| pair | Marquee lookups p95 / p99 | bookings p99 | failed | dropped | floor lookups p95 / p99 "
-        "| holds p99 | ratios p95 / p99 / bookings | met |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| holds p99 | ratios p95 / p99 / bookings | met | CPU stolen by the host, Marquee / floor |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
     ]
     for number, pair in enumerate(pairs, 1):
         m, f = pair.marquee, pair.floor
         lines.append(f"| {number} | {m.lookup_p95:.2f} / {m.lookup_p99:.2f} | {m.booking_p99:.2f} | {m.failed} "
                      f"| {m.dropped} | {f.lookup_p95:.2f} / {f.lookup_p99:.2f} | {f.booking_p99:.2f} "
-                     f"| {' / '.join(f'{r:.1f}x' for r in pair.ratios)} | {'yes' if pair.met else 'no'} |")
+                     f"| {' / '.join(f'{r:.1f}x' for r in pair.ratios)} | {'yes' if pair.met else 'no'} "
+                     f"| {share(m.stolen)} / {share(f.stolen)} |")
     if pairs:
         lines += ["", "Medians of the ratios: " + " / ".join(f"{r:.1f}x" for r in medians(pairs))
                   + f"; pairs meeting every target: {sum(p.met for p in pairs)} of {len(pairs)}."]
@@ -164,9 +175,10 @@ def run_side(side, environ):
         die(f"the {side} run (exit status {done.returncode}) named no results folder", status=1)
     folder = found.group(1)
     summary = ROOT / folder / "summary.json"
+    machine = ROOT / folder / "machine-cpu.json"
     try:
         metrics = json.loads(summary.read_text())["metrics"]
-        return Side.from_summary(folder, metrics)
+        return Side.from_summary(folder, metrics, json.loads(machine.read_text()) if machine.exists() else None)
     except (OSError, ValueError, KeyError) as error:
         die(f"the {side} run left no usable {summary}: {error}", status=1)
 

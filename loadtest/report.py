@@ -191,6 +191,8 @@ def render(facts, summary, k6_log, metrics_text):
         lines += cpu.lines(used, seconds, int(metrics.get("http_reqs", {}).get("count", 0)))
         if used and facts.get("cpu_note"):
             lines += ["", facts["cpu_note"]]
+        if used:
+            lines += cpu.machine_line(facts.get("machine_cpu"))
         lines += memory.lines(facts.get("memory") or {})
         lines.append("")
     # A scenario's own section (mixed's), before the server's counters.

@@ -64,7 +64,8 @@ stack sets. Other knobs of this script:
                 so that the load generator does not take the server's CPU (default: unpinned)
 
 Results go to loadtest/results/<UTC date-time>-<scenario>[-<setup>][-floor]/: report.md,
-the k6 log and summary (summary.json), the dashboard (dashboard.html), every sample
+the k6 log and summary (summary.json), the whole machine's busy, idle and stolen CPU shares
+while k6 ran (machine-cpu.json), the dashboard (dashboard.html), every sample
 (samples.json.gz), latency.png (loadtest/plot.py), the server's log and its final /metrics;
 for mixed --faults also faults.json (each fault's start and end) and redis.log; for
 ticket-opening also metrics.csv (/metrics once a second during the run) and queue.png
@@ -663,6 +664,8 @@ class Run:
     # CPU seconds per process while k6 ran, and how long it ran, for the report.
     cpu_used: dict = field(default_factory=dict)
     k6_seconds: float = 0.0
+    # The whole machine's busy, idle and stolen shares while k6 ran (cpu.machine_share).
+    machine_cpu: dict = None
     # k6's own CPU seconds, as last read while it printed (None: never read).
     k6_cpu: float = None
     # Peak and final resident memory of the servers (and a private Redis), for the report.
@@ -744,6 +747,9 @@ class Run:
         # time of those that were killed is lost, which the report says).
         meter.tiers.update({name: pid for name, pid in self.metered_processes().items() if pid is not None})
         self.cpu_used = meter.stop()
+        self.machine_cpu = meter.machine
+        if self.machine_cpu is not None:
+            (out / "machine-cpu.json").write_text(json.dumps(self.machine_cpu) + "\n")
         if self.k6_cpu is not None:
             # The load generator shares the cores: its row says how much of them it took.
             self.cpu_used["k6 (the load generator)"] = self.k6_cpu
@@ -988,7 +994,8 @@ class Run:
                  "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "command": command,
                  "stack": self.stack.description, "machine": machine(),
                  "server": f"{server}, revision {revision()}", "k6": k6_version,
-                 "cpu": (self.cpu_used, self.k6_seconds), "memory": self.memory_used,
+                 "cpu": (self.cpu_used, self.k6_seconds), "machine_cpu": self.machine_cpu,
+                 "memory": self.memory_used,
                  "load": load_before}
         if self.options.faults:
             facts["cpu_note"] = ("With --faults, Redis and PostgreSQL were restarted during the load: their rows "

@@ -19,6 +19,12 @@ class FakeProc:
         self.dir = tempfile.TemporaryDirectory()
         self.path = Path(self.dir.name)
 
+    def set_machine(self, user, nice, system, idle, iowait, irq, softirq, steal, guest=0):
+        """/proc/stat's first line (the other lines are left out: only the first is read)."""
+        (self.path / "stat").write_text(
+            f"cpu  {user} {nice} {system} {idle} {iowait} {irq} {softirq} {steal} {guest} 0\n"
+            "cpu0 1 2 3 4 5 6 7 8 9 10\n")
+
     def set(self, pid, name, parent, user, system):
         folder = self.path / str(pid)
         folder.mkdir(exist_ok=True)
@@ -66,6 +72,33 @@ class Meter(unittest.TestCase):
             total += i * i
         used = meter.stop()
         self.assertGreater(used["me"], 0, total)
+
+
+class Machine(unittest.TestCase):
+    def test_busy_idle_and_stolen_shares_between_two_readings(self):
+        proc = FakeProc()
+        self.addCleanup(proc.dir.cleanup)
+        proc.set_machine(100, 0, 50, 1000, 10, 0, 0, 0)
+        meter = cpu.Meter({}, proc=proc.path)
+        meter.start()
+        # 400 ticks pass: 200 busy (user, nice, system, irq, softirq; guest is inside user),
+        # 150 idle (iowait included), 50 stolen.
+        proc.set_machine(250, 10, 80, 1140, 20, 5, 5, 50, guest=30)
+        meter.stop()
+        self.assertEqual(meter.machine, {"busy": 0.5, "idle": 0.375, "stolen": 0.125})
+        line = "\n".join(cpu.machine_line(meter.machine))
+        self.assertIn("50% busy, 38% idle, 12% stolen by the host", line)
+
+    def test_no_share_without_two_readings_or_without_time_between_them(self):
+        self.assertIsNone(cpu.machine_share(None, (10, 5, 0)))
+        self.assertIsNone(cpu.machine_share((10, 5, 0), (10, 5, 0)))
+        self.assertIsNone(cpu.machine_times("/nonexistent"))
+        self.assertEqual(cpu.machine_line(None), [])
+
+    def test_this_machine_has_a_reading(self):
+        total, idle, stolen = cpu.machine_times()
+        self.assertGreater(total, 0)
+        self.assertLessEqual(idle + stolen, total)
 
 
 class Lines(unittest.TestCase):

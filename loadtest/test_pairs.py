@@ -16,8 +16,9 @@ def summary(p95, p99, booking_p99, failed=0, dropped=0):
     }
 
 
-def side(folder, *figures, **counts):
-    return pairs.Side.from_summary(folder, summary(*figures, **counts))
+def side(folder, *figures, stolen=None, **counts):
+    machine = None if stolen is None else {"busy": 0.5, "idle": 0.5 - stolen, "stolen": stolen}
+    return pairs.Side.from_summary(folder, summary(*figures, **counts), machine)
 
 
 class Sides(unittest.TestCase):
@@ -25,6 +26,10 @@ class Sides(unittest.TestCase):
         read = side("m", 12.0, 40.0, 45.0, failed=3, dropped=7)
         self.assertEqual((read.lookup_p95, read.lookup_p99, read.booking_p99), (12.0, 40.0, 45.0))
         self.assertEqual((read.failed, read.dropped), (3, 7))
+
+    def test_reads_the_stolen_share_when_the_run_recorded_it(self):
+        self.assertEqual(side("m", 1.0, 2.0, 3.0, stolen=0.04).stolen, 0.04)
+        self.assertIsNone(side("m", 1.0, 2.0, 3.0).stolen)
 
     def test_a_summary_without_a_percentile_is_refused(self):
         metrics = summary(1.0, 2.0, 3.0)
@@ -53,11 +58,14 @@ class Ratios(unittest.TestCase):
         self.assertEqual(pairs.medians(runs), (7.0, 7.0, 1.0))
 
     def test_the_table_names_every_run_and_the_medians(self):
-        runs = [pairs.Pair(side("loadtest/results/a", 14.0, 40.0, 40.0), side("loadtest/results/b", 2.0, 10.0, 10.0)),
+        runs = [pairs.Pair(side("loadtest/results/a", 14.0, 40.0, 40.0, stolen=0.035),
+                           side("loadtest/results/b", 2.0, 10.0, 10.0, stolen=0.0)),
                 pairs.Pair(side("loadtest/results/d", 3.0, 12.0, 20.0), side("loadtest/results/c", 2.0, 8.0, 10.0))]
         text = "\n".join(pairs.table(runs, "2026-12-07 20:00 UTC"))
-        self.assertIn("| 1 | 14.00 / 40.00 | 40.00 | 0 | 0 | 2.00 / 10.00 | 10.00 | 7.0x / 4.0x / 4.0x | no |", text)
-        self.assertIn("| 2 | 3.00 / 12.00 | 20.00 | 0 | 0 | 2.00 / 8.00 | 10.00 | 1.5x / 1.5x / 2.0x | yes |", text)
+        self.assertIn("| 1 | 14.00 / 40.00 | 40.00 | 0 | 0 | 2.00 / 10.00 | 10.00 | 7.0x / 4.0x / 4.0x | no "
+                      "| 3.5% / 0.0% |", text)
+        self.assertIn("| 2 | 3.00 / 12.00 | 20.00 | 0 | 0 | 2.00 / 8.00 | 10.00 | 1.5x / 1.5x / 2.0x | yes | - / - |",
+                      text)
         self.assertIn("Medians of the ratios: 4.2x / 2.8x / 3.0x; pairs meeting every target: 1 of 2.", text)
         for folder in "abcd":
             self.assertIn(f"`loadtest/results/{folder}`", text)
