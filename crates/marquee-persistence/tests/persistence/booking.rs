@@ -603,11 +603,6 @@ on_each_backend!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL: set MARQUEE_TEST_DATABASE_URL"]
 async fn bookings_reuse_their_prepared_writes() {
-    #[derive(QueryableByName)]
-    struct Prepared {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        statement: String,
-    }
     // One connection, so every statement below was prepared on the one that is asked.
     let (_db, pool) = pool_on(
         Backend::Postgres,
@@ -623,21 +618,7 @@ async fn bookings_reuse_their_prepared_writes() {
         charge(&booking, u, 100_000, &format!("charge-{u}")).await;
         performed(pay(&booking, u, held.id, &format!("pay-{u}")).await);
     }
-    let statements: Vec<String> = pool
-        .run(|conn| {
-            let marquee_persistence::connection::DbConnection::Postgres(c) = conn else {
-                unreachable!("a PostgreSQL pool");
-            };
-            Ok(
-                diesel::sql_query("SELECT statement FROM pg_prepared_statements")
-                    .load::<Prepared>(c)?
-                    .into_iter()
-                    .map(|row| row.statement)
-                    .collect(),
-            )
-        })
-        .await
-        .unwrap();
+    let statements = crate::prepared_statements(&pool).await;
     let prepared = |start: &str, table: &str| {
         statements
             .iter()

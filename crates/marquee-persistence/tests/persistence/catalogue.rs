@@ -174,14 +174,8 @@ on_each_backend!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL: set MARQUEE_TEST_DATABASE_URL"]
 async fn the_schedules_listing_is_one_prepared_statement() {
-    use diesel::prelude::*;
     use marquee_persistence::PoolConfig;
 
-    #[derive(QueryableByName)]
-    struct Prepared {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        statement: String,
-    }
     // One connection, so every statement below was prepared on the one that is asked.
     let (_db, pool) = pool_on(
         Backend::Postgres,
@@ -200,21 +194,7 @@ async fn the_schedules_listing_is_one_prepared_statement() {
             .unwrap();
         assert!(!listed.is_empty());
     }
-    let statements: Vec<String> = pool
-        .run(|conn| {
-            let marquee_persistence::connection::DbConnection::Postgres(c) = conn else {
-                unreachable!("a PostgreSQL pool");
-            };
-            Ok(
-                diesel::sql_query("SELECT statement FROM pg_prepared_statements")
-                    .load::<Prepared>(c)?
-                    .into_iter()
-                    .map(|row| row.statement)
-                    .collect(),
-            )
-        })
-        .await
-        .unwrap();
+    let statements = crate::prepared_statements(&pool).await;
     // The seeding's statements read the tables' largest ids; the listing is the one that
     // reads seats.
     let reads: Vec<&String> = statements

@@ -43,6 +43,32 @@ pub fn quick_config() -> PoolConfig {
     }
 }
 
+/// The statements prepared on a PostgreSQL pool's connection (`pg_prepared_statements`): with
+/// a pool of one connection, every statement diesel prepared and kept for reuse.
+pub async fn prepared_statements(pool: &DbPool) -> Vec<String> {
+    use diesel::prelude::*;
+
+    #[derive(QueryableByName)]
+    struct Prepared {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        statement: String,
+    }
+    pool.run(|conn| {
+        let marquee_persistence::connection::DbConnection::Postgres(c) = conn else {
+            unreachable!("a PostgreSQL pool");
+        };
+        Ok(
+            diesel::sql_query("SELECT statement FROM pg_prepared_statements")
+                .load::<Prepared>(c)?
+                .into_iter()
+                .map(|row| row.statement)
+                .collect(),
+        )
+    })
+    .await
+    .expect("read the prepared statements")
+}
+
 marquee_testkit::backend_guards!(
     needs: [POSTGRES_URL_VAR, MYSQL_URL_VAR, marquee_testkit::PG_BIN_VAR],
     modules: ["postgres", "mysql", "replica"]
