@@ -90,8 +90,8 @@ def machine_times(proc="/proc"):
         return None
     if not fields or fields[0] != "cpu":
         return None
-    ticks = [int(value) for value in fields[1:9]] + [0] * (8 - len(fields[1:9]))
-    user, nice, system, idle, iowait, irq, softirq, steal = ticks
+    # Older kernels list fewer fields: those missing count as 0.
+    user, nice, system, idle, iowait, irq, softirq, steal = ([int(value) for value in fields[1:9]] + [0] * 8)[:8]
     return (user + nice + system + idle + iowait + irq + softirq + steal, idle + iowait, steal)
 
 
